@@ -1,0 +1,291 @@
+//! The backward pass: topological order, derivative rules, accumulation.
+
+use super::{BinaryOp, NoGradGuard, Op};
+use crate::error::{Result, TensorError};
+use crate::tensor::{Element, Tensor, TensorId};
+use std::collections::{HashMap, HashSet};
+
+/// Gradients of the leaves of one backward pass, keyed by tensor id.
+pub struct Gradients<T: Element> {
+    map: HashMap<TensorId, Tensor<T>>,
+}
+
+impl<T: Element> Gradients<T> {
+    /// The gradient of `leaf`, if it took part in the graph.
+    pub fn get(&self, leaf: &Tensor<T>) -> Option<&Tensor<T>> {
+        self.map.get(&leaf.id())
+    }
+
+    /// The gradient of the leaf with this id.
+    pub fn get_id(&self, id: TensorId) -> Option<&Tensor<T>> {
+        self.map.get(&id)
+    }
+
+    /// Takes the gradient of `leaf` out of the store.
+    pub fn remove(&mut self, leaf: &Tensor<T>) -> Option<Tensor<T>> {
+        self.map.remove(&leaf.id())
+    }
+
+    /// Number of leaves with a gradient.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no leaf received a gradient.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Drops every gradient (between optimisation steps).
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
+}
+
+impl<T: Element> Tensor<T> {
+    /// Backpropagates from this scalar (seed 1) and returns the gradients of all leaves.
+    ///
+    /// The recorded graph is freed as it is consumed, so a second `backward` through the
+    /// same graph is an error (as PyTorch without `retain_graph`).
+    pub fn backward(&self) -> Result<Gradients<T>> {
+        if self.numel() != 1 {
+            return Err(TensorError::Backward(format!(
+                "backward() needs a one-element output, got shape {:?}; use backward_with",
+                self.shape()
+            )));
+        }
+        self.backward_with(&Tensor::ones(self.shape()))
+    }
+
+    /// Backpropagates `seed` (the gradient of some scalar with respect to this tensor).
+    pub fn backward_with(&self, seed: &Tensor<T>) -> Result<Gradients<T>> {
+        if !self.requires_grad() {
+            return Err(TensorError::Backward(
+                "the tensor does not require grad (no input required grad, or it was computed under no_grad)".into(),
+            ));
+        }
+        if seed.shape() != self.shape() {
+            return Err(TensorError::ShapeMismatch {
+                op: "backward_with",
+                lhs: self.shape().to_vec(),
+                rhs: seed.shape().to_vec(),
+            });
+        }
+        let order = topological_order(self);
+        let _no_grad = NoGradGuard::new();
+        let mut grads: HashMap<TensorId, Tensor<T>> = HashMap::new();
+        grads.insert(self.id(), seed.detach());
+        for node in order.iter().rev() {
+            if node.is_leaf() {
+                continue;
+            }
+            // Interior gradients are dropped as soon as they are propagated.
+            let Some(grad) = grads.remove(&node.id()) else {
+                continue;
+            };
+            let op = node.op_slot().lock().expect("op lock poisoned").take();
+            let Some(op) = op else {
+                return Err(TensorError::Backward(
+                    "the graph was already freed by an earlier backward".into(),
+                ));
+            };
+            let input_grads = derivative(&op, node, &grad)?;
+            for (input, g) in op.inputs().into_iter().zip(input_grads) {
+                let Some(g) = g else { continue };
+                if !input.requires_grad() {
+                    continue;
+                }
+                debug_assert_eq!(g.shape(), input.shape(), "rule of {}", op.name());
+                match grads.remove(&input.id()) {
+                    Some(acc) => grads.insert(input.id(), acc.add(&g)?),
+                    None => grads.insert(input.id(), g),
+                };
+            }
+        }
+        Ok(Gradients { map: grads })
+    }
+}
+
+/// Nodes that require grad, reachable from `root`, inputs before the ops that read them.
+fn topological_order<T: Element>(root: &Tensor<T>) -> Vec<Tensor<T>> {
+    let mut order = Vec::new();
+    let mut visited = HashSet::new();
+    // Iterative post-order DFS: (node, inputs already pushed?).
+    let mut stack = vec![(root.clone(), false)];
+    while let Some((node, expanded)) = stack.pop() {
+        if expanded {
+            order.push(node);
+            continue;
+        }
+        if !visited.insert(node.id()) {
+            continue;
+        }
+        let inputs: Vec<Tensor<T>> = match &*node.op_slot().lock().expect("op lock poisoned") {
+            Some(op) => op.inputs().into_iter().cloned().collect(),
+            None => Vec::new(),
+        };
+        stack.push((node, true));
+        for input in inputs {
+            if input.requires_grad() && !visited.contains(&input.id()) {
+                stack.push((input, false));
+            }
+        }
+    }
+    order
+}
+
+/// The derivative rule of every core op: gradients of the inputs given the output's.
+fn derivative<T: Element>(
+    op: &Op<T>,
+    out: &Tensor<T>,
+    grad: &Tensor<T>,
+) -> Result<Vec<Option<Tensor<T>>>> {
+    Ok(match op {
+        Op::Unary { input, f } => {
+            let (x, y, g) = (input.values(), out.values(), grad.values());
+            let dx = x
+                .iter()
+                .zip(y.iter())
+                .zip(g.iter())
+                .map(|((&x, &y), &g)| g * f.df(x, y))
+                .collect();
+            vec![Some(Tensor::from_contiguous(dx, input.shape()))]
+        }
+        Op::Binary { lhs, rhs, op } => {
+            let (ga, gb) = binary_grads(*op, lhs, rhs, grad);
+            vec![ga, gb]
+        }
+        Op::Sum { input, axes } => {
+            let mut kept = input.shape().to_vec();
+            for &a in axes {
+                kept[a] = 1;
+            }
+            vec![Some(grad.reshape(&kept)?.broadcast_to(input.shape())?)]
+        }
+        Op::Matmul { lhs, rhs } => {
+            let (ga, gb) = matmul_grads(lhs, rhs, grad)?;
+            vec![ga, gb]
+        }
+        Op::Reshape { input } => vec![Some(grad.reshape(input.shape())?)],
+        Op::Permute { input: _, perm } => {
+            let mut inverse = vec![0; perm.len()];
+            for (i, &p) in perm.iter().enumerate() {
+                inverse[p] = i;
+            }
+            vec![Some(grad.permute(&inverse)?)]
+        }
+        Op::BroadcastTo { input } => vec![Some(grad.sum_to(input.shape())?)],
+        Op::Narrow { input, axis, start } => {
+            let (axis, start) = (*axis, *start);
+            let len = grad.shape()[axis];
+            let zeros_of = |n: usize| {
+                let mut s = input.shape().to_vec();
+                s[axis] = n;
+                Tensor::zeros(&s)
+            };
+            let after = input.shape()[axis] - start - len;
+            let parts: Vec<Tensor<T>> = [
+                (start > 0).then(|| zeros_of(start)),
+                Some(grad.clone()),
+                (after > 0).then(|| zeros_of(after)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            vec![Some(Tensor::concat(&parts, axis as isize)?)]
+        }
+        Op::Concat { inputs, axis } => {
+            let mut start = 0;
+            let mut gs = Vec::with_capacity(inputs.len());
+            for t in inputs {
+                let len = t.shape()[*axis];
+                gs.push(Some(grad.narrow(*axis as isize, start, len)?));
+                start += len;
+            }
+            gs
+        }
+        Op::Take { input, positions } => {
+            let mut dx = vec![T::zero(); input.numel()];
+            for (&p, &g) in positions.iter().zip(grad.values().iter()) {
+                dx[p] += g;
+            }
+            vec![Some(Tensor::from_contiguous(dx, input.shape()))]
+        }
+        Op::Custom(c) => c.backward(out, grad)?,
+    })
+}
+
+/// Gradients of the two operands of a binary op (`None` where not needed).
+type GradPair<T> = (Option<Tensor<T>>, Option<Tensor<T>>);
+
+/// Gradients of an elementwise binary op, computed only for operands that need them.
+fn binary_grads<T: Element>(
+    op: BinaryOp,
+    a: &Tensor<T>,
+    b: &Tensor<T>,
+    g: &Tensor<T>,
+) -> GradPair<T> {
+    let shape = g.shape();
+    let (gv, av, bv) = (g.values(), a.values(), b.values());
+    let half = T::from_f64(0.5);
+    let each = |want: bool, rule: &dyn Fn(T, T, T) -> T| -> Option<Tensor<T>> {
+        want.then(|| {
+            let d = gv
+                .iter()
+                .zip(av.iter().zip(bv.iter()))
+                .map(|(&g, (&a, &b))| rule(g, a, b))
+                .collect();
+            Tensor::from_contiguous(d, shape)
+        })
+    };
+    let (wa, wb) = (a.requires_grad(), b.requires_grad());
+    // d max(a,b)/da: 1 where a > b, 1/2 at ties, 0 elsewhere (minimum mirrors it).
+    let pick = move |x: T, y: T, g: T| {
+        if x > y {
+            g
+        } else if x == y {
+            g * half
+        } else {
+            T::zero()
+        }
+    };
+    match op {
+        BinaryOp::Add => (each(wa, &|g, _, _| g), each(wb, &|g, _, _| g)),
+        BinaryOp::Sub => (each(wa, &|g, _, _| g), each(wb, &|g, _, _| -g)),
+        BinaryOp::Mul => (each(wa, &|g, _, b| g * b), each(wb, &|g, a, _| g * a)),
+        BinaryOp::Div => (
+            each(wa, &|g, _, b| g / b),
+            each(wb, &|g, a, b| -g * a / (b * b)),
+        ),
+        BinaryOp::Maximum => (
+            each(wa, &|g, a, b| pick(a, b, g)),
+            each(wb, &|g, a, b| pick(b, a, g)),
+        ),
+        BinaryOp::Minimum => (
+            each(wa, &|g, a, b| pick(b, a, g)),
+            each(wb, &|g, a, b| pick(a, b, g)),
+        ),
+    }
+}
+
+/// `dA = G·Bᵀ`, `dB = Aᵀ·G`, with transposes as strided views (no copies).
+fn matmul_grads<T: Element>(a: &Tensor<T>, b: &Tensor<T>, g: &Tensor<T>) -> Result<GradPair<T>> {
+    let ga = if a.requires_grad() {
+        Some(g.matmul(&b.transpose(-2, -1)?)?)
+    } else {
+        None
+    };
+    let gb = if !b.requires_grad() {
+        None
+    } else if a.ndim() == 3 && b.ndim() == 2 {
+        // B was shared by every batch item: fold the batch into the rows.
+        let (bs, m, k) = (a.shape()[0], a.shape()[1], a.shape()[2]);
+        let n = b.shape()[1];
+        let a2 = a.reshape(&[bs * m, k])?;
+        let g2 = g.reshape(&[bs * m, n])?;
+        Some(a2.transpose(0, 1)?.matmul(&g2)?)
+    } else {
+        Some(a.transpose(-2, -1)?.matmul(g)?)
+    };
+    Ok((ga, gb))
+}

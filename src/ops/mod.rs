@@ -1,0 +1,14 @@
+//! The differentiable operations, as methods on [`Tensor`](crate::Tensor).
+//!
+//! Primitives record an [`Op`](crate::autograd::Op) whose derivative rule lives in
+//! `autograd/backward.rs`; composites (mean, logsumexp, softmax, …) are written in terms of
+//! primitives and get their gradients for free.
+
+pub mod binary;
+pub mod compare;
+pub mod indexing;
+pub mod matmul;
+pub mod movement;
+pub mod reduce;
+pub mod softmax;
+pub mod unary;

@@ -1,0 +1,46 @@
+//! `max(x, 0)`; derivative 1 for `x > 0`, else 0.
+
+use crate::autograd::UnaryFn;
+use crate::tensor::{Element, Tensor};
+
+struct Relu;
+
+impl<T: Element> UnaryFn<T> for Relu {
+    fn name(&self) -> &'static str {
+        "relu"
+    }
+    fn f(&self, x: T) -> T {
+        if x > T::zero() {
+            x
+        } else {
+            T::zero()
+        }
+    }
+    fn df(&self, x: T, _y: T) -> T {
+        if x > T::zero() {
+            T::one()
+        } else {
+            T::zero()
+        }
+    }
+}
+
+impl<T: Element> Tensor<T> {
+    /// Elementwise rectifier `max(x, 0)`.
+    pub fn relu(&self) -> Tensor<T> {
+        self.unary(Relu)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::*;
+
+    #[test]
+    fn relu_values_and_gradcheck() {
+        let x = rand_input_away_from_zero(&[4, 4], 6, 0.05);
+        let want: Vec<f64> = x.to_vec().iter().map(|v| v.max(0.0)).collect();
+        assert_eq!(x.relu().to_vec(), want);
+        assert_gradcheck(|t| Ok(t[0].relu()), &[x]);
+    }
+}

@@ -1,0 +1,238 @@
+//! How a tensor's logical elements map onto its storage: shape, strides and offset.
+
+use crate::error::{Result, TensorError};
+
+/// Shape, element strides and storage offset of a (possibly non-contiguous) view.
+///
+/// Strides are in elements; a stride of 0 repeats one element (broadcasting).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// Size of every dimension.
+    pub shape: Vec<usize>,
+    /// Storage step, in elements, for a unit step along each dimension.
+    pub strides: Vec<usize>,
+    /// Storage index of the first element.
+    pub offset: usize,
+}
+
+/// Row-major strides of a contiguous tensor of this shape.
+pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![0; shape.len()];
+    let mut acc = 1;
+    for (s, &d) in strides.iter_mut().zip(shape).rev() {
+        *s = acc;
+        acc *= d;
+    }
+    strides
+}
+
+/// Normalises a possibly negative axis against `ndim`.
+pub fn normalize_axis(op: &'static str, axis: isize, ndim: usize) -> Result<usize> {
+    let a = if axis < 0 { axis + ndim as isize } else { axis };
+    if a < 0 || a >= ndim as isize {
+        return Err(TensorError::AxisOutOfRange { op, axis, ndim });
+    }
+    Ok(a as usize)
+}
+
+/// Normalises, sorts and deduplicates a set of axes; an empty set means all axes.
+pub fn normalize_axes(op: &'static str, axes: &[isize], ndim: usize) -> Result<Vec<usize>> {
+    if axes.is_empty() {
+        return Ok((0..ndim).collect());
+    }
+    let mut out = axes
+        .iter()
+        .map(|&a| normalize_axis(op, a, ndim))
+        .collect::<Result<Vec<_>>>()?;
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// The NumPy broadcast of two shapes, or a shape-mismatch error naming `op`.
+pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    let n = a.len().max(b.len());
+    let mut out = vec![0; n];
+    for i in 0..n {
+        let da = if i + a.len() >= n {
+            a[i + a.len() - n]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= n {
+            b[i + b.len() - n]
+        } else {
+            1
+        };
+        out[i] = match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => {
+                return Err(TensorError::ShapeMismatch {
+                    op,
+                    lhs: a.to_vec(),
+                    rhs: b.to_vec(),
+                })
+            }
+        };
+    }
+    Ok(out)
+}
+
+impl Layout {
+    /// A contiguous row-major layout starting at offset 0.
+    pub fn contiguous(shape: &[usize]) -> Self {
+        Layout {
+            shape: shape.to_vec(),
+            strides: contiguous_strides(shape),
+            offset: 0,
+        }
+    }
+
+    /// Number of logical elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Whether the elements are stored densely in row-major order (size-1 dims ignored).
+    pub fn is_contiguous(&self) -> bool {
+        let mut expected = 1;
+        for (&d, &s) in self.shape.iter().zip(&self.strides).rev() {
+            if d != 1 && s != expected {
+                return false;
+            }
+            expected *= d;
+        }
+        true
+    }
+
+    /// The view with dimensions reordered by `perm`.
+    pub fn permute(&self, perm: &[usize]) -> Layout {
+        Layout {
+            shape: perm.iter().map(|&p| self.shape[p]).collect(),
+            strides: perm.iter().map(|&p| self.strides[p]).collect(),
+            offset: self.offset,
+        }
+    }
+
+    /// The view of this layout broadcast to `shape` (stride 0 on new or expanded dims).
+    pub fn broadcast_to(&self, shape: &[usize]) -> Result<Layout> {
+        let err = || TensorError::ShapeMismatch {
+            op: "broadcast_to",
+            lhs: self.shape.clone(),
+            rhs: shape.to_vec(),
+        };
+        if shape.len() < self.shape.len() {
+            return Err(err());
+        }
+        let lead = shape.len() - self.shape.len();
+        let mut strides = vec![0; shape.len()];
+        for i in 0..self.shape.len() {
+            let (d, s) = (self.shape[i], self.strides[i]);
+            strides[lead + i] = if d == shape[lead + i] {
+                s
+            } else if d == 1 {
+                0
+            } else {
+                return Err(err());
+            };
+        }
+        Ok(Layout {
+            shape: shape.to_vec(),
+            strides,
+            offset: self.offset,
+        })
+    }
+
+    /// Calls `f(storage_start, inner_stride)` for every run along the last dimension,
+    /// in row-major order; each run has [`Layout::run_len`] elements.
+    pub fn for_each_run(&self, mut f: impl FnMut(usize, usize)) {
+        for_each_run_zip([self], |starts, strides| f(starts[0], strides[0]));
+    }
+
+    /// Length of the runs visited by [`Layout::for_each_run`].
+    pub fn run_len(&self) -> usize {
+        self.shape.last().copied().unwrap_or(1)
+    }
+}
+
+/// Walks `N` layouts of one shape together, calling `f(starts, inner_strides)` for each
+/// run along the last dimension, in row-major order (an odometer over the outer dims).
+pub fn for_each_run_zip<const N: usize>(
+    layouts: [&Layout; N],
+    mut f: impl FnMut([usize; N], [usize; N]),
+) {
+    let shape = &layouts[0].shape;
+    debug_assert!(layouts.iter().all(|l| &l.shape == shape));
+    if shape.iter().product::<usize>() == 0 {
+        return;
+    }
+    let nd = shape.len();
+    let mut pos = layouts.map(|l| l.offset);
+    if nd == 0 {
+        f(pos, [1; N]);
+        return;
+    }
+    let inner = layouts.map(|l| l.strides[nd - 1]);
+    let outer = &shape[..nd - 1];
+    let mut idx = vec![0usize; outer.len()];
+    loop {
+        f(pos, inner);
+        let mut d = outer.len();
+        loop {
+            if d == 0 {
+                return;
+            }
+            d -= 1;
+            idx[d] += 1;
+            for (p, l) in pos.iter_mut().zip(&layouts) {
+                *p += l.strides[d];
+            }
+            if idx[d] < outer[d] {
+                break;
+            }
+            for (p, l) in pos.iter_mut().zip(&layouts) {
+                *p -= l.strides[d] * outer[d];
+            }
+            idx[d] = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcast_follows_numpy() {
+        assert_eq!(
+            broadcast_shapes("t", &[3, 1, 5], &[4, 1]).unwrap(),
+            vec![3, 4, 5]
+        );
+        assert!(broadcast_shapes("t", &[3, 2], &[3]).is_err());
+    }
+
+    #[test]
+    fn contiguity_ignores_unit_dims() {
+        let l = Layout {
+            shape: vec![2, 1, 3],
+            strides: vec![3, 99, 1],
+            offset: 0,
+        };
+        assert!(l.is_contiguous());
+        assert!(!Layout::contiguous(&[2, 3]).permute(&[1, 0]).is_contiguous());
+    }
+
+    #[test]
+    fn runs_visit_every_element_in_order() {
+        let l = Layout::contiguous(&[2, 3]).permute(&[1, 0]);
+        let mut seen = vec![];
+        l.for_each_run(|start, stride| {
+            for j in 0..l.run_len() {
+                seen.push(start + j * stride);
+            }
+        });
+        assert_eq!(seen, vec![0, 3, 1, 4, 2, 5]);
+    }
+}

@@ -1,0 +1,348 @@
+//! The tensor type: reference-counted storage viewed through a [`Layout`].
+//!
+//! A `Tensor` is a cheap handle (`Arc`) to an immutable node: the storage it views,
+//! the view's layout, and, when it was computed from tensors that require gradients,
+//! the [`Op`] that produced it. Views (reshape of contiguous data, permute, broadcast,
+//! narrow) share storage; everything else allocates a new contiguous buffer.
+
+mod element;
+mod layout;
+
+pub use element::Element;
+pub use layout::{
+    broadcast_shapes, contiguous_strides, for_each_run_zip, normalize_axes, normalize_axis, Layout,
+};
+
+use crate::autograd::{is_grad_enabled, Op};
+use crate::error::{Result, TensorError};
+use rand::Rng;
+use rand_distr::{Distribution, StandardNormal};
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Unique identity of a tensor node; gradients are stored under it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TensorId(u64);
+
+impl TensorId {
+    fn fresh() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        TensorId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+pub(crate) struct Node<T: Element> {
+    id: TensorId,
+    storage: Arc<Vec<T>>,
+    layout: Layout,
+    requires_grad: bool,
+    /// How this node was computed; `None` for leaves and after backward freed the graph.
+    op: Mutex<Option<Op<T>>>,
+    /// True for nodes created without an op (leaves); kept after the op is freed.
+    is_leaf: bool,
+}
+
+/// An n-dimensional array of `T` that records the operations applied to it for autodiff.
+pub struct Tensor<T: Element> {
+    node: Arc<Node<T>>,
+}
+
+impl<T: Element> Clone for Tensor<T> {
+    fn clone(&self) -> Self {
+        Tensor {
+            node: Arc::clone(&self.node),
+        }
+    }
+}
+
+impl<T: Element> Tensor<T> {
+    // ---------------------------------------------------------------- construction
+
+    /// A leaf over `storage` viewed through `layout`.
+    pub(crate) fn from_storage(storage: Arc<Vec<T>>, layout: Layout) -> Self {
+        Tensor {
+            node: Arc::new(Node {
+                id: TensorId::fresh(),
+                storage,
+                layout,
+                requires_grad: false,
+                op: Mutex::new(None),
+                is_leaf: true,
+            }),
+        }
+    }
+
+    /// A contiguous leaf owning `data` of shape `shape` (length already checked).
+    pub(crate) fn from_contiguous(data: Vec<T>, shape: &[usize]) -> Self {
+        debug_assert_eq!(data.len(), shape.iter().product::<usize>());
+        Self::from_storage(Arc::new(data), Layout::contiguous(shape))
+    }
+
+    /// The result of an op: records `op` when grad mode is on and an input requires grad.
+    pub(crate) fn from_op(storage: Arc<Vec<T>>, layout: Layout, op: Op<T>) -> Self {
+        let requires_grad = is_grad_enabled() && op.inputs().iter().any(|t| t.requires_grad());
+        Tensor {
+            node: Arc::new(Node {
+                id: TensorId::fresh(),
+                storage,
+                layout,
+                requires_grad,
+                op: Mutex::new(if requires_grad { Some(op) } else { None }),
+                is_leaf: !requires_grad,
+            }),
+        }
+    }
+
+    /// Contiguous result of an op.
+    pub(crate) fn from_op_vec(data: Vec<T>, shape: &[usize], op: Op<T>) -> Self {
+        Self::from_op(Arc::new(data), Layout::contiguous(shape), op)
+    }
+
+    /// A tensor of `shape` from row-major `data`; errors if the lengths disagree.
+    pub fn from_vec(data: Vec<T>, shape: &[usize]) -> Result<Self> {
+        let expected = shape.iter().product::<usize>();
+        if data.len() != expected {
+            return Err(TensorError::LengthMismatch {
+                op: "from_vec",
+                shape: shape.to_vec(),
+                expected,
+                got: data.len(),
+            });
+        }
+        Ok(Self::from_contiguous(data, shape))
+    }
+
+    /// A tensor of `shape` from `f64` values converted to `T`.
+    pub fn from_f64s(data: &[f64], shape: &[usize]) -> Result<Self> {
+        Self::from_vec(data.iter().map(|&x| T::from_f64(x)).collect(), shape)
+    }
+
+    /// A 0-dimensional tensor holding `value`.
+    pub fn scalar(value: T) -> Self {
+        Self::from_contiguous(vec![value], &[])
+    }
+
+    /// A tensor of `shape` filled with `value`.
+    pub fn full(shape: &[usize], value: T) -> Self {
+        Self::from_contiguous(vec![value; shape.iter().product()], shape)
+    }
+
+    /// A tensor of zeros.
+    pub fn zeros(shape: &[usize]) -> Self {
+        Self::full(shape, T::zero())
+    }
+
+    /// A tensor of ones.
+    pub fn ones(shape: &[usize]) -> Self {
+        Self::full(shape, T::one())
+    }
+
+    /// `[0, 1, …, n-1]` as a 1-D tensor.
+    pub fn arange(n: usize) -> Self {
+        Self::from_contiguous((0..n).map(|i| T::from_f64(i as f64)).collect(), &[n])
+    }
+
+    /// Independent draws from `U[low, high)` using `rng`.
+    pub fn uniform(shape: &[usize], low: f64, high: f64, rng: &mut impl Rng) -> Self {
+        let n = shape.iter().product();
+        let data = (0..n)
+            .map(|_| T::from_f64(low + (high - low) * rng.random::<f64>()))
+            .collect();
+        Self::from_contiguous(data, shape)
+    }
+
+    /// Independent draws from `N(mean, std²)` using `rng`.
+    pub fn normal(shape: &[usize], mean: f64, std: f64, rng: &mut impl Rng) -> Self {
+        let n = shape.iter().product();
+        let data = (0..n)
+            .map(|_| {
+                let z: f64 = StandardNormal.sample(rng);
+                T::from_f64(mean + std * z)
+            })
+            .collect();
+        Self::from_contiguous(data, shape)
+    }
+
+    /// This tensor as a leaf that requires gradients (shares storage, new identity).
+    pub fn with_grad(self) -> Self {
+        Tensor {
+            node: Arc::new(Node {
+                id: TensorId::fresh(),
+                storage: Arc::clone(&self.node.storage),
+                layout: self.node.layout.clone(),
+                requires_grad: true,
+                op: Mutex::new(None),
+                is_leaf: true,
+            }),
+        }
+    }
+
+    /// A leaf sharing this tensor's storage that is cut off from the graph.
+    pub fn detach(&self) -> Self {
+        Self::from_storage(Arc::clone(&self.node.storage), self.node.layout.clone())
+    }
+
+    /// The same values converted to another element type (a new leaf).
+    pub fn cast<U: Element>(&self) -> Tensor<U> {
+        let data = self
+            .values()
+            .iter()
+            .map(|&x| U::from_f64(x.as_f64()))
+            .collect();
+        Tensor::from_contiguous(data, self.shape())
+    }
+
+    // ---------------------------------------------------------------- inspection
+
+    /// The node's identity (keys gradients).
+    pub fn id(&self) -> TensorId {
+        self.node.id
+    }
+
+    /// Size of every dimension.
+    pub fn shape(&self) -> &[usize] {
+        &self.node.layout.shape
+    }
+
+    /// Number of dimensions.
+    pub fn ndim(&self) -> usize {
+        self.node.layout.shape.len()
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.node.layout.numel()
+    }
+
+    /// The view's layout (shape, strides, offset).
+    pub fn layout(&self) -> &Layout {
+        &self.node.layout
+    }
+
+    /// The whole underlying storage (which a view may only partly cover).
+    pub(crate) fn storage(&self) -> &Arc<Vec<T>> {
+        &self.node.storage
+    }
+
+    /// Whether gradients flow to or through this tensor.
+    pub fn requires_grad(&self) -> bool {
+        self.node.requires_grad
+    }
+
+    /// Whether this tensor was created directly rather than computed by a recorded op.
+    pub fn is_leaf(&self) -> bool {
+        self.node.is_leaf
+    }
+
+    /// Whether the elements lie densely in row-major order in storage.
+    pub fn is_contiguous(&self) -> bool {
+        self.node.layout.is_contiguous()
+    }
+
+    pub(crate) fn op_slot(&self) -> &Mutex<Option<Op<T>>> {
+        &self.node.op
+    }
+
+    /// The logical elements in row-major order, borrowed when the view is contiguous.
+    pub fn values(&self) -> Cow<'_, [T]> {
+        let l = &self.node.layout;
+        if l.is_contiguous() {
+            Cow::Borrowed(&self.node.storage[l.offset..l.offset + l.numel()])
+        } else {
+            Cow::Owned(gather_strided(&self.node.storage, l))
+        }
+    }
+
+    /// The logical elements in row-major order.
+    pub fn to_vec(&self) -> Vec<T> {
+        self.values().into_owned()
+    }
+
+    /// The logical elements converted to `f64`.
+    pub fn to_f64_vec(&self) -> Vec<f64> {
+        self.values().iter().map(|x| x.as_f64()).collect()
+    }
+
+    /// The single element of a one-element tensor.
+    ///
+    /// # Panics
+    /// If the tensor does not have exactly one element.
+    pub fn item(&self) -> T {
+        assert_eq!(
+            self.numel(),
+            1,
+            "item(): tensor of shape {:?} does not hold exactly one element",
+            self.shape()
+        );
+        self.values()[0]
+    }
+}
+
+/// Copies the elements of a strided view into a new row-major buffer.
+pub(crate) fn gather_strided<T: Copy>(storage: &[T], layout: &Layout) -> Vec<T> {
+    let mut out = Vec::with_capacity(layout.numel());
+    let run = layout.run_len();
+    layout.for_each_run(|start, stride| {
+        if stride == 1 {
+            out.extend_from_slice(&storage[start..start + run]);
+        } else {
+            out.extend((0..run).map(|j| storage[start + j * stride]));
+        }
+    });
+    out
+}
+
+impl<T: Element> fmt::Debug for Tensor<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN: usize = 16;
+        let v = self.values();
+        write!(
+            f,
+            "Tensor<{}>(shape={:?}, requires_grad={}, data={:?}",
+            T::DTYPE,
+            self.shape(),
+            self.requires_grad(),
+            &v[..v.len().min(SHOWN)]
+        )?;
+        if v.len() > SHOWN {
+            write!(f, " … {} more", v.len() - SHOWN)?;
+        }
+        write!(f, ")")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn from_vec_checks_length() {
+        let e = Tensor::<f32>::from_vec(vec![1.0; 5], &[2, 3]).unwrap_err();
+        assert!(e.to_string().contains("[2, 3]"), "{e}");
+        assert!(Tensor::<f32>::from_vec(vec![1.0; 6], &[2, 3]).is_ok());
+    }
+
+    #[test]
+    fn seeded_random_is_reproducible() {
+        let mut r1 = rand::rngs::StdRng::seed_from_u64(7);
+        let mut r2 = rand::rngs::StdRng::seed_from_u64(7);
+        let a = Tensor::<f64>::normal(&[100], 0.0, 1.0, &mut r1);
+        let b = Tensor::<f64>::normal(&[100], 0.0, 1.0, &mut r2);
+        assert_eq!(a.to_vec(), b.to_vec());
+        let mean = a.to_vec().iter().sum::<f64>() / 100.0;
+        assert!(mean.abs() < 0.35, "mean {mean}");
+        let u = Tensor::<f32>::uniform(&[1000], -2.0, 3.0, &mut r1).to_vec();
+        assert!(u.iter().all(|&x| (-2.0..3.0).contains(&x)));
+    }
+
+    #[test]
+    fn constructors() {
+        assert_eq!(Tensor::<f32>::arange(4).to_vec(), vec![0.0, 1.0, 2.0, 3.0]);
+        assert_eq!(Tensor::<f64>::full(&[2, 2], 3.5).to_vec(), vec![3.5; 4]);
+        assert_eq!(Tensor::<f64>::zeros(&[0, 3]).numel(), 0);
+        assert_eq!(Tensor::<f64>::scalar(2.0).item(), 2.0);
+    }
+}
