@@ -10,6 +10,12 @@ pub struct Gradients<T: Element> {
     map: HashMap<TensorId, Tensor<T>>,
 }
 
+impl<T: Element> std::fmt::Debug for Gradients<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.map.iter()).finish()
+    }
+}
+
 impl<T: Element> Gradients<T> {
     /// The gradient of `leaf`, if it took part in the graph.
     pub fn get(&self, leaf: &Tensor<T>) -> Option<&Tensor<T>> {

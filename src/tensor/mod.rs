@@ -100,6 +100,24 @@ impl<T: Element> Tensor<T> {
         Self::from_op(Arc::new(data), Layout::contiguous(shape), op)
     }
 
+    /// The output of a [`CustomOp`](crate::autograd::CustomOp) with row-major `data`.
+    pub fn from_custom_op(
+        data: Vec<T>,
+        shape: &[usize],
+        op: Box<dyn crate::autograd::CustomOp<T>>,
+    ) -> Result<Self> {
+        let expected = shape.iter().product::<usize>();
+        if data.len() != expected {
+            return Err(TensorError::LengthMismatch {
+                op: "from_custom_op",
+                shape: shape.to_vec(),
+                expected,
+                got: data.len(),
+            });
+        }
+        Ok(Self::from_op_vec(data, shape, Op::Custom(op)))
+    }
+
     /// A tensor of `shape` from row-major `data`; errors if the lengths disagree.
     pub fn from_vec(data: Vec<T>, shape: &[usize]) -> Result<Self> {
         let expected = shape.iter().product::<usize>();
@@ -239,6 +257,17 @@ impl<T: Element> Tensor<T> {
     /// Whether the elements lie densely in row-major order in storage.
     pub fn is_contiguous(&self) -> bool {
         self.node.layout.is_contiguous()
+    }
+
+    /// Name of the recorded op that produced this tensor (PyTorch's `grad_fn`); `None` for
+    /// leaves, tensors computed without grad, and after backward has freed the graph.
+    pub fn grad_fn(&self) -> Option<&'static str> {
+        self.node
+            .op
+            .lock()
+            .expect("op lock poisoned")
+            .as_ref()
+            .map(|op| op.name())
     }
 
     pub(crate) fn op_slot(&self) -> &Mutex<Option<Op<T>>> {
