@@ -12,6 +12,10 @@ fn bench_matmul(c: &mut Criterion) {
     let mut group = c.benchmark_group("matmul_f32");
     group.sample_size(10);
     let mut rng = StdRng::seed_from_u64(0);
+    let single = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("a one-thread pool");
     let shapes = [
         ("square64", 64, 64, 64),
         ("square256", 256, 256, 256),
@@ -22,9 +26,15 @@ fn bench_matmul(c: &mut Criterion) {
         let a = Tensor::<f32>::uniform(&[m, k], -1.0, 1.0, &mut rng);
         let b = Tensor::<f32>::uniform(&[k, n], -1.0, 1.0, &mut rng);
         group.throughput(Throughput::Elements(2 * (m * n * k) as u64));
+        // The same product on a one-thread pool: the in-run baseline for the tiling speed-up.
         group.bench_with_input(
-            BenchmarkId::from_parameter(name),
-            &(a, b),
+            BenchmarkId::new("1thread", name),
+            &(&a, &b),
+            |bench, (a, b)| single.install(|| bench.iter(|| black_box(a.matmul(b).unwrap()))),
+        );
+        group.bench_with_input(
+            BenchmarkId::new("all_threads", name),
+            &(&a, &b),
             |bench, (a, b)| bench.iter(|| black_box(a.matmul(b).unwrap())),
         );
     }

@@ -6,6 +6,7 @@
 
 pub mod binary;
 pub mod compare;
+pub mod conv;
 pub mod indexing;
 pub mod matmul;
 pub mod movement;

@@ -1,5 +1,6 @@
 //! The element types a tensor can hold: `f32` for training, `f64` for gradient checks.
 
+use std::cell::RefCell;
 use std::fmt::{Debug, Display};
 use std::iter::Sum;
 use std::ops::{AddAssign, MulAssign};
@@ -16,6 +17,11 @@ pub trait Element:
 
     /// Converts to `f64` exactly.
     fn as_f64(self) -> f64;
+
+    /// Runs `f` on a zeroed-on-first-use scratch buffer of `len` elements owned by this
+    /// thread and reused across calls (im2col columns and the like); falls back to a fresh
+    /// buffer if this thread's is already in use. Contents on entry are unspecified.
+    fn with_workspace<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
 
     /// `C ← α·A·B + β·C` for strided row/column layouts (matrixmultiply's sgemm/dgemm).
     ///
@@ -42,8 +48,34 @@ pub trait Element:
     );
 }
 
+thread_local! {
+    static WORKSPACE_F32: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static WORKSPACE_F64: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
+}
+
+fn with_thread_workspace<T: Copy + Default, R>(
+    cell: &'static std::thread::LocalKey<RefCell<Vec<T>>>,
+    len: usize,
+    f: impl FnOnce(&mut [T]) -> R,
+) -> R {
+    cell.with(|ws| match ws.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, T::default());
+            }
+            f(&mut buf[..len])
+        }
+        // Re-entered on this thread (a rayon task stolen while the buffer is lent out).
+        Err(_) => f(&mut vec![T::default(); len]),
+    })
+}
+
 impl Element for f32 {
     const DTYPE: &'static str = "f32";
+
+    fn with_workspace<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
+        with_thread_workspace(&WORKSPACE_F32, len, f)
+    }
 
     fn from_f64(x: f64) -> Self {
         x as f32
@@ -78,6 +110,10 @@ impl Element for f32 {
 
 impl Element for f64 {
     const DTYPE: &'static str = "f64";
+
+    fn with_workspace<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
+        with_thread_workspace(&WORKSPACE_F64, len, f)
+    }
 
     fn from_f64(x: f64) -> Self {
         x
