@@ -4,12 +4,15 @@
 //! `autograd/backward.rs`; composites (mean, logsumexp, softmax, …) are written in terms of
 //! primitives and get their gradients for free.
 
+pub mod batch_norm;
 pub mod binary;
 pub mod compare;
 pub mod conv;
+pub mod dropout;
 pub mod indexing;
 pub mod matmul;
 pub mod movement;
+pub mod pool;
 pub mod reduce;
 pub mod softmax;
 pub mod unary;

@@ -212,6 +212,26 @@ impl<T: Element> Tensor<T> {
         Tensor::from_contiguous(data, self.shape())
     }
 
+    /// Overwrites the values of a contiguous tensor in place (optimizer updates, running
+    /// statistics). The node keeps its identity when nothing else holds it or its storage;
+    /// otherwise the values are copied into a new node first, so no other view changes.
+    pub fn update_data(&mut self, f: impl FnOnce(&mut [T])) {
+        let unique = self.is_contiguous()
+            && self.node.layout.offset == 0
+            && self.numel() == self.node.storage.len()
+            && Arc::get_mut(&mut self.node).is_some_and(|n| Arc::get_mut(&mut n.storage).is_some());
+        if !unique {
+            let fresh = Tensor::from_contiguous(self.to_vec(), self.shape());
+            *self = if self.requires_grad() {
+                fresh.with_grad()
+            } else {
+                fresh
+            };
+        }
+        let node = Arc::get_mut(&mut self.node).expect("uniquely owned after the copy");
+        f(Arc::get_mut(&mut node.storage).expect("uniquely owned after the copy"));
+    }
+
     // ---------------------------------------------------------------- inspection
 
     /// The node's identity (keys gradients).
@@ -365,6 +385,24 @@ mod tests {
         assert!(mean.abs() < 0.35, "mean {mean}");
         let u = Tensor::<f32>::uniform(&[1000], -2.0, 3.0, &mut r1).to_vec();
         assert!(u.iter().all(|&x| (-2.0..3.0).contains(&x)));
+    }
+
+    #[test]
+    fn update_data_is_in_place_only_when_unshared() {
+        let mut a = Tensor::<f64>::zeros(&[3]).with_grad();
+        let id = a.id();
+        a.update_data(|v| v[1] = 2.0);
+        assert_eq!((a.id(), a.to_vec()), (id, vec![0.0, 2.0, 0.0]));
+        assert!(a.requires_grad());
+        let view = a.clone();
+        a.update_data(|v| v[0] = 5.0);
+        assert_ne!(a.id(), id);
+        assert_eq!(
+            view.to_vec(),
+            vec![0.0, 2.0, 0.0],
+            "other holders keep their values"
+        );
+        assert_eq!(a.to_vec(), vec![5.0, 2.0, 0.0]);
     }
 
     #[test]

@@ -1,0 +1,136 @@
+//! Neural-network layers as [`Module`]s with named parameters, and the models of the paper.
+//!
+//! Parameter names follow the equivalent PyTorch module's `state_dict()` keys
+//! (`conv1.weight`, `fc2.bias`, `bn1.running_mean`), so checkpoints map one to one.
+
+mod batch_norm;
+pub mod init;
+mod layers;
+mod linear;
+pub mod models;
+
+pub use batch_norm::BatchNorm2d;
+pub use layers::{AvgPool2d, Conv2d, Dropout, Flatten, MaxPool2d, Relu};
+pub use linear::Linear;
+
+use crate::error::Result;
+use crate::tensor::{Element, Tensor};
+
+/// Whether a named tensor is trained or only tracked (like PyTorch's buffers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TensorKind {
+    /// Learned by the optimizer; requires grad.
+    Parameter,
+    /// State updated by the forward pass (batch-norm running statistics).
+    Buffer,
+}
+
+/// A layer or a model: a forward pass, named tensors in a stable order, and a mode.
+pub trait Module<T: Element>: Send {
+    /// Applies the module (may update buffers in training mode).
+    fn forward(&mut self, x: &Tensor<T>) -> Result<Tensor<T>>;
+
+    /// Every parameter and buffer with its name, in a stable order.
+    fn named_tensors(&self) -> Vec<(String, TensorKind, Tensor<T>)> {
+        Vec::new()
+    }
+
+    /// Mutable access to every parameter and buffer, in the order of `named_tensors`.
+    fn named_tensors_mut(&mut self) -> Vec<(String, TensorKind, &mut Tensor<T>)> {
+        Vec::new()
+    }
+
+    /// Switches between training (`true`) and evaluation mode.
+    fn set_training(&mut self, _training: bool) {}
+
+    /// The parameters with their names.
+    fn parameters(&self) -> Vec<(String, Tensor<T>)> {
+        self.named_tensors()
+            .into_iter()
+            .filter(|(_, k, _)| *k == TensorKind::Parameter)
+            .map(|(n, _, t)| (n, t))
+            .collect()
+    }
+
+    /// Mutable parameters with their names (what an optimizer updates).
+    fn parameters_mut(&mut self) -> Vec<(String, &mut Tensor<T>)> {
+        self.named_tensors_mut()
+            .into_iter()
+            .filter(|(_, k, _)| *k == TensorKind::Parameter)
+            .map(|(n, _, t)| (n, t))
+            .collect()
+    }
+
+    /// Total number of trainable scalars.
+    fn num_parameters(&self) -> usize {
+        self.parameters().iter().map(|(_, t)| t.numel()).sum()
+    }
+}
+
+/// Modules applied in order; children's tensors are named `child.tensor`.
+pub struct Sequential<T: Element> {
+    layers: Vec<(String, Box<dyn Module<T>>)>,
+}
+
+impl<T: Element> Default for Sequential<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Element> Sequential<T> {
+    /// An empty sequence.
+    pub fn new() -> Self {
+        Sequential { layers: Vec::new() }
+    }
+
+    /// Appends a layer under `name` (the prefix of its tensors' names).
+    pub fn push(mut self, name: &str, layer: impl Module<T> + 'static) -> Self {
+        self.layers.push((name.to_string(), Box::new(layer)));
+        self
+    }
+
+    /// Names of the layers, in order.
+    pub fn layer_names(&self) -> Vec<&str> {
+        self.layers.iter().map(|(n, _)| n.as_str()).collect()
+    }
+}
+
+impl<T: Element> Module<T> for Sequential<T> {
+    fn forward(&mut self, x: &Tensor<T>) -> Result<Tensor<T>> {
+        let mut h = x.clone();
+        for (_, layer) in &mut self.layers {
+            h = layer.forward(&h)?;
+        }
+        Ok(h)
+    }
+
+    fn named_tensors(&self) -> Vec<(String, TensorKind, Tensor<T>)> {
+        self.layers
+            .iter()
+            .flat_map(|(prefix, l)| {
+                l.named_tensors()
+                    .into_iter()
+                    .map(move |(n, k, t)| (format!("{prefix}.{n}"), k, t))
+            })
+            .collect()
+    }
+
+    fn named_tensors_mut(&mut self) -> Vec<(String, TensorKind, &mut Tensor<T>)> {
+        self.layers
+            .iter_mut()
+            .flat_map(|(prefix, l)| {
+                let prefix = prefix.clone();
+                l.named_tensors_mut()
+                    .into_iter()
+                    .map(move |(n, k, t)| (format!("{prefix}.{n}"), k, t))
+            })
+            .collect()
+    }
+
+    fn set_training(&mut self, training: bool) {
+        for (_, l) in &mut self.layers {
+            l.set_training(training);
+        }
+    }
+}

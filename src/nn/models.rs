@@ -1,0 +1,208 @@
+//! The networks of the reproduction protocol (`EXPERIMENTS.md`), for any class count and
+//! input shape. Layer names match the equivalent PyTorch module's attributes.
+
+use super::{Conv2d, Flatten, Linear, MaxPool2d, Relu, Sequential};
+use crate::error::{Result, TensorError};
+use crate::ops::conv::Conv2dConfig;
+use crate::ops::pool::Pool2dConfig;
+use crate::tensor::Element;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+/// Names accepted by [`build`].
+pub const MODEL_NAMES: [&str; 3] = ["lenet", "cifar-cnn", "linear"];
+
+/// Builds model `name` for inputs `[c, h, w]` and `classes` outputs, initialised from `seed`.
+pub fn build<T: Element>(
+    name: &str,
+    input: [usize; 3],
+    classes: usize,
+    seed: u64,
+) -> Result<Sequential<T>> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    match name {
+        "lenet" => lenet(input, classes, &mut rng),
+        "cifar-cnn" => cifar_cnn(input, classes, &mut rng),
+        "linear" => linear(input, classes, &mut rng),
+        other => Err(TensorError::InvalidArgument {
+            op: "model",
+            reason: format!("unknown model {other:?}; expected one of {MODEL_NAMES:?}"),
+        }),
+    }
+}
+
+fn too_small(model: &str, input: [usize; 3]) -> TensorError {
+    TensorError::InvalidShape {
+        op: "model",
+        shape: input.to_vec(),
+        reason: format!("input too small for {model}"),
+    }
+}
+
+/// conv 5×5 (c→20), ReLU, max-pool 2, conv 5×5 (20→50), ReLU, max-pool 2,
+/// linear (→500), ReLU, linear (500→K).
+pub fn lenet<T: Element>(
+    input: [usize; 3],
+    classes: usize,
+    rng: &mut StdRng,
+) -> Result<Sequential<T>> {
+    let [c, h, w] = input;
+    let side = |n: usize| {
+        n.checked_sub(4)
+            .map(|n| n / 2)
+            .and_then(|n| n.checked_sub(4))
+            .map(|n| n / 2)
+            .filter(|&n| n > 0)
+    };
+    let (Some(fh), Some(fw)) = (side(h), side(w)) else {
+        return Err(too_small("lenet", input));
+    };
+    let conv = Conv2dConfig::default();
+    Ok(Sequential::new()
+        .push("conv1", Conv2d::new(c, 20, 5, conv, true, rng))
+        .push("relu1", Relu)
+        .push("pool1", MaxPool2d(Pool2dConfig::square(2)))
+        .push("conv2", Conv2d::new(20, 50, 5, conv, true, rng))
+        .push("relu2", Relu)
+        .push("pool2", MaxPool2d(Pool2dConfig::square(2)))
+        .push("flatten", Flatten)
+        .push("fc1", Linear::new(50 * fh * fw, 500, true, rng))
+        .push("relu3", Relu)
+        .push("fc2", Linear::new(500, classes, true, rng)))
+}
+
+/// Two blocks of (conv 3×3 p1, ReLU) × 2 + max-pool 2 (32 then 64 channels),
+/// linear (→256), ReLU, linear (256→K).
+pub fn cifar_cnn<T: Element>(
+    input: [usize; 3],
+    classes: usize,
+    rng: &mut StdRng,
+) -> Result<Sequential<T>> {
+    let [c, h, w] = input;
+    let (fh, fw) = (h / 4, w / 4);
+    if fh == 0 || fw == 0 {
+        return Err(too_small("cifar-cnn", input));
+    }
+    let same = Conv2dConfig::new(1, 1, 1);
+    Ok(Sequential::new()
+        .push("conv1", Conv2d::new(c, 32, 3, same, true, rng))
+        .push("relu1", Relu)
+        .push("conv2", Conv2d::new(32, 32, 3, same, true, rng))
+        .push("relu2", Relu)
+        .push("pool1", MaxPool2d(Pool2dConfig::square(2)))
+        .push("conv3", Conv2d::new(32, 64, 3, same, true, rng))
+        .push("relu3", Relu)
+        .push("conv4", Conv2d::new(64, 64, 3, same, true, rng))
+        .push("relu4", Relu)
+        .push("pool2", MaxPool2d(Pool2dConfig::square(2)))
+        .push("flatten", Flatten)
+        .push("fc1", Linear::new(64 * fh * fw, 256, true, rng))
+        .push("relu5", Relu)
+        .push("fc2", Linear::new(256, classes, true, rng)))
+}
+
+/// One linear layer on the flattened pixels (multinomial or one-vs-all logistic regression).
+pub fn linear<T: Element>(
+    input: [usize; 3],
+    classes: usize,
+    rng: &mut StdRng,
+) -> Result<Sequential<T>> {
+    let [c, h, w] = input;
+    Ok(Sequential::new()
+        .push("flatten", Flatten)
+        .push("fc", Linear::new(c * h * w, classes, true, rng)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::Module;
+    use crate::testing::*;
+    use crate::{gradcheck_fast, GradcheckOptions, Tensor};
+
+    #[test]
+    fn parameter_names_match_pytorch_state_dict() {
+        let m = build::<f32>("lenet", [1, 28, 28], 10, 0).unwrap();
+        let names: Vec<(String, Vec<usize>)> = m
+            .parameters()
+            .into_iter()
+            .map(|(n, t)| (n, t.shape().to_vec()))
+            .collect();
+        let want: Vec<(String, Vec<usize>)> = [
+            ("conv1.weight", vec![20, 1, 5, 5]),
+            ("conv1.bias", vec![20]),
+            ("conv2.weight", vec![50, 20, 5, 5]),
+            ("conv2.bias", vec![50]),
+            ("fc1.weight", vec![500, 800]),
+            ("fc1.bias", vec![500]),
+            ("fc2.weight", vec![10, 500]),
+            ("fc2.bias", vec![10]),
+        ]
+        .into_iter()
+        .map(|(n, s)| (n.to_string(), s))
+        .collect();
+        assert_eq!(names, want);
+        assert_eq!(m.num_parameters(), 431_080);
+        let c = build::<f32>("cifar-cnn", [3, 32, 32], 10, 0).unwrap();
+        assert_eq!(c.parameters()[8].0, "fc1.weight");
+        assert_eq!(c.parameters()[8].1.shape(), &[256, 4096]);
+        assert!(build::<f32>("resnet", [1, 28, 28], 10, 0).is_err());
+        assert!(build::<f32>("lenet", [1, 8, 8], 10, 0).is_err());
+    }
+
+    #[test]
+    fn forward_shapes_for_other_inputs_and_classes() {
+        for (name, input) in [
+            ("lenet", [3, 32, 32]),
+            ("cifar-cnn", [1, 28, 28]),
+            ("linear", [2, 5, 7]),
+        ] {
+            let mut m = build::<f32>(name, input, 7, 1).unwrap();
+            let x = Tensor::zeros(&[2, input[0], input[1], input[2]]);
+            assert_eq!(m.forward(&x).unwrap().shape(), &[2, 7], "{name}");
+        }
+    }
+
+    #[test]
+    fn seeded_builds_are_identical() {
+        let a = build::<f32>("lenet", [1, 28, 28], 10, 5).unwrap();
+        let b = build::<f32>("lenet", [1, 28, 28], 10, 5).unwrap();
+        for ((_, x), (_, y)) in a.parameters().iter().zip(b.parameters().iter()) {
+            assert_eq!(x.to_vec(), y.to_vec());
+        }
+    }
+
+    #[test]
+    fn whole_lenet_gradcheck_on_a_tiny_input() {
+        // Every parameter and the input, f64, batch 2 of 1×16×16 (the smallest LeNet input).
+        let model = build::<f64>("lenet", [1, 16, 16], 3, 2).unwrap();
+        let names: Vec<String> = model.parameters().into_iter().map(|(n, _)| n).collect();
+        let mut inputs = vec![rand_input(&[2, 1, 16, 16], 97)];
+        inputs.extend(model.parameters().into_iter().map(|(_, t)| t));
+        let f = |t: &[Tensor<f64>]| {
+            let mut m = build::<f64>("lenet", [1, 16, 16], 3, 2)?;
+            for ((_, p), v) in m.parameters_mut().into_iter().zip(&t[1..]) {
+                *p = v.clone();
+            }
+            m.forward(&t[0])
+        };
+        assert_eq!(names.len(), 8);
+        // Full Jacobian on the input and the small tensors; projections for all of them.
+        let opts = GradcheckOptions::default();
+        for seed in 0..3 {
+            gradcheck_fast(f, &inputs, &opts, seed).unwrap();
+        }
+        let small: Vec<Tensor<f64>> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                if [0, 1, 2, 4, 8].contains(&i) {
+                    t.clone()
+                } else {
+                    t.detach()
+                }
+            })
+            .collect();
+        assert_gradcheck(f, &small);
+    }
+}

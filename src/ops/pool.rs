@@ -1,0 +1,302 @@
+//! Pooling over NCHW planes: max (argmax kept; its derivative is the scatter of `Take`),
+//! average (count includes padding, PyTorch's default) and global average.
+
+use super::conv::Geometry;
+use crate::autograd::{CustomOp, Op};
+use crate::error::{Result, TensorError};
+use crate::tensor::{Element, Tensor};
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// Window size, stride and padding of a pooling layer (square).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool2dConfig {
+    /// Window side.
+    pub kernel: usize,
+    /// Step between windows.
+    pub stride: usize,
+    /// Implicit padding on each side (at most `kernel / 2`, as PyTorch).
+    pub padding: usize,
+}
+
+impl Pool2dConfig {
+    /// A window of `kernel` with stride `kernel` and no padding (the usual 2×2/2 pool).
+    pub fn square(kernel: usize) -> Self {
+        Pool2dConfig {
+            kernel,
+            stride: kernel,
+            padding: 0,
+        }
+    }
+}
+
+/// Checks an NCHW input against a pooling config; the geometry of one plane (`c = 1`).
+fn pool_geometry(op: &'static str, shape: &[usize], cfg: Pool2dConfig) -> Result<Geometry> {
+    if shape.len() != 4 {
+        return Err(TensorError::InvalidShape {
+            op,
+            shape: shape.to_vec(),
+            reason: "expected an NCHW tensor".into(),
+        });
+    }
+    if cfg.kernel == 0 || cfg.stride == 0 || cfg.padding > cfg.kernel / 2 {
+        return Err(TensorError::InvalidArgument {
+            op,
+            reason: format!(
+                "{cfg:?}: kernel and stride must be positive and padding at most kernel/2"
+            ),
+        });
+    }
+    let size = |n| Geometry::out_size(n, cfg.kernel, cfg.stride, cfg.padding, 1);
+    let (Some(oh), Some(ow)) = (size(shape[2]), size(shape[3])) else {
+        return Err(TensorError::InvalidShape {
+            op,
+            shape: shape.to_vec(),
+            reason: format!("window {} does not fit", cfg.kernel),
+        });
+    };
+    Ok(Geometry {
+        c: 1,
+        h: shape[2],
+        w: shape[3],
+        kernel: (cfg.kernel, cfg.kernel),
+        stride: (cfg.stride, cfg.stride),
+        padding: (cfg.padding, cfg.padding),
+        dilation: (1, 1),
+        oh,
+        ow,
+    })
+}
+
+/// The input rows (or columns) `lo..hi` covered by window `o` along one axis.
+fn window(o: usize, g_stride: usize, pad: usize, kernel: usize, len: usize) -> (usize, usize) {
+    let start = (o * g_stride) as isize - pad as isize;
+    let lo = start.max(0) as usize;
+    let hi = ((start + kernel as isize) as usize).min(len);
+    (lo, hi)
+}
+
+impl<T: Element> Tensor<T> {
+    /// Max pooling; the gradient goes to the first maximum of each window.
+    pub fn max_pool2d(&self, cfg: Pool2dConfig) -> Result<Tensor<T>> {
+        let g = pool_geometry("max_pool2d", self.shape(), cfg)?;
+        let planes = self.shape()[0] * self.shape()[1];
+        let (hw, p) = (g.h * g.w, g.p());
+        let x = self.values();
+        let mut out = vec![T::zero(); planes * p];
+        let mut positions = vec![0usize; planes * p];
+        out.par_chunks_mut(p.max(1))
+            .zip(positions.par_chunks_mut(p.max(1)))
+            .enumerate()
+            .for_each(|(plane, (out, pos))| {
+                let xp = &x[plane * hw..(plane + 1) * hw];
+                for oy in 0..g.oh {
+                    let (y0, y1) = window(oy, g.stride.0, g.padding.0, g.kernel.0, g.h);
+                    for ox in 0..g.ow {
+                        let (x0, x1) = window(ox, g.stride.1, g.padding.1, g.kernel.1, g.w);
+                        let mut best = y0 * g.w + x0;
+                        for iy in y0..y1 {
+                            for ix in x0..x1 {
+                                let i = iy * g.w + ix;
+                                // Strict `>` keeps the first maximum; NaN wins and stays.
+                                if xp[i] > xp[best] || (xp[i].is_nan() && !xp[best].is_nan()) {
+                                    best = i;
+                                }
+                            }
+                        }
+                        out[oy * g.ow + ox] = xp[best];
+                        pos[oy * g.ow + ox] = plane * hw + best;
+                    }
+                }
+            });
+        let shape = [self.shape()[0], self.shape()[1], g.oh, g.ow];
+        Ok(Tensor::from_op_vec(
+            out,
+            &shape,
+            Op::Take {
+                input: self.clone(),
+                positions: Arc::new(positions),
+            },
+        ))
+    }
+
+    /// Average pooling; padded positions count as zeros in the average (PyTorch's default).
+    pub fn avg_pool2d(&self, cfg: Pool2dConfig) -> Result<Tensor<T>> {
+        let g = pool_geometry("avg_pool2d", self.shape(), cfg)?;
+        let planes = self.shape()[0] * self.shape()[1];
+        let (hw, p) = (g.h * g.w, g.p());
+        let scale = T::from_f64(1.0 / (cfg.kernel * cfg.kernel) as f64);
+        let x = self.values();
+        let mut out = vec![T::zero(); planes * p];
+        out.par_chunks_mut(p.max(1))
+            .enumerate()
+            .for_each(|(plane, out)| {
+                let xp = &x[plane * hw..(plane + 1) * hw];
+                for oy in 0..g.oh {
+                    let (y0, y1) = window(oy, g.stride.0, g.padding.0, g.kernel.0, g.h);
+                    for ox in 0..g.ow {
+                        let (x0, x1) = window(ox, g.stride.1, g.padding.1, g.kernel.1, g.w);
+                        let s: T = (y0..y1)
+                            .flat_map(|iy| xp[iy * g.w + x0..iy * g.w + x1].iter().copied())
+                            .sum();
+                        out[oy * g.ow + ox] = s * scale;
+                    }
+                }
+            });
+        let shape = [self.shape()[0], self.shape()[1], g.oh, g.ow];
+        let op = AvgPoolBackward {
+            input: self.clone(),
+            geometry: g,
+        };
+        Tensor::from_custom_op(out, &shape, Box::new(op))
+    }
+
+    /// Mean over the spatial dims: NCHW → NC.
+    pub fn global_avg_pool2d(&self) -> Result<Tensor<T>> {
+        if self.ndim() != 4 {
+            return Err(TensorError::InvalidShape {
+                op: "global_avg_pool2d",
+                shape: self.shape().to_vec(),
+                reason: "expected an NCHW tensor".into(),
+            });
+        }
+        self.mean(&[2, 3], false)
+    }
+}
+
+/// Derivative of average pooling: each output's gradient, spread evenly over its window.
+struct AvgPoolBackward<T: Element> {
+    input: Tensor<T>,
+    geometry: Geometry,
+}
+
+impl<T: Element> CustomOp<T> for AvgPoolBackward<T> {
+    fn name(&self) -> &'static str {
+        "avg_pool2d"
+    }
+
+    fn inputs(&self) -> Vec<&Tensor<T>> {
+        vec![&self.input]
+    }
+
+    fn backward(&self, _output: &Tensor<T>, grad: &Tensor<T>) -> Result<Vec<Option<Tensor<T>>>> {
+        let g = self.geometry;
+        let (hw, p) = (g.h * g.w, g.p());
+        let scale = T::from_f64(1.0 / (g.kernel.0 * g.kernel.1) as f64);
+        let dy = grad.values();
+        let mut dx = vec![T::zero(); self.input.numel()];
+        dx.par_chunks_mut(hw.max(1))
+            .enumerate()
+            .for_each(|(plane, dxp)| {
+                let dyp = &dy[plane * p..(plane + 1) * p];
+                for oy in 0..g.oh {
+                    let (y0, y1) = window(oy, g.stride.0, g.padding.0, g.kernel.0, g.h);
+                    for ox in 0..g.ow {
+                        let (x0, x1) = window(ox, g.stride.1, g.padding.1, g.kernel.1, g.w);
+                        let share = dyp[oy * g.ow + ox] * scale;
+                        for iy in y0..y1 {
+                            for v in &mut dxp[iy * g.w + x0..iy * g.w + x1] {
+                                *v += share;
+                            }
+                        }
+                    }
+                }
+            });
+        Ok(vec![Some(Tensor::from_contiguous(dx, self.input.shape()))])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pool2dConfig;
+    use crate::testing::*;
+    use crate::Tensor;
+
+    #[test]
+    fn max_pool_values_and_first_index_ties() {
+        #[rustfmt::skip]
+        let x = Tensor::<f64>::from_vec(vec![
+            1.0, 5.0, 5.0, 0.0,
+            2.0, 3.0, 1.0, 1.0,
+            7.0, 7.0, 0.0, 4.0,
+            7.0, 7.0, 4.0, 2.0,
+        ], &[1, 1, 4, 4]).unwrap().with_grad();
+        let y = x.max_pool2d(Pool2dConfig::square(2)).unwrap();
+        assert_eq!(y.to_vec(), vec![5.0, 5.0, 7.0, 4.0]);
+        let g = y.sum_all().backward().unwrap();
+        #[rustfmt::skip]
+        let want = vec![
+            0.0, 1.0, 1.0, 0.0,
+            0.0, 0.0, 0.0, 0.0,
+            1.0, 0.0, 0.0, 1.0,
+            0.0, 0.0, 0.0, 0.0,
+        ];
+        assert_eq!(g.get(&x).unwrap().to_vec(), want);
+    }
+
+    #[test]
+    fn avg_pool_counts_padding_as_zeros() {
+        let x = Tensor::<f64>::ones(&[1, 1, 2, 2]);
+        let cfg = Pool2dConfig {
+            kernel: 2,
+            stride: 1,
+            padding: 1,
+        };
+        let y = x.avg_pool2d(cfg).unwrap();
+        assert_eq!(y.shape(), &[1, 1, 3, 3]);
+        assert_eq!(
+            y.to_vec(),
+            vec![0.25, 0.5, 0.25, 0.5, 1.0, 0.5, 0.25, 0.5, 0.25]
+        );
+    }
+
+    #[test]
+    fn gradcheck_pools_with_stride_padding_and_ragged_sizes() {
+        let cfgs = [
+            Pool2dConfig::square(2),
+            Pool2dConfig {
+                kernel: 3,
+                stride: 2,
+                padding: 1,
+            },
+            Pool2dConfig {
+                kernel: 3,
+                stride: 3,
+                padding: 0,
+            },
+            Pool2dConfig {
+                kernel: 2,
+                stride: 1,
+                padding: 1,
+            },
+        ];
+        for (i, cfg) in cfgs.into_iter().enumerate() {
+            for batch in [1, 2] {
+                // 7×5: not divisible by the strides; distinct values keep max unambiguous.
+                let x = rand_input(&[batch, 2, 7, 5], 70 + i as u64);
+                assert_gradcheck(|t| t[0].max_pool2d(cfg), std::slice::from_ref(&x));
+                assert_gradcheck(|t| t[0].avg_pool2d(cfg), std::slice::from_ref(&x));
+            }
+        }
+        assert_gradcheck(
+            |t| t[0].global_avg_pool2d(),
+            &[rand_input(&[2, 3, 4, 5], 79)],
+        );
+    }
+
+    #[test]
+    fn bad_configs_are_errors() {
+        let x = Tensor::<f32>::zeros(&[1, 1, 4, 4]);
+        assert!(x
+            .max_pool2d(Pool2dConfig {
+                kernel: 2,
+                stride: 2,
+                padding: 2
+            })
+            .is_err());
+        assert!(x.max_pool2d(Pool2dConfig::square(5)).is_err());
+        assert!(Tensor::<f32>::zeros(&[4, 4])
+            .avg_pool2d(Pool2dConfig::square(2))
+            .is_err());
+    }
+}
