@@ -10,6 +10,7 @@ pub mod autograd;
 pub mod error;
 pub mod nn;
 pub mod ops;
+pub mod optim;
 pub mod tensor;
 
 #[cfg(test)]

@@ -1,0 +1,60 @@
+//! One full training step (forward, softmax cross-entropy, backward, SGD momentum update)
+//! of `lenet` at batch 64 on 1×28×28 and `cifar-cnn` at batch 128 on 3×32×32.
+//! Throughput counts images. Each model is measured on a one-thread pool and on the
+//! global pool (RAYON_NUM_THREADS threads), in the same run.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tensorgrad::nn::{models, Module, Sequential};
+use tensorgrad::optim::{Optimizer, Sgd, SgdConfig};
+use tensorgrad::Tensor;
+
+fn cross_entropy(logits: &Tensor<f32>, labels: &[usize]) -> tensorgrad::Result<Tensor<f32>> {
+    let picked = logits
+        .log_softmax(1)?
+        .gather(1, labels, &[labels.len(), 1])?;
+    Ok(picked.mean_all().neg())
+}
+
+fn step(model: &mut Sequential<f32>, opt: &mut Sgd<f32>, x: &Tensor<f32>, labels: &[usize]) {
+    let loss = cross_entropy(&model.forward(x).unwrap(), labels).unwrap();
+    let grads = loss.backward().unwrap();
+    opt.step(model.parameters_mut(), &grads, 0.01).unwrap();
+}
+
+fn bench_train_step(c: &mut Criterion) {
+    let mut group = c.benchmark_group("train_step_f32");
+    group.sample_size(10);
+    let single = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let threads = rayon::current_num_threads();
+    for (name, batch, input) in [
+        ("lenet_b64", 64, [1, 28, 28]),
+        ("cifar-cnn_b128", 128, [3, 32, 32]),
+    ] {
+        let mut rng = StdRng::seed_from_u64(0);
+        let x = Tensor::<f32>::uniform(&[batch, input[0], input[1], input[2]], -1.0, 1.0, &mut rng);
+        let labels: Vec<usize> = (0..batch).map(|_| rng.random_range(0..10)).collect();
+        let model_name = name.split('_').next().unwrap();
+        let mut model = models::build::<f32>(model_name, input, 10, 0).unwrap();
+        let mut opt = Sgd::new(SgdConfig {
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            ..Default::default()
+        });
+        group.throughput(Throughput::Elements(batch as u64));
+        group.bench_function(BenchmarkId::new("1thread", name), |b| {
+            single.install(|| b.iter(|| step(&mut model, &mut opt, &x, &labels)))
+        });
+        group.bench_function(BenchmarkId::new(format!("{threads}threads"), name), |b| {
+            b.iter(|| step(&mut model, &mut opt, &x, &labels))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_train_step);
+criterion_main!(benches);

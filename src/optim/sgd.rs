@@ -1,0 +1,167 @@
+//! Stochastic gradient descent with momentum, Nesterov momentum and weight decay,
+//! following PyTorch's `torch.optim.SGD` update rule.
+
+use super::{decays, Optimizer};
+use crate::autograd::Gradients;
+use crate::error::Result;
+use crate::tensor::{Element, Tensor};
+use std::collections::HashMap;
+
+/// Hyper-parameters of [`Sgd`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct SgdConfig {
+    /// Momentum factor (0 for plain SGD).
+    pub momentum: f64,
+    /// Use Nesterov momentum.
+    pub nesterov: bool,
+    /// L2 penalty added to the gradient of multi-dimensional parameters.
+    pub weight_decay: f64,
+}
+
+impl Default for SgdConfig {
+    fn default() -> Self {
+        SgdConfig {
+            momentum: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+/// SGD: `g = ∇ + λp`; `b = μb + g` (b = g on the first step);
+/// `p −= lr·(g + μb)` with Nesterov, else `p −= lr·b`.
+pub struct Sgd<T: Element> {
+    /// Hyper-parameters.
+    pub config: SgdConfig,
+    /// Momentum buffer of every parameter, by name.
+    pub momentum_buffers: HashMap<String, Vec<T>>,
+}
+
+impl<T: Element> Sgd<T> {
+    /// An optimizer with empty state.
+    pub fn new(config: SgdConfig) -> Self {
+        Sgd {
+            config,
+            momentum_buffers: HashMap::new(),
+        }
+    }
+}
+
+impl<T: Element> Optimizer<T> for Sgd<T> {
+    fn step(
+        &mut self,
+        params: Vec<(String, &mut Tensor<T>)>,
+        grads: &Gradients<T>,
+        lr: f64,
+    ) -> Result<()> {
+        let c = &self.config;
+        let (lr, mu) = (T::from_f64(lr), T::from_f64(c.momentum));
+        for (name, p) in params {
+            let Some(grad) = grads.get(p) else { continue };
+            let grad = grad.values();
+            let wd = T::from_f64(if decays(p) { c.weight_decay } else { 0.0 });
+            let buf = if c.momentum != 0.0 {
+                Some(self.momentum_buffers.entry(name).or_default())
+            } else {
+                None
+            };
+            let nesterov = c.nesterov;
+            p.update_data(|p| match buf {
+                None => {
+                    for (p, &g) in p.iter_mut().zip(grad.iter()) {
+                        *p = *p - lr * (g + wd * *p);
+                    }
+                }
+                Some(buf) => {
+                    let first = buf.is_empty();
+                    if first {
+                        buf.resize(p.len(), T::zero());
+                    }
+                    for ((p, &g), b) in p.iter_mut().zip(grad.iter()).zip(buf.iter_mut()) {
+                        let g = g + wd * *p;
+                        *b = if first { g } else { mu * *b + g };
+                        let step = if nesterov { g + mu * *b } else { *b };
+                        *p = *p - lr * step;
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One parameter `p`, loss `Σ c·p` so the gradient is the constant `c`.
+    fn run(
+        config: SgdConfig,
+        p0: &[f64],
+        c: &[f64],
+        shape: &[usize],
+        steps: usize,
+        lr: f64,
+    ) -> Vec<f64> {
+        let mut p = Tensor::<f64>::from_vec(p0.to_vec(), shape)
+            .unwrap()
+            .with_grad();
+        let cst = Tensor::<f64>::from_vec(c.to_vec(), shape).unwrap();
+        let mut opt = Sgd::new(config);
+        for _ in 0..steps {
+            let g = p.mul(&cst).unwrap().sum_all().backward().unwrap();
+            opt.step(vec![("p".into(), &mut p)], &g, lr).unwrap();
+        }
+        p.to_vec()
+    }
+
+    #[test]
+    fn plain_sgd() {
+        let p = run(
+            SgdConfig::default(),
+            &[1.0, 2.0],
+            &[0.5, -1.0],
+            &[2],
+            2,
+            0.1,
+        );
+        assert!(
+            (p[0] - 0.9).abs() < 1e-15 && (p[1] - 2.2).abs() < 1e-15,
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn momentum_matches_hand_computation() {
+        let cfg = SgdConfig {
+            momentum: 0.9,
+            ..Default::default()
+        };
+        // g = 1 each step; b1 = 1, b2 = 1.9, b3 = 2.71; p = 1 − 0.1·(1 + 1.9 + 2.71).
+        let p = run(cfg, &[1.0], &[1.0], &[1], 3, 0.1)[0];
+        assert!((p - (1.0 - 0.561)).abs() < 1e-12, "{p}");
+    }
+
+    #[test]
+    fn nesterov_matches_hand_computation() {
+        let cfg = SgdConfig {
+            momentum: 0.9,
+            nesterov: true,
+            ..Default::default()
+        };
+        // step 1: b=1, update g+μb = 1.9; step 2: b=1.9, update 1 + 0.9·1.9 = 2.71.
+        let p = run(cfg, &[1.0], &[1.0], &[1], 2, 0.1)[0];
+        assert!((p - (1.0 - 0.1 * (1.9 + 2.71))).abs() < 1e-12, "{p}");
+    }
+
+    #[test]
+    fn weight_decay_skips_one_dimensional_parameters() {
+        let cfg = SgdConfig {
+            weight_decay: 0.5,
+            ..Default::default()
+        };
+        // Matrix: g = 1 + 0.5·2 = 2 → 2 − 0.1·2 = 1.8. Vector (bias): g = 1 → 1.9.
+        assert_eq!(run(cfg.clone(), &[2.0], &[1.0], &[1, 1], 1, 0.1), vec![1.8]);
+        assert_eq!(run(cfg, &[2.0], &[1.0], &[1], 1, 0.1), vec![1.9]);
+    }
+}
