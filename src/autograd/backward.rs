@@ -148,13 +148,7 @@ fn derivative<T: Element>(
 ) -> Result<Vec<Option<Tensor<T>>>> {
     Ok(match op {
         Op::Unary { input, f } => {
-            let (x, y, g) = (input.values(), out.values(), grad.values());
-            let dx = x
-                .iter()
-                .zip(y.iter())
-                .zip(g.iter())
-                .map(|((&x, &y), &g)| g * f.df(x, y))
-                .collect();
+            let dx = f.backward_slice(&input.values(), &out.values(), &grad.values());
             vec![Some(Tensor::from_contiguous(dx, input.shape()))]
         }
         Op::Binary { lhs, rhs, op } => {
@@ -231,20 +225,33 @@ fn binary_grads<T: Element>(
     b: &Tensor<T>,
     g: &Tensor<T>,
 ) -> GradPair<T> {
+    let (wa, wb) = (a.requires_grad(), b.requires_grad());
+    // Gradients of add/sub pass straight through (g itself, no copy).
+    match op {
+        BinaryOp::Add => return (wa.then(|| g.clone()), wb.then(|| g.clone())),
+        BinaryOp::Sub => return (wa.then(|| g.clone()), wb.then(|| g.neg())),
+        _ => {}
+    }
     let shape = g.shape();
     let (gv, av, bv) = (g.values(), a.values(), b.values());
     let half = T::from_f64(0.5);
-    let each = |want: bool, rule: &dyn Fn(T, T, T) -> T| -> Option<Tensor<T>> {
+    // Generic (not `dyn`) so every rule's loop is compiled on its own and vectorises.
+    fn each<T: Element>(
+        want: bool,
+        (g, a, b): (&[T], &[T], &[T]),
+        shape: &[usize],
+        rule: impl Fn(T, T, T) -> T,
+    ) -> Option<Tensor<T>> {
         want.then(|| {
-            let d = gv
+            let d = g
                 .iter()
-                .zip(av.iter().zip(bv.iter()))
+                .zip(a.iter().zip(b))
                 .map(|(&g, (&a, &b))| rule(g, a, b))
                 .collect();
             Tensor::from_contiguous(d, shape)
         })
-    };
-    let (wa, wb) = (a.requires_grad(), b.requires_grad());
+    }
+    let v = (&gv[..], &av[..], &bv[..]);
     // d max(a,b)/da: 1 where a > b, 1/2 at ties, 0 elsewhere (minimum mirrors it).
     let pick = move |x: T, y: T, g: T| {
         if x > y {
@@ -256,20 +263,22 @@ fn binary_grads<T: Element>(
         }
     };
     match op {
-        BinaryOp::Add => (each(wa, &|g, _, _| g), each(wb, &|g, _, _| g)),
-        BinaryOp::Sub => (each(wa, &|g, _, _| g), each(wb, &|g, _, _| -g)),
-        BinaryOp::Mul => (each(wa, &|g, _, b| g * b), each(wb, &|g, a, _| g * a)),
+        BinaryOp::Add | BinaryOp::Sub => unreachable!("handled above"),
+        BinaryOp::Mul => (
+            each(wa, v, shape, |g, _, b| g * b),
+            each(wb, v, shape, |g, a, _| g * a),
+        ),
         BinaryOp::Div => (
-            each(wa, &|g, _, b| g / b),
-            each(wb, &|g, a, b| -g * a / (b * b)),
+            each(wa, v, shape, |g, _, b| g / b),
+            each(wb, v, shape, |g, a, b| -g * a / (b * b)),
         ),
         BinaryOp::Maximum => (
-            each(wa, &|g, a, b| pick(a, b, g)),
-            each(wb, &|g, a, b| pick(b, a, g)),
+            each(wa, v, shape, |g, a, b| pick(a, b, g)),
+            each(wb, v, shape, |g, a, b| pick(b, a, g)),
         ),
         BinaryOp::Minimum => (
-            each(wa, &|g, a, b| pick(b, a, g)),
-            each(wb, &|g, a, b| pick(a, b, g)),
+            each(wa, v, shape, |g, a, b| pick(b, a, g)),
+            each(wb, v, shape, |g, a, b| pick(a, b, g)),
         ),
     }
 }

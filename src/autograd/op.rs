@@ -12,6 +12,16 @@ pub trait UnaryFn<T: Element>: Send + Sync {
     fn f(&self, x: T) -> T;
     /// Its derivative at `x`, given also `y = f(x)` (cheaper for exp, sigmoid, tanh, sqrt).
     fn df(&self, x: T, y: T) -> T;
+
+    /// `g · df(x, y)` over whole slices: one dynamic call per tensor, then a loop that the
+    /// compiler specialises for each op (it is monomorphised per implementation).
+    fn backward_slice(&self, x: &[T], y: &[T], g: &[T]) -> Vec<T> {
+        x.iter()
+            .zip(y)
+            .zip(g)
+            .map(|((&x, &y), &g)| g * self.df(x, y))
+            .collect()
+    }
 }
 
 /// Elementwise binary ops; operands are already broadcast to one shape.

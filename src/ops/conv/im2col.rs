@@ -85,14 +85,16 @@ fn for_each_tap(g: &Geometry, mut f: impl FnMut(usize, usize, isize, (usize, usi
     }
 }
 
-/// Fills `cols` (`k × p`, row-major) from one image `x` (`c × h × w`).
-pub fn im2col<T: Copy + Default>(x: &[T], g: &Geometry, cols: &mut [T]) {
-    let (p, ow, sw) = (g.p(), g.ow, g.stride.1);
+/// Fills `cols` (`k × (rows·ow)`, row-major) from one image `x` (`c × h × w`), for the
+/// output rows `rows.0..rows.1` only (a tile of output pixels; `(0, oh)` for all).
+pub fn im2col<T: Copy + Default>(x: &[T], g: &Geometry, rows: (usize, usize), cols: &mut [T]) {
+    let (ow, sw) = (g.ow, g.stride.1);
+    let p = (rows.1 - rows.0) * ow;
     let zero = T::default();
     for_each_tap(g, |row, c, ih_off, (lo, hi), iw_off| {
         let dst_row = &mut cols[row * p..(row + 1) * p];
-        for oh in 0..g.oh {
-            let dst = &mut dst_row[oh * ow..(oh + 1) * ow];
+        for oh in rows.0..rows.1 {
+            let dst = &mut dst_row[(oh - rows.0) * ow..(oh - rows.0 + 1) * ow];
             let ih = (oh * g.stride.0) as isize + ih_off;
             if ih < 0 || ih >= g.h as isize {
                 dst.fill(zero);
@@ -116,13 +118,19 @@ pub fn im2col<T: Copy + Default>(x: &[T], g: &Geometry, cols: &mut [T]) {
     });
 }
 
-/// Adds the columns `cols` (`k × p`) back onto the image `dx` (`c × h × w`): the adjoint
-/// of [`im2col`]. `dx` must be zeroed (or hold values to accumulate onto).
-pub fn col2im<T: Copy + std::ops::AddAssign>(cols: &[T], g: &Geometry, dx: &mut [T]) {
-    let (p, ow, sw) = (g.p(), g.ow, g.stride.1);
+/// Adds the columns `cols` (`k × (rows·ow)`) of output rows `rows.0..rows.1` back onto
+/// the image `dx` (`c × h × w`): the adjoint of [`im2col`]. Accumulates into `dx`.
+pub fn col2im<T: Copy + std::ops::AddAssign>(
+    cols: &[T],
+    g: &Geometry,
+    rows: (usize, usize),
+    dx: &mut [T],
+) {
+    let (ow, sw) = (g.ow, g.stride.1);
+    let p = (rows.1 - rows.0) * ow;
     for_each_tap(g, |row, c, ih_off, (lo, hi), iw_off| {
         let src_row = &cols[row * p..(row + 1) * p];
-        for oh in 0..g.oh {
+        for oh in rows.0..rows.1 {
             let ih = (oh * g.stride.0) as isize + ih_off;
             if ih < 0 || ih >= g.h as isize {
                 continue;
@@ -130,11 +138,18 @@ pub fn col2im<T: Copy + std::ops::AddAssign>(cols: &[T], g: &Geometry, dx: &mut 
             if lo == hi {
                 continue;
             }
-            let src = &src_row[oh * ow..(oh + 1) * ow];
+            let src = &src_row[(oh - rows.0) * ow..(oh - rows.0 + 1) * ow];
             let dst = &mut dx[(c * g.h + ih as usize) * g.w..][..g.w];
             let first = ((lo * sw) as isize + iw_off) as usize;
-            for (j, &v) in src[lo..hi].iter().enumerate() {
-                dst[first + j * sw] += v;
+            if sw == 1 {
+                // Unit stride: a plain slice add, which vectorises.
+                for (d, &v) in dst[first..first + hi - lo].iter_mut().zip(&src[lo..hi]) {
+                    *d += v;
+                }
+            } else {
+                for (j, &v) in src[lo..hi].iter().enumerate() {
+                    dst[first + j * sw] += v;
+                }
             }
         }
     });
@@ -168,12 +183,31 @@ mod tests {
                 .map(|i| (i as f64 * 0.11).cos())
                 .collect();
             let mut cols = vec![0.0; g.k() * g.p()];
-            im2col(&x, &g, &mut cols);
+            im2col(&x, &g, (0, g.oh), &mut cols);
             let mut back = vec![0.0; g.chw()];
-            col2im(&y, &g, &mut back);
+            col2im(&y, &g, (0, g.oh), &mut back);
             let lhs: f64 = cols.iter().zip(&y).map(|(a, b)| a * b).sum();
             let rhs: f64 = x.iter().zip(&back).map(|(a, b)| a * b).sum();
             assert!((lhs - rhs).abs() < 1e-10, "{lhs} vs {rhs}");
+        }
+    }
+
+    #[test]
+    fn tiles_of_rows_assemble_the_whole_matrix() {
+        let g = geometry(9, 6, 3, 2, 1, 1);
+        let x: Vec<f64> = (0..g.chw()).map(|i| i as f64).collect();
+        let mut whole = vec![0.0; g.k() * g.p()];
+        im2col(&x, &g, (0, g.oh), &mut whole);
+        for (r0, r1) in [(0, 2), (2, 3), (3, g.oh)] {
+            let tp = (r1 - r0) * g.ow;
+            let mut tile = vec![0.0; g.k() * tp];
+            im2col(&x, &g, (r0, r1), &mut tile);
+            for row in 0..g.k() {
+                assert_eq!(
+                    tile[row * tp..(row + 1) * tp],
+                    whole[row * g.p() + r0 * g.ow..row * g.p() + r1 * g.ow]
+                );
+            }
         }
     }
 
@@ -182,7 +216,7 @@ mod tests {
         let g = geometry(2, 2, 3, 1, 1, 1);
         let x = vec![1.0f32; g.chw()];
         let mut cols = vec![9.0; g.k() * g.p()];
-        im2col(&x, &g, &mut cols);
+        im2col(&x, &g, (0, g.oh), &mut cols);
         // Tap (0,0) at output (0,0) reads input (-1,-1): padding.
         assert_eq!(cols[0], 0.0);
         // The centre tap always reads a real pixel.

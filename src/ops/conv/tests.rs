@@ -176,3 +176,32 @@ fn bad_shapes_are_errors_naming_both_shapes() {
     assert!(x.conv2d(&w, Some(&b), Conv2dConfig::default()).is_err());
     assert!(x.conv2d(&w, None, Conv2dConfig::new(0, 0, 1)).is_err());
 }
+
+#[test]
+fn wide_images_split_into_several_row_tiles() {
+    // 130 and 100 output columns: one and two output rows per tile, last tile ragged.
+    let opts = GradcheckOptions::default();
+    for (i, (w, stride)) in [(130, 1), (200, 2)].into_iter().enumerate() {
+        let cfg = Conv2dConfig::new(stride, 1, 1);
+        let x = rand_input(&[2, 2, 6, w], 300 + i as u64);
+        let wt = rand_input(&[3, 2, 3, 3], 310 + i as u64);
+        let b = rand_input(&[3], 320 + i as u64);
+        let got = x.conv2d(&wt, Some(&b), cfg).unwrap().to_vec();
+        let want = reference(&x, &wt, Some(&b), cfg);
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(worst <= 1e-10, "deviation {worst}");
+        for seed in 0..3 {
+            crate::gradcheck_fast(
+                |t| t[0].conv2d(&t[1], Some(&t[2]), cfg),
+                &[x.clone(), wt.clone(), b.clone()],
+                &opts,
+                seed,
+            )
+            .unwrap();
+        }
+    }
+}
