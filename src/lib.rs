@@ -8,6 +8,7 @@
 
 pub mod autograd;
 pub mod error;
+pub mod loss;
 pub mod nn;
 pub mod ops;
 pub mod optim;

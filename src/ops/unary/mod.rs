@@ -4,6 +4,7 @@ mod abs;
 mod affine;
 mod clamp;
 mod exp;
+mod expm1;
 mod log;
 mod neg;
 mod powf;
