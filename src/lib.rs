@@ -7,6 +7,7 @@
 //! See `ARCHITECTURE.md` for a guided tour of the internals.
 
 pub mod autograd;
+pub mod data;
 pub mod error;
 pub mod loss;
 pub mod nn;
