@@ -10,9 +10,20 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// Reads an IDX file of unsigned bytes: its dimensions and its data, checking that the
-/// data is exactly as long as the dimensions say. Returns the raw (decompressed) bytes too.
-pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>, Vec<u8>), DataError> {
+/// The contents of an IDX file.
+#[derive(Debug)]
+pub struct IdxFile {
+    /// Size of every dimension.
+    pub dims: Vec<usize>,
+    /// The data after the header.
+    pub data: Vec<u8>,
+    /// The whole (decompressed) file, as checksummed.
+    pub raw: Vec<u8>,
+}
+
+/// Reads an IDX file of unsigned bytes, checking that the data is exactly as long as the
+/// dimensions say.
+pub fn read_idx(path: &Path) -> Result<IdxFile, DataError> {
     let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
@@ -25,7 +36,11 @@ pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>, Vec<u8>), DataError
     };
     let (dims, data) = parse_idx(path, &bytes)?;
     let data = data.to_vec();
-    Ok((dims, data, bytes))
+    Ok(IdxFile {
+        dims,
+        data,
+        raw: bytes,
+    })
 }
 
 fn parse_idx<'a>(path: &Path, bytes: &'a [u8]) -> Result<(Vec<usize>, &'a [u8]), DataError> {
@@ -122,7 +137,7 @@ fn load_part(
 ) -> Result<Dataset, DataError> {
     let read = |name: String| -> Result<(PathBuf, Vec<usize>, Vec<u8>), DataError> {
         let path = find(dir, &name)?;
-        let (dims, data, raw) = read_idx(&path)?;
+        let IdxFile { dims, data, raw } = read_idx(&path)?;
         if let Some(expected) = sums.as_ref().and_then(|s| s.get(&name)) {
             let found: String = Sha256::digest(&raw)
                 .iter()
@@ -207,12 +222,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bytes = idx_bytes(&[2, 2, 3], &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
         let p = write(dir.path(), "a", &bytes);
-        let (dims, data, _) = read_idx(&p).unwrap();
-        assert_eq!((dims, data.len()), (vec![2, 2, 3], 12));
+        let f = read_idx(&p).unwrap();
+        assert_eq!((f.dims, f.data.len()), (vec![2, 2, 3], 12));
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&bytes).unwrap();
         let p = write(dir.path(), "a.gz", &gz.finish().unwrap());
-        assert_eq!(read_idx(&p).unwrap().1[11], 12);
+        assert_eq!(read_idx(&p).unwrap().data[11], 12);
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod loader;
 
 pub use cifar::{load_cifar10, load_cifar100};
 pub use folder::load_image_folder;
-pub use idx::{load_idx_dir, read_idx};
+pub use idx::{load_idx_dir, read_idx, IdxFile};
 pub use loader::{Augment, Batches, Normalization};
 
 use std::path::{Path, PathBuf};
