@@ -1,9 +1,9 @@
 //! Stochastic gradient descent with momentum, Nesterov momentum and weight decay,
 //! following PyTorch's `torch.optim.SGD` update rule.
 
-use super::{decays, Optimizer};
+use super::{decays, Optimizer, OptimizerState};
 use crate::autograd::Gradients;
-use crate::error::Result;
+use crate::error::{Result, TensorError};
 use crate::tensor::{Element, Tensor};
 use std::collections::HashMap;
 
@@ -85,6 +85,26 @@ impl<T: Element> Optimizer<T> for Sgd<T> {
                     }
                 }
             });
+        }
+        Ok(())
+    }
+
+    fn state(&self) -> OptimizerState<T> {
+        self.momentum_buffers
+            .iter()
+            .map(|(name, b)| (format!("momentum_buffer.{name}"), b.clone()))
+            .collect()
+    }
+
+    fn load_state(&mut self, state: OptimizerState<T>) -> Result<()> {
+        for (key, values) in state {
+            let name = key.strip_prefix("momentum_buffer.").ok_or_else(|| {
+                TensorError::InvalidArgument {
+                    op: "Sgd::load_state",
+                    reason: format!("unexpected entry {key:?}"),
+                }
+            })?;
+            self.momentum_buffers.insert(name.to_string(), values);
         }
         Ok(())
     }
