@@ -37,7 +37,7 @@ impl Schedule {
                     .parse()
                     .map_err(|_| bad("EVERY is not a positive integer"))?;
                 let gamma: f64 = g.trim().parse().map_err(|_| bad("GAMMA is not a number"))?;
-                if every == 0 || !(gamma > 0.0) {
+                if every == 0 || gamma.is_nan() || gamma <= 0.0 {
                     return Err(bad("EVERY must be ≥ 1 and GAMMA > 0"));
                 }
                 Ok(Schedule::Step { every, gamma })
