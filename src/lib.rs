@@ -14,6 +14,7 @@ pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod tensor;
+pub mod train;
 
 #[cfg(test)]
 pub(crate) mod testing;

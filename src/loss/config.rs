@@ -17,27 +17,37 @@ pub const LOSS_NAMES: [&str; 6] = [
 
 /// Loss options as given by the user; `None` means "not given" (so that an option given
 /// to a loss it does not apply to is an error rather than silently ignored).
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, clap::Args)]
 pub struct LossOptions {
-    /// `--loss`: one of [`LOSS_NAMES`].
+    /// Loss: sml, lgl, lgl-inr, focal, focal-sigmoid or alpha-loss.
+    #[arg(long = "loss", default_value = "lgl-inr")]
     pub loss: String,
-    /// `--class-weights none|inverse|effective:BETA`.
+    /// Class weights: none, inverse or effective:BETA (not for lgl-inr).
+    #[arg(long)]
     pub class_weights: Option<String>,
-    /// `--weight-form sample|pos-neg`: LGL's two weighted forms (default `sample`).
+    /// LGL's weighted form: sample (per-sample w[y_i]) or pos-neg (per-problem w⁺/w⁻).
+    #[arg(long)]
     pub weight_form: Option<String>,
-    /// `--beta`: LGL-INR's inverse temperature (default 1).
+    /// LGL-INR's inverse temperature β ≥ 0 [default: 1].
+    #[arg(long)]
     pub beta: Option<f64>,
-    /// `--detach-weight`: LGL-INR's weights as constants.
+    /// LGL-INR: treat the weights ω as constants in backward.
+    #[arg(long)]
     pub detach_weight: bool,
-    /// `--gamma`: focal losses' focusing parameter (default 2).
+    /// Focal losses' focusing parameter γ ≥ 0 [default: 2].
+    #[arg(long)]
     pub gamma: Option<f64>,
-    /// `--alpha`: focal scale, focal-sigmoid balance, or α-loss's α (required there).
+    /// focal: scale α > 0; focal-sigmoid: balance α ∈ [0, 1]; alpha-loss: α ∈ (0, inf].
+    #[arg(long)]
     pub alpha: Option<f64>,
-    /// `--label-smoothing` for SML.
+    /// SML label smoothing ε ∈ [0, 1).
+    #[arg(long)]
     pub label_smoothing: Option<f64>,
-    /// `--logit-adjust TAU` for SML: adds `τ log π_k`.
+    /// SML logit adjustment τ: adds τ·log(class prior) to the logits.
+    #[arg(long)]
     pub logit_adjust: Option<f64>,
-    /// `--reduction mean|sum` (default mean).
+    /// Reduction: mean (over the total sample weight) or sum [default: mean].
+    #[arg(long)]
     pub reduction: Option<String>,
 }
 
