@@ -158,6 +158,10 @@ pub struct TrainConfig {
     /// Use only the first N test images.
     #[arg(long)]
     pub test_limit: Option<usize>,
+    /// Stop after this many epochs in this invocation (resume later with --resume).
+    #[arg(long)]
+    #[serde(skip)]
+    pub stop_after: Option<usize>,
     /// Output directory (default: runs/<model>-<loss>-seed<seed>-<time>).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -466,6 +470,8 @@ pub fn train(config: &TrainConfig) -> Result<RunSummary, TrainError> {
             saved.epochs = config.epochs;
             saved.quiet = config.quiet;
             saved.threads = config.threads.or(saved.threads);
+            saved.resume = Some(dir.clone());
+            saved.stop_after = config.stop_after;
             (saved, dir.clone())
         }
         None => {
@@ -557,7 +563,10 @@ fn run(config: &TrainConfig, out_dir: &Path) -> Result<RunSummary, TrainError> {
         );
     }
     let interactive = std::io::stdout().is_terminal() && !config.quiet;
-    for epoch in first_epoch..config.epochs {
+    let last_epoch = config
+        .stop_after
+        .map_or(config.epochs, |n| (first_epoch + n).min(config.epochs));
+    for epoch in first_epoch..last_epoch {
         let t0 = Instant::now();
         let batches = Batches::new(
             &split.train,

@@ -1,0 +1,137 @@
+//! End-to-end training runs on small subsets of the bundled MNIST: accuracy, resuming,
+//! NaN handling, evaluation and audit of a saved run, and bad-data errors.
+
+use std::path::Path;
+use tensorgrad::train::{audit_run, evaluate_run, load_checkpoint, train, TrainConfig, TrainError};
+
+fn tiny(out: &Path, epochs: usize, train_limit: usize) -> TrainConfig {
+    TrainConfig {
+        epochs,
+        train_limit: Some(train_limit),
+        test_limit: Some(1000),
+        out: Some(out.to_path_buf()),
+        threads: Some(2),
+        quiet: true,
+        ..TrainConfig::default()
+    }
+}
+
+#[test]
+fn one_epoch_on_6000_images_learns_mnist() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = train(&tiny(dir.path(), 1, 6000)).unwrap();
+    // Defaults: lenet, lgl-inr, SGD 0.9, lr 0.01 cosine, batch 64.
+    assert!(s.test.accuracy >= 0.85, "test accuracy {}", s.test.accuracy);
+    for f in [
+        "config.json",
+        "metrics.json",
+        "model.safetensors",
+        "loss.png",
+        "accuracy.png",
+        "per_class_accuracy.png",
+        "p_bar_train.png",
+        "p_bar_test.png",
+    ] {
+        assert!(dir.path().join(f).exists(), "{f} missing");
+    }
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["train"]["seed"], 0);
+    assert_eq!(config["threads"], 2);
+    assert!(config["git_revision"].is_string());
+    // The saved run evaluates to the same accuracy, and the audit runs and is written.
+    let e = evaluate_run(dir.path()).unwrap();
+    assert_eq!(e.accuracy, s.test.accuracy);
+    let a = audit_run(dir.path()).unwrap();
+    assert_eq!(a.rows.len(), 10);
+    assert!(dir.path().join("audit.json").exists());
+}
+
+#[test]
+fn resuming_gives_the_same_parameters_as_an_uninterrupted_run() {
+    let straight = tempfile::tempdir().unwrap();
+    train(&tiny(straight.path(), 2, 640)).unwrap();
+    // The same 2-epoch run, interrupted after epoch 1, then resumed.
+    let split = tempfile::tempdir().unwrap();
+    let first = train(&TrainConfig {
+        stop_after: Some(1),
+        ..tiny(split.path(), 2, 640)
+    })
+    .unwrap();
+    assert_eq!(first.epochs.len(), 1);
+    let resume = TrainConfig {
+        resume: Some(split.path().to_path_buf()),
+        ..tiny(split.path(), 2, 640)
+    };
+    let resumed = train(&resume).unwrap();
+    // Epoch 1 was not trained again: its record (with its wall time) is carried over.
+    assert_eq!(resumed.epochs.len(), 2);
+    assert_eq!(resumed.epochs[0], first.epochs[0]);
+    let a = load_checkpoint(&straight.path().join("model.safetensors")).unwrap();
+    let b = load_checkpoint(&split.path().join("model.safetensors")).unwrap();
+    assert_eq!(a.metadata["epoch"], "2");
+    assert_eq!(a.tensors.len(), b.tensors.len());
+    for ((n1, _, v1), (n2, _, v2)) in a.tensors.iter().zip(&b.tensors) {
+        assert_eq!(n1, n2);
+        let bits = |v: &Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert!(bits(v1) == bits(v2), "{n1} differs after resuming");
+    }
+}
+
+#[test]
+fn a_nan_loss_stops_the_run_and_keeps_the_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    train(&tiny(dir.path(), 1, 320)).unwrap();
+    let before = std::fs::read(dir.path().join("model.safetensors")).unwrap();
+    // Continue with an absurd learning rate: the loss blows up during epoch 2.
+    let cfg_path = dir.path().join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["train"]["lr"] = serde_json::json!(1e30);
+    cfg["train"]["loss"]["loss"] = serde_json::json!("sml");
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let resume = TrainConfig {
+        resume: Some(dir.path().to_path_buf()),
+        ..tiny(dir.path(), 3, 320)
+    };
+    match train(&resume) {
+        Err(TrainError::NonFinite { epoch, .. }) => assert_eq!(epoch, 2),
+        other => panic!("expected a non-finite loss error, got {other:?}"),
+    }
+    assert_eq!(
+        std::fs::read(dir.path().join("model.safetensors")).unwrap(),
+        before,
+        "the epoch-1 checkpoint is intact"
+    );
+}
+
+#[test]
+fn corrupt_data_is_a_typed_error_naming_the_file() {
+    let data = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/mnist");
+    for f in std::fs::read_dir(&src).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, data.path().join(f.file_name().unwrap())).unwrap();
+    }
+    // Truncate the test labels: gzip ends early.
+    let labels = data.path().join("t10k-labels-idx1-ubyte.gz");
+    let bytes = std::fs::read(&labels).unwrap();
+    std::fs::write(&labels, &bytes[..bytes.len() / 2]).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        data_dir: Some(data.path().to_path_buf()),
+        ..tiny(out.path(), 1, 64)
+    };
+    let e = train(&cfg).unwrap_err();
+    assert!(matches!(e, TrainError::Data(_)), "{e:?}");
+    assert!(e.to_string().contains("t10k-labels-idx1-ubyte"), "{e}");
+    let bad = TrainConfig {
+        loss: tensorgrad::loss::LossOptions {
+            beta: Some(-1.0),
+            ..tensorgrad::loss::LossOptions::named("lgl-inr")
+        },
+        ..tiny(out.path(), 1, 64)
+    };
+    assert!(train(&bad).unwrap_err().to_string().starts_with("--beta"));
+}
