@@ -1,8 +1,8 @@
 //! α-loss (Sypherd et al.), margin form, used one-vs-all like LGL:
 //! `ℓ_α(s) = α/(α−1)·(1 − σ(s)^{1−1/α})` on the margin `s = ±z`.
 
-use super::lgl::one_vs_all_coefficients;
-use super::{check_inputs, reduce, targets, Family, LglWeights, Loss, Reduction};
+use super::lgl::Margins;
+use super::{reduce, Family, Loss, Reduction};
 use crate::error::{Result, TensorError};
 use crate::tensor::{Element, Tensor};
 
@@ -45,25 +45,15 @@ impl<T: Element> Loss<T> for AlphaLoss {
                 reason: format!("alpha must be in (0, inf], got {}", self.alpha),
             });
         }
-        let (z, k) = check_inputs("alpha-loss", logits, labels, Family::Sigmoid)?;
-        let shape = [labels.len(), k];
-        let form = match &self.weights {
-            Some(w) => LglWeights::PerSample(w.clone()),
-            None => LglWeights::None,
-        };
-        let (a, b, weight_sum) = one_vs_all_coefficients("alpha-loss", &form, labels, k)?;
-        let sign: Vec<f64> = targets(labels, k).iter().map(|y| 2.0 * y - 1.0).collect();
-        let s = z.mul(&Tensor::from_f64s(&sign, &shape)?)?;
-        let sp = s.neg().softplus();
+        let m = Margins::of("alpha-loss", logits, labels, self.weights.as_deref())?;
+        let sp = m.s.neg().softplus();
         let c = 1.0 - 1.0 / self.alpha; // 1 at α = ∞
         let term = if c == 0.0 {
             sp
         } else {
             sp.mul_scalar(-c).expm1().mul_scalar(-1.0 / c)
         };
-        let coef: Vec<f64> = a.iter().zip(&b).map(|(a, b)| a + b).collect();
-        let total = term.mul(&Tensor::from_f64s(&coef, &shape)?)?.sum_all();
-        Ok(reduce(total, self.reduction, weight_sum))
+        Ok(reduce(m.weighted_sum(&term)?, self.reduction, m.weight_sum))
     }
 }
 

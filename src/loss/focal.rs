@@ -1,7 +1,7 @@
 //! Focal loss (Lin et al. 2017), softmax and sigmoid (one-vs-all) forms.
 
-use super::lgl::one_vs_all_coefficients;
-use super::{check_inputs, check_weights, reduce, targets, Family, LglWeights, Loss, Reduction};
+use super::lgl::Margins;
+use super::{check_inputs, check_weights, reduce, Family, Loss, Reduction};
 use crate::error::Result;
 use crate::tensor::{Element, Tensor};
 
@@ -107,28 +107,16 @@ impl<T: Element> Loss<T> for FocalSigmoid {
     }
 
     fn forward(&self, logits: &Tensor<T>, labels: &[usize]) -> Result<Tensor<T>> {
-        let (z, k) = check_inputs("focal-sigmoid", logits, labels, Family::Sigmoid)?;
-        let shape = [labels.len(), k];
-        let form = match &self.weights {
-            Some(w) => LglWeights::PerSample(w.clone()),
-            None => LglWeights::None,
-        };
-        let (mut a, mut b, weight_sum) =
-            one_vs_all_coefficients("focal-sigmoid", &form, labels, k)?;
+        let mut m = Margins::of("focal-sigmoid", logits, labels, self.weights.as_deref())?;
         if let Some(alpha) = self.alpha {
-            a.iter_mut().for_each(|v| *v *= alpha);
-            b.iter_mut().for_each(|v| *v *= 1.0 - alpha);
+            m.pos.iter_mut().for_each(|v| *v *= alpha);
+            m.neg.iter_mut().for_each(|v| *v *= 1.0 - alpha);
         }
-        // Margin s = (2Y − 1)·z; every term depends on s only.
-        let sign: Vec<f64> = targets(labels, k).iter().map(|y| 2.0 * y - 1.0).collect();
-        let s = z.mul(&Tensor::from_f64s(&sign, &shape)?)?;
-        let mut term = s.neg().softplus();
-        if let Some(m) = modulating(s.neg().sigmoid(), self.gamma) {
-            term = term.mul(&m)?;
+        let mut term = m.s.neg().softplus();
+        if let Some(factor) = modulating(m.s.neg().sigmoid(), self.gamma) {
+            term = term.mul(&factor)?;
         }
-        let coef: Vec<f64> = a.iter().zip(&b).map(|(a, b)| a + b).collect();
-        let total = term.mul(&Tensor::from_f64s(&coef, &shape)?)?.sum_all();
-        Ok(reduce(total, self.reduction, weight_sum))
+        Ok(reduce(m.weighted_sum(&term)?, self.reduction, m.weight_sum))
     }
 }
 

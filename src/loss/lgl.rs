@@ -78,6 +78,48 @@ pub(crate) fn one_vs_all_coefficients(
     Ok((a, b, weight_sum))
 }
 
+/// A one-vs-all loss's view of a batch whose terms depend on the margin only.
+pub(crate) struct Margins<T: Element> {
+    /// `s = (2Y − 1)·z`: positive for the target class.
+    pub s: Tensor<T>,
+    /// Weight of every positive logit (0 on negatives).
+    pub pos: Vec<f64>,
+    /// Weight of every negative logit (0 on positives).
+    pub neg: Vec<f64>,
+    /// Total sample weight (the mean's divisor).
+    pub weight_sum: f64,
+}
+
+impl<T: Element> Margins<T> {
+    /// Checks the inputs and computes margins and per-sample-weighted coefficients.
+    pub fn of(
+        op: &'static str,
+        logits: &Tensor<T>,
+        labels: &[usize],
+        weights: Option<&[f64]>,
+    ) -> Result<Self> {
+        let (z, k) = check_inputs(op, logits, labels, Family::Sigmoid)?;
+        let form = weights.map_or(LglWeights::None, |w| LglWeights::PerSample(w.to_vec()));
+        let (pos, neg, weight_sum) = one_vs_all_coefficients(op, &form, labels, k)?;
+        let sign: Vec<f64> = targets(labels, k).iter().map(|y| 2.0 * y - 1.0).collect();
+        let s = z.mul(&Tensor::from_f64s(&sign, &[labels.len(), k])?)?;
+        Ok(Margins {
+            s,
+            pos,
+            neg,
+            weight_sum,
+        })
+    }
+
+    /// `Σ (pos + neg) ⊙ term`: the weighted sum of per-logit terms.
+    pub fn weighted_sum(&self, term: &Tensor<T>) -> Result<Tensor<T>> {
+        let coef: Vec<f64> = self.pos.iter().zip(&self.neg).map(|(a, b)| a + b).collect();
+        Ok(term
+            .mul(&Tensor::from_f64s(&coef, self.s.shape())?)?
+            .sum_all())
+    }
+}
+
 impl<T: Element> Loss<T> for Lgl {
     fn name(&self) -> &'static str {
         "lgl"

@@ -1,6 +1,6 @@
 //! Thin module wrappers around the ops: Conv2d, pooling, ReLU, Flatten, Dropout.
 
-use super::{init, Module, TensorKind};
+use super::{init, weight_and_bias, weight_and_bias_mut, Module, TensorKind};
 use crate::error::Result;
 use crate::ops::conv::Conv2dConfig;
 use crate::ops::pool::Pool2dConfig;
@@ -47,23 +47,11 @@ impl<T: Element> Module<T> for Conv2d<T> {
     }
 
     fn named_tensors(&self) -> Vec<(String, TensorKind, Tensor<T>)> {
-        let mut v = vec![("weight".into(), TensorKind::Parameter, self.weight.clone())];
-        v.extend(
-            self.bias
-                .iter()
-                .map(|b| ("bias".into(), TensorKind::Parameter, b.clone())),
-        );
-        v
+        weight_and_bias(&self.weight, &self.bias)
     }
 
     fn named_tensors_mut(&mut self) -> Vec<(String, TensorKind, &mut Tensor<T>)> {
-        let mut v = vec![("weight".into(), TensorKind::Parameter, &mut self.weight)];
-        v.extend(
-            self.bias
-                .iter_mut()
-                .map(|b| ("bias".into(), TensorKind::Parameter, b)),
-        );
-        v
+        weight_and_bias_mut(&mut self.weight, &mut self.bias)
     }
 }
 

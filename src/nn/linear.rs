@@ -1,6 +1,6 @@
 //! Fully connected layer, weight `[out, in]` as PyTorch.
 
-use super::{init, Module, TensorKind};
+use super::{init, weight_and_bias, weight_and_bias_mut, Module, TensorKind};
 use crate::error::{Result, TensorError};
 use crate::tensor::{Element, Tensor};
 use rand::Rng;
@@ -42,23 +42,11 @@ impl<T: Element> Module<T> for Linear<T> {
     }
 
     fn named_tensors(&self) -> Vec<(String, TensorKind, Tensor<T>)> {
-        let mut v = vec![("weight".into(), TensorKind::Parameter, self.weight.clone())];
-        v.extend(
-            self.bias
-                .iter()
-                .map(|b| ("bias".into(), TensorKind::Parameter, b.clone())),
-        );
-        v
+        weight_and_bias(&self.weight, &self.bias)
     }
 
     fn named_tensors_mut(&mut self) -> Vec<(String, TensorKind, &mut Tensor<T>)> {
-        let mut v = vec![("weight".into(), TensorKind::Parameter, &mut self.weight)];
-        v.extend(
-            self.bias
-                .iter_mut()
-                .map(|b| ("bias".into(), TensorKind::Parameter, b)),
-        );
-        v
+        weight_and_bias_mut(&mut self.weight, &mut self.bias)
     }
 }
 

@@ -67,6 +67,32 @@ pub trait Module<T: Element>: Send {
     }
 }
 
+/// The named tensors of a layer with a `weight` and an optional `bias`.
+pub(crate) fn weight_and_bias<T: Element>(
+    weight: &Tensor<T>,
+    bias: &Option<Tensor<T>>,
+) -> Vec<(String, TensorKind, Tensor<T>)> {
+    let mut v = vec![("weight".into(), TensorKind::Parameter, weight.clone())];
+    v.extend(
+        bias.iter()
+            .map(|b| ("bias".into(), TensorKind::Parameter, b.clone())),
+    );
+    v
+}
+
+/// Mutable access to a layer's `weight` and optional `bias`.
+pub(crate) fn weight_and_bias_mut<'a, T: Element>(
+    weight: &'a mut Tensor<T>,
+    bias: &'a mut Option<Tensor<T>>,
+) -> Vec<(String, TensorKind, &'a mut Tensor<T>)> {
+    let mut v = vec![("weight".into(), TensorKind::Parameter, weight)];
+    v.extend(
+        bias.iter_mut()
+            .map(|b| ("bias".into(), TensorKind::Parameter, b)),
+    );
+    v
+}
+
 /// Modules applied in order; children's tensors are named `child.tensor`.
 pub struct Sequential<T: Element> {
     layers: Vec<(String, Box<dyn Module<T>>)>,

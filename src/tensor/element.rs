@@ -70,78 +70,46 @@ fn with_thread_workspace<T: Copy + Default, R>(
     })
 }
 
-impl Element for f32 {
-    const DTYPE: &'static str = "f32";
+/// Implements [`Element`] for a float type with its matrixmultiply GEMM and workspace.
+macro_rules! impl_element {
+    ($t:ty, $name:literal, $gemm:path, $workspace:ident) => {
+        impl Element for $t {
+            const DTYPE: &'static str = $name;
 
-    fn with_workspace<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
-        with_thread_workspace(&WORKSPACE_F32, len, f)
-    }
+            fn with_workspace<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
+                with_thread_workspace(&$workspace, len, f)
+            }
 
-    fn from_f64(x: f64) -> Self {
-        x as f32
-    }
+            fn from_f64(x: f64) -> Self {
+                x as $t
+            }
 
-    fn as_f64(self) -> f64 {
-        self as f64
-    }
+            fn as_f64(self) -> f64 {
+                self as f64
+            }
 
-    unsafe fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        alpha: Self,
-        a: *const Self,
-        rsa: isize,
-        csa: isize,
-        b: *const Self,
-        rsb: isize,
-        csb: isize,
-        beta: Self,
-        c: *mut Self,
-        rsc: isize,
-        csc: isize,
-    ) {
-        // SAFETY: the caller upholds the layout and aliasing contract documented on the trait.
-        unsafe {
-            matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+            unsafe fn gemm(
+                m: usize,
+                k: usize,
+                n: usize,
+                alpha: Self,
+                a: *const Self,
+                rsa: isize,
+                csa: isize,
+                b: *const Self,
+                rsb: isize,
+                csb: isize,
+                beta: Self,
+                c: *mut Self,
+                rsc: isize,
+                csc: isize,
+            ) {
+                // SAFETY: the caller upholds the layout and aliasing contract of the trait.
+                unsafe { $gemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
+            }
         }
-    }
+    };
 }
 
-impl Element for f64 {
-    const DTYPE: &'static str = "f64";
-
-    fn with_workspace<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
-        with_thread_workspace(&WORKSPACE_F64, len, f)
-    }
-
-    fn from_f64(x: f64) -> Self {
-        x
-    }
-
-    fn as_f64(self) -> f64 {
-        self
-    }
-
-    unsafe fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        alpha: Self,
-        a: *const Self,
-        rsa: isize,
-        csa: isize,
-        b: *const Self,
-        rsb: isize,
-        csb: isize,
-        beta: Self,
-        c: *mut Self,
-        rsc: isize,
-        csc: isize,
-    ) {
-        // SAFETY: the caller upholds the layout and aliasing contract documented on the trait.
-        unsafe {
-            matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
-        }
-    }
-}
+impl_element!(f32, "f32", matrixmultiply::sgemm, WORKSPACE_F32);
+impl_element!(f64, "f64", matrixmultiply::dgemm, WORKSPACE_F64);
