@@ -95,16 +95,18 @@ impl<T: Element> Tensor<T> {
                     for ox in 0..g.ow {
                         let (x0, x1) = window(ox, g.stride.1, g.padding.1, g.kernel.1, g.w);
                         let mut best = y0 * g.w + x0;
+                        let mut best_value = xp[best];
                         for iy in y0..y1 {
-                            for ix in x0..x1 {
-                                let i = iy * g.w + ix;
+                            let start = iy * g.w + x0;
+                            for (j, &v) in xp[start..iy * g.w + x1].iter().enumerate() {
                                 // Strict `>` keeps the first maximum; NaN wins and stays.
-                                if xp[i] > xp[best] || (xp[i].is_nan() && !xp[best].is_nan()) {
-                                    best = i;
+                                if v > best_value || (v.is_nan() && !best_value.is_nan()) {
+                                    best_value = v;
+                                    best = start + j;
                                 }
                             }
                         }
-                        out[oy * g.ow + ox] = xp[best];
+                        out[oy * g.ow + ox] = best_value;
                         pos[oy * g.ow + ox] = plane * hw + best;
                     }
                 }
