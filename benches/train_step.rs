@@ -1,7 +1,8 @@
 //! One full training step (forward, softmax cross-entropy, backward, SGD momentum update)
 //! of `lenet` at batch 64 on MNIST and `cifar-cnn` at batch 128 on 3×32×32 noise.
 //! Throughput counts images. Each model is measured on a one-thread pool and on the
-//! global pool (RAYON_NUM_THREADS threads), in the same run.
+//! default pool (RAYON_NUM_THREADS or all cores), in the same run, with subnormals flushed
+//! to zero as in `tensorgrad train`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::rngs::StdRng;
@@ -10,6 +11,7 @@ use std::path::Path;
 use tensorgrad::data::{load_idx_dir, Augment, Batches, Normalization};
 use tensorgrad::nn::{models, Module, Sequential};
 use tensorgrad::optim::{Optimizer, Sgd, SgdConfig};
+use tensorgrad::train::denormals::flush_denormals_on_this_thread;
 use tensorgrad::Tensor;
 
 fn cross_entropy(logits: &Tensor<f32>, labels: &[usize]) -> tensorgrad::Result<Tensor<f32>> {
@@ -28,11 +30,16 @@ fn step(model: &mut Sequential<f32>, opt: &mut Sgd<f32>, x: &Tensor<f32>, labels
 fn bench_train_step(c: &mut Criterion) {
     let mut group = c.benchmark_group("train_step_f32");
     group.sample_size(10);
-    let single = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap();
-    let threads = rayon::current_num_threads();
+    // Pools like the trainer's: subnormals flushed to zero on every worker.
+    let pool = |n: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .start_handler(|_| flush_denormals_on_this_thread())
+            .build()
+            .unwrap()
+    };
+    let (single, all) = (pool(1), pool(0));
+    let threads = all.current_num_threads();
     for (name, batch, input) in [
         ("lenet_b64", 64, [1, 28, 28]),
         ("cifar-cnn_b128", 128, [3, 32, 32]),
@@ -64,7 +71,7 @@ fn bench_train_step(c: &mut Criterion) {
             single.install(|| b.iter(|| step(&mut model, &mut opt, &x, &labels)))
         });
         group.bench_function(BenchmarkId::new(format!("{threads}threads"), name), |b| {
-            b.iter(|| step(&mut model, &mut opt, &x, &labels))
+            all.install(|| b.iter(|| step(&mut model, &mut opt, &x, &labels)))
         });
     }
     group.finish();

@@ -4,6 +4,7 @@
 //! [`audit_run`].
 
 pub mod checkpoint;
+pub mod denormals;
 pub mod metrics;
 pub mod plots;
 
@@ -444,21 +445,21 @@ fn augmentation(config: &TrainConfig) -> Result<Augment, OptionError> {
     }
 }
 
-/// Runs `f` on a pool of `threads` workers (or the global pool).
+/// Runs `f` on a pool of `threads` workers (default: one per core) whose threads, like the
+/// calling thread, flush subnormal floats to zero.
 fn with_threads<R: Send>(
     threads: Option<usize>,
     f: impl FnOnce() -> R + Send,
 ) -> Result<R, OptionError> {
-    match threads {
-        None => Ok(f()),
-        Some(n) => {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(n.max(1))
-                .build()
-                .map_err(|e| OptionError::new("threads", e.to_string()))?;
-            Ok(pool.install(f))
-        }
-    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.unwrap_or(0))
+        .start_handler(|_| denormals::flush_denormals_on_this_thread())
+        .build()
+        .map_err(|e| OptionError::new("threads", e.to_string()))?;
+    Ok(pool.install(|| {
+        denormals::flush_denormals_on_this_thread();
+        f()
+    }))
 }
 
 /// Trains the run described by `config` (or resumes `config.resume`), writing
