@@ -109,96 +109,6 @@ fn max_tile_pixels(g: &Geometry) -> usize {
     row_tiles(g).map(|(a, b)| (b - a) * g.ow).max().unwrap_or(0)
 }
 
-/// `Y_i = W · im2col(X_i) (+ b)` for every image `i` of `x` (`chw` each) into `out`
-/// (`o·p` each), in parallel over images.
-fn forward_images<T: Element>(
-    x: &[T],
-    g: &Geometry,
-    w: &[T],
-    o: usize,
-    b: Option<&[T]>,
-    out: &mut [T],
-) {
-    let (k, p) = (g.k(), g.p());
-    if p == 0 || o == 0 {
-        return;
-    }
-    let tile = max_tile_pixels(g);
-    out.par_chunks_mut(o * p).enumerate().for_each(|(i, y)| {
-        let x_i = &x[i * g.chw()..(i + 1) * g.chw()];
-        let beta = match b {
-            Some(b) => {
-                for (row, &bv) in y.chunks_mut(p).zip(b.iter()) {
-                    row.fill(bv);
-                }
-                T::one()
-            }
-            None => T::zero(),
-        };
-        T::with_workspace(k * tile, |cols| {
-            for (r0, r1) in row_tiles(g) {
-                let pt = (r1 - r0) * g.ow;
-                im2col(x_i, g, (r0, r1), cols);
-                // Y[:, tile] (=|+=) W[o×k] · cols[k×pt]
-                gemm(
-                    (o, k, pt),
-                    w,
-                    (k, 1),
-                    cols,
-                    (pt, 1),
-                    beta,
-                    &mut y[r0 * g.ow..],
-                    p,
-                );
-            }
-        })
-    });
-}
-
-/// For stride 1 and no dilation, `dX` is itself a convolution: of `dY` padded by
-/// `k − 1 − p`, with the kernel flipped and its channel axes swapped. That runs as the
-/// forward kernel (one well-shaped GEMM per tile) instead of a `k·c × o` by `o × p` GEMM
-/// with a small inner dimension followed by a col2im scatter. `None` if not applicable.
-fn transposed_geometry(g: &Geometry, o: usize) -> Option<Geometry> {
-    let (kh, kw) = g.kernel;
-    // The transposed convolution also computes over the padding: it costs h·w/(oh·ow) times
-    // the direct route's multiply-adds, so it is used only for (near) "same" padding.
-    // Measured (conv bench, 2 threads, backward images/s): cifar-cnn conv2 0.89k → 1.49k
-    // with it, LeNet conv2 (12×12 → 8×8, cost ratio 2.25) 8.5k → 3.9k, hence the bound.
-    let applicable = g.stride == (1, 1)
-        && g.dilation == (1, 1)
-        && g.padding.0 < kh
-        && g.padding.1 < kw
-        && 4 * g.h * g.w <= 5 * g.oh * g.ow;
-    applicable.then(|| Geometry {
-        c: o,
-        h: g.oh,
-        w: g.ow,
-        kernel: g.kernel,
-        stride: (1, 1),
-        padding: (kh - 1 - g.padding.0, kw - 1 - g.padding.1),
-        dilation: (1, 1),
-        oh: g.h,
-        ow: g.w,
-    })
-}
-
-/// `W'[c, o, i, j] = W[o, c, kh−1−i, kw−1−j]`.
-fn flip_kernel<T: Element>(w: &[T], o: usize, c: usize, (kh, kw): (usize, usize)) -> Vec<T> {
-    let mut out = vec![T::zero(); w.len()];
-    for oc in 0..o {
-        for ic in 0..c {
-            for i in 0..kh {
-                for j in 0..kw {
-                    out[((ic * o + oc) * kh + (kh - 1 - i)) * kw + (kw - 1 - j)] =
-                        w[((oc * c + ic) * kh + i) * kw + j];
-                }
-            }
-        }
-    }
-    out
-}
-
 impl<T: Element> Tensor<T> {
     /// 2-D convolution of an NCHW input with `weight` `[c_out, c_in, kh, kw]` and an
     /// optional `bias` `[c_out]` (cross-correlation, as PyTorch's `conv2d`).
@@ -209,12 +119,43 @@ impl<T: Element> Tensor<T> {
         cfg: Conv2dConfig,
     ) -> Result<Tensor<T>> {
         let g = conv_geometry(self.shape(), weight.shape(), bias.map(|b| b.shape()), cfg)?;
-        let (n, o, p) = (self.shape()[0], weight.shape()[0], g.p());
+        let (n, o, k, p) = (self.shape()[0], weight.shape()[0], g.k(), g.p());
         let x = self.values();
         let w = weight.values();
         let b = bias.map(|b| b.values());
         let mut out = vec![T::zero(); n * o * p];
-        forward_images(&x, &g, &w, o, b.as_deref(), &mut out);
+        if p > 0 {
+            let tile = max_tile_pixels(&g);
+            out.par_chunks_mut(o * p).enumerate().for_each(|(i, y)| {
+                let x_i = &x[i * g.chw()..(i + 1) * g.chw()];
+                let beta = match &b {
+                    Some(b) => {
+                        for (row, &bv) in y.chunks_mut(p).zip(b.iter()) {
+                            row.fill(bv);
+                        }
+                        T::one()
+                    }
+                    None => T::zero(),
+                };
+                T::with_workspace(k * tile, |cols| {
+                    for (r0, r1) in row_tiles(&g) {
+                        let pt = (r1 - r0) * g.ow;
+                        im2col(x_i, &g, (r0, r1), cols);
+                        // Y[:, tile] (=|+=) W[o×k] · cols[k×pt]
+                        gemm(
+                            (o, k, pt),
+                            &w,
+                            (k, 1),
+                            cols,
+                            (pt, 1),
+                            beta,
+                            &mut y[r0 * g.ow..],
+                            p,
+                        );
+                    }
+                })
+            });
+        }
         let op = Conv2dBackward {
             input: self.clone(),
             weight: weight.clone(),
@@ -314,22 +255,10 @@ impl<T: Element> CustomOp<T> for Conv2dBackward<T> {
         let need_dw = self.weight.requires_grad();
 
         let mut dx = vec![T::zero(); if need_dx { n * chw } else { 0 }];
-        let transposed = need_dx.then(|| transposed_geometry(&g, o)).flatten();
-        if let Some(gt) = &transposed {
-            forward_images(
-                &dy,
-                gt,
-                &flip_kernel(&w, o, g.c, g.kernel),
-                g.c,
-                None,
-                &mut dx,
-            );
-        }
-        let col2im_dx = need_dx && transposed.is_none();
         let tasks = rayon::current_num_threads().clamp(1, n.max(1));
         let per_task = n.div_ceil(tasks).max(1);
         // One slot per task: its images' slice of dX, if dX is wanted.
-        let slots: Vec<Option<&mut [T]>> = if col2im_dx {
+        let slots: Vec<Option<&mut [T]>> = if need_dx {
             dx.chunks_mut(per_task * chw).map(Some).collect()
         } else {
             (0..n.div_ceil(per_task)).map(|_| None).collect()
