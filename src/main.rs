@@ -31,25 +31,33 @@ enum Command {
     },
 }
 
+/// `println!` that ignores a closed stdout (`tensorgrad eval … | head` must not panic).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(config) => train(&config).map(|_| ()),
         Command::Eval { checkpoint } => evaluate_run(&checkpoint).map(|e| {
-            println!(
+            say!(
                 "test accuracy {:.2}%  balanced accuracy {:.2}%  loss {:.4}",
                 100.0 * e.accuracy,
                 100.0 * e.balanced_accuracy,
                 e.loss
             );
-            println!("{:>6} {:>7} {:>9}", "class", "n", "accuracy");
+            say!("{:>6} {:>7} {:>9}", "class", "n", "accuracy");
             for (c, (acc, n)) in e.per_class_accuracy.iter().zip(&e.counts).enumerate() {
-                println!("{c:>6} {n:>7} {:>8.2}%", 100.0 * acc);
+                say!("{c:>6} {n:>7} {:>8.2}%", 100.0 * acc);
             }
         }),
         Command::Audit { checkpoint } => audit_run(&checkpoint).map(|a| {
-            print!("{a}");
-            println!("written to {}", checkpoint.join("audit.json").display());
+            say!("{}", a.to_string().trim_end());
+            say!("written to {}", checkpoint.join("audit.json").display());
         }),
     };
     match result {

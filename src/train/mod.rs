@@ -28,6 +28,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use thiserror::Error;
 
+/// `println!` that ignores a closed stdout (`tensorgrad train | head` must not panic).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Why a run failed. Work already saved (the last epoch's checkpoint and metrics) is kept.
 #[derive(Debug, Error)]
 pub enum TrainError {
@@ -550,7 +558,7 @@ fn run(config: &TrainConfig, out_dir: &Path) -> Result<RunSummary, TrainError> {
         write_json(&out_dir.join("config.json"), &record)?;
     }
     if !config.quiet {
-        println!(
+        say!(
             "training {} ({} parameters) on {} [{} train / {} test images, class counts {:?}] with {}, {} threads → {}",
             config.model,
             model.num_parameters(),
@@ -622,7 +630,7 @@ fn run(config: &TrainConfig, out_dir: &Path) -> Result<RunSummary, TrainError> {
             lr,
         };
         if !config.quiet {
-            println!(
+            say!(
                 "epoch {:>3}/{}  loss {:.4}  test acc {:.2}%  balanced {:.2}%  {:.1}s  {:.0} img/s",
                 record.epoch,
                 config.epochs,
@@ -654,7 +662,7 @@ fn run(config: &TrainConfig, out_dir: &Path) -> Result<RunSummary, TrainError> {
     write_json(&metrics_path, &summary)?;
     draw_plots(out_dir, &summary, &split.test.class_names)?;
     {
-        println!(
+        say!(
             "test accuracy {:.2}% (balanced {:.2}%) after {} epochs in {:.1}s; outputs in {}",
             100.0 * summary.test.accuracy,
             100.0 * summary.test.balanced_accuracy,
