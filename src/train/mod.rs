@@ -585,7 +585,7 @@ fn run(config: &TrainConfig, out_dir: &Path) -> Result<RunSummary, TrainError> {
             &norm,
             augment,
         );
-        let bar = interactive.then(|| progress_bar(batches.len() as u64));
+        let bar = interactive.then(|| progress_bar(split.train.len() as u64));
         let (mut loss_sum, mut seen) = (0.0, 0);
         let mut lr = config.lr;
         for (i, (x, y)) in batches.enumerate() {
@@ -605,7 +605,7 @@ fn run(config: &TrainConfig, out_dir: &Path) -> Result<RunSummary, TrainError> {
             seen += y.len();
             step += 1;
             if let Some(bar) = &bar {
-                bar.set_position(i as u64 + 1);
+                bar.set_position(seen as u64);
                 if i % 10 == 0 {
                     bar.set_message(format!(
                         "epoch {}/{} loss {:.4}",
@@ -676,10 +676,11 @@ fn run(config: &TrainConfig, out_dir: &Path) -> Result<RunSummary, TrainError> {
 
 fn progress_bar(len: u64) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(len);
-    let style =
-        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> ");
+    let style = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {pos}/{len} images, {per_sec}, eta {eta}",
+    )
+    .expect("valid template")
+    .progress_chars("=> ");
     bar.set_style(style);
     bar
 }
