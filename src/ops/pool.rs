@@ -76,6 +76,17 @@ fn window(o: usize, g_stride: usize, pad: usize, kernel: usize, len: usize) -> (
     (lo, hi)
 }
 
+/// Calls `f(output index, rows y0..y1, columns x0..x1)` for every pooling window of a plane.
+fn for_each_window(g: &Geometry, mut f: impl FnMut(usize, (usize, usize), (usize, usize))) {
+    for oy in 0..g.oh {
+        let rows = window(oy, g.stride.0, g.padding.0, g.kernel.0, g.h);
+        for ox in 0..g.ow {
+            let cols = window(ox, g.stride.1, g.padding.1, g.kernel.1, g.w);
+            f(oy * g.ow + ox, rows, cols);
+        }
+    }
+}
+
 impl<T: Element> Tensor<T> {
     /// Max pooling; the gradient goes to the first maximum of each window.
     pub fn max_pool2d(&self, cfg: Pool2dConfig) -> Result<Tensor<T>> {
@@ -90,26 +101,22 @@ impl<T: Element> Tensor<T> {
             .enumerate()
             .for_each(|(plane, (out, pos))| {
                 let xp = &x[plane * hw..(plane + 1) * hw];
-                for oy in 0..g.oh {
-                    let (y0, y1) = window(oy, g.stride.0, g.padding.0, g.kernel.0, g.h);
-                    for ox in 0..g.ow {
-                        let (x0, x1) = window(ox, g.stride.1, g.padding.1, g.kernel.1, g.w);
-                        let mut best = y0 * g.w + x0;
-                        let mut best_value = xp[best];
-                        for iy in y0..y1 {
-                            let start = iy * g.w + x0;
-                            for (j, &v) in xp[start..iy * g.w + x1].iter().enumerate() {
-                                // Strict `>` keeps the first maximum; NaN wins and stays.
-                                if v > best_value || (v.is_nan() && !best_value.is_nan()) {
-                                    best_value = v;
-                                    best = start + j;
-                                }
+                for_each_window(&g, |o, (y0, y1), (x0, x1)| {
+                    let mut best = y0 * g.w + x0;
+                    let mut best_value = xp[best];
+                    for iy in y0..y1 {
+                        let start = iy * g.w + x0;
+                        for (j, &v) in xp[start..iy * g.w + x1].iter().enumerate() {
+                            // Strict `>` keeps the first maximum; NaN wins and stays.
+                            if v > best_value || (v.is_nan() && !best_value.is_nan()) {
+                                best_value = v;
+                                best = start + j;
                             }
                         }
-                        out[oy * g.ow + ox] = best_value;
-                        pos[oy * g.ow + ox] = plane * hw + best;
                     }
-                }
+                    out[o] = best_value;
+                    pos[o] = plane * hw + best;
+                });
             });
         let shape = [self.shape()[0], self.shape()[1], g.oh, g.ow];
         Ok(Tensor::from_op_vec(
@@ -134,16 +141,12 @@ impl<T: Element> Tensor<T> {
             .enumerate()
             .for_each(|(plane, out)| {
                 let xp = &x[plane * hw..(plane + 1) * hw];
-                for oy in 0..g.oh {
-                    let (y0, y1) = window(oy, g.stride.0, g.padding.0, g.kernel.0, g.h);
-                    for ox in 0..g.ow {
-                        let (x0, x1) = window(ox, g.stride.1, g.padding.1, g.kernel.1, g.w);
-                        let s: T = (y0..y1)
-                            .flat_map(|iy| xp[iy * g.w + x0..iy * g.w + x1].iter().copied())
-                            .sum();
-                        out[oy * g.ow + ox] = s * scale;
-                    }
-                }
+                for_each_window(&g, |o, (y0, y1), (x0, x1)| {
+                    let s: T = (y0..y1)
+                        .flat_map(|iy| xp[iy * g.w + x0..iy * g.w + x1].iter().copied())
+                        .sum();
+                    out[o] = s * scale;
+                });
             });
         let shape = [self.shape()[0], self.shape()[1], g.oh, g.ow];
         let op = AvgPoolBackward {
@@ -191,18 +194,14 @@ impl<T: Element> CustomOp<T> for AvgPoolBackward<T> {
             .enumerate()
             .for_each(|(plane, dxp)| {
                 let dyp = &dy[plane * p..(plane + 1) * p];
-                for oy in 0..g.oh {
-                    let (y0, y1) = window(oy, g.stride.0, g.padding.0, g.kernel.0, g.h);
-                    for ox in 0..g.ow {
-                        let (x0, x1) = window(ox, g.stride.1, g.padding.1, g.kernel.1, g.w);
-                        let share = dyp[oy * g.ow + ox] * scale;
-                        for iy in y0..y1 {
-                            for v in &mut dxp[iy * g.w + x0..iy * g.w + x1] {
-                                *v += share;
-                            }
+                for_each_window(&g, |o, (y0, y1), (x0, x1)| {
+                    let share = dyp[o] * scale;
+                    for iy in y0..y1 {
+                        for v in &mut dxp[iy * g.w + x0..iy * g.w + x1] {
+                            *v += share;
                         }
                     }
-                }
+                });
             });
         Ok(vec![Some(Tensor::from_contiguous(dx, self.input.shape()))])
     }
