@@ -257,6 +257,21 @@ fn gradcheck_catches_a_wrong_gradient_and_names_the_element() {
 }
 
 #[test]
+fn gradcheck_refuses_inputs_of_which_none_requires_grad() {
+    let x = input(&[2, 2], 13).detach();
+    let opts = GradcheckOptions::default();
+    let f = |t: &[Tensor<f64>]| Ok(t[0].exp());
+    assert!(matches!(
+        gradcheck(f, std::slice::from_ref(&x), &opts),
+        Err(GradcheckError::NothingToCheck)
+    ));
+    assert!(matches!(
+        gradcheck_fast(f, &[x], &opts, 0),
+        Err(GradcheckError::NothingToCheck)
+    ));
+}
+
+#[test]
 fn fast_gradcheck_on_a_composite() {
     let x = input(&[4, 6], 14);
     let w = input(&[6, 3], 15);

@@ -59,6 +59,8 @@ pub enum GradcheckError {
     Mismatch(GradcheckFailure),
     /// The checked function or backward itself failed.
     Op(TensorError),
+    /// No input requires grad, so there is nothing to check (PyTorch raises here too).
+    NothingToCheck,
 }
 
 impl fmt::Display for GradcheckError {
@@ -75,6 +77,10 @@ impl fmt::Display for GradcheckError {
                 m.input, m.element, m.output, m.analytic, m.numeric, m.failures
             ),
             GradcheckError::Op(e) => write!(f, "gradcheck: the function failed: {e}"),
+            GradcheckError::NothingToCheck => write!(
+                f,
+                "gradcheck: no input requires grad; mark the inputs to check with with_grad()"
+            ),
         }
     }
 }
@@ -145,16 +151,27 @@ fn vjp(f: &Func<'_>, inputs: &[Tensor<f64>], seed: &[f64]) -> crate::Result<Vec<
         .collect())
 }
 
+/// An error unless at least one input requires grad.
+fn check_some_input_requires_grad(inputs: &[Tensor<f64>]) -> Result<(), GradcheckError> {
+    if inputs.iter().any(|t| t.requires_grad()) {
+        Ok(())
+    } else {
+        Err(GradcheckError::NothingToCheck)
+    }
+}
+
 fn within(analytic: f64, numeric: f64, o: &GradcheckOptions) -> bool {
     (analytic - numeric).abs() <= o.atol + o.rtol * numeric.abs()
 }
 
-/// Checks the full Jacobian of `f` with respect to every input that requires grad.
+/// Checks the full Jacobian of `f` with respect to every input that requires grad; an
+/// error when none does.
 pub fn gradcheck(
     f: impl Fn(&[Tensor<f64>]) -> crate::Result<Tensor<f64>>,
     inputs: &[Tensor<f64>],
     options: &GradcheckOptions,
 ) -> Result<(), GradcheckError> {
+    check_some_input_requires_grad(inputs)?;
     let f: &Func<'_> = &f;
     let out_shape = no_grad(|| f(inputs))?.shape().to_vec();
     let n_out: usize = out_shape.iter().product();
@@ -209,6 +226,7 @@ pub fn gradcheck_fast(
     options: &GradcheckOptions,
     seed: u64,
 ) -> Result<(), GradcheckError> {
+    check_some_input_requires_grad(inputs)?;
     let f: &Func<'_> = &f;
     let mut rng = StdRng::seed_from_u64(seed);
     let out_shape = no_grad(|| f(inputs))?.shape().to_vec();

@@ -68,9 +68,9 @@ impl<T: Element> Tensor<T> {
     ) -> Result<Tensor<T>> {
         let c = self.check_bn(gamma, beta)?;
         let shape = [1, c, 1, 1];
-        let inv_std = running_var.reshape(&shape)?.add_scalar(eps).sqrt();
+        let std = running_var.reshape(&shape)?.add_scalar(eps).sqrt();
         self.sub(&running_mean.reshape(&shape)?.detach())?
-            .div(&inv_std.detach())?
+            .div(&std.detach())?
             .mul(&gamma.reshape(&shape)?)?
             .add(&beta.reshape(&shape)?)
     }

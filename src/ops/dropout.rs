@@ -5,7 +5,8 @@ use crate::tensor::{Element, Tensor};
 use rand::Rng;
 
 impl<T: Element> Tensor<T> {
-    /// A dropout mask of this tensor's shape: `0` with probability `p`, else `1/(1−p)`.
+    /// A dropout mask of `shape`: `0` with probability `p`, else `1/(1−p)`; an error unless
+    /// `p ∈ [0, 1]`.
     pub fn dropout_mask(shape: &[usize], p: f64, rng: &mut impl Rng) -> Result<Tensor<T>> {
         if !(0.0..=1.0).contains(&p) {
             return Err(TensorError::InvalidArgument {

@@ -7,7 +7,8 @@ use crate::tensor::{contiguous_strides, normalize_axis, Element, Tensor};
 use std::sync::Arc;
 
 impl<T: Element> Tensor<T> {
-    /// `out.flat[p] = self.flat[positions[p]]` with output `shape` (positions are checked).
+    /// `out.flat[p] = self.flat[positions[p]]` with output `shape`. Does not check
+    /// `positions`: every caller has bounds-checked the indices they come from.
     fn take(&self, positions: Vec<usize>, shape: &[usize]) -> Tensor<T> {
         let v = self.values();
         let data = positions.iter().map(|&p| v[p]).collect();

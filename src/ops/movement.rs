@@ -151,11 +151,12 @@ impl<T: Element> Tensor<T> {
     pub fn narrow(&self, axis: isize, start: usize, len: usize) -> Result<Tensor<T>> {
         let a = normalize_axis("narrow", axis, self.ndim())?;
         let size = self.shape()[a];
-        if start + len > size {
-            return Err(TensorError::IndexOutOfRange {
+        if start.checked_add(len).is_none_or(|end| end > size) {
+            return Err(TensorError::InvalidArgument {
                 op: "narrow",
-                index: start + len,
-                size: size + 1,
+                reason: format!(
+                    "elements {start}..{start}+{len} do not fit in axis {a} of size {size}"
+                ),
             });
         }
         if start == 0 && len == size {
@@ -249,6 +250,15 @@ mod tests {
         // Reshaping a non-contiguous view copies.
         let rp = p.reshape(&[8, 3]).unwrap();
         assert!(!Arc::ptr_eq(x.storage(), rp.storage()));
+    }
+
+    #[test]
+    fn narrow_out_of_range_names_the_real_axis_size() {
+        let x = rand_input(&[2, 3, 4], 1);
+        let e = x.narrow(1, 2, 2).unwrap_err().to_string();
+        assert!(e.contains("axis 1 of size 3"), "{e}");
+        assert!(x.narrow(1, usize::MAX, 2).is_err());
+        assert_eq!(x.narrow(1, 1, 2).unwrap().shape(), &[2, 2, 4]);
     }
 
     #[test]

@@ -17,8 +17,7 @@ struct Chunks<'a, T: Clone> {
 }
 
 impl<T: Element> Tensor<T> {
-    fn reduction_chunks(&self, op: &'static str, axes: &[usize], keepdim: bool) -> Chunks<'_, T> {
-        let _ = op;
+    fn reduction_chunks(&self, axes: &[usize], keepdim: bool) -> Chunks<'_, T> {
         let nd = self.ndim();
         let kept: Vec<usize> = (0..nd).filter(|a| !axes.contains(a)).collect();
         let perm: Vec<usize> = kept.iter().chain(axes).copied().collect();
@@ -54,7 +53,7 @@ impl<T: Element> Tensor<T> {
     /// Sum over `axes` (all axes when empty).
     pub fn sum(&self, axes: &[isize], keepdim: bool) -> Result<Tensor<T>> {
         let axes = normalize_axes("sum", axes, self.ndim())?;
-        let c = self.reduction_chunks("sum", &axes, keepdim);
+        let c = self.reduction_chunks(&axes, keepdim);
         let data: Vec<T> = if c.chunk == 0 {
             vec![T::zero(); c.out_shape.iter().product()]
         } else {
@@ -100,7 +99,7 @@ impl<T: Element> Tensor<T> {
         keepdim: bool,
     ) -> Result<(Tensor<T>, Vec<usize>)> {
         let axes = normalize_axes("max", axes, self.ndim())?;
-        let c = self.reduction_chunks("max", &axes, keepdim);
+        let c = self.reduction_chunks(&axes, keepdim);
         if c.chunk == 0 {
             return Err(TensorError::InvalidShape {
                 op: "max",
