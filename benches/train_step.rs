@@ -1,4 +1,5 @@
-//! One full training step (forward, softmax cross-entropy, backward, SGD momentum update)
+//! One full training step (forward, softmax cross-entropy, backward, SGD momentum update) through
+//! `Trainer::train_step`, as `tensorgrad train` runs it,
 //! of `lenet` at batch 64 on MNIST and `cifar-cnn` at batch 128 on 3×32×32 noise.
 //! Throughput counts images. Each model is measured on a one-thread pool and on the
 //! default pool (RAYON_NUM_THREADS or all cores), in the same run, with subnormals flushed
@@ -9,22 +10,34 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::path::Path;
 use tensorgrad::data::{load_idx_dir, Augment, Batches, Normalization};
-use tensorgrad::nn::{models, Module, Sequential};
-use tensorgrad::optim::{Optimizer, Sgd, SgdConfig};
+use tensorgrad::loss::Sml;
+use tensorgrad::nn::models::ModelKind;
+use tensorgrad::optim::{LrSchedule, OptimizerKind, OptimizerSettings, Schedule};
 use tensorgrad::train::denormals::flush_denormals_on_this_thread;
+use tensorgrad::train::{Assembly, Trainer};
 use tensorgrad::Tensor;
 
-fn cross_entropy(logits: &Tensor<f32>, labels: &[usize]) -> tensorgrad::Result<Tensor<f32>> {
-    let picked = logits
-        .log_softmax(1)?
-        .gather(1, labels, &[labels.len(), 1])?;
-    Ok(picked.mean_all().neg())
-}
-
-fn step(model: &mut Sequential<f32>, opt: &mut Sgd<f32>, x: &Tensor<f32>, labels: &[usize]) {
-    let loss = cross_entropy(&model.forward(x).unwrap(), labels).unwrap();
-    let grads = loss.backward().unwrap();
-    opt.step(model.parameters_mut(), &grads, 0.01).unwrap();
+/// The trainer of `tensorgrad train` with SML, SGD momentum 0.9 and a constant rate.
+fn trainer(model: ModelKind, input: [usize; 3]) -> Trainer {
+    let assembly = Assembly {
+        model: model.build(input, 10, 0).unwrap(),
+        loss: Box::new(Sml::default()),
+        optimizer: OptimizerSettings {
+            kind: OptimizerKind::Sgd,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 5e-4,
+        }
+        .build(),
+    };
+    let schedule = LrSchedule {
+        base: 0.01,
+        schedule: Schedule::Constant,
+        warmup_steps: 0,
+        steps_per_epoch: 1,
+        total_steps: 1,
+    };
+    Trainer::new(assembly, schedule)
 }
 
 fn bench_train_step(c: &mut Criterion) {
@@ -59,19 +72,14 @@ fn bench_train_step(c: &mut Criterion) {
                 Tensor::<f32>::normal(&[batch, input[0], input[1], input[2]], 0.0, 1.0, &mut rng);
             (x, (0..batch).map(|_| rng.random_range(0..10)).collect())
         };
-        let model_name = name.split('_').next().unwrap();
-        let mut model = models::build::<f32>(model_name, input, 10, 0).unwrap();
-        let mut opt = Sgd::new(SgdConfig {
-            momentum: 0.9,
-            weight_decay: 5e-4,
-            ..Default::default()
-        });
+        let model: ModelKind = name.split('_').next().unwrap().parse().unwrap();
+        let mut t = trainer(model, input);
         group.throughput(Throughput::Elements(batch as u64));
         group.bench_function(BenchmarkId::new("1thread", name), |b| {
-            single.install(|| b.iter(|| step(&mut model, &mut opt, &x, &labels)))
+            single.install(|| b.iter(|| t.train_step(&x, &labels).unwrap()))
         });
         group.bench_function(BenchmarkId::new(format!("{threads}threads"), name), |b| {
-            all.install(|| b.iter(|| step(&mut model, &mut opt, &x, &labels)))
+            all.install(|| b.iter(|| t.train_step(&x, &labels).unwrap()))
         });
     }
     group.finish();

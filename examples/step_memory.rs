@@ -6,7 +6,7 @@ use rand::SeedableRng;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tensorgrad::loss::{LglInr, Loss};
-use tensorgrad::nn::{models, Module};
+use tensorgrad::nn::{models::ModelKind, Module};
 use tensorgrad::optim::{Optimizer, Sgd, SgdConfig};
 use tensorgrad::Tensor;
 
@@ -42,7 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build_global()?;
-    let mut model = models::build::<f32>("lenet", [1, 28, 28], 10, 0)?;
+    let mut model = ModelKind::Lenet.build::<f32>([1, 28, 28], 10, 0)?;
     let loss = LglInr::default();
     let mut opt = Sgd::new(SgdConfig {
         momentum: 0.9,

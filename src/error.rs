@@ -72,23 +72,3 @@ pub enum TensorError {
 
 /// Result type of fallible tensor operations.
 pub type Result<T> = std::result::Result<T, TensorError>;
-
-/// A bad user option (a CLI flag or its library equivalent), naming the option.
-#[derive(Debug, Error, Clone, PartialEq)]
-#[error("--{option}: {reason}")]
-pub struct OptionError {
-    /// The option, spelled as on the command line without the dashes.
-    pub option: String,
-    /// What is wrong with its value.
-    pub reason: String,
-}
-
-impl OptionError {
-    /// An error about `option`.
-    pub fn new(option: &str, reason: impl Into<String>) -> Self {
-        OptionError {
-            option: option.to_string(),
-            reason: reason.into(),
-        }
-    }
-}

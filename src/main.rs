@@ -1,49 +1,48 @@
-//! The `tensorgrad` command line: train, evaluate and audit runs.
+//! The `tensorgrad` command line: train, evaluate and audit runs. Options are parsed here,
+//! once, into the library's typed configuration (`src/cli/`).
 
-use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+mod cli;
+
+use clap::Parser;
+use cli::console::Console;
+use cli::{Cli, Command, FlagError};
 use std::process::ExitCode;
-use tensorgrad::train::{audit_run, evaluate_run, train, TrainConfig};
+use tensorgrad::train::{audit_run, evaluate_run, train, TrainError};
 
-/// tensorgrad: train CNNs on the CPU with the losses of Li et al. (AAAI 2020).
-#[derive(Parser)]
-#[command(version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
+/// A failure, as the user should read it.
+enum Failure {
+    /// Options that do not fit together, named by flag.
+    Flag(FlagError),
+    /// The run failed.
+    Run(TrainError),
 }
 
-#[derive(Subcommand)]
-enum Command {
-    /// Train a model (defaults: MNIST, lenet, lgl-inr, SGD momentum 0.9, lr 0.01 cosine, 5 epochs).
-    Train(Box<TrainConfig>),
-    /// Test-set metrics of a saved run.
-    Eval {
-        /// The run directory (holding config.json and model.safetensors).
-        #[arg(long)]
-        checkpoint: PathBuf,
-    },
-    /// The stationarity audit of a saved run on its training set; writes audit.json.
-    Audit {
-        /// The run directory (holding config.json and model.safetensors).
-        #[arg(long)]
-        checkpoint: PathBuf,
-    },
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Flag(e) => write!(f, "{e}"),
+            // A loss option out of range is reported against its flag.
+            Failure::Run(TrainError::Loss(e)) => write!(f, "{}", FlagError::from(e.clone())),
+            Failure::Run(e) => write!(f, "{e}"),
+        }
+    }
 }
 
-/// `println!` that ignores a closed stdout (`tensorgrad eval … | head` must not panic).
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
+impl From<TrainError> for Failure {
+    fn from(e: TrainError) -> Self {
+        Failure::Run(e)
+    }
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Train(config) => train(&config).map(|_| ()),
-        Command::Eval { checkpoint } => evaluate_run(&checkpoint).map(|e| {
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Train(args) => {
+            let config = args.to_config().map_err(Failure::Flag)?;
+            let mut console = Console::new(args.quiet);
+            train(&config, &mut |e| console.on_event(e))?;
+        }
+        Command::Eval(args) => {
+            let e = evaluate_run(&args.checkpoint, args.data_dir().as_deref())?;
             say!(
                 "test accuracy {:.2}%  balanced accuracy {:.2}%  loss {:.4}",
                 100.0 * e.accuracy,
@@ -54,13 +53,21 @@ fn main() -> ExitCode {
             for (c, (acc, n)) in e.per_class_accuracy.iter().zip(&e.counts).enumerate() {
                 say!("{c:>6} {n:>7} {:>8.2}%", 100.0 * acc);
             }
-        }),
-        Command::Audit { checkpoint } => audit_run(&checkpoint).map(|a| {
+        }
+        Command::Audit(args) => {
+            let a = audit_run(&args.checkpoint, args.data_dir().as_deref())?;
             say!("{}", a.to_string().trim_end());
-            say!("written to {}", checkpoint.join("audit.json").display());
-        }),
-    };
-    match result {
+            say!(
+                "written to {}",
+                args.checkpoint.join("audit.json").display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

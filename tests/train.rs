@@ -1,25 +1,53 @@
 //! End-to-end training runs on small subsets of the bundled MNIST: accuracy, resuming,
 //! NaN handling, evaluation and audit of a saved run, and bad-data errors.
 
-use std::path::Path;
-use tensorgrad::train::{audit_run, evaluate_run, load_checkpoint, train, TrainConfig, TrainError};
+use std::path::{Path, PathBuf};
+use tensorgrad::train::{
+    audit_run, evaluate_run, load_checkpoint, Event, RunSummary, TrainConfig, TrainError,
+};
+
+fn bundled_mnist() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/mnist")
+}
 
 fn tiny(out: &Path, epochs: usize, train_limit: usize) -> TrainConfig {
     TrainConfig {
         epochs,
+        data_dir: Some(bundled_mnist()),
         train_limit: Some(train_limit),
         test_limit: Some(1000),
         out: Some(out.to_path_buf()),
         threads: Some(2),
-        quiet: true,
         ..TrainConfig::default()
     }
+}
+
+/// Trains without reporting.
+fn train(config: &TrainConfig) -> Result<RunSummary, TrainError> {
+    tensorgrad::train::train(config, &mut |_| {})
 }
 
 #[test]
 fn one_epoch_on_6000_images_learns_mnist() {
     let dir = tempfile::tempdir().unwrap();
-    let s = train(&tiny(dir.path(), 1, 6000)).unwrap();
+    // Count what the run reports: one step event per batch, one epoch event.
+    let (mut steps, mut epochs, mut last_images) = (0, 0, 0);
+    let s = tensorgrad::train::train(&tiny(dir.path(), 1, 6000), &mut |e| match e {
+        Event::Step(s) => {
+            steps += 1;
+            last_images = s.images;
+        }
+        Event::Epoch { record, .. } => {
+            epochs += 1;
+            assert_eq!(record.epoch, 1);
+        }
+        _ => {}
+    })
+    .unwrap();
+    assert_eq!(
+        (steps, epochs, last_images),
+        (6000usize.div_ceil(64), 1, 6000)
+    );
     // Defaults: lenet, lgl-inr, SGD 0.9, lr 0.01 cosine, batch 64.
     assert!(s.test.accuracy >= 0.85, "test accuracy {}", s.test.accuracy);
     for f in [
@@ -39,11 +67,25 @@ fn one_epoch_on_6000_images_learns_mnist() {
             .unwrap();
     assert_eq!(config["train"]["seed"], 0);
     assert_eq!(config["threads"], 2);
-    assert!(config["git_revision"].is_string());
+    // The revision of this source tree, as git reports it (or "unknown" outside git).
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or("unknown".to_string(), |o| {
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        });
+    assert_eq!(config["git_revision"], head.as_str());
+    assert_eq!(
+        config["train"]["data_dir"],
+        bundled_mnist().to_str().unwrap()
+    );
     // The saved run evaluates to the same accuracy, and the audit runs and is written.
-    let e = evaluate_run(dir.path()).unwrap();
+    let e = evaluate_run(dir.path(), None).unwrap();
     assert_eq!(e.accuracy, s.test.accuracy);
-    let a = audit_run(dir.path()).unwrap();
+    let a = audit_run(dir.path(), None).unwrap();
     assert_eq!(a.rows.len(), 10);
     assert!(dir.path().join("audit.json").exists());
 }
@@ -129,9 +171,23 @@ fn corrupt_data_is_a_typed_error_naming_the_file() {
     let bad = TrainConfig {
         loss: tensorgrad::loss::LossOptions {
             beta: Some(-1.0),
-            ..tensorgrad::loss::LossOptions::named("lgl-inr")
+            ..tensorgrad::loss::LossOptions::new("lgl-inr".parse().unwrap())
         },
         ..tiny(out.path(), 1, 64)
     };
-    assert!(train(&bad).unwrap_err().to_string().starts_with("--beta"));
+    let e = train(&bad).unwrap_err();
+    assert!(matches!(e, TrainError::Loss(_)), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "loss option beta: -1 is not a finite number ≥ 0"
+    );
+    // No data directory: an error naming the data set, not a panic or a default.
+    let none = TrainConfig {
+        data_dir: None,
+        ..tiny(out.path(), 1, 64)
+    };
+    assert_eq!(
+        train(&none).unwrap_err().to_string(),
+        "data set mnist: no data directory given"
+    );
 }

@@ -2,14 +2,16 @@
 //! chosen ratio, and a long-tailed exponential profile. Deterministic per seed; test sets
 //! keep every image of the classes involved.
 
-use super::{Dataset, Split};
-use crate::error::OptionError;
+use super::{DataError, Dataset, Split};
+use crate::text::{serde_as_text, ParseError};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use std::fmt;
+use std::str::FromStr;
 
-/// An imbalance profile (`--imbalance`).
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+/// An imbalance profile, spelled `none`, `pair:POS,NEG,RATIO` or `longtail:RATIO`.
+#[derive(Clone, Debug, PartialEq)]
 pub enum Imbalance {
     /// The data set as it is.
     None,
@@ -30,10 +32,12 @@ pub enum Imbalance {
     },
 }
 
-impl Imbalance {
+impl FromStr for Imbalance {
+    type Err = ParseError;
+
     /// Parses `none`, `pair:POS,NEG,RATIO` or `longtail:RATIO`.
-    pub fn parse(spec: &str) -> Result<Self, OptionError> {
-        let bad = |why: &str| OptionError::new("imbalance", format!("{spec:?}: {why}"));
+    fn from_str(spec: &str) -> Result<Self, ParseError> {
+        let bad = |why: &str| ParseError::new(spec, why);
         if spec == "none" {
             return Ok(Imbalance::None);
         }
@@ -69,9 +73,27 @@ impl Imbalance {
         }
         Err(bad("expected none, pair:POS,NEG,RATIO or longtail:RATIO"))
     }
+}
 
+impl fmt::Display for Imbalance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Imbalance::None => write!(f, "none"),
+            Imbalance::Pair {
+                positive,
+                negative,
+                ratio,
+            } => write!(f, "pair:{positive},{negative},{ratio}"),
+            Imbalance::LongTail { ratio } => write!(f, "longtail:{ratio}"),
+        }
+    }
+}
+
+serde_as_text!(Imbalance);
+
+impl Imbalance {
     /// Applies the profile to `split` with `seed` (which images of a class are kept).
-    pub fn apply(&self, split: &Split, seed: u64) -> Result<Split, OptionError> {
+    pub fn apply(&self, split: &Split, seed: u64) -> Result<Split, DataError> {
         let mut rng = StdRng::seed_from_u64(seed);
         let by_class = |d: &Dataset, c: usize| -> Vec<usize> {
             (0..d.len()).filter(|&i| d.labels[i] == c).collect()
@@ -85,10 +107,9 @@ impl Imbalance {
             } => {
                 let k = split.train.classes;
                 if positive >= k || negative >= k {
-                    return Err(OptionError::new(
-                        "imbalance",
-                        format!("class index out of range for {k} classes"),
-                    ));
+                    return Err(DataError::Imbalance(format!(
+                        "{self}: class index out of range for {k} classes"
+                    )));
                 }
                 let negs = by_class(&split.train, negative);
                 let mut pos = by_class(&split.train, positive);
@@ -172,19 +193,19 @@ mod tests {
     #[test]
     fn pair_keeps_all_negatives_and_the_ratio() {
         let s = balanced(200, 10);
-        let p = Imbalance::parse("pair:4,9,10")
+        let p = Imbalance::from_str("pair:4,9,10")
             .unwrap()
             .apply(&s, 0)
             .unwrap();
         assert_eq!(p.train.class_counts(), vec![200, 20]);
         assert_eq!(p.train.class_names, vec!["9", "4"]);
         assert_eq!(p.test.class_counts(), vec![200, 200]);
-        let again = Imbalance::parse("pair:4,9,10")
+        let again = Imbalance::from_str("pair:4,9,10")
             .unwrap()
             .apply(&s, 0)
             .unwrap();
         assert_eq!(p.train.pixels, again.train.pixels, "deterministic per seed");
-        let other = Imbalance::parse("pair:4,9,10")
+        let other = Imbalance::from_str("pair:4,9,10")
             .unwrap()
             .apply(&s, 1)
             .unwrap();
@@ -199,7 +220,7 @@ mod tests {
             .filter(|&i| !(s.train.labels[i] == 3 && i >= 9000))
             .collect();
         s.train = s.train.subset(&drop);
-        let lt = Imbalance::parse("longtail:100")
+        let lt = Imbalance::from_str("longtail:100")
             .unwrap()
             .apply(&s, 0)
             .unwrap();
@@ -221,16 +242,24 @@ mod tests {
             "tail:10",
         ] {
             assert!(
-                Imbalance::parse(bad)
+                Imbalance::from_str(bad)
                     .unwrap_err()
                     .to_string()
-                    .starts_with("--imbalance"),
+                    .starts_with(&format!("{bad:?}: ")),
                 "{bad}"
             );
         }
-        assert!(Imbalance::parse("pair:4,12,10")
+        for good in ["none", "pair:4,9,10", "pair:0,1,2.5", "longtail:100"] {
+            let spec = Imbalance::from_str(good).unwrap();
+            assert_eq!(spec.to_string(), good);
+            let json = serde_json::to_string(&spec).unwrap();
+            assert_eq!(serde_json::from_str::<Imbalance>(&json).unwrap(), spec);
+        }
+        assert!(Imbalance::from_str("pair:4,12,10")
             .unwrap()
             .apply(&balanced(5, 10), 0)
-            .is_err());
+            .unwrap_err()
+            .to_string()
+            .contains("pair:4,12,10: class index out of range for 10 classes"));
     }
 }

@@ -64,6 +64,12 @@ pub enum DataError {
         /// The SHA-256 of the file's (decompressed) contents.
         found: String,
     },
+    /// An imbalance profile that does not fit the data set.
+    #[error("imbalance profile {0}")]
+    Imbalance(String),
+    /// A data set that needs a directory was given none.
+    #[error("data set {0}: no data directory given")]
+    NoDirectory(String),
     /// An image that cannot be decoded.
     #[error("{path}: {reason}")]
     Image {

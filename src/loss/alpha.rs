@@ -2,9 +2,43 @@
 //! `ℓ_α(s) = α/(α−1)·(1 − σ(s)^{1−1/α})` on the margin `s = ±z`.
 
 use super::lgl::Margins;
+use super::registry::{BuildResult, LossEntry, LossOptionError, LossOptions, LossParam};
 use super::{reduce, Family, Loss, Reduction};
 use crate::error::{Result, TensorError};
 use crate::tensor::{Element, Tensor};
+
+/// The α-loss in the loss registry.
+pub(crate) static ENTRY: LossEntry = LossEntry {
+    name: "alpha-loss",
+    summary: "one-vs-all α-loss (α = 1: logistic, α = ∞: 0-1 limit), with class weights",
+    params: &[
+        LossParam::ClassWeights,
+        LossParam::Alpha,
+        LossParam::Reduction,
+    ],
+    build: build_alpha_loss,
+};
+
+fn build_alpha_loss(o: &LossOptions, counts: &[usize]) -> BuildResult {
+    let Some(alpha) = o.alpha else {
+        return Err(LossOptionError::new(
+            LossParam::Alpha,
+            "alpha-loss needs a value (in (0, inf]; 1 is the logistic loss)",
+        ));
+    };
+    // ∞ is allowed (the 0-1 limit); NaN and non-positive values are not.
+    if alpha.is_nan() || alpha <= 0.0 {
+        return Err(LossOptionError::new(
+            LossParam::Alpha,
+            format!("{alpha} is not in (0, inf]"),
+        ));
+    }
+    Ok(Box::new(AlphaLoss {
+        alpha,
+        weights: o.weights(counts),
+        reduction: o.reduction_or_mean(),
+    }))
+}
 
 /// α-loss for `α ∈ (0, ∞]`. With `c = 1 − 1/α`, `ℓ = −expm1(−c·softplus(−s))/c`: exactly
 /// the logistic loss `softplus(−s)` at `α = 1` (`c = 0`), accurate near it, and `1 − σ(s)`
@@ -31,7 +65,11 @@ impl Default for AlphaLoss {
 
 impl<T: Element> Loss<T> for AlphaLoss {
     fn name(&self) -> &'static str {
-        "alpha-loss"
+        ENTRY.name
+    }
+
+    fn one_logit_for_two_classes(&self) -> bool {
+        true
     }
 
     fn family(&self) -> Family {

@@ -1,9 +1,67 @@
 //! Focal loss (Lin et al. 2017), softmax and sigmoid (one-vs-all) forms.
 
 use super::lgl::Margins;
+use super::registry::{finite_in, BuildResult, LossEntry, LossOptions, LossParam};
 use super::{check_inputs, check_weights, reduce, Family, Loss, Reduction};
 use crate::error::Result;
 use crate::tensor::{Element, Tensor};
+
+/// The softmax focal loss in the loss registry.
+pub(crate) static FOCAL_ENTRY: LossEntry = LossEntry {
+    name: "focal",
+    summary: "softmax focal loss (γ, scale α), with class weights",
+    params: &[
+        LossParam::ClassWeights,
+        LossParam::Gamma,
+        LossParam::Alpha,
+        LossParam::Reduction,
+    ],
+    build: build_focal,
+};
+
+/// The sigmoid focal loss in the loss registry.
+pub(crate) static FOCAL_SIGMOID_ENTRY: LossEntry = LossEntry {
+    name: "focal-sigmoid",
+    summary: "one-vs-all sigmoid focal loss (γ, balance α), with class weights",
+    params: &[
+        LossParam::ClassWeights,
+        LossParam::Gamma,
+        LossParam::Alpha,
+        LossParam::Reduction,
+    ],
+    build: build_focal_sigmoid,
+};
+
+fn build_focal(o: &LossOptions, counts: &[usize]) -> BuildResult {
+    let alpha = match o.alpha {
+        Some(a) => finite_in(LossParam::Alpha, a, a > 0.0, "a finite number > 0")?,
+        None => 1.0,
+    };
+    Ok(Box::new(Focal {
+        gamma: o.gamma_or_default()?,
+        alpha,
+        weights: o.weights(counts),
+        reduction: o.reduction_or_mean(),
+    }))
+}
+
+fn build_focal_sigmoid(o: &LossOptions, counts: &[usize]) -> BuildResult {
+    let alpha = match o.alpha {
+        Some(a) => Some(finite_in(
+            LossParam::Alpha,
+            a,
+            (0.0..=1.0).contains(&a),
+            "in [0, 1]",
+        )?),
+        None => None,
+    };
+    Ok(Box::new(FocalSigmoid {
+        gamma: o.gamma_or_default()?,
+        alpha,
+        weights: o.weights(counts),
+        reduction: o.reduction_or_mean(),
+    }))
+}
 
 /// Smallest value of `1 − q` raised to `γ`: keeps `γ·(1−q)^{γ−1}` finite at `q = 1`.
 const FLOOR: f64 = 1e-30;
@@ -40,7 +98,7 @@ fn modulating<T: Element>(one_minus: Tensor<T>, gamma: f64) -> Option<Tensor<T>>
 
 impl<T: Element> Loss<T> for Focal {
     fn name(&self) -> &'static str {
-        "focal"
+        FOCAL_ENTRY.name
     }
 
     fn family(&self) -> Family {
@@ -99,7 +157,11 @@ impl Default for FocalSigmoid {
 
 impl<T: Element> Loss<T> for FocalSigmoid {
     fn name(&self) -> &'static str {
-        "focal-sigmoid"
+        FOCAL_SIGMOID_ENTRY.name
+    }
+
+    fn one_logit_for_two_classes(&self) -> bool {
+        true
     }
 
     fn family(&self) -> Family {

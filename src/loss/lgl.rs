@@ -1,9 +1,38 @@
 //! LGL: one-vs-all logistic loss (LOSSES.md §2), written with softplus so it is stable:
 //! `−log σ(z) = softplus(−z)`, `−log(1 − σ(z)) = softplus(z)`.
 
+use super::registry::{BuildResult, LossEntry, LossOptions, LossParam, WeightForm};
+use super::weights::ClassWeighting;
 use super::{check_inputs, check_weights, reduce, targets, AuditSpec, Family, Loss, Reduction};
 use crate::error::Result;
 use crate::tensor::{Element, Tensor};
+
+/// LGL in the loss registry.
+pub(crate) static ENTRY: LossEntry = LossEntry {
+    name: "lgl",
+    summary: "one-vs-all logistic loss, with per-sample or per-problem class weights",
+    params: &[
+        LossParam::ClassWeights,
+        LossParam::WeightForm,
+        LossParam::Reduction,
+    ],
+    build: build_lgl,
+};
+
+fn build_lgl(o: &LossOptions, counts: &[usize]) -> BuildResult {
+    let weights = match (o.weight_form.unwrap_or(WeightForm::Sample), o.weighting()) {
+        (_, ClassWeighting::None) => LglWeights::None,
+        (WeightForm::Sample, w) => LglWeights::PerSample(w.weights(counts).unwrap_or_default()),
+        (WeightForm::PosNeg, w) => {
+            let (pos, neg) = w.pos_neg_weights(counts).unwrap_or_default();
+            LglWeights::PosNeg { pos, neg }
+        }
+    };
+    Ok(Box::new(Lgl {
+        weights,
+        reduction: o.reduction_or_mean(),
+    }))
+}
 
 /// The two class-weighted forms of LGL (and none).
 #[derive(Clone, Debug, PartialEq)]
@@ -122,7 +151,11 @@ impl<T: Element> Margins<T> {
 
 impl<T: Element> Loss<T> for Lgl {
     fn name(&self) -> &'static str {
-        "lgl"
+        ENTRY.name
+    }
+
+    fn one_logit_for_two_classes(&self) -> bool {
+        true
     }
 
     fn family(&self) -> Family {

@@ -1,9 +1,30 @@
 //! LGL-INR: the paper's in-negative-class reweighted logistic loss (LOSSES.md §3),
 //! composed from tensor ops so autodiff gives the gradient, including through the weights.
 
+use super::registry::{finite_in, BuildResult, LossEntry, LossOptions, LossParam};
 use super::{check_inputs, AuditSpec, Family, Loss};
 use crate::error::{Result, TensorError};
 use crate::tensor::{Element, Tensor};
+
+/// LGL-INR in the loss registry.
+pub(crate) static ENTRY: LossEntry = LossEntry {
+    name: "lgl-inr",
+    summary: "the paper's LGL with inverse-rank weights of the negatives (β, detach_weight)",
+    params: &[LossParam::Beta, LossParam::DetachWeight],
+    build: build_lgl_inr,
+};
+
+fn build_lgl_inr(o: &LossOptions, _: &[usize]) -> BuildResult {
+    let beta = match o.beta {
+        Some(b) => finite_in(LossParam::Beta, b, b >= 0.0, "a finite number ≥ 0")?,
+        None => 1.0,
+    };
+    Ok(Box::new(LglInr {
+        beta,
+        detach_weight: o.detach_weight,
+        ..LglInr::default()
+    }))
+}
 
 /// An additive mask that removes an entry from a softmax without producing NaN.
 const MASKED: f64 = -1e30;
@@ -131,7 +152,7 @@ impl LglInr {
 
 impl<T: Element> Loss<T> for LglInr {
     fn name(&self) -> &'static str {
-        "lgl-inr"
+        ENTRY.name
     }
 
     fn family(&self) -> Family {

@@ -1,35 +1,64 @@
-//! The losses of the paper (`LOSSES.md`) and more, built from differentiable tensor ops so
-//! that autodiff supplies every gradient; plus class-weight builders, the mapping from
-//! CLI-style options to a loss, and the stationarity audit.
+//! The losses of the paper (`docs/LOSSES.md`) and more, built from differentiable tensor
+//! ops so that autodiff supplies every gradient; plus class-weight builders, the loss
+//! registry (options to a loss object), and the stationarity audit.
+//!
+//! A loss is a plain struct implementing [`Loss`]; its file also declares its
+//! [`LossEntry`] for the registry. Adding a loss is its own file plus a `mod` line and a
+//! [`LOSSES`] line here.
+//!
+//! ```
+//! use tensorgrad::loss::{LglInr, Loss};
+//! use tensorgrad::Tensor;
+//!
+//! let logits = Tensor::<f64>::from_vec(vec![2.0, -1.0, 0.5, 0.0, 1.0, -2.0], &[2, 3])?.with_grad();
+//! let loss = LglInr::default().forward(&logits, &[0, 1])?;
+//! let grads = loss.backward()?;
+//! assert_eq!(grads.get(&logits).unwrap().shape(), &[2, 3]);
+//! # Ok::<(), tensorgrad::TensorError>(())
+//! ```
 
 mod alpha;
 pub mod audit;
-mod config;
 mod focal;
 mod lgl;
 mod lgl_inr;
+pub mod registry;
 mod sml;
 pub mod weights;
 
 pub use alpha::AlphaLoss;
 pub use audit::{audit, Audit, AuditRow, AuditSpec};
-pub use config::{build_loss, LossOptions, LOSS_NAMES};
 pub use focal::{Focal, FocalSigmoid};
 pub use lgl::{Lgl, LglWeights};
 pub use lgl_inr::LglInr;
+pub use registry::{
+    build_loss, AnyLoss, LossEntry, LossKind, LossOptionError, LossOptions, LossParam, WeightForm,
+};
 pub use sml::Sml;
 
 use crate::error::{Result, TensorError};
 use crate::tensor::{Element, Tensor};
+use crate::text::keyword_enum;
 
-/// How per-sample losses are combined.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub enum Reduction {
-    /// Divide the sum by the total sample weight (the batch size when unweighted), as
-    /// PyTorch's `CrossEntropyLoss(weight=…)`.
-    Mean,
-    /// The plain sum.
-    Sum,
+/// Every loss, in the order help texts list them.
+pub static LOSSES: [&LossEntry; 6] = [
+    &sml::ENTRY,
+    &lgl::ENTRY,
+    &lgl_inr::ENTRY,
+    &focal::FOCAL_ENTRY,
+    &focal::FOCAL_SIGMOID_ENTRY,
+    &alpha::ENTRY,
+];
+
+keyword_enum! {
+    /// How per-sample losses are combined.
+    pub enum Reduction {
+        /// Divide the sum by the total sample weight (the batch size when unweighted), as
+        /// PyTorch's `CrossEntropyLoss(weight=…)`.
+        Mean = "mean",
+        /// The plain sum.
+        Sum = "sum",
+    }
 }
 
 /// Which probabilities a loss models: what `p̄` and the audit are computed from.
@@ -50,6 +79,11 @@ pub trait Loss<T: Element>: Send + Sync {
     fn forward(&self, logits: &Tensor<T>, labels: &[usize]) -> Result<Tensor<T>>;
     /// Softmax or sigmoid family.
     fn family(&self) -> Family;
+    /// Whether a two-class problem is modelled with a single logit (one sigmoid) rather
+    /// than one logit per class; the model is then built with one output.
+    fn one_logit_for_two_classes(&self) -> bool {
+        false
+    }
     /// The stationarity condition that applies to this loss, if the paper gives one.
     fn audit_spec(&self) -> Option<AuditSpec> {
         None

@@ -1,9 +1,48 @@
 //! SML: softmax cross-entropy (LOSSES.md §1), with class weights, label smoothing and
 //! logit adjustment.
 
+use super::registry::{finite_in, BuildResult, LossEntry, LossOptions, LossParam};
 use super::{check_inputs, check_weights, reduce, AuditSpec, Family, Loss, Reduction};
 use crate::error::Result;
 use crate::tensor::{Element, Tensor};
+
+/// SML in the loss registry.
+pub(crate) static ENTRY: LossEntry = LossEntry {
+    name: "sml",
+    summary: "softmax cross-entropy, with class weights, label smoothing, logit adjustment",
+    params: &[
+        LossParam::ClassWeights,
+        LossParam::LabelSmoothing,
+        LossParam::LogitAdjust,
+        LossParam::Reduction,
+    ],
+    build: build_sml,
+};
+
+fn build_sml(o: &LossOptions, counts: &[usize]) -> BuildResult {
+    let label_smoothing = match o.label_smoothing {
+        Some(e) => finite_in(
+            LossParam::LabelSmoothing,
+            e,
+            (0.0..1.0).contains(&e),
+            "in [0, 1)",
+        )?,
+        None => 0.0,
+    };
+    let logit_offsets = match o.logit_adjust {
+        Some(tau) => Some(Sml::logit_adjustment(
+            finite_in(LossParam::LogitAdjust, tau, true, "finite")?,
+            counts,
+        )),
+        None => None,
+    };
+    Ok(Box::new(Sml {
+        weights: o.weights(counts),
+        reduction: o.reduction_or_mean(),
+        label_smoothing,
+        logit_offsets,
+    }))
+}
 
 /// `L = Σ_i Σ_k −T_ik log q_ik / R` with `q = softmax(z + τ log π)`,
 /// `T_ik = (1−ε)·w_{y_i}·Y_ik + (ε/K)·w_k` (PyTorch's weighted label smoothing) and
@@ -44,7 +83,7 @@ impl Sml {
 
 impl<T: Element> Loss<T> for Sml {
     fn name(&self) -> &'static str {
-        "sml"
+        ENTRY.name
     }
 
     fn family(&self) -> Family {

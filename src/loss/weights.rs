@@ -1,9 +1,12 @@
 //! Class weights from class counts: inverse frequency and effective number (Cui et al.).
 
-use crate::error::OptionError;
+use crate::text::{serde_as_text, ParseError};
+use std::fmt;
+use std::str::FromStr;
 
-/// How class weights are derived from class counts (`--class-weights`).
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+/// How class weights are derived from class counts, spelled `none`, `inverse` or
+/// `effective:BETA`.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ClassWeighting {
     /// No weights.
     None,
@@ -13,10 +16,12 @@ pub enum ClassWeighting {
     Effective(f64),
 }
 
-impl ClassWeighting {
+impl FromStr for ClassWeighting {
+    type Err = ParseError;
+
     /// Parses `none`, `inverse` or `effective:β` with `β ∈ [0, 1)`.
-    pub fn parse(spec: &str) -> Result<Self, OptionError> {
-        let bad = |why: &str| OptionError::new("class-weights", format!("{spec:?}: {why}"));
+    fn from_str(spec: &str) -> Result<Self, ParseError> {
+        let bad = |why: &str| ParseError::new(spec, why);
         match spec {
             "none" => Ok(ClassWeighting::None),
             "inverse" => Ok(ClassWeighting::Inverse),
@@ -32,7 +37,21 @@ impl ClassWeighting {
             }
         }
     }
+}
 
+impl fmt::Display for ClassWeighting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClassWeighting::None => write!(f, "none"),
+            ClassWeighting::Inverse => write!(f, "inverse"),
+            ClassWeighting::Effective(beta) => write!(f, "effective:{beta}"),
+        }
+    }
+}
+
+serde_as_text!(ClassWeighting);
+
+impl ClassWeighting {
     /// The weight of a class with `n` samples, before normalisation (0 when `n = 0`).
     fn raw(self, n: usize) -> f64 {
         if n == 0 {
@@ -97,12 +116,16 @@ mod tests {
     #[test]
     fn parse_specs_and_reject_bad_ones() {
         assert_eq!(
-            ClassWeighting::parse("effective:0.9999").unwrap(),
+            ClassWeighting::from_str("effective:0.9999").unwrap(),
             ClassWeighting::Effective(0.9999)
         );
         for bad in ["effective:1", "effective:x", "inverted", "effective:-0.1"] {
-            let e = ClassWeighting::parse(bad).unwrap_err().to_string();
-            assert!(e.starts_with("--class-weights"), "{e}");
+            let e = ClassWeighting::from_str(bad).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("{bad:?}: ")), "{e}");
+        }
+        for good in ["none", "inverse", "effective:0.9999", "effective:0"] {
+            let w = ClassWeighting::from_str(good).unwrap();
+            assert_eq!(w.to_string(), good);
         }
     }
 

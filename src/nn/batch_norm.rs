@@ -101,6 +101,10 @@ impl<T: Element> Module<T> for BatchNorm2d<T> {
     fn set_training(&mut self, training: bool) {
         self.training = training;
     }
+
+    fn is_training(&self) -> bool {
+        self.training
+    }
 }
 
 #[cfg(test)]

@@ -122,6 +122,10 @@ impl<T: Element> Module<T> for Dropout {
     fn set_training(&mut self, training: bool) {
         self.training = training;
     }
+
+    fn is_training(&self) -> bool {
+        self.training
+    }
 }
 
 #[cfg(test)]

@@ -43,6 +43,12 @@ pub trait Module<T: Element>: Send {
     /// Switches between training (`true`) and evaluation mode.
     fn set_training(&mut self, _training: bool) {}
 
+    /// Whether the module is in training mode. Layers that behave the same in both modes
+    /// keep the default, `true`; containers and mode-dependent layers track their mode.
+    fn is_training(&self) -> bool {
+        true
+    }
+
     /// The parameters with their names.
     fn parameters(&self) -> Vec<(String, Tensor<T>)> {
         self.named_tensors()
@@ -96,6 +102,7 @@ pub(crate) fn weight_and_bias_mut<'a, T: Element>(
 /// Modules applied in order; children's tensors are named `child.tensor`.
 pub struct Sequential<T: Element> {
     layers: Vec<(String, Box<dyn Module<T>>)>,
+    training: bool,
 }
 
 impl<T: Element> Default for Sequential<T> {
@@ -107,7 +114,10 @@ impl<T: Element> Default for Sequential<T> {
 impl<T: Element> Sequential<T> {
     /// An empty sequence.
     pub fn new() -> Self {
-        Sequential { layers: Vec::new() }
+        Sequential {
+            layers: Vec::new(),
+            training: true,
+        }
     }
 
     /// Appends a layer under `name` (the prefix of its tensors' names).
@@ -155,8 +165,13 @@ impl<T: Element> Module<T> for Sequential<T> {
     }
 
     fn set_training(&mut self, training: bool) {
+        self.training = training;
         for (_, l) in &mut self.layers {
             l.set_training(training);
         }
+    }
+
+    fn is_training(&self) -> bool {
+        self.training
     }
 }

@@ -6,28 +6,49 @@ use crate::error::{Result, TensorError};
 use crate::ops::conv::Conv2dConfig;
 use crate::ops::pool::Pool2dConfig;
 use crate::tensor::Element;
+use crate::text::keyword_enum;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-/// Names accepted by [`build`].
-pub const MODEL_NAMES: [&str; 3] = ["lenet", "cifar-cnn", "linear"];
+keyword_enum! {
+    /// The models of the reproduction protocol.
+    pub enum ModelKind {
+        /// [`lenet`].
+        Lenet = "lenet",
+        /// [`cifar_cnn`].
+        CifarCnn = "cifar-cnn",
+        /// [`linear`].
+        Linear = "linear",
+    }
+}
 
-/// Builds model `name` for inputs `[c, h, w]` and `classes` outputs, initialised from `seed`.
-pub fn build<T: Element>(
-    name: &str,
-    input: [usize; 3],
-    classes: usize,
-    seed: u64,
-) -> Result<Sequential<T>> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    match name {
-        "lenet" => lenet(input, classes, &mut rng),
-        "cifar-cnn" => cifar_cnn(input, classes, &mut rng),
-        "linear" => linear(input, classes, &mut rng),
-        other => Err(TensorError::InvalidArgument {
-            op: "model",
-            reason: format!("unknown model {other:?}; expected one of {MODEL_NAMES:?}"),
-        }),
+impl ModelKind {
+    /// Builds the model for inputs `[c, h, w]` and `classes` outputs, initialised from
+    /// `seed`; an error when the input is too small for it.
+    ///
+    /// ```
+    /// use tensorgrad::nn::{models::ModelKind, Module};
+    /// use tensorgrad::Tensor;
+    ///
+    /// let mut lenet = ModelKind::Lenet.build::<f32>([1, 28, 28], 10, 0)?;
+    /// assert_eq!(lenet.num_parameters(), 431_080);
+    /// let logits = lenet.forward(&Tensor::zeros(&[2, 1, 28, 28]))?;
+    /// assert_eq!(logits.shape(), &[2, 10]);
+    /// assert!(ModelKind::Lenet.build::<f32>([1, 8, 8], 10, 0).is_err());
+    /// # Ok::<(), tensorgrad::TensorError>(())
+    /// ```
+    pub fn build<T: Element>(
+        self,
+        input: [usize; 3],
+        classes: usize,
+        seed: u64,
+    ) -> Result<Sequential<T>> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        match self {
+            ModelKind::Lenet => lenet(input, classes, &mut rng),
+            ModelKind::CifarCnn => cifar_cnn(input, classes, &mut rng),
+            ModelKind::Linear => linear(input, classes, &mut rng),
+        }
     }
 }
 
@@ -122,7 +143,7 @@ mod tests {
 
     #[test]
     fn parameter_names_match_pytorch_state_dict() {
-        let m = build::<f32>("lenet", [1, 28, 28], 10, 0).unwrap();
+        let m = ModelKind::Lenet.build::<f32>([1, 28, 28], 10, 0).unwrap();
         let names: Vec<(String, Vec<usize>)> = m
             .parameters()
             .into_iter()
@@ -143,21 +164,23 @@ mod tests {
         .collect();
         assert_eq!(names, want);
         assert_eq!(m.num_parameters(), 431_080);
-        let c = build::<f32>("cifar-cnn", [3, 32, 32], 10, 0).unwrap();
+        let c = ModelKind::CifarCnn
+            .build::<f32>([3, 32, 32], 10, 0)
+            .unwrap();
         assert_eq!(c.parameters()[8].0, "fc1.weight");
         assert_eq!(c.parameters()[8].1.shape(), &[256, 4096]);
-        assert!(build::<f32>("resnet", [1, 28, 28], 10, 0).is_err());
-        assert!(build::<f32>("lenet", [1, 8, 8], 10, 0).is_err());
+        assert!("resnet".parse::<ModelKind>().is_err());
+        assert!(ModelKind::Lenet.build::<f32>([1, 8, 8], 10, 0).is_err());
     }
 
     #[test]
     fn forward_shapes_for_other_inputs_and_classes() {
         for (name, input) in [
-            ("lenet", [3, 32, 32]),
-            ("cifar-cnn", [1, 28, 28]),
-            ("linear", [2, 5, 7]),
+            (ModelKind::Lenet, [3, 32, 32]),
+            (ModelKind::CifarCnn, [1, 28, 28]),
+            (ModelKind::Linear, [2, 5, 7]),
         ] {
-            let mut m = build::<f32>(name, input, 7, 1).unwrap();
+            let mut m = name.build::<f32>(input, 7, 1).unwrap();
             let x = Tensor::zeros(&[2, input[0], input[1], input[2]]);
             assert_eq!(m.forward(&x).unwrap().shape(), &[2, 7], "{name}");
         }
@@ -165,8 +188,8 @@ mod tests {
 
     #[test]
     fn seeded_builds_are_identical() {
-        let a = build::<f32>("lenet", [1, 28, 28], 10, 5).unwrap();
-        let b = build::<f32>("lenet", [1, 28, 28], 10, 5).unwrap();
+        let a = ModelKind::Lenet.build::<f32>([1, 28, 28], 10, 5).unwrap();
+        let b = ModelKind::Lenet.build::<f32>([1, 28, 28], 10, 5).unwrap();
         for ((_, x), (_, y)) in a.parameters().iter().zip(b.parameters().iter()) {
             assert_eq!(x.to_vec(), y.to_vec());
         }
@@ -175,12 +198,12 @@ mod tests {
     #[test]
     fn whole_lenet_gradcheck_on_a_tiny_input() {
         // Every parameter and the input, f64, batch 2 of 1×16×16 (the smallest LeNet input).
-        let model = build::<f64>("lenet", [1, 16, 16], 3, 2).unwrap();
+        let model = ModelKind::Lenet.build::<f64>([1, 16, 16], 3, 2).unwrap();
         let names: Vec<String> = model.parameters().into_iter().map(|(n, _)| n).collect();
         let mut inputs = vec![rand_input(&[2, 1, 16, 16], 97)];
         inputs.extend(model.parameters().into_iter().map(|(_, t)| t));
         let f = |t: &[Tensor<f64>]| {
-            let mut m = build::<f64>("lenet", [1, 16, 16], 3, 2)?;
+            let mut m = ModelKind::Lenet.build::<f64>([1, 16, 16], 3, 2)?;
             for ((_, p), v) in m.parameters_mut().into_iter().zip(&t[1..]) {
                 *p = v.clone();
             }

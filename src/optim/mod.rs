@@ -12,6 +12,7 @@ pub use sgd::{Sgd, SgdConfig};
 use crate::autograd::Gradients;
 use crate::error::Result;
 use crate::tensor::{Element, Tensor};
+use crate::text::keyword_enum;
 
 /// An optimizer's state as named flat buffers (for checkpoints).
 pub type OptimizerState<T> = Vec<(String, Vec<T>)>;
@@ -29,6 +30,49 @@ pub trait Optimizer<T: Element>: Send {
     fn state(&self) -> OptimizerState<T>;
     /// Restores state saved by [`Optimizer::state`].
     fn load_state(&mut self, state: OptimizerState<T>) -> Result<()>;
+}
+
+keyword_enum! {
+    /// The optimizers a training run can use.
+    pub enum OptimizerKind {
+        /// [`Sgd`], with momentum and optionally Nesterov.
+        Sgd = "sgd",
+        /// [`Adam`] with L2 weight decay added to the gradient.
+        Adam = "adam",
+        /// [`Adam`] with decoupled weight decay (AdamW).
+        AdamW = "adamw",
+    }
+}
+
+/// The hyper-parameters of an optimizer that a training run sets.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OptimizerSettings {
+    /// Which optimizer.
+    pub kind: OptimizerKind,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// SGD: Nesterov momentum.
+    pub nesterov: bool,
+    /// Weight decay of weights (never of biases or normalisation parameters).
+    pub weight_decay: f64,
+}
+
+impl OptimizerSettings {
+    /// The optimizer, with empty state.
+    pub fn build<T: Element>(&self) -> Box<dyn Optimizer<T>> {
+        match self.kind {
+            OptimizerKind::Sgd => Box::new(Sgd::new(SgdConfig {
+                momentum: self.momentum,
+                nesterov: self.nesterov,
+                weight_decay: self.weight_decay,
+            })),
+            OptimizerKind::Adam | OptimizerKind::AdamW => Box::new(Adam::new(AdamConfig {
+                weight_decay: self.weight_decay,
+                decoupled: self.kind == OptimizerKind::AdamW,
+                ..Default::default()
+            })),
+        }
+    }
 }
 
 /// Whether weight decay applies to a parameter: not to biases or normalisation scales and

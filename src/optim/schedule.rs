@@ -1,9 +1,12 @@
 //! Learning-rate schedules, evaluated per optimisation step, with optional linear warm-up.
 
-use crate::error::OptionError;
+use crate::text::{serde_as_text, ParseError};
+use std::fmt;
+use std::str::FromStr;
 
-/// The shape of the schedule after warm-up.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+/// The shape of the schedule after warm-up, spelled `constant`, `cosine` or
+/// `step:EVERY,GAMMA`.
+#[derive(Clone, Debug, PartialEq)]
 pub enum Schedule {
     /// The base rate throughout.
     Constant,
@@ -18,10 +21,12 @@ pub enum Schedule {
     Cosine,
 }
 
-impl Schedule {
+impl FromStr for Schedule {
+    type Err = ParseError;
+
     /// Parses `constant`, `cosine` or `step:EVERY,GAMMA`.
-    pub fn parse(spec: &str) -> Result<Self, OptionError> {
-        let bad = |why: &str| OptionError::new("schedule", format!("{spec:?}: {why}"));
+    fn from_str(spec: &str) -> Result<Self, ParseError> {
+        let bad = |why: &str| ParseError::new(spec, why);
         match spec {
             "constant" => Ok(Schedule::Constant),
             "cosine" => Ok(Schedule::Cosine),
@@ -45,6 +50,18 @@ impl Schedule {
         }
     }
 }
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Schedule::Constant => write!(f, "constant"),
+            Schedule::Cosine => write!(f, "cosine"),
+            Schedule::Step { every, gamma } => write!(f, "step:{every},{gamma}"),
+        }
+    }
+}
+
+serde_as_text!(Schedule);
 
 /// A schedule bound to a run's length.
 #[derive(Clone, Debug, PartialEq)]
@@ -100,7 +117,7 @@ mod tests {
     fn values() {
         let c = sched(Schedule::Constant, 0);
         assert_eq!((c.lr(0), c.lr(99)), (0.1, 0.1));
-        let s = sched(Schedule::parse("step:3,0.5").unwrap(), 0);
+        let s = sched(Schedule::from_str("step:3,0.5").unwrap(), 0);
         assert_eq!((s.lr(29), s.lr(30), s.lr(60)), (0.1, 0.05, 0.025));
         let cos = sched(Schedule::Cosine, 0);
         assert_eq!(cos.lr(0), 0.1);
@@ -116,12 +133,18 @@ mod tests {
     fn bad_specs() {
         for bad in ["linear", "step:0,0.5", "step:3", "step:3,-1"] {
             assert!(
-                Schedule::parse(bad)
+                Schedule::from_str(bad)
                     .unwrap_err()
                     .to_string()
-                    .starts_with("--schedule"),
+                    .starts_with(&format!("{bad:?}: ")),
                 "{bad}"
             );
+        }
+        for good in ["constant", "cosine", "step:3,0.5", "step:30,0.1"] {
+            let s = Schedule::from_str(good).unwrap();
+            assert_eq!(s.to_string(), good);
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(serde_json::from_str::<Schedule>(&json).unwrap(), s);
         }
     }
 }

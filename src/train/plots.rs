@@ -1,6 +1,6 @@
 //! PNG plots of a run, drawn with plotters and the bundled DejaVu Sans font.
 
-use super::TrainError;
+use super::{RunSummary, TrainError};
 use plotters::prelude::*;
 use std::path::Path;
 use std::sync::Once;
@@ -159,6 +159,40 @@ pub fn heatmap(path: &Path, title: &str, matrix: &[Vec<f64>]) -> Result<(), Trai
         }
     }
     root.present().map_err(|e| plot_err(path, e))
+}
+
+/// The plots of a finished run: loss and accuracy per epoch, per-class test accuracy, and
+/// the class-averaged probabilities `p̄` on the training and test sets.
+pub fn draw_run_plots(
+    dir: &Path,
+    s: &RunSummary,
+    class_names: &[String],
+) -> Result<(), TrainError> {
+    let losses: Vec<f64> = s.epochs.iter().map(|e| e.train_loss).collect();
+    let accs: Vec<f64> = s.epochs.iter().map(|e| 100.0 * e.test_accuracy).collect();
+    line_chart(&dir.join("loss.png"), "training loss", "loss", &losses)?;
+    line_chart(
+        &dir.join("accuracy.png"),
+        "test accuracy",
+        "accuracy (%)",
+        &accs,
+    )?;
+    bar_chart(
+        &dir.join("per_class_accuracy.png"),
+        "per-class test accuracy",
+        class_names,
+        &s.test.per_class_accuracy,
+    )?;
+    heatmap(
+        &dir.join("p_bar_train.png"),
+        "class-averaged probabilities, training set",
+        &s.train.p_bar,
+    )?;
+    heatmap(
+        &dir.join("p_bar_test.png"),
+        "class-averaged probabilities, test set",
+        &s.test.p_bar,
+    )
 }
 
 #[cfg(test)]

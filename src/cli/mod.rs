@@ -1,0 +1,346 @@
+//! The command line's schema: clap parses every option once, here, into the library's
+//! typed configuration; a bad value is reported against the flag that carried it.
+
+pub mod console;
+
+use clap::builder::TypedValueParser;
+use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use tensorgrad::data::imbalance::Imbalance;
+use tensorgrad::loss::weights::ClassWeighting;
+use tensorgrad::loss::{LossKind, LossOptionError, LossOptions, Reduction, WeightForm};
+use tensorgrad::nn::models::ModelKind;
+use tensorgrad::optim::{OptimizerKind, Schedule};
+use tensorgrad::train::{Augmentation, DatasetKind, ImageSize, RunDir, TrainConfig};
+
+/// tensorgrad: train CNNs on the CPU with the losses of Li et al. (AAAI 2020).
+#[derive(Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Train a model (defaults: MNIST, lenet, lgl-inr, SGD momentum 0.9, lr 0.01 cosine, 5 epochs).
+    Train(Box<TrainArgs>),
+    /// Test-set metrics of a saved run.
+    Eval(SavedRunArgs),
+    /// The stationarity audit of a saved run on its training set; writes audit.json.
+    Audit(SavedRunArgs),
+}
+
+/// Options naming a saved run.
+#[derive(Args)]
+pub struct SavedRunArgs {
+    /// The run directory (holding config.json and model.safetensors).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Data directory, replacing the one the run recorded.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl SavedRunArgs {
+    /// The data directory to use: the one given, else the bundled MNIST for a run that
+    /// recorded none (runs made before the directory was always recorded).
+    pub fn data_dir(&self) -> Option<PathBuf> {
+        self.data_dir.clone().or_else(|| {
+            let config = RunDir::new(&self.checkpoint).read_config().ok()?;
+            (config.data_dir.is_none() && config.dataset == DatasetKind::Mnist).then(bundled_mnist)
+        })
+    }
+}
+
+/// The MNIST bundled with the source tree.
+pub fn bundled_mnist() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/mnist")
+}
+
+/// Options of the loss (`--loss` and the options that apply to it).
+#[derive(Args, Clone, Debug)]
+pub struct LossArgs {
+    /// Loss: sml, lgl, lgl-inr, focal, focal-sigmoid or alpha-loss.
+    #[arg(long = "loss", default_value = "lgl-inr")]
+    pub loss: LossKind,
+    /// Class weights: none, inverse or effective:BETA (not for lgl-inr).
+    #[arg(long)]
+    pub class_weights: Option<ClassWeighting>,
+    /// LGL's weighted form: sample (per-sample w[y_i]) or pos-neg (per-problem w⁺/w⁻).
+    #[arg(long)]
+    pub weight_form: Option<WeightForm>,
+    /// LGL-INR's inverse temperature β ≥ 0 [default: 1].
+    #[arg(long)]
+    pub beta: Option<f64>,
+    /// LGL-INR: treat the weights ω as constants in backward.
+    #[arg(long)]
+    pub detach_weight: bool,
+    /// Focal losses' focusing parameter γ ≥ 0 [default: 2].
+    #[arg(long)]
+    pub gamma: Option<f64>,
+    /// focal: scale α > 0; focal-sigmoid: balance α ∈ [0, 1]; alpha-loss: α ∈ (0, inf].
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// SML label smoothing ε ∈ [0, 1).
+    #[arg(long)]
+    pub label_smoothing: Option<f64>,
+    /// SML logit adjustment τ: adds τ·log(class prior) to the logits.
+    #[arg(long)]
+    pub logit_adjust: Option<f64>,
+    /// Reduction: mean (over the total sample weight) or sum [default: mean].
+    #[arg(long)]
+    pub reduction: Option<Reduction>,
+}
+
+impl From<LossArgs> for LossOptions {
+    fn from(a: LossArgs) -> Self {
+        LossOptions {
+            loss: a.loss,
+            class_weights: a.class_weights,
+            weight_form: a.weight_form,
+            beta: a.beta,
+            detach_weight: a.detach_weight,
+            gamma: a.gamma,
+            alpha: a.alpha,
+            label_smoothing: a.label_smoothing,
+            logit_adjust: a.logit_adjust,
+            reduction: a.reduction,
+        }
+    }
+}
+
+/// The options of `tensorgrad train`.
+#[derive(Args, Clone, Debug)]
+pub struct TrainArgs {
+    /// Data set: mnist, cifar10, cifar100 or folder.
+    #[arg(long, default_value = "mnist")]
+    pub dataset: DatasetKind,
+    /// Directory of the data (default: the bundled datasets/mnist for mnist; required otherwise).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Image size HxW for --dataset folder.
+    #[arg(long, default_value = "32x32")]
+    pub image_size: ImageSize,
+    /// Channels (1 or 3) for --dataset folder.
+    #[arg(long, default_value_t = 3)]
+    pub channels: usize,
+    /// Model: lenet, cifar-cnn or linear.
+    #[arg(long, default_value = "lenet")]
+    pub model: ModelKind,
+    /// Loss options.
+    #[command(flatten)]
+    pub loss: LossArgs,
+    /// Imbalance: none, pair:POS,NEG,RATIO or longtail:RATIO.
+    #[arg(long, default_value = "none")]
+    pub imbalance: Imbalance,
+    /// Epochs to train (the total, when resuming).
+    #[arg(long, default_value_t = 5)]
+    pub epochs: usize,
+    /// Mini-batch size.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..).map(|n| n as usize))]
+    pub batch_size: usize,
+    /// Optimizer: sgd, adam or adamw.
+    #[arg(long, default_value = "sgd")]
+    pub optimizer: OptimizerKind,
+    /// Base learning rate.
+    #[arg(long, default_value_t = 0.01)]
+    pub lr: f64,
+    /// Schedule: constant, cosine or step:EVERY,GAMMA (EVERY in epochs).
+    #[arg(long, default_value = "cosine")]
+    pub schedule: Schedule,
+    /// Epochs of linear learning-rate warm-up.
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup_epochs: f64,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// Nesterov momentum (SGD).
+    #[arg(long)]
+    pub nesterov: bool,
+    /// Weight decay of weights (never of biases or normalisation parameters).
+    #[arg(long, default_value_t = 5e-4)]
+    pub weight_decay: f64,
+    /// Augmentation: auto (crop+flip for CIFAR, none otherwise), none or crop-flip.
+    #[arg(long, default_value = "auto")]
+    pub augment: Augmentation,
+    /// Seed of initialisation, shuffling, augmentation and imbalance subsampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Use only the first N training images (quick runs, tests).
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    /// Use only the first N test images.
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    /// Stop after this many epochs in this invocation (resume later with --resume).
+    #[arg(long)]
+    pub stop_after: Option<usize>,
+    /// Output directory (default: runs/<model>-<loss>-seed<seed>-<time>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run saved in this directory, with its configuration, up to --epochs.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Print only the final summary.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// A combination of options that clap cannot see is wrong, named by its flag.
+#[derive(Debug)]
+pub struct FlagError {
+    /// The flag, with its dashes.
+    pub flag: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl std::fmt::Display for FlagError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.flag, self.reason)
+    }
+}
+
+impl From<LossOptionError> for FlagError {
+    fn from(e: LossOptionError) -> Self {
+        FlagError {
+            flag: format!("--{}", e.param),
+            reason: e.reason,
+        }
+    }
+}
+
+impl TrainArgs {
+    /// The library's configuration, after the checks that span several flags.
+    pub fn to_config(&self) -> Result<TrainConfig, FlagError> {
+        let loss: LossOptions = self.loss.clone().into();
+        loss.check_applicable()?;
+        let data_dir = match (&self.data_dir, self.dataset) {
+            (Some(d), _) => Some(d.clone()),
+            (None, DatasetKind::Mnist) => Some(bundled_mnist()),
+            // A resumed run brings its own directory.
+            (None, _) if self.resume.is_some() => None,
+            (None, other) => {
+                return Err(FlagError {
+                    flag: "--data-dir".into(),
+                    reason: format!("required for --dataset {other}"),
+                })
+            }
+        };
+        Ok(TrainConfig {
+            dataset: self.dataset,
+            data_dir,
+            image_size: self.image_size,
+            channels: self.channels,
+            model: self.model,
+            loss,
+            imbalance: self.imbalance.clone(),
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            optimizer: self.optimizer,
+            lr: self.lr,
+            schedule: self.schedule.clone(),
+            warmup_epochs: self.warmup_epochs,
+            momentum: self.momentum,
+            nesterov: self.nesterov,
+            weight_decay: self.weight_decay,
+            augment: self.augment,
+            seed: self.seed,
+            threads: self.threads,
+            train_limit: self.train_limit,
+            test_limit: self.test_limit,
+            stop_after: self.stop_after,
+            out: self.out.clone(),
+            resume: self.resume.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<TrainConfig, String> {
+        let mut argv = vec!["tensorgrad", "train"];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        let Command::Train(t) = cli.command else {
+            unreachable!("parsed a train command")
+        };
+        t.to_config().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_the_library_defaults_with_the_bundled_data() {
+        let c = parse(&[]).unwrap();
+        let want = TrainConfig {
+            data_dir: Some(bundled_mnist()),
+            ..TrainConfig::default()
+        };
+        assert_eq!(c, want);
+    }
+
+    #[test]
+    fn options_parse_into_typed_values() {
+        let c = parse(&[
+            "--loss",
+            "lgl",
+            "--class-weights",
+            "effective:0.99",
+            "--weight-form",
+            "pos-neg",
+            "--imbalance",
+            "pair:4,9,100",
+            "--schedule",
+            "step:3,0.5",
+            "--optimizer",
+            "adamw",
+            "--model",
+            "cifar-cnn",
+            "--dataset",
+            "folder",
+            "--data-dir",
+            "/x",
+            "--image-size",
+            "64x48",
+        ])
+        .unwrap();
+        assert_eq!(c.loss.loss.name(), "lgl");
+        assert_eq!(c.loss.class_weights, Some(ClassWeighting::Effective(0.99)));
+        assert_eq!(c.loss.weight_form, Some(WeightForm::PosNeg));
+        assert_eq!(
+            c.schedule,
+            Schedule::Step {
+                every: 3,
+                gamma: 0.5
+            }
+        );
+        assert_eq!(c.optimizer, OptimizerKind::AdamW);
+        assert_eq!(c.model, ModelKind::CifarCnn);
+        assert_eq!(c.image_size.to_string(), "64x48");
+        assert_eq!(c.data_dir, Some(PathBuf::from("/x")));
+    }
+
+    #[test]
+    fn bad_values_name_their_flag() {
+        for (args, flag) in [
+            (&["--loss", "softmax"][..], "--loss"),
+            (&["--schedule", "linear"], "--schedule"),
+            (&["--imbalance", "pair:4,4,10"], "--imbalance"),
+            (&["--class-weights", "effective:2"], "--class-weights"),
+            (&["--optimizer", "rmsprop"], "--optimizer"),
+            (&["--batch-size", "0"], "--batch-size"),
+            (&["--loss", "sml", "--beta", "2"], "--beta"),
+            (&["--dataset", "cifar10"], "--data-dir"),
+        ] {
+            let e = parse(args).unwrap_err();
+            assert!(e.contains(flag), "{args:?}: {e}");
+        }
+    }
+}

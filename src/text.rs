@@ -1,0 +1,127 @@
+//! Options spelled as text — `cosine`, `pair:4,9,100`, `effective:0.9999` — as the command
+//! line takes them and `config.json` records them.
+//!
+//! Every typed option implements `FromStr` and `Display` as inverses of each other, and is
+//! serialised as that text, so a saved configuration reads like the command that made it.
+//! The library itself never parses option strings while it runs: the binary parses them
+//! once, at the door, and the reader of a saved run parses its `config.json`.
+
+use std::fmt;
+
+/// Text that does not spell a value of the expected option type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseError {
+    /// The text as given.
+    pub input: String,
+    /// What was expected instead.
+    pub reason: String,
+}
+
+impl ParseError {
+    /// `input` is not valid: `reason`.
+    pub fn new(input: &str, reason: impl Into<String>) -> Self {
+        ParseError {
+            input: input.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.input, self.reason)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Serialises the listed types as their `Display` text and deserialises them with `FromStr`.
+macro_rules! serde_as_text {
+    ($($t:ty),+ $(,)?) => {$(
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                let text = <String as serde::Deserialize>::deserialize(d)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    )+};
+}
+pub(crate) use serde_as_text;
+
+/// An enum of keywords (`sgd`, `adam`, …): the enum, `ALL`, `FromStr`, `Display`, serde.
+macro_rules! keyword_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The keyword, as the command line spells it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = $crate::text::ParseError;
+            fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+                Self::ALL.iter().copied().find(|v| v.as_str() == s).ok_or_else(|| {
+                    let names: Vec<&str> = Self::ALL.iter().map(|v| v.as_str()).collect();
+                    $crate::text::ParseError::new(s, format!("expected one of {}", names.join(", ")))
+                })
+            }
+        }
+
+        $crate::text::serde_as_text!($name);
+    };
+}
+pub(crate) use keyword_enum;
+
+#[cfg(test)]
+mod tests {
+    keyword_enum! {
+        /// A test enum.
+        pub enum Colour {
+            /// Red.
+            Red = "red",
+            /// Dark blue.
+            DarkBlue = "dark-blue",
+        }
+    }
+
+    #[test]
+    fn keywords_round_trip_as_text_and_json() {
+        for &c in Colour::ALL {
+            assert_eq!(c.to_string().parse::<Colour>().unwrap(), c);
+            let json = serde_json::to_string(&c).unwrap();
+            assert_eq!(json, format!("\"{c}\""));
+            assert_eq!(serde_json::from_str::<Colour>(&json).unwrap(), c);
+        }
+        let e = "blue".parse::<Colour>().unwrap_err();
+        assert_eq!(e.to_string(), "\"blue\": expected one of red, dark-blue");
+        assert!(serde_json::from_str::<Colour>("\"green\"").is_err());
+    }
+}

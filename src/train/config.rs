@@ -1,0 +1,280 @@
+//! What defines a training run: [`TrainConfig`], plain typed values that the command line
+//! (or any caller) fills in and `config.json` records.
+
+use crate::data::imbalance::Imbalance;
+use crate::data::Augment;
+use crate::loss::{LossKind, LossOptions};
+use crate::nn::models::ModelKind;
+use crate::optim::{OptimizerKind, OptimizerSettings, Schedule};
+use crate::text::{keyword_enum, serde_as_text, ParseError};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+keyword_enum! {
+    /// The kinds of data set a run can train on.
+    pub enum DatasetKind {
+        /// A directory of IDX files: MNIST, Fashion-MNIST, KMNIST.
+        Mnist = "mnist",
+        /// CIFAR-10's binary version.
+        Cifar10 = "cifar10",
+        /// CIFAR-100's binary version (fine labels).
+        Cifar100 = "cifar100",
+        /// An image folder: `train/<class>/*` and `test/<class>/*`.
+        Folder = "folder",
+    }
+}
+
+keyword_enum! {
+    /// Training-time augmentation.
+    pub enum Augmentation {
+        /// Crop and flip for CIFAR, none otherwise.
+        Auto = "auto",
+        /// None.
+        None = "none",
+        /// Random crop after 4-pixel zero padding, and random horizontal flip.
+        CropFlip = "crop-flip",
+    }
+}
+
+impl Augmentation {
+    /// The augmentation this choice means for `dataset`.
+    pub fn resolve(self, dataset: DatasetKind) -> Augment {
+        let crop_flip = Augment {
+            crop_padding: 4,
+            hflip: true,
+        };
+        match (self, dataset) {
+            (Augmentation::Auto, DatasetKind::Cifar10 | DatasetKind::Cifar100)
+            | (Augmentation::CropFlip, _) => crop_flip,
+            (Augmentation::Auto | Augmentation::None, _) => Augment::default(),
+        }
+    }
+}
+
+/// Height and width of images, spelled `HxW`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageSize {
+    /// Rows.
+    pub height: usize,
+    /// Columns.
+    pub width: usize,
+}
+
+impl FromStr for ImageSize {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let bad = || ParseError::new(s, "expected HxW with positive integers, e.g. 32x32");
+        let (h, w) = s.split_once('x').ok_or_else(bad)?;
+        let (height, width) = (h.parse().map_err(|_| bad())?, w.parse().map_err(|_| bad())?);
+        if height == 0 || width == 0 {
+            return Err(bad());
+        }
+        Ok(ImageSize { height, width })
+    }
+}
+
+impl fmt::Display for ImageSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}x{}", self.height, self.width)
+    }
+}
+
+serde_as_text!(ImageSize);
+
+/// Everything that defines a training run. `config.json` records it (as the command line
+/// spells each value); [`Default`] is the default run of `tensorgrad train`, except for
+/// `data_dir`, which the caller supplies.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Data set.
+    pub dataset: DatasetKind,
+    /// Directory of the data; required (the binary fills in the bundled MNIST).
+    pub data_dir: Option<PathBuf>,
+    /// Image size for [`DatasetKind::Folder`].
+    pub image_size: ImageSize,
+    /// Channels (1 or 3) for [`DatasetKind::Folder`].
+    pub channels: usize,
+    /// Model.
+    pub model: ModelKind,
+    /// Loss and its options.
+    pub loss: LossOptions,
+    /// Imbalance profile applied to the training set.
+    pub imbalance: Imbalance,
+    /// Epochs to train (the total, when resuming).
+    pub epochs: usize,
+    /// Mini-batch size.
+    pub batch_size: usize,
+    /// Optimizer.
+    pub optimizer: OptimizerKind,
+    /// Base learning rate.
+    pub lr: f64,
+    /// Learning-rate schedule after warm-up.
+    pub schedule: Schedule,
+    /// Epochs of linear learning-rate warm-up.
+    pub warmup_epochs: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// Nesterov momentum (SGD).
+    pub nesterov: bool,
+    /// Weight decay of weights (never of biases or normalisation parameters).
+    pub weight_decay: f64,
+    /// Augmentation.
+    pub augment: Augmentation,
+    /// Seed of initialisation, shuffling, augmentation and imbalance subsampling.
+    pub seed: u64,
+    /// Worker threads (`None`: one per core).
+    pub threads: Option<usize>,
+    /// Use only the first N training images (quick runs, tests).
+    pub train_limit: Option<usize>,
+    /// Use only the first N test images.
+    pub test_limit: Option<usize>,
+    /// Stop after this many epochs in this invocation (resume later).
+    #[serde(skip)]
+    pub stop_after: Option<usize>,
+    /// Output directory (`None`: `runs/<model>-<loss>-seed<seed>-<time>`).
+    pub out: Option<PathBuf>,
+    /// Continue the run saved in this directory, with its configuration, up to `epochs`.
+    #[serde(skip)]
+    pub resume: Option<PathBuf>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            dataset: DatasetKind::Mnist,
+            data_dir: None,
+            image_size: ImageSize {
+                height: 32,
+                width: 32,
+            },
+            channels: 3,
+            model: ModelKind::Lenet,
+            loss: LossOptions::new(LossKind::default()),
+            imbalance: Imbalance::None,
+            epochs: 5,
+            batch_size: 64,
+            optimizer: OptimizerKind::Sgd,
+            lr: 0.01,
+            schedule: Schedule::Cosine,
+            warmup_epochs: 0.0,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 5e-4,
+            augment: Augmentation::Auto,
+            seed: 0,
+            threads: None,
+            train_limit: None,
+            test_limit: None,
+            stop_after: None,
+            out: None,
+            resume: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The optimizer's settings.
+    pub fn optimizer_settings(&self) -> OptimizerSettings {
+        OptimizerSettings {
+            kind: self.optimizer,
+            momentum: self.momentum,
+            nesterov: self.nesterov,
+            weight_decay: self.weight_decay,
+        }
+    }
+
+    /// The augmentation of the training batches.
+    pub fn augmentation(&self) -> Augment {
+        self.augment.resolve(self.dataset)
+    }
+
+    /// `runs/<model>-<loss>-seed<seed>-<unix time>`, the output directory when none is given.
+    pub fn default_out_dir(&self) -> PathBuf {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        PathBuf::from("runs").join(format!(
+            "{}-{}-seed{}-{t}",
+            self.model, self.loss.loss, self.seed
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_json_spells_values_as_the_command_line() {
+        let c = TrainConfig::default();
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["dataset"], "mnist");
+        assert_eq!(v["model"], "lenet");
+        assert_eq!(v["loss"]["loss"], "lgl-inr");
+        assert_eq!(v["imbalance"], "none");
+        assert_eq!(v["optimizer"], "sgd");
+        assert_eq!(v["schedule"], "cosine");
+        assert_eq!(v["augment"], "auto");
+        assert_eq!(v["image_size"], "32x32");
+        assert!(v.get("resume").is_none() && v.get("stop_after").is_none());
+        assert_eq!(serde_json::from_value::<TrainConfig>(v).unwrap(), c);
+    }
+
+    #[test]
+    fn a_config_json_written_before_typed_options_still_reads() {
+        // The "train" record of a run directory written by an earlier version.
+        let old = r#"{"dataset":"mnist","data_dir":null,"image_size":"32x32","channels":3,
+            "model":"lenet","loss":{"loss":"lgl","class_weights":"inverse","weight_form":null,
+            "beta":null,"detach_weight":false,"gamma":null,"alpha":null,"label_smoothing":null,
+            "logit_adjust":null,"reduction":null},"imbalance":"pair:4,9,100","epochs":5,
+            "batch_size":64,"optimizer":"sgd","lr":0.01,"schedule":"step:3,0.5",
+            "warmup_epochs":0.0,"momentum":0.9,"nesterov":false,"weight_decay":0.0005,
+            "augment":"auto","seed":0,"threads":null,"train_limit":null,"test_limit":null,
+            "out":"runs/x"}"#;
+        let c: TrainConfig = serde_json::from_str(old).unwrap();
+        assert_eq!(c.loss.loss.name(), "lgl");
+        assert_eq!(
+            c.imbalance,
+            Imbalance::Pair {
+                positive: 4,
+                negative: 9,
+                ratio: 100.0
+            }
+        );
+        assert_eq!(
+            c.schedule,
+            Schedule::Step {
+                every: 3,
+                gamma: 0.5
+            }
+        );
+        let bad = old.replace("\"sgd\"", "\"rmsprop\"");
+        let e = serde_json::from_str::<TrainConfig>(&bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"rmsprop\": expected one of sgd, adam, adamw"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn augmentation_resolves_per_data_set() {
+        assert_eq!(
+            Augmentation::Auto.resolve(DatasetKind::Cifar10),
+            Augment {
+                crop_padding: 4,
+                hflip: true
+            }
+        );
+        assert_eq!(
+            Augmentation::Auto.resolve(DatasetKind::Mnist),
+            Augment::default()
+        );
+        assert!(Augmentation::CropFlip.resolve(DatasetKind::Mnist).hflip);
+        assert_eq!("64x48".parse::<ImageSize>().unwrap().to_string(), "64x48");
+        assert!("64".parse::<ImageSize>().is_err() && "0x4".parse::<ImageSize>().is_err());
+    }
+}

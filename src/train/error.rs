@@ -1,0 +1,76 @@
+//! Why a run failed. Work already saved (the last epoch's checkpoint and metrics) is kept.
+
+use crate::data::DataError;
+use crate::error::TensorError;
+use crate::loss::LossOptionError;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Why a run failed. Work already saved (the last epoch's checkpoint and metrics) is kept.
+#[derive(Debug, Error)]
+pub enum TrainError {
+    /// The data could not be loaded.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// Loss options that do not fit together or are out of range.
+    #[error(transparent)]
+    Loss(#[from] LossOptionError),
+    /// A tensor operation failed (shapes, labels).
+    #[error(transparent)]
+    Tensor(#[from] TensorError),
+    /// A configuration value the run cannot use (a zero batch size, a thread pool that
+    /// cannot be built).
+    #[error("configuration: {0}")]
+    Invalid(String),
+    /// A file of the run could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A checkpoint that cannot be written, read or applied.
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A run directory whose configuration cannot be used.
+    #[error("{path}: {reason}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A plot that could not be drawn.
+    #[error("plot {path}: {reason}")]
+    Plot {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The loss became NaN or infinite; the previous epoch's checkpoint is intact.
+    #[error("the training loss became {loss} at epoch {epoch}, step {step}; the checkpoint of the last completed epoch is kept")]
+    NonFinite {
+        /// Epoch (1-based).
+        epoch: usize,
+        /// Step within the epoch.
+        step: usize,
+        /// The value.
+        loss: f64,
+    },
+}
+
+impl TrainError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        TrainError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

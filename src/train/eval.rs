@@ -1,0 +1,137 @@
+//! Evaluation: metrics of a model on a data set, and the evaluation and stationarity audit
+//! of a saved run.
+
+use super::{assemble, load_data, RunDir, TrainConfig, TrainError};
+use super::{evaluation, predictions, Evaluation};
+use crate::autograd::no_grad;
+use crate::data::{Augment, Batches, Dataset, Normalization, Split};
+use crate::loss::{audit, Audit, Loss};
+use crate::nn::{Module, Sequential};
+use std::path::{Path, PathBuf};
+
+/// Evaluates `model` in eval mode, without gradients, on `data`: metrics, and the
+/// probabilities `[N, outputs]` the loss models. The model's mode is restored afterwards.
+pub fn evaluate(
+    model: &mut Sequential<f32>,
+    loss: &dyn Loss<f32>,
+    data: &Dataset,
+    norm: &Normalization,
+    batch_size: usize,
+) -> Result<(Evaluation, Vec<f64>), TrainError> {
+    let was_training = model.is_training();
+    model.set_training(false);
+    let result = no_grad(|| -> Result<_, TrainError> {
+        let (mut logits, mut probs, mut loss_sum, mut batches) = (Vec::new(), Vec::new(), 0.0, 0);
+        let mut outputs = 1;
+        for (x, y) in Batches::new(data, batch_size, None, 0, norm, Augment::default()) {
+            let z = model.forward(&x)?;
+            outputs = z.shape()[1];
+            loss_sum += loss.forward(&z, &y)?.item() as f64;
+            batches += 1;
+            probs.extend(loss.probabilities(&z)?.values().iter().map(|&p| p as f64));
+            logits.extend(z.values().iter().copied());
+        }
+        let preds = predictions(&logits, outputs);
+        let e = evaluation(
+            &preds,
+            &probs,
+            outputs,
+            &data.labels,
+            data.classes,
+            loss_sum / batches.max(1) as f64,
+        );
+        Ok((e, probs))
+    });
+    model.set_training(was_training);
+    result
+}
+
+/// A saved run, rebuilt: its configuration, data, loss and model with the saved weights.
+pub struct SavedRun {
+    /// The run's configuration.
+    pub config: TrainConfig,
+    /// Its data, with the imbalance profile and limits applied.
+    pub split: Split,
+    /// Its loss.
+    pub loss: Box<dyn Loss<f32>>,
+    /// The model with the weights of the last completed epoch.
+    pub model: Sequential<f32>,
+    /// Normalisation by the training set's statistics.
+    pub norm: Normalization,
+}
+
+impl SavedRun {
+    /// Reopens the run in `dir`. `data_dir` replaces the recorded data directory (for a
+    /// run whose data has moved, or that recorded none).
+    pub fn open(dir: &Path, data_dir: Option<&Path>) -> Result<SavedRun, TrainError> {
+        let run = RunDir::new(dir);
+        let mut config = run.read_config()?;
+        if let Some(d) = data_dir {
+            config.data_dir = Some(d.to_path_buf());
+        }
+        let split = load_data(&config)?;
+        let mut assembly = assemble(&config, &split.train)?;
+        run.load_model(&mut assembly.model)?;
+        let norm = Normalization::of(&split.train);
+        Ok(SavedRun {
+            config,
+            split,
+            loss: assembly.loss,
+            model: assembly.model,
+            norm,
+        })
+    }
+}
+
+/// Test-set metrics of the run saved in `dir` (see [`SavedRun::open`] for `data_dir`).
+pub fn evaluate_run(dir: &Path, data_dir: Option<&Path>) -> Result<Evaluation, TrainError> {
+    let mut r = SavedRun::open(dir, data_dir)?;
+    Ok(evaluate(&mut r.model, r.loss.as_ref(), &r.split.test, &r.norm, 500)?.0)
+}
+
+/// The stationarity audit of the run saved in `dir` on its training set (eval mode, no
+/// augmentation); also writes `audit.json` there.
+pub fn audit_run(dir: &Path, data_dir: Option<&Path>) -> Result<Audit, TrainError> {
+    let mut r = SavedRun::open(dir, data_dir)?;
+    let Some(spec) = r.loss.audit_spec() else {
+        return Err(TrainError::Config {
+            path: PathBuf::from(dir).join("config.json"),
+            reason: format!(
+                "the paper gives no stationarity condition for the loss {}",
+                r.loss.name()
+            ),
+        });
+    };
+    let (_, probs) = evaluate(&mut r.model, r.loss.as_ref(), &r.split.train, &r.norm, 500)?;
+    let outputs = probs.len() / r.split.train.len().max(1);
+    let a = audit(&spec, &probs, outputs, &r.split.train.labels)?;
+    RunDir::new(dir).write_json("audit.json", &a)?;
+    Ok(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loss::Sml;
+    use crate::nn::models::ModelKind;
+
+    #[test]
+    fn evaluate_restores_the_mode_the_model_was_in() {
+        let data = Dataset {
+            pixels: (0..24).map(|i| (i * 10) as u8).collect(),
+            labels: vec![0, 1, 0, 1, 0, 1],
+            shape: [1, 2, 2],
+            classes: 2,
+            class_names: vec!["a".into(), "b".into()],
+        };
+        let norm = Normalization::of(&data);
+        let mut model = ModelKind::Linear.build::<f32>([1, 2, 2], 2, 0).unwrap();
+        for mode in [false, true] {
+            model.set_training(mode);
+            let (e, probs) = evaluate(&mut model, &Sml::default(), &data, &norm, 4).unwrap();
+            assert_eq!(model.is_training(), mode);
+            assert_eq!(probs.len(), 12);
+            assert_eq!(e.counts, vec![3, 3]);
+        }
+    }
+}

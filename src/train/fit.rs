@@ -1,0 +1,170 @@
+//! The training loop's core, shared by `tensorgrad train`, the examples and the benchmarks:
+//! a [`Trainer`] holds model, loss, optimizer and schedule, and [`Trainer::fit_epoch`]
+//! runs one pass over a stream of batches, reporting every step.
+
+use super::{Assembly, TrainError};
+use crate::loss::Loss;
+use crate::nn::{Module, Sequential};
+use crate::optim::{LrSchedule, Optimizer};
+use crate::tensor::Tensor;
+use std::time::Instant;
+
+/// One optimisation step, as reported to the caller of [`Trainer::fit_epoch`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepEvent {
+    /// Epoch, from 0.
+    pub epoch: usize,
+    /// Batch within the epoch, from 0.
+    pub batch: usize,
+    /// Images trained on so far in this epoch.
+    pub images: usize,
+    /// The batch's loss.
+    pub loss: f64,
+    /// Mean loss of the epoch's batches so far.
+    pub mean_loss: f64,
+    /// Learning rate of the step.
+    pub lr: f64,
+}
+
+/// What one epoch of training measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpochStats {
+    /// Mean of the batches' losses.
+    pub mean_loss: f64,
+    /// Images trained on.
+    pub images: usize,
+    /// Batches (steps).
+    pub batches: usize,
+    /// Wall time (seconds).
+    pub seconds: f64,
+    /// Learning rate of the last step.
+    pub lr: f64,
+}
+
+/// Model, loss, optimizer and schedule, and the global step count.
+pub struct Trainer {
+    /// The network being trained.
+    pub model: Sequential<f32>,
+    /// The loss.
+    pub loss: Box<dyn Loss<f32>>,
+    /// The optimizer, with its state.
+    pub optimizer: Box<dyn Optimizer<f32>>,
+    /// The learning rate of every step.
+    pub schedule: LrSchedule,
+    /// Steps taken so far (over all epochs); the schedule is evaluated at it.
+    pub step: usize,
+}
+
+impl Trainer {
+    /// A trainer at step 0.
+    pub fn new(assembly: Assembly, schedule: LrSchedule) -> Self {
+        Trainer {
+            model: assembly.model,
+            loss: assembly.loss,
+            optimizer: assembly.optimizer,
+            schedule,
+            step: 0,
+        }
+    }
+
+    /// One step on batch `(x, y)`: forward, loss, backward, update at the schedule's rate.
+    /// Returns the loss, or an error (and no update) when it is not finite.
+    pub fn train_step(&mut self, x: &Tensor<f32>, y: &[usize]) -> Result<f64, TrainError> {
+        let lr = self.schedule.lr(self.step);
+        let l = self.loss.forward(&self.model.forward(x)?, y)?;
+        let value = l.item() as f64;
+        if !value.is_finite() {
+            return Err(TrainError::NonFinite {
+                epoch: self.step / self.schedule.steps_per_epoch.max(1) + 1,
+                step: self.step % self.schedule.steps_per_epoch.max(1),
+                loss: value,
+            });
+        }
+        let grads = l.backward()?;
+        self.optimizer
+            .step(self.model.parameters_mut(), &grads, lr)?;
+        self.step += 1;
+        Ok(value)
+    }
+
+    /// Trains on every batch of `batches` (epoch `epoch`, from 0), calling `on_step`
+    /// after each step. Stops at the first non-finite loss with
+    /// [`TrainError::NonFinite`], before that batch's update.
+    ///
+    /// ```
+    /// use tensorgrad::data::{Augment, Batches, Dataset, Normalization};
+    /// use tensorgrad::loss::LglInr;
+    /// use tensorgrad::nn::models::ModelKind;
+    /// use tensorgrad::optim::{LrSchedule, OptimizerKind, OptimizerSettings, Schedule};
+    /// use tensorgrad::train::{Assembly, Trainer};
+    ///
+    /// // 64 two-pixel images: class 1 is bright, class 0 dark.
+    /// let labels: Vec<usize> = (0..64).map(|i| i % 2).collect();
+    /// let pixels = labels.iter().flat_map(|&l| [40 + 150 * l as u8; 2]).collect();
+    /// let data = Dataset {
+    ///     pixels, labels, shape: [1, 1, 2], classes: 2,
+    ///     class_names: vec!["dark".into(), "bright".into()],
+    /// };
+    /// let norm = Normalization::of(&data);
+    /// let assembly = Assembly {
+    ///     model: ModelKind::Linear.build([1, 1, 2], 2, 0)?,
+    ///     loss: Box::new(LglInr::default()),
+    ///     optimizer: OptimizerSettings {
+    ///         kind: OptimizerKind::Sgd, momentum: 0.9, nesterov: false, weight_decay: 0.0,
+    ///     }.build(),
+    /// };
+    /// let schedule = LrSchedule {
+    ///     base: 0.5, schedule: Schedule::Constant, warmup_steps: 0,
+    ///     steps_per_epoch: 8, total_steps: 80,
+    /// };
+    /// let mut trainer = Trainer::new(assembly, schedule);
+    /// let mut losses = Vec::new();
+    /// for epoch in 0..10 {
+    ///     let batches = Batches::new(&data, 8, Some(0), epoch, &norm, Augment::default());
+    ///     let stats = trainer.fit_epoch(batches, epoch, |_step| {})?;
+    ///     losses.push(stats.mean_loss);
+    /// }
+    /// assert_eq!(trainer.step, 80);
+    /// assert!(losses[9] < 0.5 * losses[0], "{losses:?}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn fit_epoch(
+        &mut self,
+        batches: impl IntoIterator<Item = (Tensor<f32>, Vec<usize>)>,
+        epoch: usize,
+        mut on_step: impl FnMut(&StepEvent),
+    ) -> Result<EpochStats, TrainError> {
+        let t0 = Instant::now();
+        let (mut loss_sum, mut images, mut count) = (0.0, 0, 0);
+        let mut lr = self.schedule.lr(self.step);
+        for (batch, (x, y)) in batches.into_iter().enumerate() {
+            lr = self.schedule.lr(self.step);
+            let loss = self.train_step(&x, &y).map_err(|e| match e {
+                TrainError::NonFinite { loss, .. } => TrainError::NonFinite {
+                    epoch: epoch + 1,
+                    step: batch,
+                    loss,
+                },
+                other => other,
+            })?;
+            loss_sum += loss;
+            images += y.len();
+            count += 1;
+            on_step(&StepEvent {
+                epoch,
+                batch,
+                images,
+                loss,
+                mean_loss: loss_sum / count as f64,
+                lr,
+            });
+        }
+        Ok(EpochStats {
+            mean_loss: loss_sum / count.max(1) as f64,
+            images,
+            batches: count,
+            seconds: t0.elapsed().as_secs_f64(),
+            lr,
+        })
+    }
+}

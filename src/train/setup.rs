@@ -1,0 +1,79 @@
+//! Assembling a run from its configuration: the data, then model + loss + optimizer. The
+//! same functions set up a new run, resume one, and reopen a saved one for evaluation.
+
+use super::{DatasetKind, TrainConfig, TrainError};
+use crate::data::{
+    load_cifar10, load_cifar100, load_idx_dir, load_image_folder, DataError, Dataset, Split,
+};
+use crate::loss::{build_loss, Loss};
+use crate::nn::Sequential;
+use crate::optim::Optimizer;
+
+/// Loads the data set of `config` and applies its imbalance profile and limits.
+pub fn load_data(config: &TrainConfig) -> Result<Split, TrainError> {
+    let dir = config
+        .data_dir
+        .as_deref()
+        .ok_or_else(|| DataError::NoDirectory(config.dataset.to_string()))?;
+    let split = match config.dataset {
+        DatasetKind::Mnist => load_idx_dir(dir)?,
+        DatasetKind::Cifar10 => load_cifar10(dir)?,
+        DatasetKind::Cifar100 => load_cifar100(dir)?,
+        DatasetKind::Folder => load_image_folder(
+            dir,
+            [
+                config.channels,
+                config.image_size.height,
+                config.image_size.width,
+            ],
+        )?,
+    };
+    let mut split = config.imbalance.apply(&split, config.seed)?;
+    let first = |d: &Dataset, n: usize| d.subset(&(0..n.min(d.len())).collect::<Vec<_>>());
+    if let Some(n) = config.train_limit {
+        split.train = first(&split.train, n);
+    }
+    if let Some(n) = config.test_limit {
+        split.test = first(&split.test, n);
+    }
+    Ok(split)
+}
+
+/// Outputs of the model: one logit for a two-class problem under a loss that models it
+/// with a single sigmoid, one per class otherwise.
+pub fn model_outputs(classes: usize, loss: &dyn Loss<f32>) -> usize {
+    if classes == 2 && loss.one_logit_for_two_classes() {
+        1
+    } else {
+        classes
+    }
+}
+
+/// What a run trains: the model, its loss and the optimizer (with empty state).
+pub struct Assembly {
+    /// The network, initialised from the run's seed.
+    pub model: Sequential<f32>,
+    /// The loss, with class weights from the training set's counts.
+    pub loss: Box<dyn Loss<f32>>,
+    /// The optimizer.
+    pub optimizer: Box<dyn Optimizer<f32>>,
+}
+
+/// Builds model, loss and optimizer of `config` for the training set `train`.
+pub fn assemble(config: &TrainConfig, train: &Dataset) -> Result<Assembly, TrainError> {
+    if config.batch_size == 0 {
+        return Err(TrainError::Invalid(
+            "the batch size must be at least 1".into(),
+        ));
+    }
+    let loss: Box<dyn Loss<f32>> = build_loss(&config.loss, &train.class_counts())?;
+    let outputs = model_outputs(train.classes, loss.as_ref());
+    let model = config
+        .model
+        .build::<f32>(train.shape, outputs, config.seed)?;
+    Ok(Assembly {
+        model,
+        loss,
+        optimizer: config.optimizer_settings().build(),
+    })
+}
