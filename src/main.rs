@@ -54,6 +54,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 say!("{c:>6} {n:>7} {:>8.2}%", 100.0 * acc);
             }
         }
+        Command::Graph(args) => match cli::graph::render(&args) {
+            Ok(text) => say!("{}", text.trim_end()),
+            Err(cli::graph::GraphError::Flag(e)) => return Err(Failure::Flag(e)),
+            Err(cli::graph::GraphError::Run(e)) => return Err(Failure::Run(e)),
+        },
         Command::Audit(args) => {
             let a = audit_run(&args.checkpoint, args.data_dir().as_deref())?;
             say!("{}", a.to_string().trim_end());

@@ -154,7 +154,7 @@ impl CustomOp<f64> for CountDrops {
     fn inputs(&self) -> Vec<&Tensor<f64>> {
         vec![&self.input]
     }
-    fn backward(&self, _out: &Tensor<f64>, grad: &Tensor<f64>) -> Result<Vec<Option<Tensor<f64>>>> {
+    fn backward(&self, grad: &Tensor<f64>) -> Result<Vec<Option<Tensor<f64>>>> {
         // out = x³, so dx = 3x²·g (times grad_scale).
         let d = self
             .input
@@ -299,4 +299,39 @@ fn f32_and_f64_share_one_implementation() {
     {
         assert!((*a as f64 - b).abs() < 1e-7);
     }
+}
+
+#[test]
+fn gradients_when_only_one_operand_requires_grad() {
+    // Op records keep an operand's values only when the other operand's rule reads them:
+    // check every op whose record depends on which operands need a gradient.
+    let a = input(&[3, 4], 40);
+    let b = input(&[3, 4], 41)
+        .abs()
+        .add_scalar(0.5)
+        .detach()
+        .with_grad();
+    let m = input(&[4, 2], 42);
+    type Binary = fn(&Tensor<f64>, &Tensor<f64>) -> Result<Tensor<f64>>;
+    let ops: [(&str, Binary); 6] = [
+        ("add", |x, y| x.add(y)),
+        ("sub", |x, y| x.sub(y)),
+        ("mul", |x, y| x.mul(y)),
+        ("div", |x, y| x.div(y)),
+        ("maximum", |x, y| x.maximum(y)),
+        ("minimum", |x, y| x.minimum(y)),
+    ];
+    for (name, op) in ops {
+        for (x, y) in [(a.clone(), b.detach()), (a.detach(), b.clone())] {
+            let f = |t: &[Tensor<f64>]| op(&t[0], &t[1]);
+            if let Err(e) = gradcheck(f, &[x, y], &GradcheckOptions::default()) {
+                panic!("{name}: {e}");
+            }
+        }
+    }
+    check(|t| t[0].matmul(&t[1]), &[a.clone(), m.detach()]);
+    check(|t| t[0].matmul(&t[1]), &[a.detach(), m.clone()]);
+    // Batched by shared matrix, with only the shared matrix requiring grad.
+    let batched = input(&[2, 3, 4], 43).detach();
+    check(|t| t[0].matmul(&t[1]), &[batched, m]);
 }

@@ -1,6 +1,6 @@
 //! The backward pass: topological order, derivative rules, accumulation.
 
-use super::{BinaryOp, NoGradGuard, Op};
+use super::{BinaryOp, NoGradGuard, Op, Saved};
 use crate::error::{Result, TensorError};
 use crate::tensor::{Element, Tensor, TensorId};
 use std::collections::{HashMap, HashSet};
@@ -95,7 +95,7 @@ impl<T: Element> Tensor<T> {
                     "the graph was already freed by an earlier backward".into(),
                 ));
             };
-            let input_grads = derivative(&op, node, &grad)?;
+            let input_grads = derivative(&op, &grad)?;
             for (input, g) in op.inputs().into_iter().zip(input_grads) {
                 let Some(g) = g else { continue };
                 if !input.requires_grad() {
@@ -141,14 +141,21 @@ fn topological_order<T: Element>(root: &Tensor<T>) -> Vec<Tensor<T>> {
 }
 
 /// The derivative rule of every core op: gradients of the inputs given the output's.
-fn derivative<T: Element>(
-    op: &Op<T>,
-    out: &Tensor<T>,
-    grad: &Tensor<T>,
-) -> Result<Vec<Option<Tensor<T>>>> {
+fn derivative<T: Element>(op: &Op<T>, grad: &Tensor<T>) -> Result<Vec<Option<Tensor<T>>>> {
     Ok(match op {
-        Op::Unary { input, f } => {
-            let dx = f.backward_slice(&input.values(), &out.values(), &grad.values());
+        Op::Unary { input, f, output } => {
+            let g = grad.values();
+            let dx = match (f.saves(), output) {
+                (Saved::Input, _) => f.backward_slice(&input.values(), &g),
+                (Saved::Output, Some(y)) => f.backward_slice(y, &g),
+                (Saved::Output, None) => {
+                    return Err(TensorError::Backward(format!(
+                        "{}: the output was not saved",
+                        f.name()
+                    )))
+                }
+                (Saved::Nothing, _) => f.backward_slice(&[], &g),
+            };
             vec![Some(Tensor::from_contiguous(dx, input.shape()))]
         }
         Op::Binary { lhs, rhs, op } => {
@@ -211,14 +218,28 @@ fn derivative<T: Element>(
             }
             vec![Some(Tensor::from_contiguous(dx, input.shape()))]
         }
-        Op::Custom(c) => c.backward(out, grad)?,
+        Op::Custom(c) => c.backward(grad)?,
     })
 }
 
 /// Gradients of the two operands of a binary op (`None` where not needed).
 type GradPair<T> = (Option<Tensor<T>>, Option<Tensor<T>>);
 
-/// Gradients of an elementwise binary op, computed only for operands that need them.
+/// Which operands' values the derivative of `op` reads, given which operands need a
+/// gradient: the op record keeps only those (the others as graph handles).
+pub(crate) fn binary_operands_read(op: BinaryOp, wa: bool, wb: bool) -> (bool, bool) {
+    match op {
+        BinaryOp::Add | BinaryOp::Sub => (false, false),
+        // da = g·b, db = g·a.
+        BinaryOp::Mul => (wb, wa),
+        // da = g/b, db = −g·a/b².
+        BinaryOp::Div => (wb, wa || wb),
+        BinaryOp::Maximum | BinaryOp::Minimum => (wa || wb, wa || wb),
+    }
+}
+
+/// Gradients of an elementwise binary op, computed only for operands that need them; reads
+/// only the operands [`binary_operands_read`] says are kept.
 fn binary_grads<T: Element>(
     op: BinaryOp,
     a: &Tensor<T>,
@@ -226,32 +247,27 @@ fn binary_grads<T: Element>(
     g: &Tensor<T>,
 ) -> GradPair<T> {
     let (wa, wb) = (a.requires_grad(), b.requires_grad());
-    // Gradients of add/sub pass straight through (g itself, no copy).
-    match op {
-        BinaryOp::Add => return (wa.then(|| g.clone()), wb.then(|| g.clone())),
-        BinaryOp::Sub => return (wa.then(|| g.clone()), wb.then(|| g.neg())),
-        _ => {}
-    }
     let shape = g.shape();
-    let (gv, av, bv) = (g.values(), a.values(), b.values());
-    let half = T::from_f64(0.5);
+    let gv = g.values();
     // Generic (not `dyn`) so every rule's loop is compiled on its own and vectorises.
-    fn each<T: Element>(
-        want: bool,
-        (g, a, b): (&[T], &[T], &[T]),
-        shape: &[usize],
-        rule: impl Fn(T, T, T) -> T,
-    ) -> Option<Tensor<T>> {
-        want.then(|| {
-            let d = g
-                .iter()
-                .zip(a.iter().zip(b))
-                .map(|(&g, (&a, &b))| rule(g, a, b))
-                .collect();
-            Tensor::from_contiguous(d, shape)
-        })
+    fn map2<T: Element>(shape: &[usize], g: &[T], x: &[T], rule: impl Fn(T, T) -> T) -> Tensor<T> {
+        let d = g.iter().zip(x).map(|(&g, &x)| rule(g, x)).collect();
+        Tensor::from_contiguous(d, shape)
     }
-    let v = (&gv[..], &av[..], &bv[..]);
+    fn map3<T: Element>(
+        shape: &[usize],
+        g: &[T],
+        (a, b): (&[T], &[T]),
+        rule: impl Fn(T, T, T) -> T,
+    ) -> Tensor<T> {
+        let d = g
+            .iter()
+            .zip(a.iter().zip(b))
+            .map(|(&g, (&a, &b))| rule(g, a, b))
+            .collect();
+        Tensor::from_contiguous(d, shape)
+    }
+    let half = T::from_f64(0.5);
     // d max(a,b)/da: 1 where a > b, 1/2 at ties, 0 elsewhere (minimum mirrors it).
     let pick = move |x: T, y: T, g: T| {
         if x > y {
@@ -263,23 +279,36 @@ fn binary_grads<T: Element>(
         }
     };
     match op {
-        BinaryOp::Add | BinaryOp::Sub => unreachable!("handled above"),
+        // Gradients of add/sub pass straight through (g itself, no copy).
+        BinaryOp::Add => (wa.then(|| g.clone()), wb.then(|| g.clone())),
+        BinaryOp::Sub => (wa.then(|| g.clone()), wb.then(|| g.neg())),
         BinaryOp::Mul => (
-            each(wa, v, shape, |g, _, b| g * b),
-            each(wb, v, shape, |g, a, _| g * a),
+            wa.then(|| map2(shape, &gv, &b.values(), |g, b| g * b)),
+            wb.then(|| map2(shape, &gv, &a.values(), |g, a| g * a)),
         ),
         BinaryOp::Div => (
-            each(wa, v, shape, |g, _, b| g / b),
-            each(wb, v, shape, |g, a, b| -g * a / (b * b)),
+            wa.then(|| map2(shape, &gv, &b.values(), |g, b| g / b)),
+            wb.then(|| {
+                map3(shape, &gv, (&a.values(), &b.values()), |g, a, b| {
+                    -g * a / (b * b)
+                })
+            }),
         ),
-        BinaryOp::Maximum => (
-            each(wa, v, shape, |g, a, b| pick(a, b, g)),
-            each(wb, v, shape, |g, a, b| pick(b, a, g)),
-        ),
-        BinaryOp::Minimum => (
-            each(wa, v, shape, |g, a, b| pick(b, a, g)),
-            each(wb, v, shape, |g, a, b| pick(a, b, g)),
-        ),
+        BinaryOp::Maximum | BinaryOp::Minimum => {
+            let (av, bv) = (a.values(), b.values());
+            let v = (&av[..], &bv[..]);
+            if op == BinaryOp::Maximum {
+                (
+                    wa.then(|| map3(shape, &gv, v, |g, a, b| pick(a, b, g))),
+                    wb.then(|| map3(shape, &gv, v, |g, a, b| pick(b, a, g))),
+                )
+            } else {
+                (
+                    wa.then(|| map3(shape, &gv, v, |g, a, b| pick(b, a, g))),
+                    wb.then(|| map3(shape, &gv, v, |g, a, b| pick(a, b, g))),
+                )
+            }
+        }
     }
 }
 
@@ -303,4 +332,68 @@ fn matmul_grads<T: Element>(a: &Tensor<T>, b: &Tensor<T>, g: &Tensor<T>) -> Resu
         Some(a.transpose(-2, -1)?.matmul(g)?)
     };
     Ok((ga, gb))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ops::conv::Conv2dConfig;
+    use crate::testing::*;
+    use crate::Tensor;
+    use std::sync::Arc;
+
+    /// Whether the graph rooted at `keep` still holds the storage of the dropped `t`.
+    fn storage_outlives_its_tensor(
+        t: Tensor<f64>,
+        make: impl Fn(&Tensor<f64>) -> Tensor<f64>,
+    ) -> bool {
+        let weak = Arc::downgrade(t.storage());
+        let y = make(&t);
+        drop(t);
+        let alive = weak.upgrade().is_some();
+        // The gradient still flows through the graph handle.
+        let grads = y.sum_all().backward().unwrap();
+        assert!(!grads.is_empty());
+        alive
+    }
+
+    #[test]
+    fn op_records_keep_only_the_buffers_their_rules_read() {
+        let w = || rand_input_away_from_zero(&[3, 4], 3, 0.2);
+        // An intermediate `a = 2w`: is its buffer kept by the op that reads it?
+        let kept = |f: &dyn Fn(&Tensor<f64>) -> Tensor<f64>| {
+            storage_outlives_its_tensor(w().mul_scalar(2.0), f)
+        };
+        // Derivatives of the output, of a constant, or of the shape only: freed.
+        assert!(!kept(&|a| a.exp()));
+        assert!(!kept(&|a| a.relu()));
+        assert!(!kept(&|a| a.sigmoid()));
+        assert!(!kept(&|a| a.neg()));
+        assert!(!kept(&|a| a.sum(&[1], false).unwrap()));
+        // (A view shares its input's storage, so only a view that is itself consumed frees it.)
+        assert!(!kept(&|a| a
+            .transpose(0, 1)
+            .unwrap()
+            .sum(&[0], false)
+            .unwrap()));
+        assert!(!kept(&|a| a.add(&Tensor::ones(&[3, 4])).unwrap()));
+        assert!(!kept(&|a| a.mul(&Tensor::ones(&[3, 4])).unwrap()));
+        // Derivatives of the input: kept.
+        assert!(kept(&|a| a.abs().add_scalar(1.0).log()));
+        assert!(kept(&|a| a.abs()));
+        // Products: an operand is kept when the other needs a gradient.
+        assert!(kept(&|a| a.mul(&rand_input(&[3, 4], 5)).unwrap()));
+        assert!(kept(&|a| a.matmul(&rand_input(&[4, 2], 5)).unwrap()));
+        assert!(!kept(&|a| a.matmul(&Tensor::ones(&[4, 2])).unwrap()));
+    }
+
+    #[test]
+    fn convolution_keeps_its_input_only_for_the_weight_gradient() {
+        let x = || rand_input(&[1, 2, 5, 5], 8).mul_scalar(1.0);
+        let conv = |w: Tensor<f64>| {
+            move |x: &Tensor<f64>| x.conv2d(&w, None, Conv2dConfig::default()).unwrap()
+        };
+        let w = rand_input(&[3, 2, 3, 3], 9);
+        assert!(storage_outlives_its_tensor(x(), conv(w.clone())));
+        assert!(!storage_outlives_its_tensor(x(), conv(w.detach())));
+    }
 }

@@ -7,13 +7,15 @@
 
 mod backward;
 mod gradcheck;
+pub mod graph;
 mod op;
 
+pub(crate) use backward::binary_operands_read;
 pub use backward::Gradients;
 pub use gradcheck::{
     gradcheck, gradcheck_fast, GradcheckError, GradcheckFailure, GradcheckOptions,
 };
-pub use op::{BinaryOp, CustomOp, Op, UnaryFn};
+pub use op::{BinaryOp, CustomOp, Op, Saved, UnaryFn};
 
 use std::cell::Cell;
 

@@ -4,23 +4,39 @@ use crate::error::Result;
 use crate::tensor::{Element, Tensor};
 use std::sync::Arc;
 
+/// What the derivative of a unary function reads, and so what its op record keeps for
+/// backward (dfdx's `DF_USES_FX`): the graph holds no buffer that no rule will read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Saved {
+    /// `df` is a function of the input `x` (log, abs, clamp, powf, softplus).
+    Input,
+    /// `df` is a function of the output `y = f(x)` (exp, sigmoid, tanh, sqrt, relu).
+    Output,
+    /// `df` is a constant (neg, affine).
+    Nothing,
+}
+
 /// A scalar function applied elementwise, with its derivative (dfdx's `f`/`df` pair).
 pub trait UnaryFn<T: Element>: Send + Sync {
     /// Name used in errors and graph dumps.
     fn name(&self) -> &'static str;
     /// The function.
     fn f(&self, x: T) -> T;
-    /// Its derivative at `x`, given also `y = f(x)` (cheaper for exp, sigmoid, tanh, sqrt).
-    fn df(&self, x: T, y: T) -> T;
+    /// What `df` is a function of.
+    fn saves(&self) -> Saved;
+    /// The derivative, as a function of `x` or of `y = f(x)` as [`UnaryFn::saves`] says
+    /// (of nothing, for [`Saved::Nothing`]: the argument is then zero).
+    fn df(&self, v: T) -> T;
 
-    /// `g · df(x, y)` over whole slices: one dynamic call per tensor, then a loop that the
-    /// compiler specialises for each op (it is monomorphised per implementation).
-    fn backward_slice(&self, x: &[T], y: &[T], g: &[T]) -> Vec<T> {
-        x.iter()
-            .zip(y)
-            .zip(g)
-            .map(|((&x, &y), &g)| g * self.df(x, y))
-            .collect()
+    /// `g · df(v)` over whole slices (`v` empty for [`Saved::Nothing`]): one dynamic call
+    /// per tensor, then a loop the compiler specialises for each op (it is monomorphised
+    /// per implementation).
+    fn backward_slice(&self, v: &[T], g: &[T]) -> Vec<T> {
+        if self.saves() == Saved::Nothing {
+            let d = self.df(T::zero());
+            return g.iter().map(|&g| g * d).collect();
+        }
+        v.iter().zip(g).map(|(&v, &g)| g * self.df(v)).collect()
     }
 }
 
@@ -42,31 +58,6 @@ pub enum BinaryOp {
 }
 
 impl BinaryOp {
-    /// The forward scalar function.
-    #[inline]
-    pub fn apply<T: Element>(self, a: T, b: T) -> T {
-        match self {
-            BinaryOp::Add => a + b,
-            BinaryOp::Sub => a - b,
-            BinaryOp::Mul => a * b,
-            BinaryOp::Div => a / b,
-            BinaryOp::Maximum => {
-                if a >= b {
-                    a
-                } else {
-                    b
-                }
-            }
-            BinaryOp::Minimum => {
-                if a <= b {
-                    a
-                } else {
-                    b
-                }
-            }
-        }
-    }
-
     /// Name used in errors.
     pub fn name(self) -> &'static str {
         match self {
@@ -86,18 +77,21 @@ pub trait CustomOp<T: Element>: Send + Sync {
     fn name(&self) -> &'static str;
     /// The tensors the output was computed from, in the order `backward` answers for them.
     fn inputs(&self) -> Vec<&Tensor<T>>;
-    /// Gradients with respect to each input, given the output and its gradient.
-    fn backward(&self, output: &Tensor<T>, grad: &Tensor<T>) -> Result<Vec<Option<Tensor<T>>>>;
+    /// Gradients with respect to each input, given the output's gradient. A rule that
+    /// needs the output's values keeps them itself: the engine does not.
+    fn backward(&self, grad: &Tensor<T>) -> Result<Vec<Option<Tensor<T>>>>;
 }
 
 /// How a tensor was computed; the derivative rules are in `autograd/backward.rs`.
 pub enum Op<T: Element> {
     /// Elementwise `f(input)`.
     Unary {
-        /// Operand.
+        /// Operand (a graph handle unless `f` saves the input).
         input: Tensor<T>,
         /// The function and its derivative.
         f: Arc<dyn UnaryFn<T>>,
+        /// The output's values, when `f` saves the output.
+        output: Option<Arc<Vec<T>>>,
     },
     /// Elementwise `op(lhs, rhs)` on operands of equal shape.
     Binary {

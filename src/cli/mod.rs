@@ -2,6 +2,7 @@
 //! typed configuration; a bad value is reported against the flag that carried it.
 
 pub mod console;
+pub mod graph;
 
 use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
@@ -31,6 +32,9 @@ pub enum Command {
     Eval(SavedRunArgs),
     /// The stationarity audit of a saved run on its training set; writes audit.json.
     Audit(SavedRunArgs),
+    /// Print the autodiff graph of one training step: every node with its op, its shape
+    /// and the buffers it keeps for backward.
+    Graph(graph::GraphArgs),
 }
 
 /// Options naming a saved run.

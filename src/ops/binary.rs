@@ -3,7 +3,7 @@
 //! Operands are first broadcast with [`Tensor::broadcast_to`], itself a recorded op,
 //! so the gradient of a broadcast operand is summed back to its shape by that op's rule.
 
-use crate::autograd::{BinaryOp, Op};
+use crate::autograd::{binary_operands_read, BinaryOp, Op};
 use crate::error::Result;
 use crate::tensor::{broadcast_shapes, for_each_run_zip, Element, Layout, Tensor};
 
@@ -37,6 +37,33 @@ pub(crate) fn zip_map<T: Element, U: Copy>(
     out
 }
 
+impl BinaryOp {
+    /// The forward scalar function.
+    #[inline]
+    pub fn apply<T: Element>(self, a: T, b: T) -> T {
+        match self {
+            BinaryOp::Add => a + b,
+            BinaryOp::Sub => a - b,
+            BinaryOp::Mul => a * b,
+            BinaryOp::Div => a / b,
+            BinaryOp::Maximum => {
+                if a >= b {
+                    a
+                } else {
+                    b
+                }
+            }
+            BinaryOp::Minimum => {
+                if a <= b {
+                    a
+                } else {
+                    b
+                }
+            }
+        }
+    }
+}
+
 impl<T: Element> Tensor<T> {
     fn binary(&self, rhs: &Tensor<T>, op: BinaryOp) -> Result<Tensor<T>> {
         let shape = broadcast_shapes(op.name(), self.shape(), rhs.shape())?;
@@ -47,10 +74,13 @@ impl<T: Element> Tensor<T> {
             (b.storage(), b.layout()),
             |x, y| op.apply(x, y),
         );
+        // Keep an operand's values only if the derivative rule reads them.
+        let (read_a, read_b) = binary_operands_read(op, a.requires_grad(), b.requires_grad());
+        let (lhs, rhs) = (a.kept_if(read_a), b.kept_if(read_b));
         Ok(Tensor::from_op_vec(
             data,
             &shape,
-            Op::Binary { lhs: a, rhs: b, op },
+            Op::Binary { lhs, rhs, op },
         ))
     }
 

@@ -16,7 +16,7 @@ impl<T: Element> Tensor<T> {
             data,
             shape,
             Op::Take {
-                input: self.clone(),
+                input: self.graph_handle(),
                 positions: Arc::new(positions),
             },
         )

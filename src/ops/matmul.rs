@@ -204,9 +204,10 @@ impl<T: Element> Tensor<T> {
         Ok(Tensor::from_op_vec(
             data,
             &shape,
+            // dA = G·Bᵀ reads B, dB = Aᵀ·G reads A: keep each only if the other needs it.
             Op::Matmul {
-                lhs: self.clone(),
-                rhs: rhs.clone(),
+                lhs: self.kept_if(rhs.requires_grad()),
+                rhs: rhs.kept_if(self.requires_grad()),
             },
         ))
     }

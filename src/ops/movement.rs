@@ -25,7 +25,7 @@ impl<T: Element> Tensor<T> {
             return Ok(self.clone());
         }
         let op = Op::Reshape {
-            input: self.clone(),
+            input: self.graph_handle(),
         };
         if self.is_contiguous() {
             let mut layout = Layout::contiguous(shape);
@@ -47,7 +47,7 @@ impl<T: Element> Tensor<T> {
             data,
             self.shape(),
             Op::Reshape {
-                input: self.clone(),
+                input: self.graph_handle(),
             },
         )
     }
@@ -118,7 +118,7 @@ impl<T: Element> Tensor<T> {
         Ok(self.view(
             layout,
             Op::Permute {
-                input: self.clone(),
+                input: self.graph_handle(),
                 perm: perm.to_vec(),
             },
         ))
@@ -142,7 +142,7 @@ impl<T: Element> Tensor<T> {
         Ok(self.view(
             layout,
             Op::BroadcastTo {
-                input: self.clone(),
+                input: self.graph_handle(),
             },
         ))
     }
@@ -168,7 +168,7 @@ impl<T: Element> Tensor<T> {
         Ok(self.view(
             layout,
             Op::Narrow {
-                input: self.clone(),
+                input: self.graph_handle(),
                 axis: a,
                 start,
             },
@@ -211,7 +211,7 @@ impl<T: Element> Tensor<T> {
             data,
             &shape,
             Op::Concat {
-                inputs: tensors.to_vec(),
+                inputs: tensors.iter().map(Tensor::graph_handle).collect(),
                 axis: a,
             },
         ))

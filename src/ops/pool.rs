@@ -123,7 +123,7 @@ impl<T: Element> Tensor<T> {
             out,
             &shape,
             Op::Take {
-                input: self.clone(),
+                input: self.graph_handle(),
                 positions: Arc::new(positions),
             },
         ))
@@ -150,7 +150,7 @@ impl<T: Element> Tensor<T> {
             });
         let shape = [self.shape()[0], self.shape()[1], g.oh, g.ow];
         let op = AvgPoolBackward {
-            input: self.clone(),
+            input: self.graph_handle(),
             geometry: g,
         };
         Tensor::from_custom_op(out, &shape, Box::new(op))
@@ -184,7 +184,7 @@ impl<T: Element> CustomOp<T> for AvgPoolBackward<T> {
         vec![&self.input]
     }
 
-    fn backward(&self, _output: &Tensor<T>, grad: &Tensor<T>) -> Result<Vec<Option<Tensor<T>>>> {
+    fn backward(&self, grad: &Tensor<T>) -> Result<Vec<Option<Tensor<T>>>> {
         let g = self.geometry;
         let (hw, p) = (g.h * g.w, g.p());
         let scale = T::from_f64(1.0 / (g.kernel.0 * g.kernel.1) as f64);

@@ -66,7 +66,7 @@ impl<T: Element> Tensor<T> {
             data,
             &c.out_shape,
             Op::Sum {
-                input: self.clone(),
+                input: self.graph_handle(),
                 axes,
             },
         ))
@@ -141,7 +141,7 @@ impl<T: Element> Tensor<T> {
             values,
             &c.out_shape,
             Op::Take {
-                input: self.clone(),
+                input: self.graph_handle(),
                 positions: Arc::new(positions),
             },
         );

@@ -33,15 +33,20 @@ impl TensorId {
     }
 }
 
+/// The slot holding the op that computed a node, shared by the node and its graph handles.
+pub(crate) type OpSlot<T> = Arc<Mutex<Option<Op<T>>>>;
+
 pub(crate) struct Node<T: Element> {
     id: TensorId,
     storage: Arc<Vec<T>>,
     layout: Layout,
     requires_grad: bool,
     /// How this node was computed; `None` for leaves and after backward freed the graph.
-    op: Mutex<Option<Op<T>>>,
+    op: OpSlot<T>,
     /// True for nodes created without an op (leaves); kept after the op is freed.
     is_leaf: bool,
+    /// A graph handle: the node's identity, shape and op, without its values.
+    is_handle: bool,
 }
 
 /// An n-dimensional array of `T` that records the operations applied to it for autodiff.
@@ -68,8 +73,9 @@ impl<T: Element> Tensor<T> {
                 storage,
                 layout,
                 requires_grad: false,
-                op: Mutex::new(None),
+                op: Arc::new(Mutex::new(None)),
                 is_leaf: true,
+                is_handle: false,
             }),
         }
     }
@@ -89,8 +95,9 @@ impl<T: Element> Tensor<T> {
                 storage,
                 layout,
                 requires_grad,
-                op: Mutex::new(if requires_grad { Some(op) } else { None }),
+                op: Arc::new(Mutex::new(if requires_grad { Some(op) } else { None })),
                 is_leaf: !requires_grad,
+                is_handle: false,
             }),
         }
     }
@@ -191,8 +198,9 @@ impl<T: Element> Tensor<T> {
                 storage: Arc::clone(&self.node.storage),
                 layout: self.node.layout.clone(),
                 requires_grad: true,
-                op: Mutex::new(None),
+                op: Arc::new(Mutex::new(None)),
                 is_leaf: true,
+                is_handle: false,
             }),
         }
     }
@@ -294,8 +302,54 @@ impl<T: Element> Tensor<T> {
         &self.node.op
     }
 
+    /// What an op record keeps of an input whose values its derivative does not read: the
+    /// same node (id, shape, requires_grad, and the op that made it, so backward can walk
+    /// through it) without a reference to its storage, which is then freed as soon as
+    /// nothing else needs it. Under `no_grad` nothing is recorded, so this is a clone.
+    pub(crate) fn graph_handle(&self) -> Tensor<T> {
+        if !crate::autograd::is_grad_enabled() || self.node.is_handle {
+            return self.clone();
+        }
+        Tensor {
+            node: Arc::new(Node {
+                id: self.node.id,
+                storage: Arc::new(Vec::new()),
+                layout: self.node.layout.clone(),
+                requires_grad: self.node.requires_grad,
+                op: Arc::clone(&self.node.op),
+                is_leaf: self.node.is_leaf,
+                is_handle: true,
+            }),
+        }
+    }
+
+    /// What an op record keeps of this input: the tensor when its derivative rule reads
+    /// the values (`needed`), else its graph handle.
+    pub(crate) fn kept_if(&self, needed: bool) -> Tensor<T> {
+        if needed {
+            self.clone()
+        } else {
+            self.graph_handle()
+        }
+    }
+
+    /// Whether this is a graph handle (no values; see `graph_handle`).
+    pub(crate) fn is_graph_handle(&self) -> bool {
+        self.node.is_handle
+    }
+
+    /// Bytes of storage this tensor keeps alive (0 for a graph handle).
+    pub(crate) fn storage_bytes(&self) -> usize {
+        self.node.storage.len() * std::mem::size_of::<T>()
+    }
+
     /// The logical elements in row-major order, borrowed when the view is contiguous.
     pub fn values(&self) -> Cow<'_, [T]> {
+        // Only the engine makes handles, and its rules never read their values.
+        assert!(
+            !self.node.is_handle,
+            "internal error: values of a graph handle were read"
+        );
         let l = &self.node.layout;
         if l.is_contiguous() {
             Cow::Borrowed(&self.node.storage[l.offset..l.offset + l.numel()])

@@ -19,6 +19,7 @@ use crate::autograd::CustomOp;
 use crate::error::{Result, TensorError};
 use crate::tensor::{Element, Tensor};
 use rayon::prelude::*;
+use std::borrow::Cow;
 
 /// Stride, padding and dilation of a convolution (vertical, horizontal).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,9 +158,10 @@ impl<T: Element> Tensor<T> {
             });
         }
         let op = Conv2dBackward {
-            input: self.clone(),
-            weight: weight.clone(),
-            bias: bias.cloned(),
+            // dW reads X and dX reads W: keep each only if the other needs a gradient.
+            input: self.kept_if(weight.requires_grad()),
+            weight: weight.kept_if(self.requires_grad()),
+            bias: bias.map(Tensor::graph_handle),
             geometry: g,
         };
         Tensor::from_custom_op(out, &[n, o, g.oh, g.ow], Box::new(op))
@@ -243,16 +245,25 @@ impl<T: Element> CustomOp<T> for Conv2dBackward<T> {
         v
     }
 
-    fn backward(&self, _output: &Tensor<T>, grad: &Tensor<T>) -> Result<Vec<Option<Tensor<T>>>> {
+    fn backward(&self, grad: &Tensor<T>) -> Result<Vec<Option<Tensor<T>>>> {
         let g = self.geometry;
         let n = self.input.shape()[0];
         let o = self.weight.shape()[0];
         let (k, p, chw) = (g.k(), g.p(), g.chw());
         let dy = grad.values();
-        let x = self.input.values();
-        let w = self.weight.values();
         let need_dx = self.input.requires_grad();
         let need_dw = self.weight.requires_grad();
+        // X is kept (and read) only for dW, W only for dX.
+        let x = if need_dw {
+            self.input.values()
+        } else {
+            Cow::Borrowed(&[][..])
+        };
+        let w = if need_dx {
+            self.weight.values()
+        } else {
+            Cow::Borrowed(&[][..])
+        };
 
         let mut dx = vec![T::zero(); if need_dx { n * chw } else { 0 }];
         let tasks = rayon::current_num_threads().clamp(1, n.max(1));
@@ -273,11 +284,11 @@ impl<T: Element> CustomOp<T> for Conv2dBackward<T> {
                     let (cols, dcols) = ws.split_at_mut(k * tile);
                     for i in t * per_task..n.min((t + 1) * per_task) {
                         let dy_i = &dy[i * o * p..(i + 1) * o * p];
-                        let x_i = &x[i * chw..(i + 1) * chw];
                         let local = i - t * per_task;
                         for (r0, r1) in row_tiles(&g) {
                             let (p0, pt) = (r0 * g.ow, (r1 - r0) * g.ow);
                             if need_dw {
+                                let x_i = &x[i * chw..(i + 1) * chw];
                                 im2col(x_i, &g, (r0, r1), cols);
                                 // dW[o×k] += dY[:, tile][o×pt] · cols[k×pt]ᵀ
                                 gemm(

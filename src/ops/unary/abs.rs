@@ -1,6 +1,6 @@
 //! `|x|`; derivative `sign(x)` (0 at 0, as PyTorch).
 
-use crate::autograd::UnaryFn;
+use crate::autograd::{Saved, UnaryFn};
 use crate::tensor::{Element, Tensor};
 
 struct Abs;
@@ -12,7 +12,10 @@ impl<T: Element> UnaryFn<T> for Abs {
     fn f(&self, x: T) -> T {
         x.abs()
     }
-    fn df(&self, x: T, _y: T) -> T {
+    fn saves(&self) -> Saved {
+        Saved::Input
+    }
+    fn df(&self, x: T) -> T {
         if x > T::zero() {
             T::one()
         } else if x < T::zero() {

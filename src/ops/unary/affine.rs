@@ -1,6 +1,6 @@
 //! `a·x + b` for constants `a`, `b`: scalar multiply and add; derivative `a`.
 
-use crate::autograd::UnaryFn;
+use crate::autograd::{Saved, UnaryFn};
 use crate::tensor::{Element, Tensor};
 
 /// The affine map `x ↦ scale·x + shift`.
@@ -18,7 +18,10 @@ impl<T: Element> UnaryFn<T> for Affine<T> {
     fn f(&self, x: T) -> T {
         self.scale * x + self.shift
     }
-    fn df(&self, _x: T, _y: T) -> T {
+    fn saves(&self) -> Saved {
+        Saved::Nothing
+    }
+    fn df(&self, _: T) -> T {
         self.scale
     }
 }

@@ -1,6 +1,6 @@
 //! `min(max(x, lo), hi)`; derivative 1 inside `[lo, hi]`, 0 outside (as PyTorch).
 
-use crate::autograd::UnaryFn;
+use crate::autograd::{Saved, UnaryFn};
 use crate::tensor::{Element, Tensor};
 
 struct Clamp<T> {
@@ -15,7 +15,10 @@ impl<T: Element> UnaryFn<T> for Clamp<T> {
     fn f(&self, x: T) -> T {
         x.max(self.lo).min(self.hi)
     }
-    fn df(&self, x: T, _y: T) -> T {
+    fn saves(&self) -> Saved {
+        Saved::Input
+    }
+    fn df(&self, x: T) -> T {
         if x >= self.lo && x <= self.hi {
             T::one()
         } else {

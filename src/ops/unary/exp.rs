@@ -1,6 +1,6 @@
 //! `eˣ`; derivative `eˣ`, read from the output.
 
-use crate::autograd::UnaryFn;
+use crate::autograd::{Saved, UnaryFn};
 use crate::tensor::{Element, Tensor};
 
 struct Exp;
@@ -12,7 +12,10 @@ impl<T: Element> UnaryFn<T> for Exp {
     fn f(&self, x: T) -> T {
         x.exp()
     }
-    fn df(&self, _x: T, y: T) -> T {
+    fn saves(&self) -> Saved {
+        Saved::Output
+    }
+    fn df(&self, y: T) -> T {
         y
     }
 }

@@ -1,6 +1,6 @@
 //! `eˣ − 1`, accurate near 0; derivative `eˣ = y + 1`.
 
-use crate::autograd::UnaryFn;
+use crate::autograd::{Saved, UnaryFn};
 use crate::tensor::{Element, Tensor};
 
 struct Expm1;
@@ -12,7 +12,10 @@ impl<T: Element> UnaryFn<T> for Expm1 {
     fn f(&self, x: T) -> T {
         x.exp_m1()
     }
-    fn df(&self, _x: T, y: T) -> T {
+    fn saves(&self) -> Saved {
+        Saved::Output
+    }
+    fn df(&self, y: T) -> T {
         y + T::one()
     }
 }

@@ -1,6 +1,6 @@
 //! `ln x`; derivative `1/x`.
 
-use crate::autograd::UnaryFn;
+use crate::autograd::{Saved, UnaryFn};
 use crate::tensor::{Element, Tensor};
 
 struct Log;
@@ -12,7 +12,10 @@ impl<T: Element> UnaryFn<T> for Log {
     fn f(&self, x: T) -> T {
         x.ln()
     }
-    fn df(&self, x: T, _y: T) -> T {
+    fn saves(&self) -> Saved {
+        Saved::Input
+    }
+    fn df(&self, x: T) -> T {
         x.recip()
     }
 }

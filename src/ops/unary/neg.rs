@@ -1,6 +1,6 @@
 //! `-x`; derivative `-1`.
 
-use crate::autograd::UnaryFn;
+use crate::autograd::{Saved, UnaryFn};
 use crate::tensor::{Element, Tensor};
 
 struct Neg;
@@ -12,7 +12,10 @@ impl<T: Element> UnaryFn<T> for Neg {
     fn f(&self, x: T) -> T {
         -x
     }
-    fn df(&self, _x: T, _y: T) -> T {
+    fn saves(&self) -> Saved {
+        Saved::Nothing
+    }
+    fn df(&self, _: T) -> T {
         -T::one()
     }
 }

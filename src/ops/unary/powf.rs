@@ -1,6 +1,6 @@
 //! `xᵖ` for a constant real `p`; derivative `p·xᵖ⁻¹`.
 
-use crate::autograd::UnaryFn;
+use crate::autograd::{Saved, UnaryFn};
 use crate::tensor::{Element, Tensor};
 
 struct Powf<T>(T);
@@ -12,7 +12,10 @@ impl<T: Element> UnaryFn<T> for Powf<T> {
     fn f(&self, x: T) -> T {
         x.powf(self.0)
     }
-    fn df(&self, x: T, _y: T) -> T {
+    fn saves(&self) -> Saved {
+        Saved::Input
+    }
+    fn df(&self, x: T) -> T {
         self.0 * x.powf(self.0 - T::one())
     }
 }

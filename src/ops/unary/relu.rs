@@ -1,6 +1,6 @@
 //! `max(x, 0)`; derivative 1 for `x > 0`, else 0.
 
-use crate::autograd::UnaryFn;
+use crate::autograd::{Saved, UnaryFn};
 use crate::tensor::{Element, Tensor};
 
 struct Relu;
@@ -16,8 +16,12 @@ impl<T: Element> UnaryFn<T> for Relu {
             T::zero()
         }
     }
-    fn df(&self, x: T, _y: T) -> T {
-        if x > T::zero() {
+    fn saves(&self) -> Saved {
+        // y > 0 exactly where x > 0; the output is kept anyway by most consumers.
+        Saved::Output
+    }
+    fn df(&self, y: T) -> T {
+        if y > T::zero() {
             T::one()
         } else {
             T::zero()

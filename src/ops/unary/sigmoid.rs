@@ -1,6 +1,6 @@
 //! `σ(x) = 1/(1+e⁻ˣ)`, evaluated without overflow; derivative `σ(1−σ)`.
 
-use crate::autograd::UnaryFn;
+use crate::autograd::{Saved, UnaryFn};
 use crate::tensor::{Element, Tensor};
 
 struct Sigmoid;
@@ -18,7 +18,10 @@ impl<T: Element> UnaryFn<T> for Sigmoid {
             e / (T::one() + e)
         }
     }
-    fn df(&self, _x: T, y: T) -> T {
+    fn saves(&self) -> Saved {
+        Saved::Output
+    }
+    fn df(&self, y: T) -> T {
         y * (T::one() - y)
     }
 }

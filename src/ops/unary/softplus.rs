@@ -1,6 +1,6 @@
 //! `softplus(x) = ln(1 + eˣ)`, evaluated as `max(x,0) + ln1p(e^{−|x|})`; derivative `σ(x)`.
 
-use crate::autograd::UnaryFn;
+use crate::autograd::{Saved, UnaryFn};
 use crate::tensor::{Element, Tensor};
 
 struct Softplus;
@@ -12,7 +12,10 @@ impl<T: Element> UnaryFn<T> for Softplus {
     fn f(&self, x: T) -> T {
         x.max(T::zero()) + (-x.abs()).exp().ln_1p()
     }
-    fn df(&self, x: T, _y: T) -> T {
+    fn saves(&self) -> Saved {
+        Saved::Input
+    }
+    fn df(&self, x: T) -> T {
         if x >= T::zero() {
             (T::one() + (-x).exp()).recip()
         } else {

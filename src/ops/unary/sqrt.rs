@@ -1,6 +1,6 @@
 //! `√x`; derivative `1/(2√x)`, read from the output.
 
-use crate::autograd::UnaryFn;
+use crate::autograd::{Saved, UnaryFn};
 use crate::tensor::{Element, Tensor};
 
 struct Sqrt;
@@ -12,7 +12,10 @@ impl<T: Element> UnaryFn<T> for Sqrt {
     fn f(&self, x: T) -> T {
         x.sqrt()
     }
-    fn df(&self, _x: T, y: T) -> T {
+    fn saves(&self) -> Saved {
+        Saved::Output
+    }
+    fn df(&self, y: T) -> T {
         (y + y).recip()
     }
 }

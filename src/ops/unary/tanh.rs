@@ -1,6 +1,6 @@
 //! `tanh x`; derivative `1 − tanh²x`, read from the output.
 
-use crate::autograd::UnaryFn;
+use crate::autograd::{Saved, UnaryFn};
 use crate::tensor::{Element, Tensor};
 
 struct Tanh;
@@ -12,7 +12,10 @@ impl<T: Element> UnaryFn<T> for Tanh {
     fn f(&self, x: T) -> T {
         x.tanh()
     }
-    fn df(&self, _x: T, y: T) -> T {
+    fn saves(&self) -> Saved {
+        Saved::Output
+    }
+    fn df(&self, y: T) -> T {
         T::one() - y * y
     }
 }
