@@ -2,6 +2,7 @@
 
 use super::{BinaryOp, NoGradGuard, Op, Saved};
 use crate::error::{Result, TensorError};
+use crate::ops::matmul::MatmulDims;
 use crate::tensor::{Element, Tensor, TensorId};
 use std::collections::{HashMap, HashSet};
 
@@ -321,7 +322,7 @@ fn matmul_grads<T: Element>(a: &Tensor<T>, b: &Tensor<T>, g: &Tensor<T>) -> Resu
     };
     let gb = if !b.requires_grad() {
         None
-    } else if a.ndim() == 3 && b.ndim() == 2 {
+    } else if MatmulDims::of(a.shape(), b.shape())?.shared_rhs {
         // B was shared by every batch item: fold the batch into the rows.
         let (bs, m, k) = (a.shape()[0], a.shape()[1], a.shape()[2]);
         let n = b.shape()[1];

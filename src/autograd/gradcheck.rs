@@ -7,6 +7,7 @@
 //! `|analytic − numeric| ≤ atol + rtol·|numeric|`.
 
 use super::no_grad;
+use crate::error::Result as TensorResult;
 use crate::error::TensorError;
 use crate::tensor::Tensor;
 use rand::rngs::StdRng;
@@ -93,7 +94,7 @@ impl From<TensorError> for GradcheckError {
     }
 }
 
-type Func<'a> = dyn Fn(&[Tensor<f64>]) -> crate::Result<Tensor<f64>> + 'a;
+type Func<'a> = dyn Fn(&[Tensor<f64>]) -> TensorResult<Tensor<f64>> + 'a;
 
 /// Row-major multi-index of flat position `i` in `shape`.
 fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
@@ -112,7 +113,7 @@ fn eval_shifted(
     which: usize,
     x0: &[f64],
     step: &dyn Fn(usize) -> f64,
-) -> crate::Result<Vec<f64>> {
+) -> TensorResult<Vec<f64>> {
     let shifted: Vec<f64> = x0.iter().enumerate().map(|(j, &v)| v + step(j)).collect();
     let mut args: Vec<Tensor<f64>> = inputs.iter().map(|t| t.detach()).collect();
     args[which] = Tensor::from_vec(shifted, inputs[which].shape())?;
@@ -120,7 +121,7 @@ fn eval_shifted(
 }
 
 /// The gradients of every input for output seed `seed`, on a fresh graph.
-fn vjp(f: &Func<'_>, inputs: &[Tensor<f64>], seed: &[f64]) -> crate::Result<Vec<Vec<f64>>> {
+fn vjp(f: &Func<'_>, inputs: &[Tensor<f64>], seed: &[f64]) -> TensorResult<Vec<Vec<f64>>> {
     // Fresh leaves each time: backward frees the graph it consumes.
     let args: Vec<Tensor<f64>> = inputs
         .iter()
@@ -167,7 +168,7 @@ fn within(analytic: f64, numeric: f64, o: &GradcheckOptions) -> bool {
 /// Checks the full Jacobian of `f` with respect to every input that requires grad; an
 /// error when none does.
 pub fn gradcheck(
-    f: impl Fn(&[Tensor<f64>]) -> crate::Result<Tensor<f64>>,
+    f: impl Fn(&[Tensor<f64>]) -> TensorResult<Tensor<f64>>,
     inputs: &[Tensor<f64>],
     options: &GradcheckOptions,
 ) -> Result<(), GradcheckError> {
@@ -221,7 +222,7 @@ pub fn gradcheck(
 
 /// Checks random projections `vᵀ·J·u` per input (PyTorch's fast mode), seeded by `seed`.
 pub fn gradcheck_fast(
-    f: impl Fn(&[Tensor<f64>]) -> crate::Result<Tensor<f64>>,
+    f: impl Fn(&[Tensor<f64>]) -> TensorResult<Tensor<f64>>,
     inputs: &[Tensor<f64>],
     options: &GradcheckOptions,
     seed: u64,

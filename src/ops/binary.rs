@@ -17,8 +17,8 @@ pub(crate) fn zip_map<T: Element, U: Copy>(
     let (sb, lb) = b;
     let n = la.numel();
     if la.is_contiguous() && lb.is_contiguous() {
-        let xa = &sa[la.offset..la.offset + n];
-        let xb = &sb[lb.offset..lb.offset + n];
+        let xa = &sa[la.offset()..la.offset() + n];
+        let xb = &sb[lb.offset()..lb.offset() + n];
         return xa.iter().zip(xb).map(|(&x, &y)| f(x, y)).collect();
     }
     let mut out = Vec::with_capacity(n);
@@ -120,7 +120,7 @@ mod tests {
     use crate::testing::*;
     use crate::Tensor;
 
-    type BinFn = fn(&Tensor<f64>, &Tensor<f64>) -> crate::Result<Tensor<f64>>;
+    type BinFn = fn(&Tensor<f64>, &Tensor<f64>) -> crate::error::Result<Tensor<f64>>;
     const OPS: [(&str, BinFn); 6] = [
         ("add", Tensor::add),
         ("sub", Tensor::sub),

@@ -2,9 +2,11 @@
 //! strides so transposed views need no copy.
 //!
 //! Parallelism is one level of rayon: over the batch of a batched product, or over
-//! tiles of the output of one large product; the GEMM inside each task is
-//! single-threaded (matrixmultiply's own threading is off).
+//! tiles of the output of one large product; the GEMM inside each task (through the
+//! checked wrapper of `ops/gemm.rs`) is single-threaded (matrixmultiply's own threading
+//! is off).
 
+use super::gemm::{gemm, MatMut, MatRef};
 use crate::autograd::Op;
 use crate::error::{Result, TensorError};
 use crate::tensor::{Element, Layout, Tensor};
@@ -13,197 +15,142 @@ use rayon::prelude::*;
 /// Below this many multiply-adds a product runs on one thread (splitting costs more).
 const PARALLEL_MIN_MACS: usize = 1 << 21;
 
-/// A matrix read through its storage: element `(i, j)` is `data[offset + i·rs + j·cs]`.
-#[derive(Clone, Copy)]
-struct MatRef<'a, T> {
-    data: &'a [T],
-    offset: usize,
-    rs: usize,
-    cs: usize,
+/// The shapes a matrix product accepts, worked out once for forward and backward:
+/// `[m,k]·[k,n]`, batched `[b,m,k]·[b,k,n]`, or `[b,m,k]·[k,n]` (one right matrix shared
+/// by every batch item).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct MatmulDims {
+    /// Batch size of a 3-D left operand.
+    pub batch: Option<usize>,
+    /// Rows of the left matrix.
+    pub m: usize,
+    /// The contracted size.
+    pub k: usize,
+    /// Columns of the right matrix.
+    pub n: usize,
+    /// A 2-D right operand shared by every item of a 3-D left operand.
+    pub shared_rhs: bool,
 }
 
-impl<'a, T> MatRef<'a, T> {
-    /// The last two dims of `layout` as a matrix; `batch_stride` steps between items.
-    fn of(data: &'a [T], layout: &Layout) -> (Self, usize) {
-        let nd = layout.shape.len();
-        let batch_stride = if nd == 3 { layout.strides[0] } else { 0 };
-        let m = MatRef {
-            data,
-            offset: layout.offset,
-            rs: layout.strides[nd - 2],
-            cs: layout.strides[nd - 1],
+impl MatmulDims {
+    /// The dimensions of `lhs · rhs`, or a shape-mismatch error naming both shapes.
+    pub fn of(lhs: &[usize], rhs: &[usize]) -> Result<Self> {
+        let mismatch = || TensorError::ShapeMismatch {
+            op: "matmul",
+            lhs: lhs.to_vec(),
+            rhs: rhs.to_vec(),
         };
-        (m, batch_stride)
-    }
-
-    fn shifted(self, by: usize) -> Self {
-        MatRef {
-            offset: self.offset + by,
-            ..self
+        let (batch, m, k) = match lhs.len() {
+            2 => (None, lhs[0], lhs[1]),
+            3 => (Some(lhs[0]), lhs[1], lhs[2]),
+            _ => return Err(mismatch()),
+        };
+        let (k2, n) = match (rhs.len(), batch) {
+            (2, _) => (rhs[0], rhs[1]),
+            (3, Some(bs)) if rhs[0] == bs => (rhs[1], rhs[2]),
+            _ => return Err(mismatch()),
+        };
+        if k != k2 {
+            return Err(mismatch());
         }
-    }
-}
-
-/// A raw output pointer that tasks writing disjoint tiles may share.
-#[derive(Clone, Copy)]
-struct OutPtr<T>(*mut T);
-impl<T> OutPtr<T> {
-    /// The pointer (a method, so closures capture the `Send` wrapper, not the field).
-    fn get(self) -> *mut T {
-        self.0
-    }
-}
-
-// SAFETY: every task writes a disjoint tile of the output buffer, which outlives the
-// parallel loop; the pointer is never used to create overlapping references.
-unsafe impl<T: Send> Send for OutPtr<T> {}
-// SAFETY: as above: shared only to hand disjoint tiles to tasks.
-unsafe impl<T: Send> Sync for OutPtr<T> {}
-
-/// `C[m×n] = A[m×k]·B[k×n]` into `c`, which has row stride `ldc` and column stride 1.
-///
-/// # Safety
-/// `c` must be valid for writes of an `m×n` tile with row stride `ldc`, not aliasing A or B.
-unsafe fn gemm_tile<T: Element>(
-    (m, k, n): (usize, usize, usize),
-    a: MatRef<'_, T>,
-    b: MatRef<'_, T>,
-    c: *mut T,
-    ldc: usize,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        for i in 0..m {
-            // SAFETY: row i of the tile lies within the m×n region the caller guarantees.
-            unsafe { std::ptr::write_bytes(c.add(i * ldc), 0, n) };
-        }
-        return;
-    }
-    // The last elements read are in bounds because the layouts index their storage.
-    debug_assert!(a.offset + (m - 1) * a.rs + (k - 1) * a.cs < a.data.len());
-    debug_assert!(b.offset + (k - 1) * b.rs + (n - 1) * b.cs < b.data.len());
-    // SAFETY: A and B point into live slices and every index they are read at is in
-    // bounds (checked above in debug builds, guaranteed by the layouts); C is valid for
-    // the tile by the caller's contract and is a distinct allocation from A and B.
-    unsafe {
-        T::gemm(
+        Ok(MatmulDims {
+            batch,
             m,
             k,
             n,
-            T::one(),
-            a.data.as_ptr().add(a.offset),
-            a.rs as isize,
-            a.cs as isize,
-            b.data.as_ptr().add(b.offset),
-            b.rs as isize,
-            b.cs as isize,
-            T::zero(),
-            c,
-            ldc as isize,
-            1,
-        )
+            shared_rhs: batch.is_some() && rhs.len() == 2,
+        })
+    }
+
+    /// The output's shape.
+    pub fn out_shape(&self) -> Vec<usize> {
+        match self.batch {
+            None => vec![self.m, self.n],
+            Some(b) => vec![b, self.m, self.n],
+        }
     }
 }
 
+/// Item `item` of a 2-D or batched 3-D operand as a matrix (a 2-D operand for every item).
+fn matrix<'a, T>(data: &'a [T], layout: &Layout, item: usize) -> MatRef<'a, T> {
+    let (shape, strides) = (layout.shape(), layout.strides());
+    let nd = shape.len();
+    let step = if nd == 3 { strides[0] } else { 0 };
+    MatRef::new(
+        data,
+        layout.offset() + item * step,
+        (shape[nd - 2], shape[nd - 1]),
+        (strides[nd - 2], strides[nd - 1]),
+    )
+}
+
 /// One product into a row-major `m×n` buffer, split into tiles over rayon when large.
-fn gemm_2d<T: Element>(
-    dims: (usize, usize, usize),
-    a: MatRef<'_, T>,
-    b: MatRef<'_, T>,
-    c: &mut [T],
-) {
-    let (m, k, n) = dims;
+fn gemm_2d<T: Element>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T]) {
+    let ((m, k), (_, n)) = (a.dims(), b.dims());
+    let c = MatMut::new(c, (m, n), n);
     let threads = rayon::current_num_threads();
     if threads == 1 || m * n * k < PARALLEL_MIN_MACS {
-        // SAFETY: `c` is exactly an m×n row-major buffer.
-        unsafe { gemm_tile(dims, a, b, c.as_mut_ptr(), n) };
+        gemm(a, b, T::zero(), c);
         return;
     }
-    let out = OutPtr(c.as_mut_ptr());
+    // Split the longer side of the output into one tile per thread.
     let split_rows = m >= n;
     let extent = if split_rows { m } else { n };
     let tile = extent.div_ceil(threads);
-    (0..extent.div_ceil(tile)).into_par_iter().for_each(|t| {
-        let lo = t * tile;
+    let mut tiles = Vec::with_capacity(threads);
+    let (mut rest, mut lo) = (c, 0);
+    while lo < extent {
         let len = tile.min(extent - lo);
-        // SAFETY: tile t covers rows (or columns) lo..lo+len only; tiles are disjoint
-        // and inside the m×n buffer that outlives this loop.
-        unsafe {
-            if split_rows {
-                gemm_tile(
-                    (len, k, n),
-                    a.shifted(lo * a.rs),
-                    b,
-                    out.get().add(lo * n),
-                    n,
-                );
-            } else {
-                gemm_tile((m, k, len), a, b.shifted(lo * b.cs), out.get().add(lo), n);
-            }
+        let (head, tail) = if split_rows {
+            rest.split_rows(len)
+        } else {
+            rest.split_cols(len)
+        };
+        tiles.push((lo, len, head));
+        (rest, lo) = (tail, lo + len);
+    }
+    tiles.into_par_iter().for_each(|(lo, len, c_tile)| {
+        if split_rows {
+            gemm(a.rows(lo, len), b, T::zero(), c_tile);
+        } else {
+            gemm(a, b.cols(lo, len), T::zero(), c_tile);
         }
     });
 }
 
 impl<T: Element> Tensor<T> {
     /// Matrix product: `[m,k]·[k,n]`, batched `[b,m,k]·[b,k,n]`, or `[b,m,k]·[k,n]`.
+    ///
+    /// ```
+    /// use tensorgrad::Tensor;
+    ///
+    /// let a = Tensor::<f64>::from_vec(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3])?;
+    /// let b = Tensor::<f64>::from_vec(vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0], &[3, 2])?;
+    /// assert_eq!(a.matmul(&b)?.to_vec(), vec![4.0, 5.0, 10.0, 11.0]);
+    /// // Transposed views are read through their strides, not copied.
+    /// assert_eq!(a.matmul(&a.transpose(0, 1)?)?.shape(), &[2, 2]);
+    /// assert!(a.matmul(&a).is_err());
+    /// # Ok::<(), tensorgrad::TensorError>(())
+    /// ```
     pub fn matmul(&self, rhs: &Tensor<T>) -> Result<Tensor<T>> {
-        let (sa, sb) = (self.shape(), rhs.shape());
-        let mismatch = || TensorError::ShapeMismatch {
-            op: "matmul",
-            lhs: sa.to_vec(),
-            rhs: sb.to_vec(),
-        };
-        let (batch, m, k) = match sa.len() {
-            2 => (None, sa[0], sa[1]),
-            3 => (Some(sa[0]), sa[1], sa[2]),
-            _ => return Err(mismatch()),
-        };
-        let (k2, n) = match (sb.len(), batch) {
-            (2, _) => (sb[0], sb[1]),
-            (3, Some(bs)) if sb[0] == bs => (sb[1], sb[2]),
-            _ => return Err(mismatch()),
-        };
-        if k != k2 {
-            return Err(mismatch());
+        let dims = MatmulDims::of(self.shape(), rhs.shape())?;
+        let (m, n) = (dims.m, dims.n);
+        let (sa, sb) = (self.storage(), rhs.storage());
+        let (la, lb) = (self.layout(), rhs.layout());
+        let mut c = vec![T::zero(); dims.batch.unwrap_or(1) * m * n];
+        match dims.batch {
+            None | Some(1) => gemm_2d(matrix(sa, la, 0), matrix(sb, lb, 0), &mut c),
+            Some(_) => c
+                .par_chunks_mut((m * n).max(1))
+                .enumerate()
+                .for_each(|(i, ci)| {
+                    let (a, b) = (matrix(sa, la, i), matrix(sb, lb, i));
+                    gemm(a, b, T::zero(), MatMut::new(ci, (m, n), n));
+                }),
         }
-        let (a, a_step) = MatRef::of(self.storage(), self.layout());
-        let (b, b_step) = MatRef::of(rhs.storage(), rhs.layout());
-        let dims = (m, k, n);
-        let (data, shape) = match batch {
-            None => {
-                let mut c = vec![T::zero(); m * n];
-                gemm_2d(dims, a, b, &mut c);
-                (c, vec![m, n])
-            }
-            Some(1) => {
-                let mut c = vec![T::zero(); m * n];
-                gemm_2d(dims, a, b, &mut c);
-                (c, vec![1, m, n])
-            }
-            Some(bs) => {
-                let mut c = vec![T::zero(); bs * m * n];
-                c.par_chunks_mut((m * n).max(1))
-                    .enumerate()
-                    .for_each(|(i, ci)| {
-                        // SAFETY: `ci` is exactly one m×n row-major output item.
-                        unsafe {
-                            gemm_tile(
-                                dims,
-                                a.shifted(i * a_step),
-                                b.shifted(i * b_step),
-                                ci.as_mut_ptr(),
-                                n,
-                            )
-                        };
-                    });
-                (c, vec![bs, m, n])
-            }
-        };
         Ok(Tensor::from_op_vec(
-            data,
-            &shape,
+            c,
+            &dims.out_shape(),
             // dA = G·Bᵀ reads B, dB = Aᵀ·G reads A: keep each only if the other needs it.
             Op::Matmul {
                 lhs: self.kept_if(rhs.requires_grad()),

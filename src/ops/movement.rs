@@ -28,8 +28,7 @@ impl<T: Element> Tensor<T> {
             input: self.graph_handle(),
         };
         if self.is_contiguous() {
-            let mut layout = Layout::contiguous(shape);
-            layout.offset = self.layout().offset;
+            let layout = Layout::contiguous_at(shape, self.layout().offset());
             Ok(self.view(layout, op))
         } else {
             let data = gather_strided(self.storage(), self.layout());
@@ -162,9 +161,7 @@ impl<T: Element> Tensor<T> {
         if start == 0 && len == size {
             return Ok(self.clone());
         }
-        let mut layout = self.layout().clone();
-        layout.offset += start * layout.strides[a];
-        layout.shape[a] = len;
+        let layout = self.layout().narrow(a, start, len);
         Ok(self.view(
             layout,
             Op::Narrow {
@@ -246,7 +243,7 @@ mod tests {
         let b = Tensor::<f64>::ones(&[3, 1])
             .broadcast_to(&[2, 3, 5])
             .unwrap();
-        assert_eq!(b.layout().strides, vec![0, 1, 0]);
+        assert_eq!(b.layout().strides(), &[0, 1, 0]);
         // Reshaping a non-contiguous view copies.
         let rp = p.reshape(&[8, 3]).unwrap();
         assert!(!Arc::ptr_eq(x.storage(), rp.storage()));

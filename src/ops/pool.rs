@@ -1,7 +1,7 @@
 //! Pooling over NCHW planes: max (argmax kept; its derivative is the scatter of `Take`),
 //! average (count includes padding, PyTorch's default) and global average.
 
-use super::conv::Geometry;
+use super::window::Geometry;
 use crate::autograd::{CustomOp, Op};
 use crate::error::{Result, TensorError};
 use crate::tensor::{Element, Tensor};

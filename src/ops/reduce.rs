@@ -23,7 +23,7 @@ impl<T: Element> Tensor<T> {
         let perm: Vec<usize> = kept.iter().chain(axes).copied().collect();
         let layout = self.layout().permute(&perm);
         let values = if layout.is_contiguous() {
-            let o = layout.offset;
+            let o = layout.offset();
             Cow::Borrowed(&self.storage()[o..o + layout.numel()])
         } else {
             Cow::Owned(gather_strided(self.storage(), &layout))

@@ -5,9 +5,28 @@ use std::fmt::{Debug, Display};
 use std::iter::Sum;
 use std::ops::{AddAssign, MulAssign};
 
-/// A floating-point element type; every kernel is written once, generic over it.
+/// Keeps [`Element`] to the two types whose GEMM and workspace this module provides.
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+}
+
+/// A floating-point element type; every kernel is written once, generic over it. Sealed:
+/// implemented for `f32` and `f64` only, so the `unsafe` GEMM hook below has exactly the
+/// two implementations of this module.
 pub trait Element:
-    num_traits::Float + Send + Sync + Debug + Display + Default + Sum + AddAssign + MulAssign + 'static
+    sealed::Sealed
+    + num_traits::Float
+    + Send
+    + Sync
+    + Debug
+    + Display
+    + Default
+    + Sum
+    + AddAssign
+    + MulAssign
+    + 'static
 {
     /// Name of the type as it appears in messages and files (`"f32"`, `"f64"`).
     const DTYPE: &'static str;
@@ -24,6 +43,7 @@ pub trait Element:
     fn with_workspace<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
 
     /// `C ← α·A·B + β·C` for strided row/column layouts (matrixmultiply's sgemm/dgemm).
+    /// Kernels call it through the checked wrapper `ops::gemm::gemm`.
     ///
     /// # Safety
     /// `a`, `b` and `c` must point to matrices of `m×k`, `k×n` and `m×n` elements laid

@@ -5,14 +5,20 @@ use crate::error::{Result, TensorError};
 /// Shape, element strides and storage offset of a (possibly non-contiguous) view.
 ///
 /// Strides are in elements; a stride of 0 repeats one element (broadcasting).
+///
+/// **Invariant relied on by every kernel that reads storage through a layout** (`values`,
+/// the strided gathers and zips, the GEMM views of `matmul`): a tensor's layout addresses
+/// only its own storage — for a non-empty view,
+/// `offset + Σ (shape[i] − 1)·strides[i] < storage.len()`. The fields are read-only so
+/// that layouts come only from [`Layout::contiguous`] and from views derived from a valid
+/// layout (`permute`, `broadcast_to`, `narrow`, a contiguous reshape), each of which keeps
+/// the addressed range inside the original one; `Tensor::from_storage` checks it in debug
+/// builds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layout {
-    /// Size of every dimension.
-    pub shape: Vec<usize>,
-    /// Storage step, in elements, for a unit step along each dimension.
-    pub strides: Vec<usize>,
-    /// Storage index of the first element.
-    pub offset: usize,
+    shape: Vec<usize>,
+    strides: Vec<usize>,
+    offset: usize,
 }
 
 /// Row-major strides of a contiguous tensor of this shape.
@@ -88,6 +94,54 @@ impl Layout {
             strides: contiguous_strides(shape),
             offset: 0,
         }
+    }
+
+    /// A row-major layout of `shape` starting at `offset` (a contiguous view into a
+    /// larger buffer).
+    pub(crate) fn contiguous_at(shape: &[usize], offset: usize) -> Self {
+        Layout {
+            offset,
+            ..Layout::contiguous(shape)
+        }
+    }
+
+    /// Size of every dimension.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Storage step, in elements, for a unit step along each dimension.
+    pub fn strides(&self) -> &[usize] {
+        &self.strides
+    }
+
+    /// Storage index of the first element.
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+
+    /// One past the largest storage index the view addresses (0 for an empty view).
+    pub fn storage_extent(&self) -> usize {
+        if self.numel() == 0 {
+            return 0;
+        }
+        self.offset
+            + self
+                .shape
+                .iter()
+                .zip(&self.strides)
+                .map(|(&d, &s)| (d - 1) * s)
+                .sum::<usize>()
+            + 1
+    }
+
+    /// The view of elements `start..start + len` along `axis` (the caller checks the range).
+    pub(crate) fn narrow(&self, axis: usize, start: usize, len: usize) -> Layout {
+        debug_assert!(start + len <= self.shape[axis]);
+        let mut l = self.clone();
+        l.offset += start * l.strides[axis];
+        l.shape[axis] = len;
+        l
     }
 
     /// Number of logical elements.

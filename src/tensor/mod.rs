@@ -65,8 +65,10 @@ impl<T: Element> Clone for Tensor<T> {
 impl<T: Element> Tensor<T> {
     // ---------------------------------------------------------------- construction
 
-    /// A leaf over `storage` viewed through `layout`.
+    /// A leaf over `storage` viewed through `layout`, which must address only `storage`
+    /// (the [`Layout`] invariant).
     pub(crate) fn from_storage(storage: Arc<Vec<T>>, layout: Layout) -> Self {
+        debug_assert!(layout.storage_extent() <= storage.len());
         Tensor {
             node: Arc::new(Node {
                 id: TensorId::fresh(),
@@ -88,6 +90,7 @@ impl<T: Element> Tensor<T> {
 
     /// The result of an op: records `op` when grad mode is on and an input requires grad.
     pub(crate) fn from_op(storage: Arc<Vec<T>>, layout: Layout, op: Op<T>) -> Self {
+        debug_assert!(layout.storage_extent() <= storage.len());
         let requires_grad = is_grad_enabled() && op.inputs().iter().any(|t| t.requires_grad());
         Tensor {
             node: Arc::new(Node {
@@ -225,7 +228,7 @@ impl<T: Element> Tensor<T> {
     /// otherwise the values are copied into a new node first, so no other view changes.
     pub fn update_data(&mut self, f: impl FnOnce(&mut [T])) {
         let unique = self.is_contiguous()
-            && self.node.layout.offset == 0
+            && self.node.layout.offset() == 0
             && self.numel() == self.node.storage.len()
             && Arc::get_mut(&mut self.node).is_some_and(|n| Arc::get_mut(&mut n.storage).is_some());
         if !unique {
@@ -249,12 +252,12 @@ impl<T: Element> Tensor<T> {
 
     /// Size of every dimension.
     pub fn shape(&self) -> &[usize] {
-        &self.node.layout.shape
+        self.node.layout.shape()
     }
 
     /// Number of dimensions.
     pub fn ndim(&self) -> usize {
-        self.node.layout.shape.len()
+        self.node.layout.shape().len()
     }
 
     /// Number of elements.
@@ -352,7 +355,7 @@ impl<T: Element> Tensor<T> {
         );
         let l = &self.node.layout;
         if l.is_contiguous() {
-            Cow::Borrowed(&self.node.storage[l.offset..l.offset + l.numel()])
+            Cow::Borrowed(&self.node.storage[l.offset()..l.offset() + l.numel()])
         } else {
             Cow::Owned(gather_strided(&self.node.storage, l))
         }

@@ -3,57 +3,7 @@
 //! Row `(c, ki, kj)` of the column matrix holds, for every output pixel `(oh, ow)`, the
 //! input value the kernel tap `(ki, kj)` of channel `c` sees there (0 in the padding).
 
-/// Sizes of one image's convolution (or pooling) problem.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Geometry {
-    /// Input channels.
-    pub c: usize,
-    /// Input height.
-    pub h: usize,
-    /// Input width.
-    pub w: usize,
-    /// Kernel height and width.
-    pub kernel: (usize, usize),
-    /// Stride (vertical, horizontal).
-    pub stride: (usize, usize),
-    /// Zero padding (vertical, horizontal).
-    pub padding: (usize, usize),
-    /// Dilation (vertical, horizontal).
-    pub dilation: (usize, usize),
-    /// Output height.
-    pub oh: usize,
-    /// Output width.
-    pub ow: usize,
-}
-
-impl Geometry {
-    /// Output size along one axis, or `None` if the (dilated) kernel does not fit.
-    pub fn out_size(
-        input: usize,
-        kernel: usize,
-        stride: usize,
-        pad: usize,
-        dil: usize,
-    ) -> Option<usize> {
-        let span = dil * (kernel - 1) + 1;
-        (input + 2 * pad >= span).then(|| (input + 2 * pad - span) / stride + 1)
-    }
-
-    /// Rows of the column matrix: `c·kh·kw`.
-    pub fn k(&self) -> usize {
-        self.c * self.kernel.0 * self.kernel.1
-    }
-
-    /// Columns of the column matrix: output pixels `oh·ow`.
-    pub fn p(&self) -> usize {
-        self.oh * self.ow
-    }
-
-    /// Elements of one input image.
-    pub fn chw(&self) -> usize {
-        self.c * self.h * self.w
-    }
-}
+use crate::ops::window::Geometry;
 
 /// Output positions `lo..hi` along one axis whose input index `o·stride + offset` is in
 /// `0..len`.

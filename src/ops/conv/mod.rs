@@ -13,8 +13,10 @@
 
 mod im2col;
 
-pub use im2col::{col2im, im2col, Geometry};
+pub use crate::ops::window::Geometry;
+pub use im2col::{col2im, im2col};
 
+use super::gemm::{gemm, MatMut, MatRef};
 use crate::autograd::CustomOp;
 use crate::error::{Result, TensorError};
 use crate::tensor::{Element, Tensor};
@@ -50,44 +52,6 @@ impl Conv2dConfig {
             padding: (padding, padding),
             dilation: (dilation, dilation),
         }
-    }
-}
-
-/// `C = A·B` (β = 0) or `C += A·B` (β = 1) on slices with explicit strides; `C` has row
-/// stride `ldc` and unit column stride.
-#[allow(clippy::too_many_arguments)]
-fn gemm<T: Element>(
-    (m, k, n): (usize, usize, usize),
-    a: &[T],
-    (rsa, csa): (usize, usize),
-    b: &[T],
-    (rsb, csb): (usize, usize),
-    beta: T,
-    c: &mut [T],
-    ldc: usize,
-) {
-    assert!(m > 0 && k > 0 && n > 0 && ldc >= n);
-    assert!(a.len() > (m - 1) * rsa + (k - 1) * csa && b.len() > (k - 1) * rsb + (n - 1) * csb);
-    assert!(c.len() >= (m - 1) * ldc + n);
-    // SAFETY: the asserts above keep every read of A and B and every write of the m×n
-    // tile of C in bounds; C is a `&mut` slice, so it aliases neither A nor B.
-    unsafe {
-        T::gemm(
-            m,
-            k,
-            n,
-            T::one(),
-            a.as_ptr(),
-            rsa as isize,
-            csa as isize,
-            b.as_ptr(),
-            rsb as isize,
-            csb as isize,
-            beta,
-            c.as_mut_ptr(),
-            ldc as isize,
-            1,
-        )
     }
 }
 
@@ -144,14 +108,10 @@ impl<T: Element> Tensor<T> {
                         im2col(x_i, &g, (r0, r1), cols);
                         // Y[:, tile] (=|+=) W[o×k] · cols[k×pt]
                         gemm(
-                            (o, k, pt),
-                            &w,
-                            (k, 1),
-                            cols,
-                            (pt, 1),
+                            MatRef::new(&w, 0, (o, k), (k, 1)),
+                            MatRef::new(cols, 0, (k, pt), (pt, 1)),
                             beta,
-                            &mut y[r0 * g.ow..],
-                            p,
+                            MatMut::new(&mut y[r0 * g.ow..], (o, pt), p),
                         );
                     }
                 })
@@ -292,27 +252,19 @@ impl<T: Element> CustomOp<T> for Conv2dBackward<T> {
                                 im2col(x_i, &g, (r0, r1), cols);
                                 // dW[o×k] += dY[:, tile][o×pt] · cols[k×pt]ᵀ
                                 gemm(
-                                    (o, pt, k),
-                                    &dy_i[p0..],
-                                    (p, 1),
-                                    cols,
-                                    (1, pt),
+                                    MatRef::new(dy_i, p0, (o, pt), (p, 1)),
+                                    MatRef::new(cols, 0, (pt, k), (1, pt)),
                                     T::one(),
-                                    &mut dw,
-                                    k,
+                                    MatMut::new(&mut dw, (o, k), k),
                                 );
                             }
                             if let Some(dx_chunk) = dx_chunk.as_deref_mut() {
                                 // dcols[k×pt] = W[o×k]ᵀ · dY[:, tile][o×pt]
                                 gemm(
-                                    (k, o, pt),
-                                    &w,
-                                    (1, k),
-                                    &dy_i[p0..],
-                                    (p, 1),
+                                    MatRef::new(&w, 0, (k, o), (1, k)),
+                                    MatRef::new(dy_i, p0, (o, pt), (p, 1)),
                                     T::zero(),
-                                    dcols,
-                                    pt,
+                                    MatMut::new(dcols, (k, pt), pt),
                                 );
                                 col2im(
                                     dcols,
