@@ -1,10 +1,59 @@
-//! tensorgrad: a from-scratch deep-learning framework for CPU training.
+//! tensorgrad: a from-scratch deep-learning framework for CPU training, and the reference
+//! implementation of the losses of *On the Learning Property of Logistic and Softmax Losses
+//! for Deep Neural Networks* (Li et al., AAAI 2020).
 //!
-//! - [`tensor`]: the [`Tensor`] type (f32 or f64), storage and views;
-//! - [`autograd`]: reverse-mode autodiff, `no_grad`, and [`gradcheck`];
-//! - [`ops`]: the differentiable operations, one file per op or op family.
+//! # A tour, bottom up
 //!
-//! See `ARCHITECTURE.md` for a guided tour of the internals.
+//! - [`tensor`]: the [`Tensor`] type, generic over [`Element`] (`f32` for training, `f64`
+//!   for gradient checks): reference-counted storage seen through a [`tensor::Layout`]
+//!   (shape, strides, offset), zero-copy views.
+//! - [`autograd`]: reverse-mode autodiff. Ops record an [`autograd::Op`] on their output;
+//!   [`Tensor::backward`] walks the graph in reverse topological order and accumulates into
+//!   a [`Gradients`] store keyed by tensor id; [`no_grad`]; [`gradcheck`] by central
+//!   differences; [`Tensor::graph`] to look at a recorded graph. Tensor and autograd form
+//!   one layer (a tensor *is* a graph node), see `ARCHITECTURE.md`.
+//! - [`ops`]: every differentiable operation, one file per op or family — elementwise
+//!   unary (`f`/`df` pairs) and broadcasting binary ops, reductions, movement, indexing,
+//!   matmul and convolution on one checked GEMM ([`ops::gemm`]), pooling, softmax.
+//! - [`nn`]: layers as [`nn::Module`]s with PyTorch-named parameters, and the models of
+//!   the reproduction ([`nn::models::ModelKind`]).
+//! - [`loss`]: the paper's losses (SML, LGL, LGL-INR) and more, the loss registry
+//!   ([`loss::build_loss`]) and the stationarity audit.
+//! - [`optim`]: SGD, Adam, AdamW and learning-rate schedules.
+//! - [`data`]: IDX/MNIST, CIFAR and image-folder loaders with checksums, normalisation,
+//!   augmentation, imbalance profiles, seeded batching.
+//! - [`train`]: typed run configuration, [`train::Trainer`] and
+//!   [`train::Trainer::fit_epoch`], checkpoints, evaluation, audit of saved runs.
+//! - [`text`]: how typed options are spelled on the command line and in `config.json`.
+//!
+//! The specifications the code cites are in `docs/` (`LOSSES.md`, `EXPERIMENTS.md`).
+//!
+//! # Example: one gradient step by hand
+//!
+//! ```
+//! use tensorgrad::loss::{Loss, Sml};
+//! use tensorgrad::Tensor;
+//!
+//! // A linear classifier z = x·W on 4 samples of 3 features, 2 classes.
+//! let x = Tensor::<f64>::from_vec(
+//!     vec![1.0, 0.0, 2.0, 0.5, 1.0, 0.0, -1.0, 2.0, 1.0, 0.0, 0.0, 1.0],
+//!     &[4, 3],
+//! )?;
+//! let w = Tensor::<f64>::zeros(&[3, 2]).with_grad();
+//! let labels = [0, 1, 0, 1];
+//! let loss = Sml::default().forward(&x.matmul(&w)?, &labels)?;
+//! assert!((loss.item() - 2f64.ln()).abs() < 1e-12); // uniform predictions
+//! let grads = loss.backward()?;
+//! let dw = grads.get(&w).expect("w took part");
+//! assert_eq!(dw.shape(), &[3, 2]);
+//! // Softmax cross-entropy: every row of dW sums to zero.
+//! let g = dw.to_vec();
+//! assert!(g.chunks(2).all(|row| (row[0] + row[1]).abs() < 1e-12));
+//! # Ok::<(), tensorgrad::TensorError>(())
+//! ```
+
+#![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod autograd;
 pub mod data;

@@ -54,6 +54,18 @@ impl<T: Element> Tensor<T> {
     ///
     /// The recorded graph is freed as it is consumed, so a second `backward` through the
     /// same graph is an error (as PyTorch without `retain_graph`).
+    /// ```
+    /// use tensorgrad::Tensor;
+    ///
+    /// // A diamond: x feeds two paths that meet again; the gradients add up.
+    /// let x = Tensor::<f64>::from_vec(vec![2.0], &[1])?.with_grad();
+    /// let y = x.mul(&x)?.add(&x.mul_scalar(3.0))?; // x² + 3x
+    /// let grads = y.sum_all().backward()?;
+    /// assert_eq!(grads.get(&x).unwrap().to_vec(), vec![7.0]); // 2x + 3
+    /// // The graph was freed: a second backward through it is an error.
+    /// assert!(y.sum_all().backward().is_err());
+    /// # Ok::<(), tensorgrad::TensorError>(())
+    /// ```
     pub fn backward(&self) -> Result<Gradients<T>> {
         if self.numel() != 1 {
             return Err(TensorError::Backward(format!(

@@ -167,6 +167,17 @@ fn within(analytic: f64, numeric: f64, o: &GradcheckOptions) -> bool {
 
 /// Checks the full Jacobian of `f` with respect to every input that requires grad; an
 /// error when none does.
+/// ```
+/// use tensorgrad::{gradcheck, GradcheckOptions, Tensor};
+///
+/// let x = Tensor::<f64>::from_vec(vec![0.3, -1.2, 2.0], &[3])?.with_grad();
+/// // Analytic gradients of softplus(x)·x against central differences.
+/// let f = |t: &[Tensor<f64>]| t[0].softplus().mul(&t[0]);
+/// assert!(gradcheck(f, &[x.clone()], &GradcheckOptions::default()).is_ok());
+/// // With no input requiring grad there is nothing to check: an error, as in PyTorch.
+/// assert!(gradcheck(f, &[x.detach()], &GradcheckOptions::default()).is_err());
+/// # Ok::<(), tensorgrad::TensorError>(())
+/// ```
 pub fn gradcheck(
     f: impl Fn(&[Tensor<f64>]) -> TensorResult<Tensor<f64>>,
     inputs: &[Tensor<f64>],

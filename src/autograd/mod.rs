@@ -3,7 +3,7 @@
 //! Every op that has an input requiring gradients records an [`Op`] on its output.
 //! [`Tensor::backward`](crate::Tensor::backward) walks the recorded graph in reverse
 //! topological order, applies each op's derivative rule (all of them are in
-//! [`backward.rs`](backward)) and accumulates with `+=` into the gradient of every input.
+//! `autograd/backward.rs`) and accumulates with `+=` into the gradient of every input.
 
 mod backward;
 mod gradcheck;

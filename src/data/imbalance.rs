@@ -1,4 +1,4 @@
-//! Imbalanced training sets from balanced ones (EXPERIMENTS.md): a binary pair with a
+//! Imbalanced training sets from balanced ones (docs/EXPERIMENTS.md): a binary pair with a
 //! chosen ratio, and a long-tailed exponential profile. Deterministic per seed; test sets
 //! keep every image of the classes involved.
 

@@ -1,4 +1,4 @@
-//! The stationarity audit (LOSSES.md §4): both sides of the condition a stationary point
+//! The stationarity audit (docs/LOSSES.md §4): both sides of the condition a stationary point
 //! of the training loss must satisfy, per class, from the model's probabilities on the
 //! whole training set.
 

@@ -1,4 +1,4 @@
-//! LGL: one-vs-all logistic loss (LOSSES.md §2), written with softplus so it is stable:
+//! LGL: one-vs-all logistic loss (docs/LOSSES.md §2), written with softplus so it is stable:
 //! `−log σ(z) = softplus(−z)`, `−log(1 − σ(z)) = softplus(z)`.
 
 use super::registry::{BuildResult, LossEntry, LossOptions, LossParam, WeightForm};

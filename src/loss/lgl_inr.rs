@@ -1,4 +1,4 @@
-//! LGL-INR: the paper's in-negative-class reweighted logistic loss (LOSSES.md §3),
+//! LGL-INR: the paper's in-negative-class reweighted logistic loss (docs/LOSSES.md §3),
 //! composed from tensor ops so autodiff gives the gradient, including through the weights.
 
 use super::registry::{finite_in, BuildResult, LossEntry, LossOptions, LossParam};
@@ -180,7 +180,7 @@ mod tests {
     use crate::loss::test_util::*;
     use crate::testing::*;
 
-    /// The gradient formula of LOSSES.md §3, written out per element.
+    /// The gradient formula of docs/LOSSES.md §3, written out per element.
     fn formula(
         z: &[f64],
         labels: &[usize],

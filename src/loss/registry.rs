@@ -50,7 +50,7 @@ keyword_enum! {
 }
 
 keyword_enum! {
-    /// LGL's weighted form (`LOSSES.md`): per sample or per binary problem.
+    /// LGL's weighted form (`docs/LOSSES.md`): per sample or per binary problem.
     pub enum WeightForm {
         /// Every term of sample `i` is multiplied by `w[y_i]`.
         Sample = "sample",

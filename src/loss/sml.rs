@@ -1,4 +1,4 @@
-//! SML: softmax cross-entropy (LOSSES.md §1), with class weights, label smoothing and
+//! SML: softmax cross-entropy (docs/LOSSES.md §1), with class weights, label smoothing and
 //! logit adjustment.
 
 use super::registry::{finite_in, BuildResult, LossEntry, LossOptions, LossParam};

@@ -100,6 +100,21 @@ pub(crate) fn weight_and_bias_mut<'a, T: Element>(
 }
 
 /// Modules applied in order; children's tensors are named `child.tensor`.
+/// ```
+/// use tensorgrad::nn::{Linear, Module, Relu, Sequential};
+/// use rand::{rngs::StdRng, SeedableRng};
+/// use tensorgrad::Tensor;
+///
+/// let mut rng = StdRng::seed_from_u64(0);
+/// let mut mlp = Sequential::<f32>::new()
+///     .push("fc1", Linear::new(4, 8, true, &mut rng))
+///     .push("relu", Relu)
+///     .push("fc2", Linear::new(8, 3, true, &mut rng));
+/// let names: Vec<String> = mlp.parameters().into_iter().map(|(n, _)| n).collect();
+/// assert_eq!(names, ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]);
+/// assert_eq!(mlp.forward(&Tensor::zeros(&[5, 4]))?.shape(), &[5, 3]);
+/// # Ok::<(), tensorgrad::TensorError>(())
+/// ```
 pub struct Sequential<T: Element> {
     layers: Vec<(String, Box<dyn Module<T>>)>,
     training: bool,

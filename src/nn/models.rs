@@ -1,4 +1,4 @@
-//! The networks of the reproduction protocol (`EXPERIMENTS.md`), for any class count and
+//! The networks of the reproduction protocol (`docs/EXPERIMENTS.md`), for any class count and
 //! input shape. Layer names match the equivalent PyTorch module's attributes.
 
 use super::{Conv2d, Flatten, Linear, MaxPool2d, Relu, Sequential};

@@ -85,6 +85,19 @@ impl<T: Element> Tensor<T> {
     }
 
     /// `self + rhs`, broadcasting.
+    /// ```
+    /// use tensorgrad::Tensor;
+    ///
+    /// // NumPy broadcasting: [2, 3] + [3] adds the row to every row.
+    /// let a = Tensor::<f64>::from_vec(vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0], &[2, 3])?;
+    /// let b = Tensor::<f64>::from_vec(vec![10.0, 20.0, 30.0], &[3])?.with_grad();
+    /// assert_eq!(a.add(&b)?.to_vec(), vec![10.0, 21.0, 32.0, 13.0, 24.0, 35.0]);
+    /// // The broadcast operand's gradient is summed back to its shape.
+    /// let grads = a.add(&b)?.sum_all().backward()?;
+    /// assert_eq!(grads.get(&b).unwrap().to_vec(), vec![2.0, 2.0, 2.0]);
+    /// assert!(a.mul(&Tensor::zeros(&[2])).is_err());
+    /// # Ok::<(), tensorgrad::TensorError>(())
+    /// ```
     pub fn add(&self, rhs: &Tensor<T>) -> Result<Tensor<T>> {
         self.binary(rhs, BinaryOp::Add)
     }

@@ -49,6 +49,16 @@ impl<T: Element> Tensor<T> {
 
     /// PyTorch's `gather`: `out[i₀…iₙ] = self[i₀…index[i₀…iₙ]…iₙ]` along `axis`, where
     /// `index` is row-major with shape `index_shape` (same rank, no larger off `axis`).
+    /// ```
+    /// use tensorgrad::Tensor;
+    ///
+    /// // Pick each row's entry at its label: the core of a cross-entropy.
+    /// let logp = Tensor::<f64>::from_vec(vec![-0.1, -2.3, -1.2, -0.4], &[2, 2])?;
+    /// assert_eq!(logp.gather(1, &[0, 1], &[2, 1])?.to_vec(), vec![-0.1, -0.4]);
+    /// assert_eq!(Tensor::<f64>::one_hot(&[1, 0], 3)?.to_vec(), vec![0.0, 1.0, 0.0, 1.0, 0.0, 0.0]);
+    /// assert!(logp.gather(1, &[0, 2], &[2, 1]).is_err());
+    /// # Ok::<(), tensorgrad::TensorError>(())
+    /// ```
     pub fn gather(&self, axis: isize, index: &[usize], index_shape: &[usize]) -> Result<Tensor<T>> {
         let a = normalize_axis("gather", axis, self.ndim())?;
         let fits = index_shape.len() == self.ndim()

@@ -13,6 +13,17 @@ impl<T: Element> Tensor<T> {
     }
 
     /// The same elements in a new shape: a view when contiguous, else a copy.
+    /// ```
+    /// use tensorgrad::Tensor;
+    ///
+    /// let x = Tensor::<f32>::arange(6).reshape(&[2, 3])?;
+    /// assert_eq!(x.permute(&[1, 0])?.shape(), &[3, 2]);
+    /// assert_eq!(x.narrow(1, 1, 2)?.to_vec(), vec![1.0, 2.0, 4.0, 5.0]);
+    /// let both = Tensor::concat(&[x.clone(), x.clone()], 0)?;
+    /// assert_eq!(both.shape(), &[4, 3]);
+    /// assert!(x.reshape(&[4, 2]).is_err());
+    /// # Ok::<(), tensorgrad::TensorError>(())
+    /// ```
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor<T>> {
         if shape.iter().product::<usize>() != self.numel() {
             return Err(TensorError::ShapeMismatch {

@@ -89,6 +89,16 @@ fn for_each_window(g: &Geometry, mut f: impl FnMut(usize, (usize, usize), (usize
 
 impl<T: Element> Tensor<T> {
     /// Max pooling; the gradient goes to the first maximum of each window.
+    /// ```
+    /// use tensorgrad::ops::pool::Pool2dConfig;
+    /// use tensorgrad::Tensor;
+    ///
+    /// let x = Tensor::<f64>::arange(16).reshape(&[1, 1, 4, 4])?;
+    /// assert_eq!(x.max_pool2d(Pool2dConfig::square(2))?.to_vec(), vec![5.0, 7.0, 13.0, 15.0]);
+    /// assert_eq!(x.avg_pool2d(Pool2dConfig::square(2))?.to_vec(), vec![2.5, 4.5, 10.5, 12.5]);
+    /// assert_eq!(x.global_avg_pool2d()?.shape(), &[1, 1]);
+    /// # Ok::<(), tensorgrad::TensorError>(())
+    /// ```
     pub fn max_pool2d(&self, cfg: Pool2dConfig) -> Result<Tensor<T>> {
         let g = pool_geometry("max_pool2d", self.shape(), cfg)?;
         let planes = self.shape()[0] * self.shape()[1];

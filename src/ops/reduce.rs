@@ -51,6 +51,19 @@ impl<T: Element> Tensor<T> {
     }
 
     /// Sum over `axes` (all axes when empty).
+    /// ```
+    /// use tensorgrad::Tensor;
+    ///
+    /// let x = Tensor::<f64>::from_vec(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3])?;
+    /// assert_eq!(x.sum(&[1], false)?.to_vec(), vec![6.0, 15.0]);
+    /// assert_eq!(x.sum(&[0], true)?.shape(), &[1, 3]);
+    /// assert_eq!(x.max(&[-1], false)?.to_vec(), vec![3.0, 6.0]);
+    /// assert_eq!(x.mean_all().item(), 3.5);
+    /// // logsumexp is stable for large inputs.
+    /// let big = Tensor::<f64>::from_vec(vec![1000.0, 1000.0], &[2])?;
+    /// assert!((big.logsumexp(&[0], false)?.item() - (1000.0 + 2f64.ln())).abs() < 1e-9);
+    /// # Ok::<(), tensorgrad::TensorError>(())
+    /// ```
     pub fn sum(&self, axes: &[isize], keepdim: bool) -> Result<Tensor<T>> {
         let axes = normalize_axes("sum", axes, self.ndim())?;
         let c = self.reduction_chunks(&axes, keepdim);

@@ -5,6 +5,16 @@ use crate::tensor::{Element, Tensor};
 
 impl<T: Element> Tensor<T> {
     /// `exp(x − max) / Σ exp(x − max)` along `axis`.
+    /// ```
+    /// use tensorgrad::Tensor;
+    ///
+    /// let z = Tensor::<f64>::from_vec(vec![1.0, 2.0, 3.0, 1000.0, 1000.0, 1000.0], &[2, 3])?;
+    /// let p = z.softmax(-1)?.to_vec();
+    /// assert!((p[0..3].iter().sum::<f64>() - 1.0).abs() < 1e-12);
+    /// assert!(p[3..].iter().all(|&v| (v - 1.0 / 3.0).abs() < 1e-12)); // no overflow
+    /// assert!(z.log_softmax(-1)?.to_vec().iter().all(|&v| v <= 0.0));
+    /// # Ok::<(), tensorgrad::TensorError>(())
+    /// ```
     pub fn softmax(&self, axis: isize) -> Result<Tensor<T>> {
         // The max is a constant shift: softmax does not depend on it, so no gradient.
         let m = self.max(&[axis], true)?.detach();

@@ -18,6 +18,21 @@ use crate::text::keyword_enum;
 pub type OptimizerState<T> = Vec<(String, Vec<T>)>;
 
 /// One optimisation step over named parameters.
+/// ```
+/// use tensorgrad::optim::{Optimizer, Sgd, SgdConfig};
+/// use tensorgrad::Tensor;
+///
+/// // Minimise (w − 3)² with SGD.
+/// let mut w = Tensor::<f64>::zeros(&[1]).with_grad();
+/// let mut opt = Sgd::new(SgdConfig { momentum: 0.0, nesterov: false, weight_decay: 0.0 });
+/// for _ in 0..100 {
+///     let loss = w.add_scalar(-3.0).powf(2.0).sum_all();
+///     let grads = loss.backward()?;
+///     opt.step(vec![("w".to_string(), &mut w)], &grads, 0.1)?;
+/// }
+/// assert!((w.item() - 3.0).abs() < 1e-6);
+/// # Ok::<(), tensorgrad::TensorError>(())
+/// ```
 pub trait Optimizer<T: Element>: Send {
     /// Updates every parameter that has a gradient in `grads`, with learning rate `lr`.
     fn step(

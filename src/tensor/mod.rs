@@ -129,6 +129,17 @@ impl<T: Element> Tensor<T> {
     }
 
     /// A tensor of `shape` from row-major `data`; errors if the lengths disagree.
+    /// ```
+    /// use tensorgrad::Tensor;
+    ///
+    /// let t = Tensor::<f32>::from_vec(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3])?;
+    /// assert_eq!((t.shape(), t.numel()), (&[2, 3][..], 6));
+    /// // Views share storage: the transpose is not a copy, and reads through its strides.
+    /// assert_eq!(t.transpose(0, 1)?.to_vec(), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+    /// assert_eq!(Tensor::<f64>::zeros(&[2, 2]).to_vec(), vec![0.0; 4]);
+    /// assert!(Tensor::<f32>::from_vec(vec![1.0; 5], &[2, 3]).is_err());
+    /// # Ok::<(), tensorgrad::TensorError>(())
+    /// ```
     pub fn from_vec(data: Vec<T>, shape: &[usize]) -> Result<Self> {
         let expected = shape.iter().product::<usize>();
         if data.len() != expected {

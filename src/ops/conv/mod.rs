@@ -77,6 +77,20 @@ fn max_tile_pixels(g: &Geometry) -> usize {
 impl<T: Element> Tensor<T> {
     /// 2-D convolution of an NCHW input with `weight` `[c_out, c_in, kh, kw]` and an
     /// optional `bias` `[c_out]` (cross-correlation, as PyTorch's `conv2d`).
+    /// ```
+    /// use tensorgrad::ops::conv::Conv2dConfig;
+    /// use tensorgrad::Tensor;
+    ///
+    /// // A 1×1×4×4 image, a 2×2 kernel of ones, stride 2: sums of 2×2 blocks.
+    /// let x = Tensor::<f64>::arange(16).reshape(&[1, 1, 4, 4])?;
+    /// let w = Tensor::<f64>::ones(&[1, 1, 2, 2]).with_grad();
+    /// let y = x.conv2d(&w, None, Conv2dConfig::new(2, 0, 1))?;
+    /// assert_eq!(y.to_vec(), vec![10.0, 18.0, 42.0, 50.0]);
+    /// // dL/dW for L = Σy: for each tap, the sum of the pixels it saw (tap (0,0): 0+2+8+10).
+    /// let grads = y.sum_all().backward()?;
+    /// assert_eq!(grads.get(&w).unwrap().to_vec(), vec![20.0, 24.0, 36.0, 40.0]);
+    /// # Ok::<(), tensorgrad::TensorError>(())
+    /// ```
     pub fn conv2d(
         &self,
         weight: &Tensor<T>,
