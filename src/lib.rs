@@ -25,6 +25,7 @@
 //! - [`train`]: typed run configuration, [`train::Trainer`] and
 //!   [`train::Trainer::fit_epoch`], checkpoints, evaluation, audit of saved runs.
 //! - [`text`]: how typed options are spelled on the command line and in `config.json`.
+//! - [`error`]: [`TensorError`], the typed error of every fallible tensor operation.
 //!
 //! The specifications the code cites are in `docs/` (`LOSSES.md`, `EXPERIMENTS.md`).
 //!
