@@ -3,11 +3,12 @@
 
 mod cli;
 
-use clap::Parser;
 use cli::console::Console;
 use cli::{Cli, Command, FlagError};
 use std::process::ExitCode;
-use tensorgrad::train::{audit_run, evaluate_run, train, TrainError};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use tensorgrad::train::{audit_run, evaluate_run, train_until, TrainError};
 
 /// A failure, as the user should read it.
 enum Failure {
@@ -23,6 +24,14 @@ impl std::fmt::Display for Failure {
             Failure::Flag(e) => write!(f, "{e}"),
             // A loss option out of range is reported against its flag.
             Failure::Run(TrainError::Loss(e)) => write!(f, "{}", FlagError::from(e.clone())),
+            Failure::Run(TrainError::Config(e)) => {
+                write!(f, "--{}: {}", e.field.replace('_', "-"), e.reason)
+            }
+            Failure::Run(e @ TrainError::Interrupted { dir, .. }) => write!(
+                f,
+                "{e}\nresume with: tensorgrad train --resume {}",
+                dir.display()
+            ),
             Failure::Run(e) => write!(f, "{e}"),
         }
     }
@@ -34,12 +43,26 @@ impl From<TrainError> for Failure {
     }
 }
 
-fn run(cli: Cli) -> Result<(), Failure> {
+/// A flag that SIGINT and SIGTERM set; a second signal ends the process at once.
+fn stop_flag() -> Arc<AtomicBool> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::flag;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        // Order matters: the shutdown check runs before the flag is set by this signal.
+        let _ = flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop));
+        let _ = flag::register(signal, Arc::clone(&stop));
+    }
+    stop
+}
+
+fn run(cli: Cli, given: &[String]) -> Result<(), Failure> {
     match cli.command {
         Command::Train(args) => {
-            let config = args.to_config().map_err(Failure::Flag)?;
+            let config = args.to_config(given).map_err(Failure::Flag)?;
             let mut console = Console::new(args.quiet);
-            train(&config, &mut |e| console.on_event(e))?;
+            let stop = stop_flag();
+            train_until(&config, &stop, &mut |e| console.on_event(e))?;
         }
         Command::Eval(args) => {
             let e = evaluate_run(&args.checkpoint, args.data_dir().as_deref())?;
@@ -72,8 +95,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let (cli, given) = match cli::parse_with_given(std::env::args_os()) {
+        Ok(parsed) => parsed,
+        Err(e) => e.exit(),
+    };
+    match run(cli, &given) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e @ Failure::Run(TrainError::Interrupted { .. })) => {
+            eprintln!("{e}");
+            ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

@@ -97,8 +97,8 @@ impl Console {
                         record.train_loss,
                         100.0 * test.accuracy,
                         100.0 * test.balanced_accuracy,
-                        record.seconds,
-                        record.images_per_second
+                        record.seconds.unwrap_or(f64::NAN),
+                        record.images_per_second.unwrap_or(f64::NAN)
                     );
                 }
             }

@@ -194,6 +194,49 @@ pub struct TrainArgs {
     /// Print only the final summary.
     #[arg(long)]
     pub quiet: bool,
+    /// Replace an earlier run's files in --out (otherwise a non-empty --out is refused).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Options a resumed run accepts; any other one given must agree with the saved run.
+const RESUME_OPTIONS: [&str; 7] = [
+    "epochs",
+    "threads",
+    "stop_after",
+    "quiet",
+    "data_dir",
+    "resume",
+    "force",
+];
+
+/// The flag of a clap argument id (`batch_size` → `--batch-size`).
+fn flag(id: &str) -> String {
+    format!("--{}", id.replace('_', "-"))
+}
+
+/// Parses `argv`, also returning the ids of the subcommand's options that were given on
+/// the command line (not defaulted).
+pub fn parse_with_given<I, T>(argv: I) -> Result<(Cli, Vec<String>), clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().try_get_matches_from(argv)?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    let given = matches
+        .subcommand()
+        .map(|(_, sub)| {
+            sub.ids()
+                .filter(|id| {
+                    sub.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine)
+                })
+                .map(|id| id.as_str().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((cli, given))
 }
 
 /// A combination of options that clap cannot see is wrong, named by its flag.
@@ -221,10 +264,25 @@ impl From<LossOptionError> for FlagError {
 }
 
 impl TrainArgs {
-    /// The library's configuration, after the checks that span several flags.
-    pub fn to_config(&self) -> Result<TrainConfig, FlagError> {
+    /// The library's configuration, after the checks that span several flags; `given`
+    /// lists the options given explicitly (clap's argument ids).
+    pub fn to_config(&self, given: &[String]) -> Result<TrainConfig, FlagError> {
+        let is_given = |id: &str| given.iter().any(|g| g == id);
         let loss: LossOptions = self.loss.clone().into();
         loss.check_applicable()?;
+        if self.dataset != DatasetKind::Folder && self.resume.is_none() {
+            for id in ["channels", "image_size"] {
+                if is_given(id) {
+                    return Err(FlagError {
+                        flag: flag(id),
+                        reason: format!(
+                            "applies to --dataset folder only, not to {}",
+                            self.dataset
+                        ),
+                    });
+                }
+            }
+        }
         let data_dir = match (&self.data_dir, self.dataset) {
             (Some(d), _) => Some(d.clone()),
             (None, DatasetKind::Mnist) => Some(bundled_mnist()),
@@ -262,8 +320,63 @@ impl TrainArgs {
             stop_after: self.stop_after,
             out: self.out.clone(),
             resume: self.resume.clone(),
+            overwrite: self.force,
+        })
+        .and_then(|config| {
+            config.validate().map_err(|e| FlagError {
+                flag: flag(e.field),
+                reason: e.reason,
+            })?;
+            match &self.resume {
+                Some(dir) => check_resume(&config, dir, given).map(|()| config),
+                None => Ok(config),
+            }
         })
     }
+}
+
+/// A resumed run keeps its configuration: an option given with `--resume` must agree with
+/// the saved run (or be one of [`RESUME_OPTIONS`]).
+fn check_resume(config: &TrainConfig, dir: &Path, given: &[String]) -> Result<(), FlagError> {
+    if let Some(out) = &config.out {
+        if given.iter().any(|g| g == "out") && out != dir {
+            return Err(FlagError {
+                flag: "--out".into(),
+                reason: format!("a resumed run stays in {}", dir.display()),
+            });
+        }
+    }
+    let Ok(saved) = RunDir::new(dir).read_config() else {
+        // Unreadable: the library reports it, naming the file.
+        return Ok(());
+    };
+    let (now, then) = (
+        serde_json::to_value(config).expect("configs serialise"),
+        serde_json::to_value(&saved).expect("configs serialise"),
+    );
+    let field = |v: &serde_json::Value, id: &str| -> Option<serde_json::Value> {
+        match id {
+            "loss" => Some(v["loss"]["loss"].clone()),
+            _ if v.get(id).is_some() => Some(v[id].clone()),
+            _ => v["loss"].get(id).cloned(),
+        }
+    };
+    for id in given {
+        if RESUME_OPTIONS.contains(&id.as_str()) || id == "out" {
+            continue;
+        }
+        let (a, b) = (field(&now, id), field(&then, id));
+        if a != b {
+            return Err(FlagError {
+                flag: flag(id),
+                reason: format!(
+                    "the resumed run was trained with {}; a resumed run keeps its configuration",
+                    b.map_or("no value".into(), |b| b.to_string())
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -273,11 +386,11 @@ mod tests {
     fn parse(args: &[&str]) -> Result<TrainConfig, String> {
         let mut argv = vec!["tensorgrad", "train"];
         argv.extend_from_slice(args);
-        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        let (cli, given) = parse_with_given(argv).map_err(|e| e.to_string())?;
         let Command::Train(t) = cli.command else {
             unreachable!("parsed a train command")
         };
-        t.to_config().map_err(|e| e.to_string())
+        t.to_config(&given).map_err(|e| e.to_string())
     }
 
     #[test]

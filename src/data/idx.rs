@@ -17,81 +17,145 @@ pub struct IdxFile {
     pub dims: Vec<usize>,
     /// The data after the header.
     pub data: Vec<u8>,
-    /// The whole (decompressed) file, as checksummed.
-    pub raw: Vec<u8>,
+    /// SHA-256 of the whole (decompressed) file, as `SHA256SUMS.uncompressed` records it.
+    pub sha256: [u8; 32],
 }
 
-/// Reads an IDX file of unsigned bytes, checking that the data is exactly as long as the
-/// dimensions say.
+/// The most a deflate stream can expand (its format caps the ratio near 1032:1): a gzip
+/// file whose header promises more than this many bytes per compressed byte is refused
+/// before anything is allocated.
+const GZIP_MAX_EXPANSION: u64 = 1100;
+
+/// Reads an IDX file of unsigned bytes (plain or gzip), checking that the data is exactly
+/// as long as the dimensions say. The header is never trusted: the promised size must fit
+/// in what the file on disk can hold, and the data is read incrementally, stopping at the
+/// promised size, so a forged header or a gzip bomb costs no more memory than the file's
+/// real contents.
 pub fn read_idx(path: &Path) -> Result<IdxFile, DataError> {
-    let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| DataError::io(path, e))?;
-        out
-    } else {
-        raw
+    let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let on_disk = file.metadata().map_err(|e| DataError::io(path, e))?.len();
+    let mut peek = std::io::BufReader::new(file);
+    let gzip = {
+        use std::io::BufRead;
+        let buf = peek.fill_buf().map_err(|e| DataError::io(path, e))?;
+        buf.len() >= 2 && buf[..2] == [0x1f, 0x8b]
     };
-    let (dims, data) = parse_idx(path, &bytes)?;
-    let data = data.to_vec();
-    Ok(IdxFile {
-        dims,
-        data,
-        raw: bytes,
-    })
+    if gzip {
+        let capacity = Capacity::Gzip(on_disk.saturating_mul(GZIP_MAX_EXPANSION));
+        read_idx_from(path, GzDecoder::new(peek), capacity)
+    } else {
+        read_idx_from(path, peek, Capacity::Plain(on_disk))
+    }
 }
 
-fn parse_idx<'a>(path: &Path, bytes: &'a [u8]) -> Result<(Vec<usize>, &'a [u8]), DataError> {
-    let truncated = |expected: u64| DataError::Truncated {
-        path: path.to_path_buf(),
-        expected,
-        found: bytes.len() as u64,
+/// How many bytes a source can deliver at most.
+#[derive(Clone, Copy, Debug)]
+pub enum Capacity {
+    /// Exactly this many (an uncompressed file).
+    Plain(u64),
+    /// At most this many (the largest expansion of a compressed file).
+    Gzip(u64),
+}
+
+/// Reads IDX bytes from `reader`, which can deliver at most `capacity` bytes.
+pub fn read_idx_from(
+    path: &Path,
+    mut reader: impl Read,
+    capacity: Capacity,
+) -> Result<IdxFile, DataError> {
+    let mut hasher = Sha256::new();
+    let mut read_exact = |buf: &mut [u8], so_far: u64| -> Result<(), DataError> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match reader.read(&mut buf[filled..]) {
+                Ok(0) => {
+                    return Err(DataError::Truncated {
+                        path: path.to_path_buf(),
+                        expected: so_far + buf.len() as u64,
+                        found: so_far + filled as u64,
+                    })
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(DataError::io(path, e)),
+            }
+        }
+        Ok(())
     };
-    if bytes.len() < 4 {
-        return Err(truncated(4));
-    }
-    let magic = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-    let ndim = (magic & 0xff) as usize;
-    if magic & 0xffff_ff00 != 0x0000_0800 || ndim == 0 {
+    let mut magic = [0u8; 4];
+    read_exact(&mut magic, 0)?;
+    let magic_value = u32::from_be_bytes(magic);
+    let ndim = (magic_value & 0xff) as usize;
+    if magic_value & 0xffff_ff00 != 0x0000_0800 || ndim == 0 {
         return Err(DataError::BadMagic {
             path: path.to_path_buf(),
-            found: magic,
+            found: magic_value,
             expected: "0x000008NN (unsigned bytes, NN dimensions)".into(),
         });
     }
-    let header = 4 + 4 * ndim;
-    if bytes.len() < header {
-        return Err(truncated(header as u64));
-    }
-    let dims: Vec<usize> = (0..ndim)
-        .map(|d| {
-            let o = 4 + 4 * d;
-            u32::from_be_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]) as usize
-        })
+    let mut dim_bytes = vec![0u8; 4 * ndim];
+    read_exact(&mut dim_bytes, 4)?;
+    let dims: Vec<usize> = dim_bytes
+        .chunks(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
         .collect();
+    let header = 4 + 4 * ndim as u64;
     let size = dims
         .iter()
-        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
-    let Some(size) = size else {
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+        .and_then(|s| s.checked_add(header));
+    let Some(expected) = size else {
         return Err(DataError::inconsistent(
             path,
             format!("dimensions {dims:?} overflow"),
         ));
     };
-    let expected = header as u64 + size;
-    let found = bytes.len() as u64;
-    if found < expected {
-        return Err(truncated(expected));
+    match capacity {
+        Capacity::Plain(len) if expected > len => {
+            return Err(DataError::Truncated {
+                path: path.to_path_buf(),
+                expected,
+                found: len,
+            })
+        }
+        Capacity::Gzip(max) if expected > max => {
+            return Err(DataError::inconsistent(
+                path,
+                format!(
+                    "dimensions {dims:?} need {expected} bytes, more than this gzip file can expand to ({max})"
+                ),
+            ))
+        }
+        _ => {}
     }
-    if found > expected {
-        return Err(DataError::inconsistent(
-            path,
-            format!("dimensions {dims:?} need {expected} bytes but the file has {found}"),
-        ));
+    hasher.update(magic);
+    hasher.update(&dim_bytes);
+    // Read in chunks, growing the buffer only as data arrives.
+    let body = (expected - header) as usize;
+    let mut data = Vec::with_capacity(body.min(1 << 20));
+    let mut chunk = vec![0u8; 1 << 16];
+    while data.len() < body {
+        let want = chunk.len().min(body - data.len());
+        read_exact(&mut chunk[..want], header + data.len() as u64)?;
+        data.extend_from_slice(&chunk[..want]);
     }
-    Ok((dims, &bytes[header..]))
+    hasher.update(&data);
+    let mut extra = [0u8; 1];
+    match reader.read(&mut extra) {
+        Ok(0) => {}
+        Ok(_) => {
+            return Err(DataError::inconsistent(
+                path,
+                format!("dimensions {dims:?} need {expected} bytes but the file has more"),
+            ))
+        }
+        Err(e) => return Err(DataError::io(path, e)),
+    }
+    Ok(IdxFile {
+        dims,
+        data,
+        sha256: hasher.finalize().into(),
+    })
 }
 
 /// Recorded SHA-256 sums (`<hex>  <name>` lines), if the directory has the file.
@@ -134,15 +198,12 @@ fn load_part(
     dir: &Path,
     sums: &Option<HashMap<String, String>>,
     prefix: &str,
-) -> Result<Dataset, DataError> {
+) -> Result<(PathBuf, Dataset), DataError> {
     let read = |name: String| -> Result<(PathBuf, Vec<usize>, Vec<u8>), DataError> {
         let path = find(dir, &name)?;
-        let IdxFile { dims, data, raw } = read_idx(&path)?;
+        let IdxFile { dims, data, sha256 } = read_idx(&path)?;
         if let Some(expected) = sums.as_ref().and_then(|s| s.get(&name)) {
-            let found: String = Sha256::digest(&raw)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let found: String = sha256.iter().map(|b| format!("{b:02x}")).collect();
             if &found != expected {
                 return Err(DataError::Checksum {
                     path,
@@ -161,6 +222,7 @@ fn load_part(
             format!("images need 3 dimensions, found {idims:?}"),
         ));
     }
+    super::check_image_shape(&ipath, [1, idims[1], idims[2]])?;
     if ldims.len() != 1 || ldims[0] != idims[0] {
         return Err(DataError::inconsistent(
             &lpath,
@@ -174,25 +236,33 @@ fn load_part(
     }
     let labels: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
     let classes = labels.iter().max().map_or(0, |m| m + 1).max(10);
-    Ok(Dataset {
-        pixels,
-        labels,
-        shape: [1, idims[1], idims[2]],
-        classes,
-        class_names: numbered_classes(classes),
-    })
+    Ok((
+        lpath,
+        Dataset {
+            pixels,
+            labels,
+            shape: [1, idims[1], idims[2]],
+            classes,
+            class_names: numbered_classes(classes),
+        },
+    ))
 }
 
 /// Loads `train-*` and `t10k-*` IDX files from `dir` (plain or `.gz`), verifying them
 /// against `SHA256SUMS.uncompressed` when the directory has one.
 pub fn load_idx_dir(dir: &Path) -> Result<Split, DataError> {
     let sums = checksums(dir)?;
-    let mut train = load_part(dir, &sums, "train")?;
-    let mut test = load_part(dir, &sums, "t10k")?;
+    let (train_labels, mut train) = load_part(dir, &sums, "train")?;
+    let (_, mut test) = load_part(dir, &sums, "t10k")?;
     let classes = train.classes.max(test.classes);
     for d in [&mut train, &mut test] {
         d.classes = classes;
         d.class_names = numbered_classes(classes);
+    }
+    // Fewer than ten classes may be absent (a subset of the digits); beyond ten, every
+    // class must be present, or a stray label would silently create empty classes.
+    if classes > 10 {
+        super::check_classes_present(&train_labels, &train)?;
     }
     Ok(Split { train, test })
 }

@@ -15,6 +15,43 @@ pub use loader::{Augment, Batches, Normalization};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
+/// Largest height or width of an image any loader accepts (a limit checked before any
+/// pixel is decoded or allocated).
+pub const MAX_IMAGE_SIDE: usize = 4096;
+
+/// Checks an image shape `[c, h, w]` read from `path`: no zero dimension, at most 4
+/// channels, sides within [`MAX_IMAGE_SIDE`].
+pub(crate) fn check_image_shape(path: &Path, shape: [usize; 3]) -> Result<(), DataError> {
+    let [c, h, w] = shape;
+    if c == 0 || h == 0 || w == 0 || c > 4 || h > MAX_IMAGE_SIDE || w > MAX_IMAGE_SIDE {
+        return Err(DataError::inconsistent(
+            path,
+            format!(
+                "image shape {shape:?} is not supported (every size ≥ 1, at most 4 channels and {MAX_IMAGE_SIDE} pixels a side)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that every class `0..classes` has at least one training image: labels are
+/// class indices, and a gap (a label of 200 among ten digits) is an error rather than a
+/// silently larger problem.
+pub(crate) fn check_classes_present(path: &Path, train: &Dataset) -> Result<(), DataError> {
+    let counts = train.class_counts();
+    if let Some(empty) = counts.iter().position(|&n| n == 0) {
+        return Err(DataError::inconsistent(
+            path,
+            format!(
+                "class {empty} ({}) has no training image; labels must be 0..{} with every class present",
+                train.class_names[empty],
+                train.classes
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Why a data set could not be loaded; every variant names the file.
 #[derive(Debug, Error)]
 pub enum DataError {

@@ -1,6 +1,6 @@
 //! Adam and AdamW (PyTorch's `torch.optim.Adam` / `AdamW` update rules).
 
-use super::{decays, Optimizer, OptimizerState};
+use super::{check_state_entry, decays, Optimizer, OptimizerState};
 use crate::autograd::Gradients;
 use crate::error::{Result, TensorError};
 use crate::tensor::{Element, Tensor};
@@ -114,21 +114,32 @@ impl<T: Element> Optimizer<T> for Adam<T> {
         out
     }
 
-    fn load_state(&mut self, state: OptimizerState<T>) -> Result<()> {
+    fn load_state(&mut self, state: OptimizerState<T>, params: &[(String, usize)]) -> Result<()> {
+        let mut loaded: HashMap<String, _> = HashMap::new();
         for (key, values) in state {
             let bad = || TensorError::InvalidArgument {
                 op: "Adam::load_state",
                 reason: format!("unexpected entry {key:?}"),
             };
             let (kind, name) = key.split_once('.').ok_or_else(bad)?;
-            let s = self.state.entry(name.to_string()).or_default();
+            let per_param = |n: usize| if kind == "step" { 1 } else { n };
+            check_state_entry(
+                "Adam::load_state",
+                &key,
+                name,
+                values.len(),
+                params,
+                per_param,
+            )?;
+            let s: &mut Moments<T> = loaded.entry(name.to_string()).or_default();
             match kind {
-                "step" => s.step = values.first().map_or(0, |v| v.as_f64() as u64),
+                "step" => s.step = values[0].as_f64() as u64,
                 "exp_avg" => s.m = values,
                 "exp_avg_sq" => s.v = values,
                 _ => return Err(bad()),
             }
         }
+        self.state = loaded;
         Ok(())
     }
 }

@@ -43,8 +43,10 @@ pub trait Optimizer<T: Element>: Send {
     ) -> Result<()>;
     /// The state to checkpoint (momentum buffers, moments, step counts), by name.
     fn state(&self) -> OptimizerState<T>;
-    /// Restores state saved by [`Optimizer::state`].
-    fn load_state(&mut self, state: OptimizerState<T>) -> Result<()>;
+    /// Restores state saved by [`Optimizer::state`], checking every entry against the
+    /// parameters it belongs to (`params`: name and element count): an entry for an
+    /// unknown parameter, or of the wrong length, is an error and nothing is loaded.
+    fn load_state(&mut self, state: OptimizerState<T>, params: &[(String, usize)]) -> Result<()>;
 }
 
 keyword_enum! {
@@ -88,6 +90,34 @@ impl OptimizerSettings {
             })),
         }
     }
+}
+
+/// Checks that state entry `key` for parameter `name` has `len` values, as `expected(numel)`
+/// says for a parameter of `numel` elements.
+pub(crate) fn check_state_entry(
+    op: &'static str,
+    key: &str,
+    name: &str,
+    len: usize,
+    params: &[(String, usize)],
+    expected: impl Fn(usize) -> usize,
+) -> Result<()> {
+    let Some(&(_, numel)) = params.iter().find(|(n, _)| n == name) else {
+        return Err(crate::error::TensorError::InvalidArgument {
+            op,
+            reason: format!("state entry {key:?} is for no parameter of the model"),
+        });
+    };
+    if len != expected(numel) {
+        return Err(crate::error::TensorError::InvalidArgument {
+            op,
+            reason: format!(
+                "state entry {key:?} has {len} values, parameter {name} needs {}",
+                expected(numel)
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Whether weight decay applies to a parameter: not to biases or normalisation scales and

@@ -1,7 +1,7 @@
 //! Stochastic gradient descent with momentum, Nesterov momentum and weight decay,
 //! following PyTorch's `torch.optim.SGD` update rule.
 
-use super::{decays, Optimizer, OptimizerState};
+use super::{check_state_entry, decays, Optimizer, OptimizerState};
 use crate::autograd::Gradients;
 use crate::error::{Result, TensorError};
 use crate::tensor::{Element, Tensor};
@@ -96,7 +96,8 @@ impl<T: Element> Optimizer<T> for Sgd<T> {
             .collect()
     }
 
-    fn load_state(&mut self, state: OptimizerState<T>) -> Result<()> {
+    fn load_state(&mut self, state: OptimizerState<T>, params: &[(String, usize)]) -> Result<()> {
+        let mut buffers = HashMap::new();
         for (key, values) in state {
             let name = key.strip_prefix("momentum_buffer.").ok_or_else(|| {
                 TensorError::InvalidArgument {
@@ -104,8 +105,10 @@ impl<T: Element> Optimizer<T> for Sgd<T> {
                     reason: format!("unexpected entry {key:?}"),
                 }
             })?;
-            self.momentum_buffers.insert(name.to_string(), values);
+            check_state_entry("Sgd::load_state", &key, name, values.len(), params, |n| n)?;
+            buffers.insert(name.to_string(), values);
         }
+        self.momentum_buffers = buffers;
         Ok(())
     }
 }

@@ -3,8 +3,8 @@
 //! atomically: temporary file, fsync, rename, fsync of the directory.
 
 use super::TrainError;
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
-use std::collections::HashMap;
+use safetensors::tensor::{Dtype, SafeTensors};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
@@ -16,8 +16,8 @@ pub const OPTIMIZER_PREFIX: &str = "optimizer.";
 pub struct Checkpoint {
     /// `(name, shape, values)` of every tensor, in file order (sorted by name).
     pub tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
-    /// String metadata (epoch, step, format).
-    pub metadata: HashMap<String, String>,
+    /// String metadata (format, epoch, step, the run's configuration and epoch records).
+    pub metadata: BTreeMap<String, String>,
 }
 
 impl Checkpoint {
@@ -27,33 +27,57 @@ impl Checkpoint {
     }
 }
 
+/// The safetensors encoding of `checkpoint`, byte for byte the same for the same contents:
+/// the header's keys are sorted (the `safetensors` crate writes its metadata map in hash
+/// order, so two identical runs would differ), tensors are laid out in name order, and the
+/// header is padded with spaces to a multiple of 8 bytes, as the format recommends.
+pub fn encode_checkpoint(checkpoint: &Checkpoint) -> Vec<u8> {
+    let mut order: Vec<&(String, Vec<usize>, Vec<f32>)> = checkpoint.tensors.iter().collect();
+    order.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut header = serde_json::Map::new();
+    if !checkpoint.metadata.is_empty() {
+        header.insert(
+            "__metadata__".into(),
+            serde_json::to_value(&checkpoint.metadata).expect("strings serialise"),
+        );
+    }
+    let mut offset = 0usize;
+    for (name, shape, values) in &order {
+        let end = offset + 4 * values.len();
+        header.insert(
+            name.clone(),
+            serde_json::json!({ "dtype": "F32", "shape": shape, "data_offsets": [offset, end] }),
+        );
+        offset = end;
+    }
+    let mut json = serde_json::to_string(&header).expect("header serialises");
+    while json.len() % 8 != 0 {
+        json.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + json.len() + offset);
+    out.extend((json.len() as u64).to_le_bytes());
+    out.extend(json.as_bytes());
+    for (_, _, values) in &order {
+        out.extend(values.iter().flat_map(|x| x.to_le_bytes()));
+    }
+    out
+}
+
 /// Writes `checkpoint` to `path` atomically: readers see the old file or the new one,
 /// never a partial one, even if the process dies mid-write.
 pub fn save_checkpoint(path: &Path, checkpoint: &Checkpoint) -> Result<(), TrainError> {
-    let bytes: Vec<Vec<u8>> = checkpoint
-        .tensors
-        .iter()
-        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
-        .collect();
-    let views = checkpoint
-        .tensors
-        .iter()
-        .zip(&bytes)
-        .map(|((name, shape, _), b)| {
-            Ok((name.clone(), TensorView::new(Dtype::F32, shape.clone(), b)?))
-        })
-        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
-        .map_err(|e| TrainError::Checkpoint {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    let data = safetensors::serialize(views, Some(checkpoint.metadata.clone())).map_err(|e| {
-        TrainError::Checkpoint {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
+    for (name, shape, values) in &checkpoint.tensors {
+        if shape.iter().product::<usize>() != values.len() {
+            return Err(TrainError::Checkpoint {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "{name}: shape {shape:?} does not hold {} values",
+                    values.len()
+                ),
+            });
         }
-    })?;
-    write_atomically(path, &data)
+    }
+    write_atomically(path, &encode_checkpoint(checkpoint))
 }
 
 /// Replaces `path` with `data` via a synced temporary file in the same directory.
@@ -85,10 +109,16 @@ pub fn write_atomically(path: &Path, data: &[u8]) -> Result<(), TrainError> {
 /// Reads a checkpoint written by [`save_checkpoint`] (or any f32 safetensors file).
 pub fn load_checkpoint(path: &Path) -> Result<Checkpoint, TrainError> {
     let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
-    let bad = |reason: String| TrainError::Checkpoint {
+    decode_checkpoint(&bytes).map_err(|reason| TrainError::Checkpoint {
         path: path.to_path_buf(),
         reason,
-    };
+    })
+}
+
+/// Parses checkpoint bytes; every header field is checked by the `safetensors` reader
+/// against the bytes actually present before any tensor is copied.
+pub fn decode_checkpoint(bytes: &[u8]) -> Result<Checkpoint, String> {
+    let bad = |reason: String| reason;
     let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
     let mut tensors = Vec::new();
@@ -111,7 +141,12 @@ pub fn load_checkpoint(path: &Path) -> Result<Checkpoint, TrainError> {
     }
     Ok(Checkpoint {
         tensors,
-        metadata: meta.metadata().clone().unwrap_or_default(),
+        metadata: meta
+            .metadata()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
     })
 }
 

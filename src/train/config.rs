@@ -138,6 +138,26 @@ pub struct TrainConfig {
     /// Continue the run saved in this directory, with its configuration, up to `epochs`.
     #[serde(skip)]
     pub resume: Option<PathBuf>,
+    /// Replace the files of an earlier run in `out` (otherwise a non-empty `out` is refused).
+    #[serde(skip)]
+    pub overwrite: bool,
+}
+
+/// Largest batch size a run accepts.
+pub const MAX_BATCH_SIZE: usize = 1 << 16;
+/// Most worker threads a run accepts.
+pub const MAX_THREADS: usize = 1024;
+/// Most epochs a run accepts.
+pub const MAX_EPOCHS: usize = 1_000_000;
+
+/// A configuration value out of range, named by its field.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ConfigError {
+    /// The field of [`TrainConfig`] (the command line's flag with `_` for `-`).
+    pub field: &'static str,
+    /// What is wrong.
+    pub reason: String,
 }
 
 impl Default for TrainConfig {
@@ -170,11 +190,94 @@ impl Default for TrainConfig {
             stop_after: None,
             out: None,
             resume: None,
+            overwrite: false,
         }
     }
 }
 
 impl TrainConfig {
+    /// Checks every value: finite, in range, and applicable to the chosen data set and
+    /// optimizer. `train` calls it; the command line calls it to report flags early.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |field: &'static str, reason: String| Err(ConfigError { field, reason });
+        let in_range = |v: usize, lo: usize, hi: usize| (lo..=hi).contains(&v);
+        if !in_range(self.epochs, 1, MAX_EPOCHS) {
+            return err(
+                "epochs",
+                format!("{} is not in 1..={MAX_EPOCHS}", self.epochs),
+            );
+        }
+        if !in_range(self.batch_size, 1, MAX_BATCH_SIZE) {
+            return err(
+                "batch_size",
+                format!("{} is not in 1..={MAX_BATCH_SIZE}", self.batch_size),
+            );
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return err("lr", format!("{} is not a finite number > 0", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return err("momentum", format!("{} is not in [0, 1)", self.momentum));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return err(
+                "weight_decay",
+                format!("{} is not a finite number ≥ 0", self.weight_decay),
+            );
+        }
+        if !(self.warmup_epochs.is_finite()
+            && self.warmup_epochs >= 0.0
+            && self.warmup_epochs <= self.epochs as f64)
+        {
+            return err(
+                "warmup_epochs",
+                format!(
+                    "{} is not in [0, epochs = {}]",
+                    self.warmup_epochs, self.epochs
+                ),
+            );
+        }
+        if let Some(t) = self.threads {
+            if !in_range(t, 1, MAX_THREADS) {
+                return err("threads", format!("{t} is not in 1..={MAX_THREADS}"));
+            }
+        }
+        for (field, limit) in [
+            ("train_limit", self.train_limit),
+            ("test_limit", self.test_limit),
+        ] {
+            if limit == Some(0) {
+                return err(field, "0 would leave no images".into());
+            }
+        }
+        if self.stop_after == Some(0) {
+            return err("stop_after", "0 epochs would train nothing".into());
+        }
+        if self.nesterov && self.optimizer != OptimizerKind::Sgd {
+            return err(
+                "nesterov",
+                format!("applies to sgd only, not to {}", self.optimizer),
+            );
+        }
+        if self.dataset == DatasetKind::Folder {
+            if !matches!(self.channels, 1 | 3) {
+                return err("channels", format!("{} is not 1 or 3", self.channels));
+            }
+            let ImageSize { height, width } = self.image_size;
+            if height.max(width) > crate::data::MAX_IMAGE_SIDE {
+                return err(
+                    "image_size",
+                    format!(
+                        "{} exceeds {} pixels a side",
+                        self.image_size,
+                        crate::data::MAX_IMAGE_SIDE
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// The optimizer's settings.
     pub fn optimizer_settings(&self) -> OptimizerSettings {
         OptimizerSettings {

@@ -18,10 +18,23 @@ pub enum TrainError {
     /// A tensor operation failed (shapes, labels).
     #[error(transparent)]
     Tensor(#[from] TensorError),
-    /// A configuration value the run cannot use (a zero batch size, a thread pool that
-    /// cannot be built).
+    /// A configuration value out of range or not applicable.
     #[error("configuration: {0}")]
+    Config(#[from] super::ConfigError),
+    /// Something else the run cannot use (a thread pool that cannot be built, an output
+    /// directory holding another run).
+    #[error("{0}")]
     Invalid(String),
+    /// Stopped by a signal after a step; the checkpoint holds everything up to it.
+    #[error("interrupted at epoch {epoch}, batch {batch}; the checkpoint in {dir} holds every step so far")]
+    Interrupted {
+        /// Epoch (1-based) in progress.
+        epoch: usize,
+        /// Batches of it done.
+        batch: usize,
+        /// The run directory.
+        dir: PathBuf,
+    },
     /// A file of the run could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -40,7 +53,7 @@ pub enum TrainError {
     },
     /// A run directory whose configuration cannot be used.
     #[error("{path}: {reason}")]
-    Config {
+    RunConfig {
         /// The file.
         path: PathBuf,
         /// What is wrong.

@@ -94,7 +94,7 @@ pub fn evaluate_run(dir: &Path, data_dir: Option<&Path>) -> Result<Evaluation, T
 pub fn audit_run(dir: &Path, data_dir: Option<&Path>) -> Result<Audit, TrainError> {
     let mut r = SavedRun::open(dir, data_dir)?;
     let Some(spec) = r.loss.audit_spec() else {
-        return Err(TrainError::Config {
+        return Err(TrainError::RunConfig {
             path: PathBuf::from(dir).join("config.json"),
             reason: format!(
                 "the paper gives no stationarity condition for the loss {}",

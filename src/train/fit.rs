@@ -2,11 +2,13 @@
 //! a [`Trainer`] holds model, loss, optimizer and schedule, and [`Trainer::fit_epoch`]
 //! runs one pass over a stream of batches, reporting every step.
 
+use super::run_dir::PartialEpoch;
 use super::{Assembly, TrainError};
 use crate::loss::Loss;
 use crate::nn::{Module, Sequential};
 use crate::optim::{LrSchedule, Optimizer};
 use crate::tensor::Tensor;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// One optimisation step, as reported to the caller of [`Trainer::fit_epoch`].
@@ -39,6 +41,15 @@ pub struct EpochStats {
     pub seconds: f64,
     /// Learning rate of the last step.
     pub lr: f64,
+}
+
+/// How [`Trainer::fit_epoch_from`] ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EpochEnd {
+    /// Every batch was trained on.
+    Complete(EpochStats),
+    /// Stopped early; what was done so far.
+    Stopped(PartialEpoch),
 }
 
 /// Model, loss, optimizer and schedule, and the global step count.
@@ -132,12 +143,36 @@ impl Trainer {
         &mut self,
         batches: impl IntoIterator<Item = (Tensor<f32>, Vec<usize>)>,
         epoch: usize,
-        mut on_step: impl FnMut(&StepEvent),
+        on_step: impl FnMut(&StepEvent),
     ) -> Result<EpochStats, TrainError> {
+        match self.fit_epoch_from(batches, epoch, None, &AtomicBool::new(false), on_step)? {
+            EpochEnd::Complete(stats) => Ok(stats),
+            EpochEnd::Stopped(_) => unreachable!("nothing sets the stop flag"),
+        }
+    }
+
+    /// [`Trainer::fit_epoch`], continuing an epoch stopped earlier (`from`: its first
+    /// `from.batches` batches are skipped — drawn but not trained on, so shuffling and
+    /// augmentation continue exactly), and stopping after the step during which `stop`
+    /// becomes true.
+    pub fn fit_epoch_from(
+        &mut self,
+        batches: impl IntoIterator<Item = (Tensor<f32>, Vec<usize>)>,
+        epoch: usize,
+        from: Option<&PartialEpoch>,
+        stop: &AtomicBool,
+        mut on_step: impl FnMut(&StepEvent),
+    ) -> Result<EpochEnd, TrainError> {
         let t0 = Instant::now();
-        let (mut loss_sum, mut images, mut count) = (0.0, 0, 0);
+        let start = from.cloned().unwrap_or(PartialEpoch {
+            batches: 0,
+            loss_sum: 0.0,
+            images: 0,
+            seconds: 0.0,
+        });
+        let (mut loss_sum, mut images, mut count) = (start.loss_sum, start.images, start.batches);
         let mut lr = self.schedule.lr(self.step);
-        for (batch, (x, y)) in batches.into_iter().enumerate() {
+        for (batch, (x, y)) in batches.into_iter().enumerate().skip(start.batches) {
             lr = self.schedule.lr(self.step);
             let loss = self.train_step(&x, &y).map_err(|e| match e {
                 TrainError::NonFinite { loss, .. } => TrainError::NonFinite {
@@ -158,13 +193,21 @@ impl Trainer {
                 mean_loss: loss_sum / count as f64,
                 lr,
             });
+            if stop.load(Ordering::SeqCst) {
+                return Ok(EpochEnd::Stopped(PartialEpoch {
+                    batches: count,
+                    loss_sum,
+                    images,
+                    seconds: start.seconds + t0.elapsed().as_secs_f64(),
+                }));
+            }
         }
-        Ok(EpochStats {
+        Ok(EpochEnd::Complete(EpochStats {
             mean_loss: loss_sum / count.max(1) as f64,
             images,
             batches: count,
-            seconds: t0.elapsed().as_secs_f64(),
+            seconds: start.seconds + t0.elapsed().as_secs_f64(),
             lr,
-        })
+        }))
     }
 }

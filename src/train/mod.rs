@@ -23,19 +23,20 @@ pub mod run_dir;
 pub mod setup;
 
 pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, OPTIMIZER_PREFIX};
-pub use config::{Augmentation, DatasetKind, ImageSize, TrainConfig};
+pub use config::{Augmentation, ConfigError, DatasetKind, ImageSize, TrainConfig};
 pub use error::TrainError;
 pub use eval::{audit_run, evaluate, evaluate_run, SavedRun};
-pub use fit::{EpochStats, StepEvent, Trainer};
+pub use fit::{EpochEnd, EpochStats, StepEvent, Trainer};
 pub use metrics::{evaluation, predictions, Evaluation};
-pub use run_dir::RunDir;
-pub use setup::{assemble, load_data, model_outputs, Assembly};
+pub use run_dir::{PartialEpoch, Progress, RunDir};
+pub use setup::{assemble, load_data, model_outputs, with_threads, Assembly};
 
 use crate::data::{Batches, Normalization};
 use crate::nn::Module;
 use crate::optim::LrSchedule;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 /// One epoch's record in `metrics.json`.
@@ -47,10 +48,11 @@ pub struct EpochRecord {
     pub train_loss: f64,
     /// Test accuracy after the epoch.
     pub test_accuracy: f64,
-    /// Wall time of the epoch's training (seconds).
-    pub seconds: f64,
-    /// Training throughput.
-    pub images_per_second: f64,
+    /// Wall time of the epoch's training (seconds); `None` when it was lost (a resumed run
+    /// whose `metrics.json` was missing: the checkpoint keeps only deterministic values).
+    pub seconds: Option<f64>,
+    /// Training throughput (images/s); `None` as `seconds`.
+    pub images_per_second: Option<f64>,
     /// Learning rate at the epoch's last step.
     pub lr: f64,
 }
@@ -107,28 +109,22 @@ pub enum Event<'a> {
     Finished(&'a RunSummary),
 }
 
-/// Runs `f` on a pool of `threads` workers (default: one per core) whose threads, like the
-/// calling thread, flush subnormal floats to zero.
-pub fn with_threads<R: Send>(
-    threads: Option<usize>,
-    f: impl FnOnce() -> R + Send,
-) -> Result<R, TrainError> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.unwrap_or(0))
-        .start_handler(|_| denormals::flush_denormals_on_this_thread())
-        .build()
-        .map_err(|e| TrainError::Invalid(format!("thread pool: {e}")))?;
-    Ok(pool.install(|| {
-        denormals::flush_denormals_on_this_thread();
-        f()
-    }))
-}
-
 /// Trains the run described by `config` (or resumes `config.resume`), writing
 /// `config.json`, `metrics.json`, `model.safetensors` and the plots to the run directory,
 /// and reporting progress to `on_event`.
 pub fn train(
     config: &TrainConfig,
+    on_event: &mut (dyn FnMut(&Event) + Send),
+) -> Result<RunSummary, TrainError> {
+    train_until(config, &AtomicBool::new(false), on_event)
+}
+
+/// [`train`], stopping cleanly after the step during which `stop` becomes true (a signal
+/// handler sets it): the checkpoint then holds every step so far, and resuming continues
+/// the epoch exactly where it stopped.
+pub fn train_until(
+    config: &TrainConfig,
+    stop: &AtomicBool,
     on_event: &mut (dyn FnMut(&Event) + Send),
 ) -> Result<RunSummary, TrainError> {
     let (config, run) = match &config.resume {
@@ -147,15 +143,27 @@ pub fn train(
                 .out
                 .clone()
                 .unwrap_or_else(|| config.default_out_dir());
-            (config.clone(), RunDir::new(dir))
+            let run = RunDir::new(dir);
+            if run.is_non_empty() {
+                if !config.overwrite {
+                    return Err(TrainError::Invalid(format!(
+                        "{} is not empty (an earlier run?): resume it, choose another directory, or allow overwriting",
+                        run.path.display()
+                    )));
+                }
+                run.clear()?;
+            }
+            (config.clone(), run)
         }
     };
-    with_threads(config.threads, || run_epochs(&config, &run, on_event))?
+    config.validate()?;
+    with_threads(config.threads, || run_epochs(&config, &run, stop, on_event))?
 }
 
 fn run_epochs(
     config: &TrainConfig,
     run: &RunDir,
+    stop: &AtomicBool,
     on_event: &mut (dyn FnMut(&Event) + Send),
 ) -> Result<RunSummary, TrainError> {
     let started = Instant::now();
@@ -172,11 +180,15 @@ fn run_epochs(
         steps_per_epoch,
         total_steps: steps_per_epoch * config.epochs,
     };
-    let (mut first_epoch, mut step, mut records) = (0, 0, Vec::new());
+    let mut progress = Progress::default();
     if config.resume.is_some() {
-        (first_epoch, step) =
-            run.load_training_state(&mut assembly.model, assembly.optimizer.as_mut())?;
-        records = run.read_epoch_records(first_epoch);
+        progress = run.load_training_state(&mut assembly.model, assembly.optimizer.as_mut())?;
+        if progress.epoch > config.epochs {
+            return Err(TrainError::Invalid(format!(
+                "the run has already trained {} epochs, more than the {} asked for",
+                progress.epoch, config.epochs
+            )));
+        }
     } else {
         let record = serde_json::json!({
             "train": config,
@@ -193,6 +205,11 @@ fn run_epochs(
         });
         run.write_json("config.json", &record)?;
     }
+    // metrics.json mirrors the checkpoint's records (it may lag after a kill).
+    run.write_json(
+        "metrics.json",
+        &serde_json::json!({ "epochs": progress.records }),
+    )?;
     on_event(&Event::Started {
         config,
         parameters: assembly.model.num_parameters(),
@@ -203,12 +220,12 @@ fn run_epochs(
         out_dir: &run.path,
     });
     let mut trainer = Trainer::new(assembly, schedule);
-    trainer.step = step;
+    trainer.step = progress.step;
     let augment = config.augmentation();
     let last_epoch = config
         .stop_after
-        .map_or(config.epochs, |n| (first_epoch + n).min(config.epochs));
-    for epoch in first_epoch..last_epoch {
+        .map_or(config.epochs, |n| (progress.epoch + n).min(config.epochs));
+    for epoch in progress.epoch..last_epoch {
         let batches = Batches::new(
             &split.train,
             config.batch_size,
@@ -217,8 +234,29 @@ fn run_epochs(
             &norm,
             augment,
         );
-        let stats = trainer.fit_epoch(batches, epoch, |s| on_event(&Event::Step(s)))?;
-        step = trainer.step;
+        let partial = progress.partial.take();
+        let end = trainer.fit_epoch_from(batches, epoch, partial.as_ref(), stop, |s| {
+            on_event(&Event::Step(s))
+        })?;
+        let stats = match end {
+            EpochEnd::Complete(stats) => stats,
+            EpochEnd::Stopped(partial) => {
+                let batch = partial.batches;
+                progress.step = trainer.step;
+                progress.partial = Some(partial);
+                run.save_checkpoint(
+                    &trainer.model,
+                    trainer.optimizer.as_ref(),
+                    &progress,
+                    config,
+                )?;
+                return Err(TrainError::Interrupted {
+                    epoch: epoch + 1,
+                    batch,
+                    dir: run.path.clone(),
+                });
+            }
+        };
         let (test, _) = evaluate(
             &mut trainer.model,
             trainer.loss.as_ref(),
@@ -226,24 +264,34 @@ fn run_epochs(
             &norm,
             500,
         )?;
-        let record = EpochRecord {
+        progress.records.push(EpochRecord {
             epoch: epoch + 1,
             train_loss: stats.mean_loss,
             test_accuracy: test.accuracy,
-            seconds: stats.seconds,
-            images_per_second: stats.images as f64 / stats.seconds,
+            seconds: Some(stats.seconds),
+            images_per_second: Some(stats.images as f64 / stats.seconds),
             lr: if stats.batches == 0 {
                 config.lr
             } else {
                 stats.lr
             },
-        };
-        // Checkpoint and metrics after every epoch: an interrupted run loses at most one.
-        run.save_checkpoint(&trainer.model, trainer.optimizer.as_ref(), epoch + 1, step)?;
-        records.push(record);
-        run.write_json("metrics.json", &serde_json::json!({ "epochs": records }))?;
+        });
+        progress.epoch = epoch + 1;
+        progress.step = trainer.step;
+        // The checkpoint carries the records: checkpoint and history change together, and
+        // an interrupted run loses at most the epoch in progress.
+        run.save_checkpoint(
+            &trainer.model,
+            trainer.optimizer.as_ref(),
+            &progress,
+            config,
+        )?;
+        run.write_json(
+            "metrics.json",
+            &serde_json::json!({ "epochs": progress.records }),
+        )?;
         on_event(&Event::Epoch {
-            record: records.last().expect("just pushed"),
+            record: progress.records.last().expect("just pushed"),
             test: &test,
             epochs: config.epochs,
         });
@@ -253,7 +301,7 @@ fn run_epochs(
     let (train_eval, _) = evaluate(&mut trainer.model, loss, &split.train, &norm, 500)?;
     let summary = RunSummary {
         out_dir: run.path.clone(),
-        epochs: records,
+        epochs: progress.records,
         test,
         train: train_eval,
         train_class_counts: counts,

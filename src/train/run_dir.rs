@@ -38,9 +38,50 @@ impl RunDir {
         self.path.join("model.safetensors")
     }
 
-    /// Creates the directory.
+    /// The files a run writes (removed by [`RunDir::clear`]).
+    pub const RUN_FILES: [&'static str; 9] = [
+        "config.json",
+        "metrics.json",
+        "model.safetensors",
+        "audit.json",
+        "loss.png",
+        "accuracy.png",
+        "per_class_accuracy.png",
+        "p_bar_train.png",
+        "p_bar_test.png",
+    ];
+
+    /// Creates the directory, and removes temporary files left by writes that were
+    /// interrupted (`.<name>.tmp`, see `checkpoint::write_atomically`).
     pub fn create(&self) -> Result<(), TrainError> {
-        std::fs::create_dir_all(&self.path).map_err(|e| TrainError::io(&self.path, e))
+        std::fs::create_dir_all(&self.path).map_err(|e| TrainError::io(&self.path, e))?;
+        let entries = std::fs::read_dir(&self.path).map_err(|e| TrainError::io(&self.path, e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the directory exists and holds anything.
+    pub fn is_non_empty(&self) -> bool {
+        std::fs::read_dir(&self.path).is_ok_and(|mut d| d.next().is_some())
+    }
+
+    /// Removes the files of an earlier run (only those; anything else stays).
+    pub fn clear(&self) -> Result<(), TrainError> {
+        for name in Self::RUN_FILES {
+            let path = self.path.join(name);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(TrainError::io(&path, e)),
+            }
+        }
+        Ok(())
     }
 
     /// Writes `value` as pretty JSON to `name` in the directory, atomically.
@@ -49,11 +90,38 @@ impl RunDir {
         checkpoint::write_atomically(&self.path.join(name), text.as_bytes())
     }
 
-    /// The configuration recorded in `config.json`.
+    /// The configuration recorded in `config.json`, checked against the one the checkpoint
+    /// carries (when there is a checkpoint): a `config.json` of another run next to this
+    /// model is an error, not a silent mismatch.
     pub fn read_config(&self) -> Result<TrainConfig, TrainError> {
+        let config = self.read_config_json()?;
+        let ck_path = self.checkpoint_path();
+        if ck_path.exists() {
+            let ck = load_checkpoint(&ck_path)?;
+            if let Some(saved) = checkpoint_config(&ck, &ck_path)? {
+                let here = TrainConfig {
+                    out: None,
+                    ..config.clone()
+                };
+                if saved != here {
+                    return Err(TrainError::RunConfig {
+                        path: self.config_path(),
+                        reason: format!(
+                            "does not belong to {} (it was written by another run)",
+                            ck_path.display()
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// The configuration in `config.json`, unchecked.
+    fn read_config_json(&self) -> Result<TrainConfig, TrainError> {
         let path = self.config_path();
         let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
-        let bad = |e: serde_json::Error| TrainError::Config {
+        let bad = |e: serde_json::Error| TrainError::RunConfig {
             path: path.clone(),
             reason: e.to_string(),
         };
@@ -61,30 +129,39 @@ impl RunDir {
         serde_json::from_value(v["train"].clone()).map_err(bad)
     }
 
-    /// The epoch records of `metrics.json`, at most `epochs` of them (none if unreadable).
-    pub fn read_epoch_records(&self, epochs: usize) -> Vec<EpochRecord> {
-        let Ok(text) = std::fs::read_to_string(self.metrics_path()) else {
-            return Vec::new();
-        };
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        let mut records: Vec<EpochRecord> =
-            serde_json::from_value(v["epochs"].clone()).unwrap_or_default();
-        records.truncate(epochs);
-        records
-    }
-
-    /// Saves model and optimizer state after `epoch` epochs and `step` steps.
+    /// Saves model and optimizer state after `epoch` epochs and `step` steps, with the
+    /// run's configuration and epoch records: one atomic file holds everything a resume
+    /// needs, so checkpoint and history can never come from different moments.
     pub fn save_checkpoint(
         &self,
         model: &Sequential<f32>,
         optimizer: &dyn Optimizer<f32>,
-        epoch: usize,
-        step: usize,
+        progress: &Progress,
+        config: &TrainConfig,
     ) -> Result<(), TrainError> {
-        save_checkpoint(
-            &self.checkpoint_path(),
-            &checkpoint_of(model, optimizer, epoch, step),
-        )
+        let mut ck = checkpoint_of(model, optimizer, progress.epoch, progress.step);
+        // Only what is deterministic, so that the same run writes the same bytes: the
+        // configuration without the output directory, the records without wall times
+        // (those live in metrics.json).
+        let identity = TrainConfig {
+            out: None,
+            ..config.clone()
+        };
+        let history: Vec<EpochRecord> = progress
+            .records
+            .iter()
+            .map(|r| EpochRecord {
+                seconds: None,
+                images_per_second: None,
+                ..r.clone()
+            })
+            .collect();
+        ck.metadata.insert("config".into(), to_json(&identity));
+        ck.metadata.insert("records".into(), to_json(&history));
+        if let Some(partial) = &progress.partial {
+            ck.metadata.insert("partial_epoch".into(), to_json(partial));
+        }
+        save_checkpoint(&self.checkpoint_path(), &ck)
     }
 
     /// Loads the saved model tensors into `model`.
@@ -93,12 +170,13 @@ impl RunDir {
         load_model_tensors(model, &load_checkpoint(&path)?, &path)
     }
 
-    /// Loads model and optimizer state; returns the epochs and steps completed.
+    /// Loads model and optimizer state, checking every tensor's name, dtype and shape;
+    /// returns where the run stands.
     pub fn load_training_state(
         &self,
         model: &mut Sequential<f32>,
         optimizer: &mut dyn Optimizer<f32>,
-    ) -> Result<(usize, usize), TrainError> {
+    ) -> Result<Progress, TrainError> {
         let path = self.checkpoint_path();
         let ck = load_checkpoint(&path)?;
         load_model_tensors(model, &ck, &path)?;
@@ -110,7 +188,17 @@ impl RunDir {
                     .map(|n| (n.to_string(), v.clone()))
             })
             .collect();
-        optimizer.load_state(state)?;
+        let params: Vec<(String, usize)> = model
+            .parameters()
+            .into_iter()
+            .map(|(n, t)| (n, t.numel()))
+            .collect();
+        optimizer
+            .load_state(state, &params)
+            .map_err(|e| TrainError::Checkpoint {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
         let meta = |k: &str| -> Result<usize, TrainError> {
             ck.metadata
                 .get(k)
@@ -120,8 +208,124 @@ impl RunDir {
                     reason: format!("no {k} count in the metadata"),
                 })
         };
-        Ok((meta("epoch")?, meta("step")?))
+        let (epoch, step) = (meta("epoch")?, meta("step")?);
+        let parse = |key: &str| -> Result<Option<serde_json::Value>, TrainError> {
+            ck.metadata
+                .get(key)
+                .map(|text| {
+                    serde_json::from_str(text).map_err(|e| TrainError::Checkpoint {
+                        path: path.clone(),
+                        reason: format!("metadata {key}: {e}"),
+                    })
+                })
+                .transpose()
+        };
+        let records: Vec<EpochRecord> = match parse("records")? {
+            Some(v) => {
+                let mut history: Vec<EpochRecord> =
+                    serde_json::from_value(v).map_err(|e| TrainError::Checkpoint {
+                        path: path.clone(),
+                        reason: format!("metadata records: {e}"),
+                    })?;
+                // Wall times from metrics.json, where it agrees with the checkpoint.
+                let timed = self.legacy_epoch_records().unwrap_or_default();
+                for r in &mut history {
+                    if let Some(t) = timed.iter().find(|t| {
+                        t.epoch == r.epoch && t.train_loss.to_bits() == r.train_loss.to_bits()
+                    }) {
+                        (r.seconds, r.images_per_second) = (t.seconds, t.images_per_second);
+                    }
+                }
+                history
+            }
+            // A checkpoint written before records were kept inside it: metrics.json.
+            None => self.legacy_epoch_records()?,
+        };
+        let mut records = records;
+        if records.len() > epoch {
+            // A legacy metrics.json may hold epochs written after this checkpoint.
+            records.truncate(epoch);
+        }
+        if records.len() != epoch {
+            return Err(TrainError::Checkpoint {
+                path: path.clone(),
+                reason: format!("{} epoch records for {epoch} epochs", records.len()),
+            });
+        }
+        let partial = match parse("partial_epoch")? {
+            Some(v) => Some(
+                serde_json::from_value(v).map_err(|e| TrainError::Checkpoint {
+                    path: path.clone(),
+                    reason: format!("metadata partial_epoch: {e}"),
+                })?,
+            ),
+            None => None,
+        };
+        Ok(Progress {
+            epoch,
+            step,
+            records,
+            partial,
+        })
     }
+}
+
+impl RunDir {
+    /// The epoch records of `metrics.json` (for checkpoints that do not carry them).
+    fn legacy_epoch_records(&self) -> Result<Vec<EpochRecord>, TrainError> {
+        let path = self.metrics_path();
+        let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
+        let bad = |e: serde_json::Error| TrainError::RunConfig {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(bad)?;
+        serde_json::from_value(v["epochs"].clone()).map_err(bad)
+    }
+}
+
+/// Where a run stands: what a checkpoint records besides the tensors.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Progress {
+    /// Epochs completed.
+    pub epoch: usize,
+    /// Optimisation steps taken.
+    pub step: usize,
+    /// The records of the completed epochs.
+    pub records: Vec<EpochRecord>,
+    /// The epoch in progress, when the run was stopped mid-epoch (by a signal).
+    pub partial: Option<PartialEpoch>,
+}
+
+/// An epoch stopped between two steps: enough to continue it exactly.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PartialEpoch {
+    /// Batches of the epoch already trained on.
+    pub batches: usize,
+    /// Sum of their losses.
+    pub loss_sum: f64,
+    /// Images in them.
+    pub images: usize,
+    /// Seconds spent on them.
+    pub seconds: f64,
+}
+
+/// The configuration a checkpoint carries, if it carries one.
+fn checkpoint_config(ck: &Checkpoint, path: &Path) -> Result<Option<TrainConfig>, TrainError> {
+    ck.metadata
+        .get("config")
+        .map(|text| {
+            serde_json::from_str(text).map_err(|e| TrainError::Checkpoint {
+                path: path.to_path_buf(),
+                reason: format!("metadata config: {e}"),
+            })
+        })
+        .transpose()
+}
+
+/// A value as a JSON string, for checkpoint metadata.
+fn to_json(value: &impl Serialize) -> String {
+    serde_json::to_string(value).expect("run records serialise")
 }
 
 /// The model's tensors and the optimizer's state as a checkpoint.

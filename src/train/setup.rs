@@ -1,7 +1,7 @@
 //! Assembling a run from its configuration: the data, then model + loss + optimizer. The
 //! same functions set up a new run, resume one, and reopen a saved one for evaluation.
 
-use super::{DatasetKind, TrainConfig, TrainError};
+use super::{denormals, DatasetKind, TrainConfig, TrainError};
 use crate::data::{
     load_cifar10, load_cifar100, load_idx_dir, load_image_folder, DataError, Dataset, Split,
 };
@@ -76,4 +76,21 @@ pub fn assemble(config: &TrainConfig, train: &Dataset) -> Result<Assembly, Train
         loss,
         optimizer: config.optimizer_settings().build(),
     })
+}
+
+/// Runs `f` on a pool of `threads` workers (default: one per core) whose threads, like the
+/// calling thread, flush subnormal floats to zero.
+pub fn with_threads<R: Send>(
+    threads: Option<usize>,
+    f: impl FnOnce() -> R + Send,
+) -> Result<R, TrainError> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.unwrap_or(0))
+        .start_handler(|_| denormals::flush_denormals_on_this_thread())
+        .build()
+        .map_err(|e| TrainError::Invalid(format!("thread pool: {e}")))?;
+    Ok(pool.install(|| {
+        denormals::flush_denormals_on_this_thread();
+        f()
+    }))
 }
