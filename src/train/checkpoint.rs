@@ -51,7 +51,7 @@ pub fn encode_checkpoint(checkpoint: &Checkpoint) -> Vec<u8> {
         offset = end;
     }
     let mut json = serde_json::to_string(&header).expect("header serialises");
-    while json.len() % 8 != 0 {
+    while !json.len().is_multiple_of(8) {
         json.push(' ');
     }
     let mut out = Vec::with_capacity(8 + json.len() + offset);
@@ -119,8 +119,8 @@ pub fn load_checkpoint(path: &Path) -> Result<Checkpoint, TrainError> {
 /// against the bytes actually present before any tensor is copied.
 pub fn decode_checkpoint(bytes: &[u8]) -> Result<Checkpoint, String> {
     let bad = |reason: String| reason;
-    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
     let mut tensors = Vec::new();
     let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
     names.sort();
