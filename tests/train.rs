@@ -191,3 +191,157 @@ fn corrupt_data_is_a_typed_error_naming_the_file() {
         "data set mnist: no data directory given"
     );
 }
+
+#[test]
+fn run_directories_are_never_overwritten_or_mixed_up() {
+    let dir = tempfile::tempdir().unwrap();
+    train(&tiny(dir.path(), 1, 128)).unwrap();
+    let first = std::fs::read(dir.path().join("model.safetensors")).unwrap();
+    // A second run into the same directory is refused; the first run is untouched.
+    let e = train(&TrainConfig {
+        seed: 1,
+        ..tiny(dir.path(), 1, 128)
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("is not empty"), "{e}");
+    assert_eq!(
+        std::fs::read(dir.path().join("model.safetensors")).unwrap(),
+        first
+    );
+    // The same seed and configuration write byte-identical checkpoints.
+    let again = tempfile::tempdir().unwrap();
+    let same = train(&TrainConfig {
+        out: Some(again.path().to_path_buf()),
+        ..tiny(dir.path(), 1, 128)
+    });
+    same.unwrap();
+    assert_eq!(
+        std::fs::read(again.path().join("model.safetensors")).unwrap(),
+        first
+    );
+    // A config.json of another run next to this model: refused by eval and resume.
+    let other = tempfile::tempdir().unwrap();
+    train(&TrainConfig {
+        seed: 1,
+        ..tiny(other.path(), 1, 128)
+    })
+    .unwrap();
+    std::fs::copy(
+        other.path().join("config.json"),
+        dir.path().join("config.json"),
+    )
+    .unwrap();
+    let e = evaluate_run(dir.path(), None).unwrap_err().to_string();
+    assert!(e.contains("does not belong to"), "{e}");
+    // Overwriting is explicit.
+    train(&TrainConfig {
+        seed: 1,
+        overwrite: true,
+        ..tiny(dir.path(), 1, 128)
+    })
+    .unwrap();
+    assert!(evaluate_run(dir.path(), None).is_ok());
+}
+
+#[test]
+fn resume_checks_the_checkpoint_and_keeps_the_history() {
+    use tensorgrad::train::save_checkpoint;
+    let dir = tempfile::tempdir().unwrap();
+    let first = train(&TrainConfig {
+        stop_after: Some(1),
+        ..tiny(dir.path(), 2, 128)
+    })
+    .unwrap();
+    let ck_path = dir.path().join("model.safetensors");
+    let good = load_checkpoint(&ck_path).unwrap();
+    let resume = TrainConfig {
+        resume: Some(dir.path().to_path_buf()),
+        ..tiny(dir.path(), 2, 128)
+    };
+    // Optimizer state of the wrong length: refused, nothing trained.
+    let mut bad = good.clone();
+    for t in &mut bad.tensors {
+        if t.0 == "optimizer.momentum_buffer.fc1.weight" {
+            (t.1, t.2) = (vec![10], vec![0.0; 10]);
+        }
+    }
+    save_checkpoint(&ck_path, &bad).unwrap();
+    let e = train(&resume).unwrap_err().to_string();
+    assert!(
+        e.contains("has 10 values, parameter fc1.weight needs 400000"),
+        "{e}"
+    );
+    // No epoch count: refused rather than restarting at epoch 0.
+    let mut bad = good.clone();
+    bad.metadata.remove("epoch");
+    save_checkpoint(&ck_path, &bad).unwrap();
+    let e = train(&resume).unwrap_err().to_string();
+    assert!(e.contains("no epoch count"), "{e}");
+    // metrics.json lost (as after a kill between the two writes) and a stale temporary
+    // file: the history comes from the checkpoint, the temporary file is cleaned up.
+    save_checkpoint(&ck_path, &good).unwrap();
+    std::fs::remove_file(dir.path().join("metrics.json")).unwrap();
+    std::fs::write(dir.path().join(".model.safetensors.tmp"), b"half a write").unwrap();
+    let resumed = train(&resume).unwrap();
+    assert_eq!(resumed.epochs.len(), 2);
+    assert_eq!(resumed.epochs[0].train_loss, first.epochs[0].train_loss);
+    assert_eq!(
+        resumed.epochs[0].seconds, None,
+        "the lost wall time is not invented"
+    );
+    assert!(!dir.path().join(".model.safetensors.tmp").exists());
+}
+
+#[test]
+fn binary_pair_with_per_problem_weights_trains_and_audits() {
+    // --loss lgl --class-weights inverse --weight-form pos-neg on a pair (one logit).
+    let dir = tempfile::tempdir().unwrap();
+    let mut loss = tensorgrad::loss::LossOptions::new("lgl".parse().unwrap());
+    loss.class_weights = Some("inverse".parse().unwrap());
+    loss.weight_form = Some("pos-neg".parse().unwrap());
+    let s = train(&TrainConfig {
+        loss,
+        imbalance: "pair:4,9,10".parse().unwrap(),
+        ..tiny(dir.path(), 1, 2000)
+    })
+    .unwrap();
+    assert_eq!(s.train_class_counts.len(), 2);
+    let a = audit_run(dir.path(), None).unwrap();
+    assert_eq!(a.rows.len(), 1);
+}
+
+#[test]
+fn stopping_mid_epoch_and_resuming_is_exact() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (cut, whole) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let stop = AtomicBool::new(false);
+    let e = tensorgrad::train::train_until(&tiny(cut.path(), 2, 640), &stop, &mut |e| {
+        if let Event::Step(s) = e {
+            if s.epoch == 1 && s.batch == 3 {
+                stop.store(true, Ordering::SeqCst);
+            }
+        }
+    })
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            TrainError::Interrupted {
+                epoch: 2,
+                batch: 4,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let resumed = train(&TrainConfig {
+        resume: Some(cut.path().to_path_buf()),
+        ..tiny(cut.path(), 2, 640)
+    })
+    .unwrap();
+    let straight = train(&tiny(whole.path(), 2, 640)).unwrap();
+    assert_eq!(resumed.epochs[1].train_loss, straight.epochs[1].train_loss);
+    let a = load_checkpoint(&cut.path().join("model.safetensors")).unwrap();
+    let b = load_checkpoint(&whole.path().join("model.safetensors")).unwrap();
+    assert!(a.tensors == b.tensors, "resumed parameters differ");
+}

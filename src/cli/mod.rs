@@ -322,6 +322,15 @@ impl TrainArgs {
             resume: self.resume.clone(),
             overwrite: self.force,
         })
+        .map(|mut config| {
+            // A resumed run keeps its length unless --epochs is given.
+            if let (Some(dir), false) = (&self.resume, is_given("epochs")) {
+                if let Ok(saved) = RunDir::new(dir).read_config() {
+                    config.epochs = saved.epochs;
+                }
+            }
+            config
+        })
         .and_then(|config| {
             config.validate().map_err(|e| FlagError {
                 flag: flag(e.field),
@@ -404,6 +413,38 @@ mod tests {
     }
 
     #[test]
+    fn a_resumed_run_refuses_options_that_contradict_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        let config = TrainConfig {
+            epochs: 1,
+            train_limit: Some(64),
+            test_limit: Some(64),
+            out: Some(run.clone()),
+            ..parse(&[]).unwrap()
+        };
+        tensorgrad::train::train(&config, &mut |_| {}).unwrap();
+        let r = run.to_str().unwrap();
+        // What a resume may change, or repeat unchanged; without --epochs it keeps its length.
+        assert!(parse(&["--resume", r, "--epochs", "3", "--threads", "1"]).is_ok());
+        assert_eq!(parse(&["--resume", r]).unwrap().epochs, 1);
+        assert!(parse(&["--resume", r, "--lr", "0.01", "--loss", "lgl-inr"]).is_ok());
+        // What it may not.
+        for (args, flag) in [
+            (&["--lr", "0.5"][..], "--lr"),
+            (&["--loss", "sml"], "--loss"),
+            (&["--beta", "2"], "--beta"),
+            (&["--seed", "3"], "--seed"),
+            (&["--out", "/tmp/elsewhere"], "--out"),
+        ] {
+            let mut argv = vec!["--resume", r];
+            argv.extend_from_slice(args);
+            let e = parse(&argv).unwrap_err();
+            assert!(e.starts_with(flag), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
     fn options_parse_into_typed_values() {
         let c = parse(&[
             "--loss",
@@ -455,6 +496,36 @@ mod tests {
             (&["--batch-size", "0"], "--batch-size"),
             (&["--loss", "sml", "--beta", "2"], "--beta"),
             (&["--dataset", "cifar10"], "--data-dir"),
+            (&["--lr=-1"], "--lr"),
+            (&["--lr", "inf"], "--lr"),
+            (&["--momentum", "1.5"], "--momentum"),
+            (&["--weight-decay=-1"], "--weight-decay"),
+            (&["--warmup-epochs", "nan"], "--warmup-epochs"),
+            (&["--warmup-epochs", "inf"], "--warmup-epochs"),
+            (&["--warmup-epochs=-1"], "--warmup-epochs"),
+            (&["--threads", "100000"], "--threads"),
+            (&["--batch-size", "100000000"], "--batch-size"),
+            (&["--epochs", "0"], "--epochs"),
+            (&["--train-limit", "0"], "--train-limit"),
+            (&["--stop-after", "0"], "--stop-after"),
+            (&["--channels", "1"], "--channels"),
+            (&["--image-size", "64x64"], "--image-size"),
+            (&["--optimizer", "adam", "--nesterov"], "--nesterov"),
+            (
+                &[
+                    "--dataset",
+                    "folder",
+                    "--data-dir",
+                    "/x",
+                    "--image-size",
+                    "100000x100000",
+                ],
+                "--image-size",
+            ),
+            (
+                &["--dataset", "folder", "--data-dir", "/x", "--channels", "2"],
+                "--channels",
+            ),
         ] {
             let e = parse(args).unwrap_err();
             assert!(e.contains(flag), "{args:?}: {e}");

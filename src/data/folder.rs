@@ -2,7 +2,7 @@
 //! `image` crate and converted to a fixed size and channel count. Classes are the
 //! sub-folder names of `train/`, sorted.
 
-use super::{DataError, Dataset, Split};
+use super::{check_classes_present, check_image_shape, DataError, Dataset, Split, MAX_IMAGE_SIDE};
 use image::imageops::FilterType;
 use std::path::Path;
 
@@ -37,10 +37,7 @@ fn load_part(dir: &Path, class_names: &[String], shape: [usize; 3]) -> Result<Da
             if !matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg")) {
                 continue;
             }
-            let img = image::open(&path).map_err(|e| DataError::Image {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
+            let img = decode(&path)?;
             let img = img.resize_exact(w as u32, h as u32, FilterType::Triangle);
             match c {
                 1 => data.pixels.extend_from_slice(img.to_luma8().as_raw()),
@@ -65,26 +62,53 @@ fn load_part(dir: &Path, class_names: &[String], shape: [usize; 3]) -> Result<Da
     Ok(data)
 }
 
+/// Decodes one image, refusing (before decoding) dimensions beyond [`MAX_IMAGE_SIDE`]
+/// and decoder allocations beyond 256 MiB, whatever the file's header claims.
+fn decode(path: &Path) -> Result<image::DynamicImage, DataError> {
+    let bad = |reason: String| DataError::Image {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut reader = image::ImageReader::open(path)
+        .map_err(|e| DataError::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| DataError::io(path, e))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE as u32);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE as u32);
+    limits.max_alloc = Some(256 << 20);
+    reader.limits(limits);
+    reader.decode().map_err(|e| bad(e.to_string()))
+}
+
 /// Loads `root/train` and `root/test` image folders at `[channels, height, width]`
 /// (channels 1 for grayscale or 3 for RGB).
 pub fn load_image_folder(root: &Path, shape: [usize; 3]) -> Result<Split, DataError> {
-    if !matches!(shape[0], 1 | 3) || shape[1] == 0 || shape[2] == 0 {
+    if !matches!(shape[0], 1 | 3) {
         return Err(DataError::inconsistent(
             root,
             format!("unsupported image shape {shape:?} (channels must be 1 or 3)"),
         ));
     }
+    check_image_shape(root, shape)?;
     let train_dir = root.join("train");
-    let class_names: Vec<String> = list_sorted(&train_dir)?
-        .into_iter()
-        .filter(|p| p.is_dir())
-        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .collect();
+    let mut class_names = Vec::new();
+    for dir in list_sorted(&train_dir)?.into_iter().filter(|p| p.is_dir()) {
+        let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
+            return Err(DataError::inconsistent(
+                &dir,
+                "class folder names must be UTF-8 (they become class names)",
+            ));
+        };
+        class_names.push(name.to_string());
+    }
     if class_names.is_empty() {
         return Err(DataError::inconsistent(&train_dir, "no class folders"));
     }
+    let train = load_part(&train_dir, &class_names, shape)?;
+    check_classes_present(&train_dir, &train)?;
     Ok(Split {
-        train: load_part(&train_dir, &class_names, shape)?,
+        train,
         test: load_part(&root.join("test"), &class_names, shape)?,
     })
 }
@@ -124,5 +148,53 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("broken.png"), "{e}");
+        std::fs::remove_file(root.path().join("test/dog/broken.png")).unwrap();
+        // An empty class folder, an absurd size: errors naming the problem.
+        std::fs::create_dir_all(root.path().join("train/emu")).unwrap();
+        let e = load_image_folder(root.path(), [1, 2, 2])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("class 2 (emu) has no training image"), "{e}");
+        std::fs::remove_dir(root.path().join("train/emu")).unwrap();
+        let e = load_image_folder(root.path(), [3, 100_000, 100_000])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not supported"), "{e}");
+    }
+
+    #[test]
+    fn a_header_claiming_a_huge_image_is_refused_before_decoding() {
+        let root = tempfile::tempdir().unwrap();
+        let d = root.path().join("train/a");
+        std::fs::create_dir_all(&d).unwrap();
+        // A valid 1×1 PNG whose IHDR claims 100000×100000 pixels (CRC fixed up).
+        let mut png = Vec::new();
+        image::GrayImage::from_pixel(1, 1, image::Luma([7]))
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        png[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+        png[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+        let crc = crc32(&png[12..29]);
+        png[29..33].copy_from_slice(&crc.to_be_bytes());
+        std::fs::write(d.join("big.png"), &png).unwrap();
+        let e = load_image_folder(root.path(), [1, 4, 4]).unwrap_err();
+        assert!(matches!(e, DataError::Image { .. }), "{e}");
+        assert!(e.to_string().contains("big.png"), "{e}");
+    }
+
+    /// CRC-32 (IEEE) of a PNG chunk's type and data.
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for &b in bytes {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
     }
 }

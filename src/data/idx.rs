@@ -386,6 +386,61 @@ mod tests {
     }
 
     #[test]
+    fn forged_headers_and_gzip_bombs_cost_no_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        // A header promising 2³¹ bytes in a 20-byte file: refused before any allocation.
+        let p = write(
+            dir.path(),
+            "huge",
+            &idx_bytes(&[1 << 16, 1 << 15], &[1, 2, 3, 4]),
+        );
+        assert!(matches!(
+            read_idx(&p).unwrap_err(),
+            DataError::Truncated { expected, .. } if expected == 12 + (1u64 << 31)
+        ));
+        let gz = |bytes: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            e.write_all(bytes).unwrap();
+            e.finish().unwrap()
+        };
+        let p = write(
+            dir.path(),
+            "huge.gz",
+            &gz(&idx_bytes(&[1 << 16, 1 << 15], &[0; 64])),
+        );
+        let e = read_idx(&p).unwrap_err().to_string();
+        assert!(e.contains("more than this gzip file can expand to"), "{e}");
+        // 64 MiB of zeros behind a header promising 10 data bytes: reading stops after 19.
+        let mut bomb = idx_bytes(&[10], &[0; 10]);
+        bomb.resize(64 << 20, 0);
+        let p = write(dir.path(), "bomb.gz", &gz(&bomb));
+        assert!(std::fs::metadata(&p).unwrap().len() < 200_000);
+        let e = read_idx(&p).unwrap_err().to_string();
+        assert!(e.contains("need 18 bytes but the file has more"), "{e}");
+    }
+
+    #[test]
+    fn zero_sized_images_and_stray_labels_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        write_split(dir.path(), 3);
+        write(
+            dir.path(),
+            "train-images-idx3-ubyte",
+            &idx_bytes(&[3, 0, 2], &[]),
+        );
+        let e = load_idx_dir(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("image shape [1, 0, 2] is not supported"), "{e}");
+        write_split(dir.path(), 3);
+        write(
+            dir.path(),
+            "train-labels-idx1-ubyte",
+            &idx_bytes(&[3], &[1, 200, 2]),
+        );
+        let e = load_idx_dir(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("class 0 (0) has no training image"), "{e}");
+    }
+
+    #[test]
     fn bundled_mnist_verifies() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/mnist");
         let s = load_idx_dir(&dir).unwrap();

@@ -113,6 +113,13 @@ impl Imbalance {
                 }
                 let negs = by_class(&split.train, negative);
                 let mut pos = by_class(&split.train, positive);
+                for (class, members) in [(positive, &pos), (negative, &negs)] {
+                    if members.is_empty() {
+                        return Err(DataError::Imbalance(format!(
+                            "{self}: class {class} has no training image"
+                        )));
+                    }
+                }
                 pos.shuffle(&mut rng);
                 let keep = ((negs.len() as f64 / ratio).round() as usize).clamp(1, pos.len());
                 pos.truncate(keep);
@@ -146,6 +153,11 @@ impl Imbalance {
             Imbalance::LongTail { ratio } => {
                 let k = split.train.classes;
                 let counts = split.train.class_counts();
+                if let Some(empty) = counts.iter().position(|&n| n == 0) {
+                    return Err(DataError::Imbalance(format!(
+                        "{self}: class {empty} has no training image (the profile starts from the smallest class)"
+                    )));
+                }
                 let n_max = *counts.iter().min().unwrap_or(&0);
                 let mut keep = Vec::new();
                 for c in 0..k {
@@ -261,5 +273,20 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("pair:4,12,10: class index out of range for 10 classes"));
+        // A class without training images: an error, not a panic or a silent shrink.
+        let mut holes = balanced(5, 10);
+        holes.train = holes.train.subset(
+            &(0..holes.train.len())
+                .filter(|&i| holes.train.labels[i] != 4)
+                .collect::<Vec<_>>(),
+        );
+        for spec in ["pair:4,9,10", "pair:9,4,10", "longtail:10"] {
+            let e = Imbalance::from_str(spec)
+                .unwrap()
+                .apply(&holes, 0)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("class 4 has no training image"), "{spec}: {e}");
+        }
     }
 }

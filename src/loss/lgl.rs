@@ -24,7 +24,12 @@ fn build_lgl(o: &LossOptions, counts: &[usize]) -> BuildResult {
         (_, ClassWeighting::None) => LglWeights::None,
         (WeightForm::Sample, w) => LglWeights::PerSample(w.weights(counts).unwrap_or_default()),
         (WeightForm::PosNeg, w) => {
-            let (pos, neg) = w.pos_neg_weights(counts).unwrap_or_default();
+            let (mut pos, mut neg) = w.pos_neg_weights(counts).unwrap_or_default();
+            // Two classes are one problem on one logit (`one_logit_for_two_classes`):
+            // class 1 against class 0, weighted by class 1's w⁺ and w⁻.
+            if counts.len() == 2 {
+                (pos, neg) = (pos.split_off(1), neg.split_off(1));
+            }
             LglWeights::PosNeg { pos, neg }
         }
     };

@@ -102,7 +102,8 @@ impl LglInr {
         let positive = log_target
             .mul(&Tensor::from_f64s(&inv_n, &[b, 1])?)?
             .sum_all();
-        let m = means.matmul(&p.affine(-1.0, 1.0 + self.eps).log())?;
+        // (1 − p) + ε in this order, as the reference: 1 + ε would round in f32.
+        let m = means.matmul(&p.affine(-1.0, 1.0).add_scalar(self.eps).log())?;
         let p_bar = means.matmul(&p)?;
 
         // N_k = P \ {k}: mask j = k out of the softmax; a column whose N_k is empty
@@ -334,5 +335,23 @@ mod tests {
             },
             4,
         );
+    }
+
+    #[test]
+    fn f32_matches_f64_on_saturated_logits() {
+        // A non-target logit of 30 saturates its sigmoid: log((1 − p) + ε) is then log ε.
+        // Computing (1 + ε) − p instead rounds 1 + 1e-7 to 1 + 1.19e-7 in f32 (1e-2 off).
+        let z = [30.0, -2.0, 1.0, 0.5, 25.0, -3.0];
+        let labels = [1, 0];
+        let loss = LglInr::default();
+        let l64 = loss
+            .forward(&Tensor::<f64>::from_f64s(&z, &[2, 3]).unwrap(), &labels)
+            .unwrap()
+            .item();
+        let l32 = loss
+            .forward(&Tensor::<f32>::from_f64s(&z, &[2, 3]).unwrap(), &labels)
+            .unwrap()
+            .item() as f64;
+        assert!(((l32 - l64) / l64).abs() < 1e-5, "f32 {l32} vs f64 {l64}");
     }
 }
