@@ -345,3 +345,30 @@ fn stopping_mid_epoch_and_resuming_is_exact() {
     let b = load_checkpoint(&whole.path().join("model.safetensors")).unwrap();
     assert!(a.tensors == b.tensors, "resumed parameters differ");
 }
+
+#[test]
+fn parameters_do_not_depend_on_the_thread_count() {
+    let mut runs = Vec::new();
+    for threads in [1, 2, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        train(&TrainConfig {
+            threads: Some(threads),
+            ..tiny(dir.path(), 1, 640)
+        })
+        .unwrap();
+        runs.push(
+            load_checkpoint(&dir.path().join("model.safetensors"))
+                .unwrap()
+                .tensors,
+        );
+    }
+    for (threads, run) in [2, 3].iter().zip(&runs[1..]) {
+        for ((name, _, a), (_, _, b)) in runs[0].iter().zip(run) {
+            let bits = |v: &Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert!(
+                bits(a) == bits(b),
+                "{name} differs between 1 and {threads} threads"
+            );
+        }
+    }
+}

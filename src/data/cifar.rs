@@ -15,6 +15,24 @@ fn read_records(
     out: &mut Dataset,
 ) -> Result<(), DataError> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    parse_records(path, &bytes, label_bytes, classes, out)
+}
+
+/// Appends the records in `bytes` (read from `path`, named in errors) to `out`: whole
+/// records of `label_bytes` (1 or 2) label bytes and 3072 pixels, labels below `classes`.
+pub fn parse_records(
+    path: &Path,
+    bytes: &[u8],
+    label_bytes: usize,
+    classes: usize,
+    out: &mut Dataset,
+) -> Result<(), DataError> {
+    if !(1..=2).contains(&label_bytes) {
+        return Err(DataError::inconsistent(
+            path,
+            format!("{label_bytes} label bytes per record (CIFAR has 1 or 2)"),
+        ));
+    }
     let record = label_bytes + PIXELS;
     if bytes.is_empty() || bytes.len() % record != 0 {
         return Err(DataError::inconsistent(
@@ -39,7 +57,8 @@ fn read_records(
     Ok(())
 }
 
-fn empty(classes: usize) -> Dataset {
+/// An empty CIFAR data set of `classes` classes (3×32×32 images).
+pub fn empty(classes: usize) -> Dataset {
     Dataset {
         pixels: Vec::new(),
         labels: Vec::new(),

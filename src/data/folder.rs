@@ -15,8 +15,22 @@ fn list_sorted(dir: &Path) -> Result<Vec<std::path::PathBuf>, DataError> {
     Ok(v)
 }
 
-fn load_part(dir: &Path, class_names: &[String], shape: [usize; 3]) -> Result<Dataset, DataError> {
+/// Appends `img`, resized to `[c, h, w]` (c = 1 grey, else RGB) and laid out CHW, to `out`.
+pub fn to_pixels(img: &image::DynamicImage, shape: [usize; 3], out: &mut Vec<u8>) {
     let [c, h, w] = shape;
+    let img = img.resize_exact(w as u32, h as u32, FilterType::Triangle);
+    if c == 1 {
+        out.extend_from_slice(img.to_luma8().as_raw());
+    } else {
+        let rgb = img.to_rgb8();
+        // HWC → CHW.
+        for ch in 0..3 {
+            out.extend(rgb.as_raw().iter().skip(ch).step_by(3));
+        }
+    }
+}
+
+fn load_part(dir: &Path, class_names: &[String], shape: [usize; 3]) -> Result<Dataset, DataError> {
     let mut data = Dataset {
         pixels: Vec::new(),
         labels: Vec::new(),
@@ -37,19 +51,7 @@ fn load_part(dir: &Path, class_names: &[String], shape: [usize; 3]) -> Result<Da
             if !matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg")) {
                 continue;
             }
-            let img = decode(&path)?;
-            let img = img.resize_exact(w as u32, h as u32, FilterType::Triangle);
-            match c {
-                1 => data.pixels.extend_from_slice(img.to_luma8().as_raw()),
-                3 => {
-                    let rgb = img.to_rgb8();
-                    // HWC → CHW.
-                    for ch in 0..3 {
-                        data.pixels.extend(rgb.as_raw().iter().skip(ch).step_by(3));
-                    }
-                }
-                _ => unreachable!("channels checked by the caller"),
-            }
+            to_pixels(&decode(&path)?, shape, &mut data.pixels);
             data.labels.push(label);
         }
     }
@@ -65,12 +67,17 @@ fn load_part(dir: &Path, class_names: &[String], shape: [usize; 3]) -> Result<Da
 /// Decodes one image, refusing (before decoding) dimensions beyond [`MAX_IMAGE_SIDE`]
 /// and decoder allocations beyond 256 MiB, whatever the file's header claims.
 fn decode(path: &Path) -> Result<image::DynamicImage, DataError> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    decode_image_bytes(path, &bytes)
+}
+
+/// Decodes an encoded image (`path` names it in errors) under the limits of [`decode`].
+pub fn decode_image_bytes(path: &Path, bytes: &[u8]) -> Result<image::DynamicImage, DataError> {
     let bad = |reason: String| DataError::Image {
         path: path.to_path_buf(),
         reason,
     };
-    let mut reader = image::ImageReader::open(path)
-        .map_err(|e| DataError::io(path, e))?
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| DataError::io(path, e))?;
     let mut limits = image::Limits::default();

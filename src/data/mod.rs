@@ -8,6 +8,12 @@ pub mod imbalance;
 mod loader;
 
 pub use cifar::{load_cifar10, load_cifar100};
+/// Byte-level entry points of the readers (used by the fuzz targets in `fuzz/`).
+pub mod parse {
+    pub use super::cifar::{empty as empty_cifar, parse_records as parse_cifar_records};
+    pub use super::folder::{decode_image_bytes, to_pixels};
+    pub use super::idx::{read_idx_from, Capacity};
+}
 pub use folder::load_image_folder;
 pub use idx::{load_idx_dir, read_idx, IdxFile};
 pub use loader::{Augment, Batches, Normalization};

@@ -55,6 +55,12 @@ impl Conv2dConfig {
     }
 }
 
+/// Chunks of a batch whose partial weight gradients backward sums, in order. Fixed (not
+/// the thread count) so results are bitwise the same on any number of threads; 4 keeps
+/// the extra partial sums within noise (train-step A/B: 16 chunks cost 4–7% on LeNet)
+/// and still feeds 4 threads — more threads would idle in this loop.
+const BACKWARD_CHUNKS: usize = 4;
+
 /// Output pixels per GEMM tile. Measured with single-threaded sgemm on this machine:
 /// 32×288×1024 (cifar-cnn conv2, whole image) runs at 42 GFLOP/s, 32×288×256 at 66: a
 /// tile's columns stay in cache between im2col and the GEMM that packs them.
@@ -240,8 +246,10 @@ impl<T: Element> CustomOp<T> for Conv2dBackward<T> {
         };
 
         let mut dx = vec![T::zero(); if need_dx { n * chw } else { 0 }];
-        let tasks = rayon::current_num_threads().clamp(1, n.max(1));
-        let per_task = n.div_ceil(tasks).max(1);
+        // Chunks of images fixed by the batch size alone, not by the thread count: each
+        // chunk's partial dW is summed in chunk order, so results are bitwise the same on
+        // any number of threads.
+        let per_task = n.div_ceil(BACKWARD_CHUNKS).max(1);
         // One slot per task: its images' slice of dX, if dX is wanted.
         let slots: Vec<Option<&mut [T]>> = if need_dx {
             dx.chunks_mut(per_task * chw).map(Some).collect()
