@@ -34,7 +34,7 @@ pub fn parse_records(
         ));
     }
     let record = label_bytes + PIXELS;
-    if bytes.is_empty() || bytes.len() % record != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(record) {
         return Err(DataError::inconsistent(
             path,
             format!(
