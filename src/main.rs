@@ -27,6 +27,11 @@ impl std::fmt::Display for Failure {
             Failure::Run(TrainError::Config(e)) => {
                 write!(f, "--{}: {}", e.field.replace('_', "-"), e.reason)
             }
+            Failure::Run(TrainError::OutNotEmpty(dir)) => write!(
+                f,
+                "--out: {} is not empty (an earlier run?): resume it with --resume, or pass --force to replace its files",
+                dir.display()
+            ),
             Failure::Run(e @ TrainError::Interrupted { dir, .. }) => write!(
                 f,
                 "{e}\nresume with: tensorgrad train --resume {}",

@@ -38,8 +38,14 @@ fn sigint_checkpoints_mid_epoch_and_resume_is_exact() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Interrupt once training is under way (the data loads in well under a second).
-    std::thread::sleep(Duration::from_millis(1200));
+    // Interrupt once training is under way: config.json is written just before the
+    // first step; the epoch then takes a few hundred steps.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cut.join("config.json").exists() {
+        assert!(Instant::now() < deadline, "the run did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
     let started = Instant::now();
     let killed = Command::new("kill")
         .args(["-INT", &child.id().to_string()])

@@ -144,7 +144,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 5)]
     pub epochs: usize,
     /// Mini-batch size.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..).map(|n| n as usize))]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65536).map(|n| n as usize))]
     pub batch_size: usize,
     /// Optimizer: sgd, adam or adamw.
     #[arg(long, default_value = "sgd")]

@@ -25,6 +25,9 @@ pub enum TrainError {
     /// directory holding another run).
     #[error("{0}")]
     Invalid(String),
+    /// A new run's output directory already holds files (an earlier run?).
+    #[error("{0} is not empty (an earlier run?): resume it, choose another directory, or allow overwriting")]
+    OutNotEmpty(PathBuf),
     /// Stopped by a signal after a step; the checkpoint holds everything up to it.
     #[error("interrupted at epoch {epoch}, batch {batch}; the checkpoint in {dir} holds every step so far")]
     Interrupted {

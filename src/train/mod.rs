@@ -146,10 +146,7 @@ pub fn train_until(
             let run = RunDir::new(dir);
             if run.is_non_empty() {
                 if !config.overwrite {
-                    return Err(TrainError::Invalid(format!(
-                        "{} is not empty (an earlier run?): resume it, choose another directory, or allow overwriting",
-                        run.path.display()
-                    )));
+                    return Err(TrainError::OutNotEmpty(run.path.clone()));
                 }
                 run.clear()?;
             }
