@@ -271,6 +271,16 @@ fn resume_checks_the_checkpoint_and_keeps_the_history() {
         e.contains("has 10 values, parameter fc1.weight needs 400000"),
         "{e}"
     );
+    // A tensor the model does not have: refused.
+    let mut bad = good.clone();
+    bad.tensors
+        .push(("fc3.weight".into(), vec![2], vec![0.0; 2]));
+    save_checkpoint(&ck_path, &bad).unwrap();
+    let e = train(&resume).unwrap_err().to_string();
+    assert!(
+        e.contains("tensor fc3.weight is not part of the model"),
+        "{e}"
+    );
     // No epoch count: refused rather than restarting at epoch 0.
     let mut bad = good.clone();
     bad.metadata.remove("epoch");

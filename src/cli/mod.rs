@@ -270,6 +270,12 @@ impl TrainArgs {
         let is_given = |id: &str| given.iter().any(|g| g == id);
         let loss: LossOptions = self.loss.clone().into();
         loss.check_applicable()?;
+        if is_given("momentum") && self.optimizer != OptimizerKind::Sgd {
+            return Err(FlagError {
+                flag: "--momentum".into(),
+                reason: format!("applies to sgd only, not to {}", self.optimizer),
+            });
+        }
         if self.dataset != DatasetKind::Folder && self.resume.is_none() {
             for id in ["channels", "image_size"] {
                 if is_given(id) {
@@ -511,6 +517,7 @@ mod tests {
             (&["--channels", "1"], "--channels"),
             (&["--image-size", "64x64"], "--image-size"),
             (&["--optimizer", "adam", "--nesterov"], "--nesterov"),
+            (&["--optimizer", "adamw", "--momentum", "0.5"], "--momentum"),
             (
                 &[
                     "--dataset",

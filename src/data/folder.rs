@@ -170,6 +170,24 @@ mod tests {
     }
 
     #[test]
+    fn class_folders_with_non_utf8_names_are_errors_not_dropped() {
+        use std::os::unix::ffi::OsStrExt;
+        let root = tempfile::tempdir().unwrap();
+        let bad = std::ffi::OsStr::from_bytes(b"caf\xe9");
+        for class in [std::ffi::OsStr::new("ok"), bad] {
+            let d = root.path().join("train").join(class);
+            std::fs::create_dir_all(&d).unwrap();
+            image::GrayImage::from_pixel(2, 2, image::Luma([1]))
+                .save(d.join("a.png"))
+                .unwrap();
+        }
+        let e = load_image_folder(root.path(), [1, 2, 2])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must be UTF-8"), "{e}");
+    }
+
+    #[test]
     fn a_header_claiming_a_huge_image_is_refused_before_decoding() {
         let root = tempfile::tempdir().unwrap();
         let d = root.path().join("train/a");

@@ -358,12 +358,29 @@ pub fn checkpoint_of(
     Checkpoint { tensors, metadata }
 }
 
-/// Copies the checkpoint's model tensors into `model`, checking names and shapes.
+/// Copies the checkpoint's model tensors into `model`, checking names and shapes: every
+/// model tensor must be in the file, and every tensor of the file (but the optimizer's)
+/// must be the model's.
 pub fn load_model_tensors(
     model: &mut Sequential<f32>,
     ck: &Checkpoint,
     path: &Path,
 ) -> Result<(), TrainError> {
+    let names: Vec<String> = model
+        .named_tensors()
+        .into_iter()
+        .map(|(n, _, _)| n)
+        .collect();
+    if let Some((stray, _, _)) = ck
+        .tensors
+        .iter()
+        .find(|(n, _, _)| !n.starts_with(OPTIMIZER_PREFIX) && !names.contains(n))
+    {
+        return Err(TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            reason: format!("tensor {stray} is not part of the model"),
+        });
+    }
     for (name, kind, t) in model.named_tensors_mut() {
         let Some((_, shape, values)) = ck.get(&name) else {
             return Err(TrainError::Checkpoint {
