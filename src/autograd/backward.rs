@@ -18,6 +18,13 @@ impl<T: Element> std::fmt::Debug for Gradients<T> {
 }
 
 impl<T: Element> Gradients<T> {
+    /// A store with no gradients.
+    pub fn empty() -> Self {
+        Gradients {
+            map: HashMap::new(),
+        }
+    }
+
     /// The gradient of `leaf`, if it took part in the graph.
     pub fn get(&self, leaf: &Tensor<T>) -> Option<&Tensor<T>> {
         self.map.get(&leaf.id())
@@ -26,6 +33,12 @@ impl<T: Element> Gradients<T> {
     /// The gradient of the leaf with this id.
     pub fn get_id(&self, id: TensorId) -> Option<&Tensor<T>> {
         self.map.get(&id)
+    }
+
+    /// Sets (or replaces) the gradient of `leaf` — for gradients combined outside the
+    /// engine, such as an all-reduce across processes.
+    pub fn set(&mut self, leaf: &Tensor<T>, grad: Tensor<T>) {
+        self.map.insert(leaf.id(), grad);
     }
 
     /// Takes the gradient of `leaf` out of the store.

@@ -1,6 +1,7 @@
 //! Evaluation: metrics of a model on a data set, and the evaluation and stationarity audit
 //! of a saved run.
 
+use super::collective::{shard, Collective, Local};
 use super::{assemble, load_data, RunDir, TrainConfig, TrainError};
 use super::{evaluation, predictions, Evaluation};
 use crate::autograd::no_grad;
@@ -18,32 +19,82 @@ pub fn evaluate(
     norm: &Normalization,
     batch_size: usize,
 ) -> Result<(Evaluation, Vec<f64>), TrainError> {
+    evaluate_sharded(&Local, model, loss, data, norm, batch_size)
+}
+
+/// [`evaluate`] with the data split across the ranks of `comm`: each rank predicts its
+/// contiguous shard, the predictions are gathered in order, and every rank computes the
+/// same metrics (the loss is the mean of the ranks' batch means, weighted by batches).
+pub fn evaluate_sharded(
+    comm: &dyn Collective,
+    model: &mut Sequential<f32>,
+    loss: &dyn Loss<f32>,
+    data: &Dataset,
+    norm: &Normalization,
+    batch_size: usize,
+) -> Result<(Evaluation, Vec<f64>), TrainError> {
     let was_training = model.is_training();
     model.set_training(false);
-    let result = no_grad(|| -> Result<_, TrainError> {
+    let local = if comm.size() == 1 {
+        predict(model, loss, data, norm, batch_size)
+    } else {
+        let (lo, len) = shard(data.len(), comm.rank(), comm.size());
+        predict(
+            model,
+            loss,
+            &data.subset(&(lo..lo + len).collect::<Vec<_>>()),
+            norm,
+            batch_size,
+        )
+    };
+    model.set_training(was_training);
+    // Every rank takes part in the gathers, even after a local error.
+    let failed = comm.any(local.is_err());
+    let (logits, probs, mut sums) = local?;
+    if failed {
+        return Err(TrainError::Invalid(
+            "evaluation failed on another rank".into(),
+        ));
+    }
+    let (logits, probs) = (comm.all_gather(&logits), comm.all_gather(&probs));
+    comm.all_reduce_sum(&mut sums);
+    let outputs = logits.len() / data.len().max(1);
+    // The logits were f32: the round trip through f64 is exact.
+    let logits: Vec<f32> = logits.iter().map(|&v| v as f32).collect();
+    let preds = predictions(&logits, outputs.max(1));
+    let e = evaluation(
+        &preds,
+        &probs,
+        outputs.max(1),
+        &data.labels,
+        data.classes,
+        sums[0] / sums[1].max(1.0),
+    );
+    Ok((e, probs))
+}
+
+/// Logits and modelled probabilities of every image (row-major), and `[Σ batch losses,
+/// batches]`.
+type Predictions = (Vec<f64>, Vec<f64>, [f64; 2]);
+
+fn predict(
+    model: &mut Sequential<f32>,
+    loss: &dyn Loss<f32>,
+    data: &Dataset,
+    norm: &Normalization,
+    batch_size: usize,
+) -> Result<Predictions, TrainError> {
+    no_grad(|| {
         let (mut logits, mut probs, mut loss_sum, mut batches) = (Vec::new(), Vec::new(), 0.0, 0);
-        let mut outputs = 1;
         for (x, y) in Batches::new(data, batch_size, None, 0, norm, Augment::default()) {
             let z = model.forward(&x)?;
-            outputs = z.shape()[1];
             loss_sum += loss.forward(&z, &y)?.item() as f64;
             batches += 1;
             probs.extend(loss.probabilities(&z)?.values().iter().map(|&p| p as f64));
-            logits.extend(z.values().iter().copied());
+            logits.extend(z.values().iter().map(|&v| v as f64));
         }
-        let preds = predictions(&logits, outputs);
-        let e = evaluation(
-            &preds,
-            &probs,
-            outputs,
-            &data.labels,
-            data.classes,
-            loss_sum / batches.max(1) as f64,
-        );
-        Ok((e, probs))
-    });
-    model.set_training(was_training);
-    result
+        Ok((logits, probs, [loss_sum, batches as f64]))
+    })
 }
 
 /// A saved run, rebuilt: its configuration, data, loss and model with the saved weights.

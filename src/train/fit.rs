@@ -2,13 +2,16 @@
 //! a [`Trainer`] holds model, loss, optimizer and schedule, and [`Trainer::fit_epoch`]
 //! runs one pass over a stream of batches, reporting every step.
 
+use super::collective::{all_reduce_gradients, shard, Collective, Local};
 use super::run_dir::PartialEpoch;
 use super::{Assembly, TrainError};
+use crate::autograd::Gradients;
 use crate::loss::Loss;
 use crate::nn::{Module, Sequential};
 use crate::optim::{LrSchedule, Optimizer};
 use crate::tensor::Tensor;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// One optimisation step, as reported to the caller of [`Trainer::fit_epoch`].
@@ -64,6 +67,8 @@ pub struct Trainer {
     pub schedule: LrSchedule,
     /// Steps taken so far (over all epochs); the schedule is evaluated at it.
     pub step: usize,
+    /// The ranks training together ([`Local`]: this process alone).
+    pub comm: Arc<dyn Collective>,
 }
 
 impl Trainer {
@@ -75,23 +80,74 @@ impl Trainer {
             optimizer: assembly.optimizer,
             schedule,
             step: 0,
+            comm: Arc::new(Local),
         }
     }
 
     /// One step on batch `(x, y)`: forward, loss, backward, update at the schedule's rate.
     /// Returns the loss, or an error (and no update) when it is not finite.
+    ///
+    /// With several ranks (`comm`), `(x, y)` is the global batch: this rank trains on its
+    /// shard, the loss is the mean over the whole batch, and the gradients are averaged
+    /// over the batch with one all-reduce, so every rank applies the same update.
     pub fn train_step(&mut self, x: &Tensor<f32>, y: &[usize]) -> Result<f64, TrainError> {
         let lr = self.schedule.lr(self.step);
-        let l = self.loss.forward(&self.model.forward(x)?, y)?;
-        let value = l.item() as f64;
-        if !value.is_finite() {
-            return Err(TrainError::NonFinite {
-                epoch: self.step / self.schedule.steps_per_epoch.max(1) + 1,
-                step: self.step % self.schedule.steps_per_epoch.max(1),
-                loss: value,
-            });
+        let non_finite = |step: usize, loss: f64| TrainError::NonFinite {
+            epoch: step / self.schedule.steps_per_epoch.max(1) + 1,
+            step: step % self.schedule.steps_per_epoch.max(1),
+            loss,
+        };
+        if self.comm.size() == 1 {
+            let l = self.loss.forward(&self.model.forward(x)?, y)?;
+            let value = l.item() as f64;
+            if !value.is_finite() {
+                return Err(non_finite(self.step, value));
+            }
+            let grads = l.backward()?;
+            self.optimizer
+                .step(self.model.parameters_mut(), &grads, lr)?;
+            self.step += 1;
+            return Ok(value);
         }
-        let grads = l.backward()?;
+        let n = y.len();
+        let (lo, len) = shard(n, self.comm.rank(), self.comm.size());
+        let local = if len > 0 {
+            let l = self.loss.forward(
+                &self.model.forward(&x.narrow(0, lo, len)?)?,
+                &y[lo..lo + len],
+            );
+            Some(l)
+        } else {
+            None
+        };
+        // Agree on failures before the next collective, so no rank waits forever.
+        let failed = self.comm.any(matches!(local, Some(Err(_))));
+        let l = match local {
+            Some(Err(e)) => return Err(e.into()),
+            _ if failed => {
+                return Err(TrainError::Invalid(
+                    "the step failed on another rank".into(),
+                ))
+            }
+            Some(Ok(l)) => Some(l),
+            None => None,
+        };
+        let mut total = [l.as_ref().map_or(0.0, |l| l.item() as f64 * len as f64)];
+        self.comm.all_reduce_sum(&mut total);
+        let value = total[0] / n.max(1) as f64;
+        if !value.is_finite() {
+            return Err(non_finite(self.step, value));
+        }
+        let mut grads = match l {
+            Some(l) => l.backward()?,
+            None => Gradients::empty(),
+        };
+        all_reduce_gradients(
+            self.comm.as_ref(),
+            &self.model,
+            &mut grads,
+            len as f64 / n.max(1) as f64,
+        )?;
         self.optimizer
             .step(self.model.parameters_mut(), &grads, lr)?;
         self.step += 1;
@@ -173,6 +229,8 @@ impl Trainer {
         let (mut loss_sum, mut images, mut count) = (start.loss_sum, start.images, start.batches);
         let mut lr = self.schedule.lr(self.step);
         for (batch, (x, y)) in batches.into_iter().enumerate().skip(start.batches) {
+            // With several ranks, `y.len()` counts the global batch: images are counted
+            // globally too.
             lr = self.schedule.lr(self.step);
             let loss = self.train_step(&x, &y).map_err(|e| match e {
                 TrainError::NonFinite { loss, .. } => TrainError::NonFinite {
@@ -193,7 +251,14 @@ impl Trainer {
                 mean_loss: loss_sum / count as f64,
                 lr,
             });
-            if stop.load(Ordering::SeqCst) {
+            // Every rank stops after the same step.
+            let stopping = stop.load(Ordering::SeqCst);
+            let stopping = if self.comm.size() > 1 {
+                self.comm.any(stopping)
+            } else {
+                stopping
+            };
+            if stopping {
                 return Ok(EpochEnd::Stopped(PartialEpoch {
                     batches: count,
                     loss_sum,

@@ -1,0 +1,315 @@
+//! A whole run, on one process or as one rank of a data-parallel job: set up (resume or
+//! new directory), train epoch by epoch with checkpoints, evaluate, write the outputs.
+
+use super::collective::{agree_on as agree, Collective};
+use super::eval::evaluate_sharded;
+use super::fit::{EpochEnd, Trainer};
+use super::setup::{assemble, load_data, model_outputs, with_threads};
+use super::{
+    plots, run_dir, EpochRecord, Event, Progress, RunDir, RunSummary, TrainConfig, TrainError,
+};
+use crate::data::{Batches, Normalization};
+use crate::nn::Module;
+use crate::optim::LrSchedule;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// [`train_until`] as one rank of a data-parallel job (`comm`): every rank trains on its
+/// shard of each global batch; rank 0 alone writes the run directory and reports events.
+/// The ranks first check that they were given the same configuration and data; every
+/// failure is agreed on by all ranks, so none waits forever for the others.
+pub fn train_with(
+    config: &TrainConfig,
+    comm: Arc<dyn Collective>,
+    stop: &AtomicBool,
+    on_event: &mut (dyn FnMut(&Event) + Send),
+) -> Result<RunSummary, TrainError> {
+    if comm.size() > 1 {
+        let identity = |c: &TrainConfig| {
+            serde_json::to_vec(&TrainConfig {
+                threads: None,
+                ..c.clone()
+            })
+            .expect("configs serialise")
+        };
+        let mut root = identity(config);
+        comm.broadcast(&mut root);
+        if comm.any(root != identity(config)) {
+            return Err(TrainError::Invalid(
+                "the ranks were started with different configurations".into(),
+            ));
+        }
+    }
+    // Rank 0 resolves the run (a resumed configuration, the output directory); the others
+    // receive its result.
+    let resolved = if comm.is_root() {
+        resolve_run(config)
+    } else {
+        Err(TrainError::Invalid(String::new()))
+    };
+    let root_failed = comm.any(comm.is_root() && resolved.is_err());
+    if root_failed {
+        return match resolved {
+            Err(e) if comm.is_root() => Err(e),
+            _ => Err(TrainError::Invalid(
+                "rank 0 could not set up the run".into(),
+            )),
+        };
+    }
+    let mut message = match &resolved {
+        Ok((c, run)) => serde_json::to_vec(&(c, &run.path)).expect("configs serialise"),
+        Err(_) => Vec::new(),
+    };
+    comm.broadcast(&mut message);
+    let (mut resolved_config, path): (TrainConfig, PathBuf) =
+        serde_json::from_slice(&message).map_err(|e| TrainError::Invalid(e.to_string()))?;
+    // Fields that are not recorded come from this rank's own (identical) options.
+    resolved_config.resume = config.resume.clone();
+    resolved_config.stop_after = config.stop_after;
+    resolved_config.threads = config.threads.or(resolved_config.threads);
+    let run = RunDir::new(path);
+    let valid = resolved_config.validate();
+    if comm.any(valid.is_err()) {
+        valid?;
+        return Err(TrainError::Invalid(
+            "the configuration is invalid on another rank".into(),
+        ));
+    }
+    let threads = resolved_config.threads;
+    with_threads(threads, || {
+        run_epochs(&resolved_config, &run, &comm, stop, on_event)
+    })?
+}
+
+/// The configuration a run trains with (the saved one, when resuming) and its directory;
+/// refuses a non-empty directory for a new run unless overwriting.
+fn resolve_run(config: &TrainConfig) -> Result<(TrainConfig, RunDir), TrainError> {
+    match &config.resume {
+        Some(dir) => {
+            let run = RunDir::new(dir);
+            let mut saved = run.read_config()?;
+            saved.epochs = config.epochs;
+            saved.threads = config.threads.or(saved.threads);
+            saved.data_dir = saved.data_dir.or_else(|| config.data_dir.clone());
+            saved.resume = Some(dir.clone());
+            saved.stop_after = config.stop_after;
+            Ok((saved, run))
+        }
+        None => {
+            let dir = config
+                .out
+                .clone()
+                .unwrap_or_else(|| config.default_out_dir());
+            let run = RunDir::new(dir);
+            if run.is_non_empty() {
+                if !config.overwrite {
+                    return Err(TrainError::OutNotEmpty(run.path.clone()));
+                }
+                run.clear()?;
+            }
+            Ok((config.clone(), run))
+        }
+    }
+}
+
+fn run_epochs(
+    config: &TrainConfig,
+    run: &RunDir,
+    comm_arc: &Arc<dyn Collective>,
+    stop: &AtomicBool,
+    on_event: &mut (dyn FnMut(&Event) + Send),
+) -> Result<RunSummary, TrainError> {
+    let comm: &dyn Collective = comm_arc.as_ref();
+    let started = Instant::now();
+    let root = comm.is_root();
+    // Rank 0 alone writes; every rank agrees on every outcome before going on.
+    let on_root = |f: &mut dyn FnMut() -> Result<(), TrainError>| -> Result<(), TrainError> {
+        agree(comm, if root { f() } else { Ok(()) })
+    };
+    on_root(&mut || run.create())?;
+    let split = agree(comm, load_data(config))?;
+    if comm.size() > 1 {
+        let mut fingerprint = data_fingerprint(&split).to_le_bytes().to_vec();
+        let mine = fingerprint.clone();
+        comm.broadcast(&mut fingerprint);
+        agree(
+            comm,
+            if fingerprint == mine {
+                Ok(())
+            } else {
+                Err(TrainError::Invalid(
+                    "the ranks loaded different data (check --data-dir on every machine)".into(),
+                ))
+            },
+        )?;
+    }
+    let counts = split.train.class_counts();
+    let mut assembly = agree(comm, assemble(config, &split.train))?;
+    let norm = Normalization::of(&split.train);
+    let steps_per_epoch = split.train.len().div_ceil(config.batch_size);
+    let schedule = LrSchedule {
+        base: config.lr,
+        schedule: config.schedule.clone(),
+        warmup_steps: (config.warmup_epochs * steps_per_epoch as f64).round() as usize,
+        steps_per_epoch,
+        total_steps: steps_per_epoch * config.epochs,
+    };
+    let mut progress = Progress::default();
+    if config.resume.is_some() {
+        // Every rank reads the checkpoint (the run directory is shared by the ranks).
+        progress = agree(
+            comm,
+            run.load_training_state(&mut assembly.model, assembly.optimizer.as_mut()),
+        )?;
+        if progress.epoch > config.epochs {
+            return Err(TrainError::Invalid(format!(
+                "the run has already trained {} epochs, more than the {} asked for",
+                progress.epoch, config.epochs
+            )));
+        }
+    } else {
+        let record = serde_json::json!({
+            "train": config,
+            "git_revision": run_dir::git_revision(Path::new(env!("CARGO_MANIFEST_DIR")))
+                .unwrap_or_else(|| "unknown".into()),
+            "threads": rayon::current_num_threads(),
+            "tensorgrad_version": env!("CARGO_PKG_VERSION"),
+            "command": std::env::args().collect::<Vec<_>>(),
+            "train_class_counts": counts,
+            "test_class_counts": split.test.class_counts(),
+            "normalization": norm,
+            "model_outputs": model_outputs(split.train.classes, assembly.loss.as_ref()),
+            "parameters": assembly.model.num_parameters(),
+        });
+        on_root(&mut || run.write_json("config.json", &record))?;
+    }
+    // metrics.json mirrors the checkpoint's records (it may lag after a kill).
+    let records = serde_json::json!({ "epochs": progress.records });
+    on_root(&mut || run.write_json("metrics.json", &records))?;
+    let mut report = |e: &Event| {
+        if root {
+            on_event(e)
+        }
+    };
+    report(&Event::Started {
+        config,
+        parameters: assembly.model.num_parameters(),
+        train_images: split.train.len(),
+        test_images: split.test.len(),
+        class_counts: &counts,
+        threads: rayon::current_num_threads(),
+        out_dir: &run.path,
+    });
+    let mut trainer = Trainer::new(assembly, schedule);
+    trainer.step = progress.step;
+    trainer.comm = Arc::clone(comm_arc);
+    let augment = config.augmentation();
+    let last_epoch = config
+        .stop_after
+        .map_or(config.epochs, |n| (progress.epoch + n).min(config.epochs));
+    for epoch in progress.epoch..last_epoch {
+        let batches = Batches::new(
+            &split.train,
+            config.batch_size,
+            Some(config.seed),
+            epoch,
+            &norm,
+            augment,
+        );
+        let partial = progress.partial.take();
+        let end = trainer.fit_epoch_from(batches, epoch, partial.as_ref(), stop, |s| {
+            report(&Event::Step(s))
+        })?;
+        let stats = match end {
+            EpochEnd::Complete(stats) => stats,
+            EpochEnd::Stopped(partial) => {
+                let batch = partial.batches;
+                progress.step = trainer.step;
+                progress.partial = Some(partial);
+                on_root(&mut || {
+                    run.save_checkpoint(
+                        &trainer.model,
+                        trainer.optimizer.as_ref(),
+                        &progress,
+                        config,
+                    )
+                })?;
+                return Err(TrainError::Interrupted {
+                    epoch: epoch + 1,
+                    batch,
+                    dir: run.path.clone(),
+                });
+            }
+        };
+        let (test, _) = evaluate_sharded(
+            comm,
+            &mut trainer.model,
+            trainer.loss.as_ref(),
+            &split.test,
+            &norm,
+            500,
+        )?;
+        progress.records.push(EpochRecord {
+            epoch: epoch + 1,
+            train_loss: stats.mean_loss,
+            test_accuracy: test.accuracy,
+            seconds: Some(stats.seconds),
+            images_per_second: Some(stats.images as f64 / stats.seconds),
+            lr: if stats.batches == 0 {
+                config.lr
+            } else {
+                stats.lr
+            },
+        });
+        progress.epoch = epoch + 1;
+        progress.step = trainer.step;
+        // The checkpoint carries the records: checkpoint and history change together, and
+        // an interrupted run loses at most the epoch in progress.
+        let records = serde_json::json!({ "epochs": progress.records });
+        on_root(&mut || {
+            run.save_checkpoint(
+                &trainer.model,
+                trainer.optimizer.as_ref(),
+                &progress,
+                config,
+            )?;
+            run.write_json("metrics.json", &records)
+        })?;
+        report(&Event::Epoch {
+            record: progress.records.last().expect("just pushed"),
+            test: &test,
+            epochs: config.epochs,
+        });
+    }
+    let loss = trainer.loss.as_ref();
+    let (test, _) = evaluate_sharded(comm, &mut trainer.model, loss, &split.test, &norm, 500)?;
+    let (train_eval, _) =
+        evaluate_sharded(comm, &mut trainer.model, loss, &split.train, &norm, 500)?;
+    let summary = RunSummary {
+        out_dir: run.path.clone(),
+        epochs: progress.records,
+        test,
+        train: train_eval,
+        train_class_counts: counts,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    on_root(&mut || {
+        run.write_json("metrics.json", &summary)?;
+        plots::draw_run_plots(&run.path, &summary, &split.test.class_names)
+    })?;
+    report(&Event::Finished(&summary));
+    Ok(summary)
+}
+
+/// A hash of the data a rank loaded (labels, shapes, pixels), to check that all ranks
+/// train on the same data.
+fn data_fingerprint(split: &crate::data::Split) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for d in [&split.train, &split.test] {
+        (d.shape, d.classes, &d.labels, &d.pixels).hash(&mut h);
+    }
+    h.finish()
+}
