@@ -71,7 +71,8 @@ fn decode(path: &Path) -> Result<image::DynamicImage, DataError> {
     decode_image_bytes(path, &bytes)
 }
 
-/// Decodes an encoded image (`path` names it in errors) under the limits of [`decode`].
+/// Decodes an encoded image (`path` names it in errors) under the loader's limits (4096 pixels
+/// a side, 256 MiB of decoder allocations).
 pub fn decode_image_bytes(path: &Path, bytes: &[u8]) -> Result<image::DynamicImage, DataError> {
     let bad = |reason: String| DataError::Image {
         path: path.to_path_buf(),

@@ -16,7 +16,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// [`train_until`] as one rank of a data-parallel job (`comm`): every rank trains on its
+/// [`train_until`](super::train_until) as one rank of a data-parallel job (`comm`): every rank trains on its
 /// shard of each global batch; rank 0 alone writes the run directory and reports events.
 /// The ranks first check that they were given the same configuration and data; every
 /// failure is agreed on by all ranks, so none waits forever for the others.
