@@ -8,7 +8,34 @@ use cli::{Cli, Command, FlagError};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use tensorgrad::train::{audit_run, evaluate_run, train_until, TrainError};
+use tensorgrad::train::{audit_run, evaluate_run, train_until, train_with, TrainError};
+
+/// The MPI job this process belongs to, when the binary is built with MPI.
+mod distributed {
+    use super::FlagError;
+    use std::sync::Arc;
+    use tensorgrad::train::collective::Collective;
+
+    #[cfg(feature = "mpi")]
+    pub fn world() -> Result<Arc<dyn Collective>, FlagError> {
+        tensorgrad::train::mpi::MpiWorld::init()
+            .map(|w| Arc::new(w) as Arc<dyn Collective>)
+            .ok_or_else(|| FlagError {
+                flag: "--distributed".into(),
+                reason: "MPI could not be initialised with serialized thread support".into(),
+            })
+    }
+
+    #[cfg(not(feature = "mpi"))]
+    pub fn world() -> Result<Arc<dyn Collective>, FlagError> {
+        Err(FlagError {
+            flag: "--distributed".into(),
+            reason:
+                "this build has no MPI support; build with `cargo build --release --features mpi`"
+                    .into(),
+        })
+    }
+}
 
 /// A failure, as the user should read it.
 enum Failure {
@@ -67,7 +94,12 @@ fn run(cli: Cli, given: &[String]) -> Result<(), Failure> {
             let config = args.to_config(given).map_err(Failure::Flag)?;
             let mut console = Console::new(args.quiet);
             let stop = stop_flag();
-            train_until(&config, &stop, &mut |e| console.on_event(e))?;
+            if args.distributed {
+                let comm = distributed::world().map_err(Failure::Flag)?;
+                train_with(&config, comm, &stop, &mut |e| console.on_event(e))?;
+            } else {
+                train_until(&config, &stop, &mut |e| console.on_event(e))?;
+            }
         }
         Command::Eval(args) => {
             let e = evaluate_run(&args.checkpoint, args.data_dir().as_deref())?;

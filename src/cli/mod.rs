@@ -197,6 +197,10 @@ pub struct TrainArgs {
     /// Replace an earlier run's files in --out (otherwise a non-empty --out is refused).
     #[arg(long)]
     pub force: bool,
+    /// Data-parallel training as one rank of an MPI job (`mpirun -np N tensorgrad train
+    /// --distributed …`; needs a build with `--features mpi`).
+    #[arg(long)]
+    pub distributed: bool,
 }
 
 /// Options a resumed run accepts; any other one given must agree with the saved run.

@@ -19,6 +19,8 @@ pub trait Collective: Send + Sync {
     fn size(&self) -> usize;
     /// Element-wise sum over all ranks, in place.
     fn all_reduce_sum(&self, buf: &mut [f64]);
+    /// Element-wise sum over all ranks, in place, in f32 (gradients: half the bytes).
+    fn all_reduce_sum_f32(&self, buf: &mut [f32]);
     /// Rank 0's bytes, on every rank.
     fn broadcast(&self, bytes: &mut Vec<u8>);
     /// Every rank's `local` values, concatenated in rank order, on every rank.
@@ -49,6 +51,7 @@ impl Collective for Local {
         1
     }
     fn all_reduce_sum(&self, _buf: &mut [f64]) {}
+    fn all_reduce_sum_f32(&self, _buf: &mut [f32]) {}
     fn broadcast(&self, _bytes: &mut Vec<u8>) {}
     fn all_gather(&self, local: &[f64]) -> Vec<f64> {
         local.to_vec()
@@ -74,19 +77,22 @@ pub fn all_reduce_gradients(
 ) -> crate::error::Result<()> {
     let params = model.parameters();
     let total: usize = params.iter().map(|(_, p)| p.numel()).sum();
-    let mut flat = Vec::with_capacity(total);
+    let mut flat: Vec<f32> = Vec::with_capacity(total);
+    let weight = weight as f32;
     for (_, p) in &params {
         match grads.get(p) {
-            Some(g) => flat.extend(g.values().iter().map(|&v| weight * v as f64)),
+            Some(g) => flat.extend(g.values().iter().map(|&v| weight * v)),
             None => flat.resize(flat.len() + p.numel(), 0.0),
         }
     }
-    comm.all_reduce_sum(&mut flat);
+    comm.all_reduce_sum_f32(&mut flat);
     let mut at = 0;
     for (_, p) in &params {
         let n = p.numel();
-        let g: Vec<f32> = flat[at..at + n].iter().map(|&v| v as f32).collect();
-        grads.set(p, crate::Tensor::from_vec(g, p.shape())?);
+        grads.set(
+            p,
+            crate::Tensor::from_vec(flat[at..at + n].to_vec(), p.shape())?,
+        );
         at += n;
     }
     Ok(())

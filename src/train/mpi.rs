@@ -57,6 +57,12 @@ impl Collective for MpiWorld {
             .all_reduce_into(&send[..], buf, SystemOperation::sum());
     }
 
+    fn all_reduce_sum_f32(&self, buf: &mut [f32]) {
+        let send = buf.to_vec();
+        self.world
+            .all_reduce_into(&send[..], buf, SystemOperation::sum());
+    }
+
     fn broadcast(&self, bytes: &mut Vec<u8>) {
         let root = self.world.process_at_rank(0);
         let mut len = bytes.len() as u64;

@@ -1,0 +1,165 @@
+//! Data-parallel training over MPI (`--features mpi`; needs Open MPI's `mpirun`): two ranks
+//! end where one process ends with the same global batches, up to the order of the
+//! gradient sums; mismatched ranks are refused without hanging; a distributed run resumes.
+#![cfg(feature = "mpi")]
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tensorgrad");
+/// LeNet (no batch norm, no dropout) with a plain mean loss, 20 global batches of 64.
+const RUN: [&str; 12] = [
+    "train",
+    "--loss",
+    "sml",
+    "--epochs",
+    "2",
+    "--train-limit",
+    "640",
+    "--test-limit",
+    "200",
+    "--threads",
+    "1",
+    "--quiet",
+];
+
+/// `mpirun -np N tensorgrad …`.
+fn mpirun(np: usize, args: &[&str]) -> Output {
+    let mut all: Vec<String> = vec!["-np".into(), np.to_string(), BIN.into()];
+    all.extend(args.iter().map(|s| s.to_string()));
+    mpirun_raw(&all)
+}
+
+/// `mpirun …`, killed if it runs for more than a minute (a hang is a failure).
+fn mpirun_raw(args: &[String]) -> Output {
+    let mut child = Command::new("mpirun")
+        .args([
+            "--allow-run-as-root",
+            "--oversubscribe",
+            "--bind-to",
+            "none",
+        ])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("mpirun (Open MPI) is installed");
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("mpirun {args:?} hung");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn params(dir: &Path) -> Vec<(String, Vec<f32>)> {
+    tensorgrad::train::load_checkpoint(&dir.join("model.safetensors"))
+        .unwrap()
+        .tensors
+        .into_iter()
+        .filter(|(n, _, _)| !n.starts_with("optimizer."))
+        .map(|(n, _, v)| (n, v))
+        .collect()
+}
+
+#[test]
+fn two_ranks_match_one_process_and_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    let single = Command::new(BIN)
+        .args(RUN)
+        .args(["--out", one.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        single.status.success(),
+        "{}",
+        String::from_utf8_lossy(&single.stderr)
+    );
+    let out = mpirun(
+        2,
+        &[&RUN[..], &["--distributed", "--out", two.to_str().unwrap()]].concat(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Only rank 0 reports: one summary line.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.matches("test accuracy").count(), 1, "{stdout}");
+    let mut worst = 0f64;
+    for ((name, a), (_, b)) in params(&one).iter().zip(params(&two)) {
+        let scale = a.iter().fold(0f32, |m, x| m.max(x.abs())) as f64;
+        let diff = a
+            .iter()
+            .zip(&b)
+            .fold(0f64, |m, (x, y)| m.max((x - y).abs() as f64));
+        worst = worst.max(diff / scale);
+        assert!(
+            diff <= 1e-5 * scale,
+            "{name}: max deviation {diff} (scale {scale})"
+        );
+    }
+    eprintln!("largest relative deviation, 2 ranks vs 1 process: {worst:.2e}");
+    // A distributed run stopped after epoch 1 and resumed ends where it ends straight.
+    let cut = tmp.path().join("cut");
+    let cut_s = cut.to_str().unwrap();
+    let first = mpirun(
+        2,
+        &[
+            &RUN[..],
+            &["--distributed", "--stop-after", "1", "--out", cut_s],
+        ]
+        .concat(),
+    );
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let resumed = mpirun(2, &["train", "--distributed", "--resume", cut_s, "--quiet"]);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert!(
+        params(&cut) == params(&two),
+        "resumed distributed run differs"
+    );
+}
+
+#[test]
+fn ranks_with_different_configurations_are_refused_without_hanging() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("x");
+    let rank = |seed: &str| {
+        let mut v: Vec<String> = RUN.iter().map(|s| s.to_string()).collect();
+        v.extend(
+            [
+                "--distributed",
+                "--seed",
+                seed,
+                "--out",
+                out.to_str().unwrap(),
+            ]
+            .map(String::from),
+        );
+        v
+    };
+    // MPMD: rank 0 with seed 0, rank 1 with seed 1.
+    let mut args: Vec<String> = vec!["-np".into(), "1".into(), BIN.into()];
+    args.extend(rank("0"));
+    args.push(":".into());
+    args.extend(["-np".into(), "1".into(), BIN.into()]);
+    args.extend(rank("1"));
+    let child = mpirun_raw(&args);
+    assert!(!child.status.success());
+    let stderr = String::from_utf8_lossy(&child.stderr);
+    assert!(stderr.contains("different configurations"), "{stderr}");
+}
