@@ -114,6 +114,13 @@ fn run(cli: Cli, given: &[String]) -> Result<(), Failure> {
                 say!("{c:>6} {n:>7} {:>8.2}%", 100.0 * acc);
             }
         }
+        Command::Bench(args) => {
+            let r = tensorgrad::train::bench::run_bench(&args.to_config())?;
+            if r.profile.is_some() {
+                eprint!("{}", cli::bench::profile_table(&r));
+            }
+            say!("{}", serde_json::to_string(&r).expect("results serialise"));
+        }
         Command::Graph(args) => match cli::graph::render(&args) {
             Ok(text) => say!("{}", text.trim_end()),
             Err(cli::graph::GraphError::Flag(e)) => return Err(Failure::Flag(e)),

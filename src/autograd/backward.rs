@@ -121,7 +121,10 @@ impl<T: Element> Tensor<T> {
                     "the graph was already freed by an earlier backward".into(),
                 ));
             };
-            let input_grads = derivative(&op, &grad)?;
+            let input_grads =
+                super::profile::time(super::profile::Phase::Backward, op.name(), || {
+                    derivative(&op, &grad)
+                })?;
             for (input, g) in op.inputs().into_iter().zip(input_grads) {
                 let Some(g) = g else { continue };
                 if !input.requires_grad() {

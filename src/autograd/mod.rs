@@ -9,6 +9,7 @@ mod backward;
 mod gradcheck;
 pub mod graph;
 mod op;
+pub mod profile;
 
 pub(crate) use backward::binary_operands_read;
 pub use backward::Gradients;

@@ -1,6 +1,7 @@
 //! The command line's schema: clap parses every option once, here, into the library's
 //! typed configuration; a bad value is reported against the flag that carried it.
 
+pub mod bench;
 pub mod console;
 pub mod graph;
 
@@ -35,6 +36,9 @@ pub enum Command {
     /// Print the autodiff graph of one training step: every node with its op, its shape
     /// and the buffers it keeps for backward.
     Graph(graph::GraphArgs),
+    /// Throughput of a training step or of inference on random data: one JSON line
+    /// (`--profile` adds the time per op of one step, also printed as a table on stderr).
+    Bench(bench::BenchArgs),
 }
 
 /// Options naming a saved run.

@@ -38,6 +38,10 @@ impl<T: Element> BatchNorm2d<T> {
 }
 
 impl<T: Element> Module<T> for BatchNorm2d<T> {
+    fn kind(&self) -> &'static str {
+        "batch_norm2d"
+    }
+
     fn forward(&mut self, x: &Tensor<T>) -> Result<Tensor<T>> {
         if !self.training {
             return x.batch_norm2d_eval(

@@ -42,6 +42,10 @@ impl<T: Element> Conv2d<T> {
 }
 
 impl<T: Element> Module<T> for Conv2d<T> {
+    fn kind(&self) -> &'static str {
+        "conv2d"
+    }
+
     fn forward(&mut self, x: &Tensor<T>) -> Result<Tensor<T>> {
         x.conv2d(&self.weight, self.bias.as_ref(), self.config)
     }
@@ -59,6 +63,10 @@ impl<T: Element> Module<T> for Conv2d<T> {
 pub struct MaxPool2d(pub Pool2dConfig);
 
 impl<T: Element> Module<T> for MaxPool2d {
+    fn kind(&self) -> &'static str {
+        "max_pool2d"
+    }
+
     fn forward(&mut self, x: &Tensor<T>) -> Result<Tensor<T>> {
         x.max_pool2d(self.0)
     }
@@ -68,6 +76,10 @@ impl<T: Element> Module<T> for MaxPool2d {
 pub struct AvgPool2d(pub Pool2dConfig);
 
 impl<T: Element> Module<T> for AvgPool2d {
+    fn kind(&self) -> &'static str {
+        "avg_pool2d"
+    }
+
     fn forward(&mut self, x: &Tensor<T>) -> Result<Tensor<T>> {
         x.avg_pool2d(self.0)
     }
@@ -77,6 +89,10 @@ impl<T: Element> Module<T> for AvgPool2d {
 pub struct Relu;
 
 impl<T: Element> Module<T> for Relu {
+    fn kind(&self) -> &'static str {
+        "relu"
+    }
+
     fn forward(&mut self, x: &Tensor<T>) -> Result<Tensor<T>> {
         Ok(x.relu())
     }
@@ -86,6 +102,10 @@ impl<T: Element> Module<T> for Relu {
 pub struct Flatten;
 
 impl<T: Element> Module<T> for Flatten {
+    fn kind(&self) -> &'static str {
+        "flatten"
+    }
+
     fn forward(&mut self, x: &Tensor<T>) -> Result<Tensor<T>> {
         x.flatten(1)
     }
@@ -111,6 +131,10 @@ impl Dropout {
 }
 
 impl<T: Element> Module<T> for Dropout {
+    fn kind(&self) -> &'static str {
+        "dropout"
+    }
+
     fn forward(&mut self, x: &Tensor<T>) -> Result<Tensor<T>> {
         if self.training && self.p > 0.0 {
             x.dropout(self.p, &mut self.rng)

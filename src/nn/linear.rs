@@ -25,6 +25,10 @@ impl<T: Element> Linear<T> {
 }
 
 impl<T: Element> Module<T> for Linear<T> {
+    fn kind(&self) -> &'static str {
+        "linear"
+    }
+
     fn forward(&mut self, x: &Tensor<T>) -> Result<Tensor<T>> {
         if x.ndim() != 2 || x.shape()[1] != self.weight.shape()[1] {
             return Err(TensorError::ShapeMismatch {

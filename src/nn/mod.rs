@@ -43,6 +43,11 @@ pub trait Module<T: Element>: Send {
     /// Switches between training (`true`) and evaluation mode.
     fn set_training(&mut self, _training: bool) {}
 
+    /// What kind of layer this is, for profiles (`conv2d`, `linear`, …).
+    fn kind(&self) -> &'static str {
+        "module"
+    }
+
     /// Whether the module is in training mode. Layers that behave the same in both modes
     /// keep the default, `true`; containers and mode-dependent layers track their mode.
     fn is_training(&self) -> bool {
@@ -151,7 +156,11 @@ impl<T: Element> Module<T> for Sequential<T> {
     fn forward(&mut self, x: &Tensor<T>) -> Result<Tensor<T>> {
         let mut h = x.clone();
         for (_, layer) in &mut self.layers {
-            h = layer.forward(&h)?;
+            h = crate::autograd::profile::time(
+                crate::autograd::profile::Phase::Forward,
+                layer.kind(),
+                || layer.forward(&h),
+            )?;
         }
         Ok(h)
     }

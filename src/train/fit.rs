@@ -5,6 +5,7 @@
 use super::collective::{all_reduce_gradients, shard, Collective, Local};
 use super::run_dir::PartialEpoch;
 use super::{Assembly, TrainError};
+use crate::autograd::profile::{self, Phase};
 use crate::autograd::Gradients;
 use crate::loss::Loss;
 use crate::nn::{Module, Sequential};
@@ -98,14 +99,16 @@ impl Trainer {
             loss,
         };
         if self.comm.size() == 1 {
-            let l = self.loss.forward(&self.model.forward(x)?, y)?;
+            let z = self.model.forward(x)?;
+            let l = profile::time(Phase::Forward, "loss", || self.loss.forward(&z, y))?;
             let value = l.item() as f64;
             if !value.is_finite() {
                 return Err(non_finite(self.step, value));
             }
             let grads = l.backward()?;
-            self.optimizer
-                .step(self.model.parameters_mut(), &grads, lr)?;
+            profile::time(Phase::Update, "optimizer", || {
+                self.optimizer.step(self.model.parameters_mut(), &grads, lr)
+            })?;
             self.step += 1;
             return Ok(value);
         }

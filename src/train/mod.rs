@@ -11,6 +11,7 @@
 //! - [`run_dir`]: the files of a run; [`checkpoint`]: safetensors with atomic writes;
 //! - [`train`] (here): a whole run, reporting [`Event`]s to the caller.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod collective;
 pub mod config;

@@ -1,0 +1,199 @@
+//! Throughput of a training step or of inference, for comparisons with other frameworks:
+//! random data, SGD with momentum, images per second over a timed loop after a warm-up,
+//! and optionally the time per op of one profiled step.
+
+use super::{with_threads, Assembly, TrainError, Trainer};
+use crate::autograd::no_grad;
+use crate::autograd::profile::{self, ProfileRow};
+use crate::loss::Sml;
+use crate::nn::models::ModelKind;
+use crate::nn::Module;
+use crate::optim::{LrSchedule, OptimizerKind, OptimizerSettings, Schedule};
+use crate::tensor::Tensor;
+use crate::text::keyword_enum;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::time::{Duration, Instant};
+
+keyword_enum! {
+    /// What a benchmark measures.
+    pub enum BenchMode {
+        /// Forward, loss, backward and the SGD update.
+        TrainStep = "train-step",
+        /// The forward pass in eval mode without gradients.
+        Infer = "infer",
+    }
+}
+
+/// A benchmark to run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BenchConfig {
+    /// Train step or inference.
+    pub mode: BenchMode,
+    /// The model (inputs 1×28×28 for lenet and linear, 3×32×32 for cifar-cnn; 10 classes).
+    pub model: ModelKind,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Worker threads (`None`: one per core).
+    pub threads: Option<usize>,
+    /// Length of the timed loop, after the warm-up.
+    pub seconds: f64,
+    /// Also profile one step.
+    pub profile: bool,
+}
+
+/// What a benchmark measured.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BenchResult {
+    /// `train-step` or `infer`.
+    pub mode: String,
+    /// The model.
+    pub model: String,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Worker threads used.
+    pub threads: usize,
+    /// Throughput of the timed loop.
+    pub images_per_sec: f64,
+    /// Steps in the timed loop.
+    pub steps: usize,
+    /// Length of the timed loop.
+    pub seconds: f64,
+    /// Time per op of one step, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Vec<ProfileRow>>,
+}
+
+/// The input shape the benchmark feeds `model`.
+pub fn bench_input(model: ModelKind) -> [usize; 3] {
+    match model {
+        ModelKind::CifarCnn => [3, 32, 32],
+        ModelKind::Lenet | ModelKind::Linear => [1, 28, 28],
+    }
+}
+
+/// Runs the benchmark on its own thread pool (subnormals flushed, as in training).
+pub fn run_bench(config: &BenchConfig) -> Result<BenchResult, TrainError> {
+    if config.batch_size == 0 || !(config.seconds.is_finite() && config.seconds > 0.0) {
+        return Err(TrainError::Invalid(
+            "a benchmark needs a batch size ≥ 1 and a positive, finite length".into(),
+        ));
+    }
+    with_threads(config.threads, || bench_here(config))?
+}
+
+fn bench_here(config: &BenchConfig) -> Result<BenchResult, TrainError> {
+    let input = bench_input(config.model);
+    let mut rng = StdRng::seed_from_u64(0);
+    let [c, h, w] = input;
+    let x = Tensor::<f32>::normal(&[config.batch_size, c, h, w], 0.0, 1.0, &mut rng);
+    let y: Vec<usize> = (0..config.batch_size)
+        .map(|_| rng.random_range(0..10))
+        .collect();
+    let assembly = Assembly {
+        model: config.model.build(input, 10, 0)?,
+        loss: Box::new(Sml::default()),
+        optimizer: OptimizerSettings {
+            kind: OptimizerKind::Sgd,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 5e-4,
+        }
+        .build(),
+    };
+    let schedule = LrSchedule {
+        base: 0.01,
+        schedule: Schedule::Constant,
+        warmup_steps: 0,
+        steps_per_epoch: 1,
+        total_steps: 1,
+    };
+    let mut trainer = Trainer::new(assembly, schedule);
+    let mode = config.mode;
+    let step = |t: &mut Trainer| -> Result<(), TrainError> {
+        match mode {
+            BenchMode::TrainStep => t.train_step(&x, &y).map(|_| ()),
+            BenchMode::Infer => no_grad(|| {
+                let z = t.model.forward(&x)?;
+                t.loss.probabilities(&z).map(|_| ())
+            })
+            .map_err(TrainError::from),
+        }
+    };
+    if mode == BenchMode::Infer {
+        trainer.model.set_training(false);
+    }
+    // Warm-up: buffers, workspaces and caches reach their steady state.
+    let warm = Instant::now();
+    let mut warm_steps = 0;
+    while warm_steps < 2 || warm.elapsed() < Duration::from_millis(500) {
+        step(&mut trainer)?;
+        warm_steps += 1;
+    }
+    let t0 = Instant::now();
+    let mut steps = 0;
+    while steps == 0 || t0.elapsed().as_secs_f64() < config.seconds {
+        step(&mut trainer)?;
+        steps += 1;
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    let profile = if config.profile {
+        profile::start();
+        let r = step(&mut trainer);
+        let rows = profile::finish();
+        r?;
+        Some(rows)
+    } else {
+        None
+    };
+    Ok(BenchResult {
+        mode: config.mode.to_string(),
+        model: config.model.to_string(),
+        batch_size: config.batch_size,
+        threads: rayon::current_num_threads(),
+        images_per_sec: (steps * config.batch_size) as f64 / seconds,
+        steps,
+        seconds,
+        profile,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_benchmark_measures_and_profiles_a_step() {
+        let r = run_bench(&BenchConfig {
+            mode: BenchMode::TrainStep,
+            model: ModelKind::Lenet,
+            batch_size: 8,
+            threads: Some(1),
+            seconds: 0.05,
+            profile: true,
+        })
+        .unwrap();
+        assert!(r.steps >= 1 && r.images_per_sec > 0.0);
+        assert_eq!(r.threads, 1);
+        let rows = r.profile.unwrap();
+        let has = |phase, op: &str| rows.iter().any(|row| row.phase == phase && row.op == op);
+        use crate::autograd::profile::Phase;
+        assert!(has(Phase::Forward, "conv2d") && has(Phase::Forward, "loss"));
+        assert!(has(Phase::Backward, "conv2d") && has(Phase::Backward, "matmul"));
+        assert!(has(Phase::Update, "optimizer"));
+        let infer = run_bench(&BenchConfig {
+            mode: BenchMode::Infer,
+            profile: false,
+            ..BenchConfig {
+                mode: BenchMode::Infer,
+                model: ModelKind::Linear,
+                batch_size: 4,
+                threads: Some(1),
+                seconds: 0.02,
+                profile: false,
+            }
+        })
+        .unwrap();
+        assert!(infer.profile.is_none() && infer.mode == "infer");
+    }
+}
