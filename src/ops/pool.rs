@@ -87,6 +87,39 @@ fn for_each_window(g: &Geometry, mut f: impl FnMut(usize, (usize, usize), (usize
     }
 }
 
+/// Max pooling of one plane with `kernel == stride` and no padding: output `(oy, ox)` is
+/// the first maximum of rows `k·oy..k·oy+k`, columns `k·ox..k·ox+k` (NaN wins); `base` is
+/// the plane's offset in the input, added to the recorded positions.
+fn tiled_max<T: Element>(xp: &[T], g: &Geometry, base: usize, out: &mut [T], pos: &mut [usize]) {
+    let (k, w) = (g.kernel.0, g.w);
+    let kw = g.kernel.1;
+    for oy in 0..g.oh {
+        let out_row = &mut out[oy * g.ow..(oy + 1) * g.ow];
+        let pos_row = &mut pos[oy * g.ow..(oy + 1) * g.ow];
+        // Start every window at its top-left element, then scan the window's rows.
+        for (ox, (o, p)) in out_row.iter_mut().zip(pos_row.iter_mut()).enumerate() {
+            let at = oy * k * w + ox * kw;
+            *o = xp[at];
+            *p = at;
+        }
+        for dy in 0..k {
+            let row = &xp[(oy * k + dy) * w..(oy * k + dy) * w + g.ow * kw];
+            for (ox, (o, p)) in out_row.iter_mut().zip(pos_row.iter_mut()).enumerate() {
+                for (dx, &v) in row[ox * kw..ox * kw + kw].iter().enumerate() {
+                    // Strict `>` keeps the first maximum in row-major window order.
+                    if v > *o || (v.is_nan() && !o.is_nan()) {
+                        *o = v;
+                        *p = (oy * k + dy) * w + ox * kw + dx;
+                    }
+                }
+            }
+        }
+        for p in pos_row.iter_mut() {
+            *p += base;
+        }
+    }
+}
+
 impl<T: Element> Tensor<T> {
     /// Max pooling; the gradient goes to the first maximum of each window.
     /// ```
@@ -111,6 +144,12 @@ impl<T: Element> Tensor<T> {
             .enumerate()
             .for_each(|(plane, (out, pos))| {
                 let xp = &x[plane * hw..(plane + 1) * hw];
+                if cfg.padding == 0 && cfg.stride == cfg.kernel {
+                    // Non-overlapping windows without padding (the usual 2×2, stride 2):
+                    // whole window rows as slices, no per-window range arithmetic.
+                    tiled_max(xp, &g, plane * hw, out, pos);
+                    return;
+                }
                 for_each_window(&g, |o, (y0, y1), (x0, x1)| {
                     let mut best = y0 * g.w + x0;
                     let mut best_value = xp[best];
@@ -259,6 +298,38 @@ mod tests {
             y.to_vec(),
             vec![0.25, 0.5, 0.25, 0.5, 1.0, 0.5, 0.25, 0.5, 0.25]
         );
+    }
+
+    #[test]
+    fn non_overlapping_windows_match_a_naive_maximum() {
+        // kernel = stride, no padding: the tiled path; ragged sizes drop the remainder.
+        let x = rand_input(&[2, 3, 7, 8], 5);
+        let v = x.to_vec();
+        for k in [2, 3] {
+            let cfg = Pool2dConfig {
+                kernel: k,
+                stride: k,
+                padding: 0,
+            };
+            let y = x.max_pool2d(cfg).unwrap();
+            let (oh, ow) = (7 / k, 8 / k);
+            assert_eq!(y.shape(), &[2, 3, oh, ow]);
+            let mut want = Vec::new();
+            for plane in 0..6 {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut m = f64::NEG_INFINITY;
+                        for dy in 0..k {
+                            for dx in 0..k {
+                                m = m.max(v[plane * 56 + (oy * k + dy) * 8 + ox * k + dx]);
+                            }
+                        }
+                        want.push(m);
+                    }
+                }
+            }
+            assert_eq!(y.to_vec(), want);
+        }
     }
 
     #[test]
