@@ -122,7 +122,26 @@ fn two_ranks_match_one_process_and_resume() {
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    let resumed = mpirun(2, &["train", "--distributed", "--resume", cut_s, "--quiet"]);
+    // Rank 1 is given a directory that does not exist where it runs: rank 0 reads the run
+    // and sends it, so no shared file system is needed.
+    let resume = |dir: &str| -> Vec<String> {
+        [
+            "-np",
+            "1",
+            BIN,
+            "train",
+            "--distributed",
+            "--resume",
+            dir,
+            "--quiet",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let mut args = resume(cut_s);
+    args.push(":".into());
+    args.extend(resume("/nonexistent/elsewhere"));
+    let resumed = mpirun_raw(&args);
     assert!(
         resumed.status.success(),
         "{}",

@@ -1,6 +1,7 @@
 //! A whole run, on one process or as one rank of a data-parallel job: set up (resume or
 //! new directory), train epoch by epoch with checkpoints, evaluate, write the outputs.
 
+use super::checkpoint::decode_checkpoint;
 use super::collective::{agree_on as agree, Collective};
 use super::eval::evaluate_sharded;
 use super::fit::{EpochEnd, Trainer};
@@ -26,7 +27,8 @@ pub fn train_with(
     stop: &AtomicBool,
     on_event: &mut (dyn FnMut(&Event) + Send),
 ) -> Result<RunSummary, TrainError> {
-    if comm.size() > 1 {
+    // A new run's options must agree across ranks; a resumed run takes rank 0's saved one.
+    if comm.size() > 1 && config.resume.is_none() {
         let identity = |c: &TrainConfig| {
             serde_json::to_vec(&TrainConfig {
                 threads: None,
@@ -59,15 +61,17 @@ pub fn train_with(
         };
     }
     let mut message = match &resolved {
-        Ok((c, run)) => serde_json::to_vec(&(c, &run.path)).expect("configs serialise"),
+        Ok((c, run)) => {
+            serde_json::to_vec(&(c, &run.path, c.stop_after)).expect("configs serialise")
+        }
         Err(_) => Vec::new(),
     };
     comm.broadcast(&mut message);
-    let (mut resolved_config, path): (TrainConfig, PathBuf) =
+    let (mut resolved_config, path, stop_after): (TrainConfig, PathBuf, Option<usize>) =
         serde_json::from_slice(&message).map_err(|e| TrainError::Invalid(e.to_string()))?;
-    // Fields that are not recorded come from this rank's own (identical) options.
+    // Fields that are not recorded: rank 0's stop, this rank's own resume flag.
     resolved_config.resume = config.resume.clone();
-    resolved_config.stop_after = config.stop_after;
+    resolved_config.stop_after = stop_after;
     resolved_config.threads = config.threads.or(resolved_config.threads);
     let run = RunDir::new(path);
     let valid = resolved_config.validate();
@@ -158,11 +162,33 @@ fn run_epochs(
     };
     let mut progress = Progress::default();
     if config.resume.is_some() {
-        // Every rank reads the checkpoint (the run directory is shared by the ranks).
-        progress = agree(
-            comm,
-            run.load_training_state(&mut assembly.model, assembly.optimizer.as_mut()),
-        )?;
+        progress = if comm.size() == 1 {
+            run.load_training_state(&mut assembly.model, assembly.optimizer.as_mut())?
+        } else {
+            // Rank 0 reads the checkpoint and sends it: the other ranks need no access to
+            // the run directory (no shared file system).
+            let path = run.checkpoint_path();
+            let bytes = if root {
+                std::fs::read(&path).map_err(|e| TrainError::io(&path, e))
+            } else {
+                Ok(Vec::new())
+            };
+            let mut bytes = agree(comm, bytes)?;
+            comm.broadcast(&mut bytes);
+            let restored = decode_checkpoint(&bytes)
+                .map_err(|reason| TrainError::Checkpoint {
+                    path: path.clone(),
+                    reason,
+                })
+                .and_then(|ck| {
+                    run.restore_training_state(
+                        &ck,
+                        &mut assembly.model,
+                        assembly.optimizer.as_mut(),
+                    )
+                });
+            agree(comm, restored)?
+        };
         if progress.epoch > config.epochs {
             return Err(TrainError::Invalid(format!(
                 "the run has already trained {} epochs, more than the {} asked for",

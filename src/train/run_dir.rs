@@ -177,9 +177,20 @@ impl RunDir {
         model: &mut Sequential<f32>,
         optimizer: &mut dyn Optimizer<f32>,
     ) -> Result<Progress, TrainError> {
+        let ck = load_checkpoint(&self.checkpoint_path())?;
+        self.restore_training_state(&ck, model, optimizer)
+    }
+
+    /// [`RunDir::load_training_state`] from a checkpoint already read (by this process or,
+    /// in a data-parallel job, by rank 0 and broadcast).
+    pub fn restore_training_state(
+        &self,
+        ck: &Checkpoint,
+        model: &mut Sequential<f32>,
+        optimizer: &mut dyn Optimizer<f32>,
+    ) -> Result<Progress, TrainError> {
         let path = self.checkpoint_path();
-        let ck = load_checkpoint(&path)?;
-        load_model_tensors(model, &ck, &path)?;
+        load_model_tensors(model, ck, &path)?;
         let state = ck
             .tensors
             .iter()
