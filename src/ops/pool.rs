@@ -91,6 +91,9 @@ fn for_each_window(g: &Geometry, mut f: impl FnMut(usize, (usize, usize), (usize
 /// the first maximum of rows `k·oy..k·oy+k`, columns `k·ox..k·ox+k` (NaN wins); `base` is
 /// the plane's offset in the input, added to the recorded positions.
 fn tiled_max<T: Element>(xp: &[T], g: &Geometry, base: usize, out: &mut [T], pos: &mut [usize]) {
+    if g.kernel == (2, 2) {
+        return max_2x2(xp, g, base, out, pos);
+    }
     let (k, w) = (g.kernel.0, g.w);
     let kw = g.kernel.1;
     for oy in 0..g.oh {
@@ -116,6 +119,54 @@ fn tiled_max<T: Element>(xp: &[T], g: &Geometry, base: usize, out: &mut [T], pos
         }
         for p in pos_row.iter_mut() {
             *p += base;
+        }
+    }
+}
+
+/// [`tiled_max`] for 2×2 windows: each output compares its two row pairs and then the
+/// two winners, with no loop-carried state, so the loop over a row of outputs has no
+/// data-dependent branch (on activations such branches mispredict about half the time).
+/// A window holding a NaN takes the general scan, which keeps "the first NaN wins".
+fn max_2x2<T: Element>(xp: &[T], g: &Geometry, base: usize, out: &mut [T], pos: &mut [usize]) {
+    let w = g.w;
+    for oy in 0..g.oh {
+        let top = &xp[2 * oy * w..2 * oy * w + 2 * g.ow];
+        let bottom = &xp[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * g.ow];
+        let out_row = &mut out[oy * g.ow..(oy + 1) * g.ow];
+        let pos_row = &mut pos[oy * g.ow..(oy + 1) * g.ow];
+        for (ox, ((o, p), (t, b))) in out_row
+            .iter_mut()
+            .zip(pos_row.iter_mut())
+            .zip(top.chunks_exact(2).zip(bottom.chunks_exact(2)))
+            .enumerate()
+        {
+            let (a, bb, c, d) = (t[0], t[1], b[0], b[1]);
+            // Strict `>` keeps the first maximum in row-major order a, b, c, d.
+            let right_top = bb > a;
+            let top_max = if right_top { bb } else { a };
+            let right_bottom = d > c;
+            let bottom_max = if right_bottom { d } else { c };
+            let lower = bottom_max > top_max;
+            *o = if lower { bottom_max } else { top_max };
+            let col = if lower {
+                usize::from(right_bottom)
+            } else {
+                usize::from(right_top)
+            };
+            *p = base + (2 * oy + usize::from(lower)) * w + 2 * ox + col;
+        }
+        // NaN: `>` never selects it; redo such windows with the scan that lets it win.
+        for (ox, (o, p)) in out_row.iter_mut().zip(pos_row.iter_mut()).enumerate() {
+            let window = [
+                top[2 * ox],
+                top[2 * ox + 1],
+                bottom[2 * ox],
+                bottom[2 * ox + 1],
+            ];
+            if let Some(i) = window.iter().position(|v| v.is_nan()) {
+                *o = window[i];
+                *p = base + (2 * oy + i / 2) * w + 2 * ox + i % 2;
+            }
         }
     }
 }
@@ -297,6 +348,27 @@ mod tests {
         assert_eq!(
             y.to_vec(),
             vec![0.25, 0.5, 0.25, 0.5, 1.0, 0.5, 0.25, 0.5, 0.25]
+        );
+    }
+
+    #[test]
+    fn a_nan_in_a_2x2_window_wins_and_takes_the_gradient() {
+        let nan = f64::NAN;
+        // Window 0 holds a NaN in its bottom row after a larger value; window 1 ties.
+        let x =
+            Tensor::<f64>::from_vec(vec![1.0, 5.0, 2.0, 2.0, nan, 3.0, 1.0, 2.0], &[1, 1, 2, 4])
+                .unwrap()
+                .with_grad();
+        let y = x.max_pool2d(Pool2dConfig::square(2)).unwrap();
+        let v = y.to_vec();
+        assert!(v[0].is_nan() && v[1] == 2.0, "{v:?}");
+        let grads = y
+            .backward_with(&Tensor::from_vec(vec![1.0, 1.0], &[1, 1, 1, 2]).unwrap())
+            .unwrap();
+        // The NaN (row 1, column 0) and the first of the tied 2s (row 0, column 2).
+        assert_eq!(
+            grads.get(&x).unwrap().to_vec(),
+            vec![0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0]
         );
     }
 
