@@ -10,35 +10,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::path::Path;
 use tensorgrad::data::{load_idx_dir, Augment, Batches, Normalization};
-use tensorgrad::loss::Sml;
 use tensorgrad::nn::models::ModelKind;
-use tensorgrad::optim::{LrSchedule, OptimizerKind, OptimizerSettings, Schedule};
+use tensorgrad::train::bench::bench_trainer;
 use tensorgrad::train::denormals::flush_denormals_on_this_thread;
-use tensorgrad::train::{Assembly, Trainer};
 use tensorgrad::Tensor;
-
-/// The trainer of `tensorgrad train` with SML, SGD momentum 0.9 and a constant rate.
-fn trainer(model: ModelKind, input: [usize; 3]) -> Trainer {
-    let assembly = Assembly {
-        model: model.build(input, 10, 0).unwrap(),
-        loss: Box::new(Sml::default()),
-        optimizer: OptimizerSettings {
-            kind: OptimizerKind::Sgd,
-            momentum: 0.9,
-            nesterov: false,
-            weight_decay: 5e-4,
-        }
-        .build(),
-    };
-    let schedule = LrSchedule {
-        base: 0.01,
-        schedule: Schedule::Constant,
-        warmup_steps: 0,
-        steps_per_epoch: 1,
-        total_steps: 1,
-    };
-    Trainer::new(assembly, schedule)
-}
 
 fn bench_train_step(c: &mut Criterion) {
     let mut group = c.benchmark_group("train_step_f32");
@@ -73,7 +48,7 @@ fn bench_train_step(c: &mut Criterion) {
             (x, (0..batch).map(|_| rng.random_range(0..10)).collect())
         };
         let model: ModelKind = name.split('_').next().unwrap().parse().unwrap();
-        let mut t = trainer(model, input);
+        let mut t = bench_trainer(model).unwrap();
         group.throughput(Throughput::Elements(batch as u64));
         group.bench_function(BenchmarkId::new("1thread", name), |b| {
             single.install(|| b.iter(|| t.train_step(&x, &labels).unwrap()))

@@ -3,8 +3,7 @@
 //! per-step callback, evaluation. Run with `cargo run --release --example train_mnist`.
 
 use std::path::Path;
-use tensorgrad::data::{Batches, Normalization};
-use tensorgrad::optim::LrSchedule;
+use tensorgrad::data::Normalization;
 use tensorgrad::train::{assemble, evaluate, load_data, TrainConfig, Trainer};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -20,26 +19,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Model, loss and optimizer, assembled as for `tensorgrad train`.
     let assembly = assemble(&config, &split.train)?;
-    let steps_per_epoch = split.train.len().div_ceil(config.batch_size);
-    let schedule = LrSchedule {
-        base: config.lr,
-        schedule: config.schedule.clone(),
-        warmup_steps: 0,
-        steps_per_epoch,
-        total_steps: config.epochs * steps_per_epoch,
-    };
-    let mut trainer = Trainer::new(assembly, schedule);
+    let mut trainer = Trainer::new(assembly, config.lr_schedule(split.train.len()));
 
     for epoch in 0..config.epochs {
         // A seeded shuffle per epoch.
-        let batches = Batches::new(
-            &split.train,
-            config.batch_size,
-            Some(config.seed),
-            epoch,
-            &norm,
-            config.augmentation(),
-        );
+        let batches = config.epoch_batches(&split.train, &norm, epoch);
         let stats = trainer.fit_epoch(batches, epoch, |step| {
             if step.batch % 200 == 0 {
                 println!("  step {:>4}: loss {:.4}", step.batch, step.loss);

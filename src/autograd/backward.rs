@@ -103,7 +103,7 @@ impl<T: Element> Tensor<T> {
                 rhs: seed.shape().to_vec(),
             });
         }
-        let order = topological_order(self);
+        let order = topological_order(self, Tensor::requires_grad);
         let _no_grad = NoGradGuard::new();
         let mut grads: HashMap<TensorId, Tensor<T>> = HashMap::new();
         grads.insert(self.id(), seed.detach());
@@ -141,8 +141,13 @@ impl<T: Element> Tensor<T> {
     }
 }
 
-/// Nodes that require grad, reachable from `root`, inputs before the ops that read them.
-fn topological_order<T: Element>(root: &Tensor<T>) -> Vec<Tensor<T>> {
+/// Nodes reachable from `root` through recorded ops whose inputs pass `follow`, inputs
+/// before the ops that read them (backward follows what requires grad; the graph view
+/// follows everything).
+pub(crate) fn topological_order<T: Element>(
+    root: &Tensor<T>,
+    follow: impl Fn(&Tensor<T>) -> bool,
+) -> Vec<Tensor<T>> {
     let mut order = Vec::new();
     let mut visited = HashSet::new();
     // Iterative post-order DFS: (node, inputs already pushed?).
@@ -161,7 +166,7 @@ fn topological_order<T: Element>(root: &Tensor<T>) -> Vec<Tensor<T>> {
         };
         stack.push((node, true));
         for input in inputs {
-            if input.requires_grad() && !visited.contains(&input.id()) {
+            if follow(&input) && !visited.contains(&input.id()) {
                 stack.push((input, false));
             }
         }

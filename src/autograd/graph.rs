@@ -78,13 +78,10 @@ fn kept_buffers<T: Element>(op: &Op<T>) -> Vec<(usize, usize)> {
 impl<T: Element> Tensor<T> {
     /// The recorded graph that computed this tensor (before backward frees it).
     pub fn graph(&self) -> Graph {
-        let mut nodes = Vec::new();
-        let mut visited = HashSet::new();
         let mut buffers: HashMap<usize, usize> = HashMap::new();
-        // Iterative post-order DFS, as in backward.
-        let mut stack = vec![(self.clone(), false)];
-        while let Some((t, expanded)) = stack.pop() {
-            if expanded {
+        let nodes = super::backward::topological_order(self, |_| true)
+            .into_iter()
+            .map(|t| {
                 let slot = t.op_slot().lock().expect("op lock poisoned");
                 let (op, inputs, kept) = match &*slot {
                     Some(op) => (
@@ -95,7 +92,7 @@ impl<T: Element> Tensor<T> {
                     None => (None, Vec::new(), Vec::new()),
                 };
                 buffers.extend(kept.iter().copied());
-                nodes.push(GraphNode {
+                GraphNode {
                     id: t.id(),
                     op,
                     shape: t.shape().to_vec(),
@@ -103,23 +100,9 @@ impl<T: Element> Tensor<T> {
                     inputs,
                     saved_bytes: kept.iter().map(|&(_, b)| b).sum(),
                     label: None,
-                });
-                continue;
-            }
-            if !visited.insert(t.id()) {
-                continue;
-            }
-            let inputs: Vec<Tensor<T>> = match &*t.op_slot().lock().expect("op lock poisoned") {
-                Some(op) => op.inputs().into_iter().cloned().collect(),
-                None => Vec::new(),
-            };
-            stack.push((t, true));
-            for input in inputs.into_iter().rev() {
-                if !visited.contains(&input.id()) {
-                    stack.push((input, false));
                 }
-            }
-        }
+            })
+            .collect();
         Graph {
             nodes,
             total_saved_bytes: buffers.values().sum(),

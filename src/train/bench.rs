@@ -72,6 +72,30 @@ pub fn bench_input(model: ModelKind) -> [usize; 3] {
     }
 }
 
+/// The trainer every benchmark measures: `model` for [`bench_input`] and 10 classes,
+/// softmax cross-entropy, SGD with momentum 0.9 and weight decay 5e-4, constant lr 0.01.
+pub fn bench_trainer(model: ModelKind) -> Result<Trainer, TrainError> {
+    let assembly = Assembly {
+        model: model.build(bench_input(model), 10, 0)?,
+        loss: Box::new(Sml::default()),
+        optimizer: OptimizerSettings {
+            kind: OptimizerKind::Sgd,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 5e-4,
+        }
+        .build(),
+    };
+    let schedule = LrSchedule {
+        base: 0.01,
+        schedule: Schedule::Constant,
+        warmup_steps: 0,
+        steps_per_epoch: 1,
+        total_steps: 1,
+    };
+    Ok(Trainer::new(assembly, schedule))
+}
+
 /// Runs the benchmark on its own thread pool (subnormals flushed, as in training).
 pub fn run_bench(config: &BenchConfig) -> Result<BenchResult, TrainError> {
     if config.batch_size == 0 || !(config.seconds.is_finite() && config.seconds > 0.0) {
@@ -90,25 +114,7 @@ fn bench_here(config: &BenchConfig) -> Result<BenchResult, TrainError> {
     let y: Vec<usize> = (0..config.batch_size)
         .map(|_| rng.random_range(0..10))
         .collect();
-    let assembly = Assembly {
-        model: config.model.build(input, 10, 0)?,
-        loss: Box::new(Sml::default()),
-        optimizer: OptimizerSettings {
-            kind: OptimizerKind::Sgd,
-            momentum: 0.9,
-            nesterov: false,
-            weight_decay: 5e-4,
-        }
-        .build(),
-    };
-    let schedule = LrSchedule {
-        base: 0.01,
-        schedule: Schedule::Constant,
-        warmup_steps: 0,
-        steps_per_epoch: 1,
-        total_steps: 1,
-    };
-    let mut trainer = Trainer::new(assembly, schedule);
+    let mut trainer = bench_trainer(config.model)?;
     let mode = config.mode;
     let step = |t: &mut Trainer| -> Result<(), TrainError> {
         match mode {

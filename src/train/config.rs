@@ -2,10 +2,10 @@
 //! (or any caller) fills in and `config.json` records.
 
 use crate::data::imbalance::Imbalance;
-use crate::data::Augment;
+use crate::data::{Augment, Batches, Dataset, Normalization};
 use crate::loss::{LossKind, LossOptions};
 use crate::nn::models::ModelKind;
-use crate::optim::{OptimizerKind, OptimizerSettings, Schedule};
+use crate::optim::{LrSchedule, OptimizerKind, OptimizerSettings, Schedule};
 use crate::text::{keyword_enum, serde_as_text, ParseError};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -291,6 +291,36 @@ impl TrainConfig {
     /// The augmentation of the training batches.
     pub fn augmentation(&self) -> Augment {
         self.augment.resolve(self.dataset)
+    }
+
+    /// The learning rate of every step, for a training set of `train_images` images.
+    pub fn lr_schedule(&self, train_images: usize) -> LrSchedule {
+        let steps_per_epoch = train_images.div_ceil(self.batch_size.max(1));
+        LrSchedule {
+            base: self.lr,
+            schedule: self.schedule.clone(),
+            warmup_steps: (self.warmup_epochs * steps_per_epoch as f64).round() as usize,
+            steps_per_epoch,
+            total_steps: steps_per_epoch * self.epochs,
+        }
+    }
+
+    /// The training batches of epoch `epoch` (from 0): the run's seeded shuffle and its
+    /// augmentation.
+    pub fn epoch_batches<'a>(
+        &self,
+        train: &'a Dataset,
+        norm: &'a Normalization,
+        epoch: usize,
+    ) -> Batches<'a> {
+        Batches::new(
+            train,
+            self.batch_size,
+            Some(self.seed),
+            epoch,
+            norm,
+            self.augmentation(),
+        )
     }
 
     /// `runs/<model>-<loss>-seed<seed>-<unix time>`, the output directory when none is given.

@@ -9,9 +9,8 @@ use super::setup::{assemble, load_data, model_outputs, with_threads};
 use super::{
     plots, run_dir, EpochRecord, Event, Progress, RunDir, RunSummary, TrainConfig, TrainError,
 };
-use crate::data::{Batches, Normalization};
+use crate::data::Normalization;
 use crate::nn::Module;
-use crate::optim::LrSchedule;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -152,14 +151,7 @@ fn run_epochs(
     let counts = split.train.class_counts();
     let mut assembly = agree(comm, assemble(config, &split.train))?;
     let norm = Normalization::of(&split.train);
-    let steps_per_epoch = split.train.len().div_ceil(config.batch_size);
-    let schedule = LrSchedule {
-        base: config.lr,
-        schedule: config.schedule.clone(),
-        warmup_steps: (config.warmup_epochs * steps_per_epoch as f64).round() as usize,
-        steps_per_epoch,
-        total_steps: steps_per_epoch * config.epochs,
-    };
+    let schedule = config.lr_schedule(split.train.len());
     let mut progress = Progress::default();
     if config.resume.is_some() {
         progress = if comm.size() == 1 {
@@ -231,19 +223,11 @@ fn run_epochs(
     let mut trainer = Trainer::new(assembly, schedule);
     trainer.step = progress.step;
     trainer.comm = Arc::clone(comm_arc);
-    let augment = config.augmentation();
     let last_epoch = config
         .stop_after
         .map_or(config.epochs, |n| (progress.epoch + n).min(config.epochs));
     for epoch in progress.epoch..last_epoch {
-        let batches = Batches::new(
-            &split.train,
-            config.batch_size,
-            Some(config.seed),
-            epoch,
-            &norm,
-            augment,
-        );
+        let batches = config.epoch_batches(&split.train, &norm, epoch);
         let partial = progress.partial.take();
         let end = trainer.fit_epoch_from(batches, epoch, partial.as_ref(), stop, |s| {
             report(&Event::Step(s))
