@@ -63,6 +63,7 @@ pub mod loss;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod reproduce;
 pub mod tensor;
 pub mod text;
 pub mod train;

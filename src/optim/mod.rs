@@ -2,10 +2,12 @@
 //! gradients. State (momentum buffers, moments) is keyed by parameter name.
 
 mod adam;
+mod lbfgs;
 mod schedule;
 mod sgd;
 
 pub use adam::{Adam, AdamConfig};
+pub use lbfgs::{minimize_lbfgs, LbfgsOptions, LbfgsResult};
 pub use schedule::{LrSchedule, Schedule};
 pub use sgd::{Sgd, SgdConfig};
 

@@ -2,10 +2,10 @@
 //! the class-averaged probability matrix `p̄`.
 
 use crate::loss::audit::class_average;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Metrics of a model on one data set.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
     /// Mean loss per batch.
     pub loss: f64,

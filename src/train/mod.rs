@@ -35,7 +35,7 @@ pub use fit::{EpochEnd, EpochStats, StepEvent, Trainer};
 pub use metrics::{evaluation, predictions, Evaluation};
 pub use run::train_with;
 pub use run_dir::{PartialEpoch, Progress, RunDir};
-pub use setup::{assemble, load_data, model_outputs, with_threads, Assembly};
+pub use setup::{assemble, load_data, model_outputs, prepare_split, with_threads, Assembly};
 
 use collective::Local;
 use serde::{Deserialize, Serialize};
@@ -62,7 +62,7 @@ pub struct EpochRecord {
 }
 
 /// What `train` leaves behind, also written to `metrics.json`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunSummary {
     /// The run directory.
     pub out_dir: PathBuf,

@@ -28,7 +28,12 @@ pub fn load_data(config: &TrainConfig) -> Result<Split, TrainError> {
             ],
         )?,
     };
-    let mut split = config.imbalance.apply(&split, config.seed)?;
+    prepare_split(config, &split)
+}
+
+/// Applies the imbalance profile and the limits of `config` to an already loaded data set.
+pub fn prepare_split(config: &TrainConfig, split: &Split) -> Result<Split, TrainError> {
+    let mut split = config.imbalance.apply(split, config.seed)?;
     let first = |d: &Dataset, n: usize| d.subset(&(0..n.min(d.len())).collect::<Vec<_>>());
     if let Some(n) = config.train_limit {
         split.train = first(&split.train, n);
