@@ -121,6 +121,29 @@ fn run(cli: Cli, given: &[String]) -> Result<(), Failure> {
             }
             say!("{}", serde_json::to_string(&r).expect("results serialise"));
         }
+        Command::Reproduce(args) => {
+            let config = args.to_config().map_err(Failure::Flag)?;
+            let console = cli::reproduce::ReproduceConsole::default();
+            let stop = stop_flag();
+            let outcome = match tensorgrad::reproduce::reproduce(&config, &stop, &|e| {
+                console.on_event(e)
+            }) {
+                Err(TrainError::Interrupted { .. }) => {
+                    eprintln!("interrupted: every run's progress is checkpointed; run the same command again to continue");
+                    std::process::exit(130);
+                }
+                r => r?,
+            };
+            for v in &outcome.verdicts {
+                say!("{}: {}", v.claim, v.verdict);
+            }
+            say!(
+                "{} runs; report: {} ({:.0} s)",
+                outcome.runs,
+                outcome.report.display(),
+                outcome.seconds
+            );
+        }
         Command::Graph(args) => match cli::graph::render(&args) {
             Ok(text) => say!("{}", text.trim_end()),
             Err(cli::graph::GraphError::Flag(e)) => return Err(Failure::Flag(e)),

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod console;
 pub mod graph;
+pub mod reproduce;
 
 use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
@@ -39,6 +40,9 @@ pub enum Command {
     /// Throughput of a training step or of inference on random data: one JSON line
     /// (`--profile` adds the time per op of one step, also printed as a table on stderr).
     Bench(bench::BenchArgs),
+    /// Reproduce the paper's experiments (docs/EXPERIMENTS.md): train, audit, refit, and
+    /// write the tables, plots and REPORT.md; runs already done are skipped.
+    Reproduce(reproduce::ReproduceArgs),
 }
 
 /// Options naming a saved run.

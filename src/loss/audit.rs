@@ -3,7 +3,7 @@
 //! whole training set.
 
 use crate::error::{Result, TensorError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Which condition to check, with the weights it involves.
@@ -35,7 +35,7 @@ pub enum AuditSpec {
 }
 
 /// Both sides of one class's condition.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AuditRow {
     /// The class (for the binary condition, the positive class 1).
     pub class: usize,
@@ -50,7 +50,7 @@ pub struct AuditRow {
 }
 
 /// The audit of one model on one data set.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Audit {
     /// The condition, in words.
     pub condition: String,

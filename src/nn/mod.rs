@@ -150,6 +150,26 @@ impl<T: Element> Sequential<T> {
     pub fn layer_names(&self) -> Vec<&str> {
         self.layers.iter().map(|(n, _)| n.as_str()).collect()
     }
+
+    /// Number of layers.
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Whether there is no layer.
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+
+    /// Runs only the first `layers` layers: the features that layer `layers` sees (the
+    /// penultimate features for `len() − 1`).
+    pub fn forward_prefix(&mut self, x: &Tensor<T>, layers: usize) -> Result<Tensor<T>> {
+        let mut h = x.clone();
+        for (_, layer) in self.layers.iter_mut().take(layers) {
+            h = layer.forward(&h)?;
+        }
+        Ok(h)
+    }
 }
 
 impl<T: Element> Module<T> for Sequential<T> {

@@ -7,7 +7,9 @@ mod schedule;
 mod sgd;
 
 pub use adam::{Adam, AdamConfig};
-pub use lbfgs::{minimize_lbfgs, LbfgsOptions, LbfgsResult};
+pub use lbfgs::{
+    minimize_lbfgs, minimize_lbfgs_preconditioned, LbfgsOptions, LbfgsResult, Preconditioner,
+};
 pub use schedule::{LrSchedule, Schedule};
 pub use sgd::{Sgd, SgdConfig};
 

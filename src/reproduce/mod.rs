@@ -9,6 +9,10 @@
 //! - [`convex`]: E0, the convex case on pixels;
 //! - [`report`]: tables, plots and `REPORT.md`.
 
+pub mod analysis;
+pub mod convex;
+pub mod report;
+
 use crate::data::imbalance::Imbalance;
 use crate::data::{load_cifar10, load_idx_dir, Split};
 use crate::loss::weights::ClassWeighting;
@@ -99,6 +103,9 @@ impl FromStr for Experiment {
 pub struct ReproduceConfig {
     /// The experiments asked for.
     pub experiments: Vec<Experiment>,
+    /// Whether they were asked for as `all`: E4 is then left out, with a note, when no
+    /// CIFAR-10 folder is given (asked for by name, it is an error).
+    pub all: bool,
     /// Seeds of every configuration.
     pub seeds: Vec<u64>,
     /// Small data and few epochs: the whole protocol in minutes (a smoke test, not a result).
@@ -571,4 +578,139 @@ fn train_one(
         git_revision: git_revision(Path::new(env!("CARGO_MANIFEST_DIR"))),
     };
     write_json(&dir.join(TRAINED_FILE), &trained)
+}
+
+/// Analyses every trained run of `runs` that has no `result.json` yet, `jobs` at a time.
+fn analyse_planned(
+    runs: &[PlannedRun],
+    config: &ReproduceConfig,
+    on_event: &(dyn Fn(&ReproduceEvent) + Sync),
+) -> Result<(), TrainError> {
+    let todo: Vec<&PlannedRun> = runs
+        .iter()
+        .filter(|r| !r.dir().join(analysis::RESULT_FILE).is_file())
+        .collect();
+    if todo.is_empty() {
+        return Ok(());
+    }
+    let mnist = todo
+        .iter()
+        .any(|r| r.config.dataset == DatasetKind::Mnist)
+        .then(|| load_idx_dir(&config.mnist_dir))
+        .transpose()?;
+    let cifar = match (
+        &config.cifar_dir,
+        todo.iter()
+            .any(|r| r.config.dataset == DatasetKind::Cifar10),
+    ) {
+        (Some(dir), true) => Some(load_cifar10(dir)?),
+        _ => None,
+    };
+    let next = AtomicUsize::new(0);
+    let failure = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..config.jobs.clamp(1, todo.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= todo.len() || failure.lock().expect("failure lock").is_some() {
+                    return;
+                }
+                let run = todo[i];
+                let base = match run.config.dataset {
+                    DatasetKind::Cifar10 => cifar.as_ref(),
+                    _ => mnist.as_ref(),
+                };
+                let label = format!(
+                    "audit and last-layer refit of {} ({} of {})",
+                    run.dir().display(),
+                    i + 1,
+                    todo.len()
+                );
+                on_event(&ReproduceEvent::Analysing(&label));
+                let result = match base {
+                    Some(b) => crate::train::with_threads(config.threads, || {
+                        analysis::analyse(run.dir(), b).map(|_| ())
+                    })
+                    .and_then(|r| r),
+                    None => Err(TrainError::Invalid("no data to analyse on".into())),
+                };
+                if let Err(e) = result {
+                    failure.lock().expect("failure lock").get_or_insert(e);
+                    return;
+                }
+            });
+        }
+    });
+    match failure.into_inner().expect("failure lock") {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// What a reproduction did.
+#[derive(Debug)]
+pub struct ReproduceOutcome {
+    /// Runs planned (trained now or earlier).
+    pub runs: usize,
+    /// The claims' verdicts in `REPORT.md`.
+    pub verdicts: Vec<report::Verdict>,
+    /// Wall time of this invocation (seconds).
+    pub seconds: f64,
+    /// `REPORT.md`.
+    pub report: PathBuf,
+}
+
+/// Runs the experiments of `config`: trains what is not trained (resuming interrupted
+/// runs), analyses what is not analysed, runs E0 unless done, and writes every
+/// experiment's tables and plots and `REPORT.md`. `stop` (set by a signal handler) ends
+/// training after the current step of every running run, each with its checkpoint.
+pub fn reproduce(
+    config: &ReproduceConfig,
+    stop: &AtomicBool,
+    on_event: &(dyn Fn(&ReproduceEvent) + Sync),
+) -> Result<ReproduceOutcome, TrainError> {
+    let started = Instant::now();
+    let mut training: Vec<Experiment> =
+        config.experiments.iter().flat_map(|e| e.trains()).collect();
+    training.sort();
+    training.dedup();
+    if training.contains(&Experiment::E4) && config.cifar_dir.is_none() && config.all {
+        training.retain(|&e| e != Experiment::E4);
+        on_event(&ReproduceEvent::Note(
+            "E4 left out: it trains on CIFAR-10, which is not shipped (give its folder with --data-dir)",
+        ));
+    }
+    let mut runs = Vec::new();
+    for &e in &training {
+        runs.extend(plan(config, e)?);
+    }
+    train_planned(&runs, config.jobs, stop, on_event)?;
+    analyse_planned(&runs, config, on_event)?;
+    let convex = if config.experiments.contains(&Experiment::E0) {
+        let path = config.out.join("e0").join("result.json");
+        if path.is_file() {
+            Some(read_json(&path)?)
+        } else {
+            on_event(&ReproduceEvent::Analysing(
+                "E0: linear model on MNIST pixels, f64",
+            ));
+            let split = load_idx_dir(&config.mnist_dir)?;
+            let result =
+                crate::train::with_threads(config.threads, || convex::run_convex(config, &split))??;
+            write_json(&path, &result)?;
+            Some(result)
+        }
+    } else {
+        let path = config.out.join("e0").join("result.json");
+        path.is_file().then(|| read_json(&path)).transpose()?
+    };
+    on_event(&ReproduceEvent::Analysing("tables, plots and REPORT.md"));
+    let seconds = started.elapsed().as_secs_f64();
+    let verdicts = report::write_report(config, convex.as_ref(), seconds)?;
+    Ok(ReproduceOutcome {
+        runs: runs.len(),
+        verdicts,
+        seconds,
+        report: config.out.join("REPORT.md"),
+    })
 }

@@ -161,6 +161,198 @@ pub fn heatmap(path: &Path, title: &str, matrix: &[Vec<f64>]) -> Result<(), Trai
     root.present().map_err(|e| plot_err(path, e))
 }
 
+/// Several series against epochs 1, 2, …, with a legend.
+pub fn multi_line_chart(
+    path: &Path,
+    title: &str,
+    y_label: &str,
+    series: &[(String, Vec<f64>)],
+) -> Result<(), TrainError> {
+    ensure_font();
+    let root = BitMapBackend::new(path, (800, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+    let values = series.iter().flat_map(|(_, v)| v.iter().copied());
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+        (a.min(v), b.max(v))
+    });
+    let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
+    let pad = ((hi - lo) * 0.08).max(1e-6);
+    let epochs = series
+        .iter()
+        .map(|(_, v)| v.len())
+        .max()
+        .unwrap_or(1)
+        .max(2);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 24))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(1f64..epochs as f64, (lo - pad)..(hi + pad))
+        .map_err(|e| plot_err(path, e))?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc(y_label)
+        .draw()
+        .map_err(|e| plot_err(path, e))?;
+    for (i, (name, v)) in series.iter().enumerate() {
+        let colour = Palette99::pick(i).to_rgba();
+        let points: Vec<(f64, f64)> = v
+            .iter()
+            .enumerate()
+            .map(|(e, &y)| ((e + 1) as f64, y))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(points, colour.stroke_width(2)))
+            .map_err(|e| plot_err(path, e))?
+            .label(name.as_str())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| plot_err(path, e))?;
+    root.present().map_err(|e| plot_err(path, e))
+}
+
+/// Per-class bars of several series side by side, with a legend.
+pub fn grouped_bar_chart(
+    path: &Path,
+    title: &str,
+    names: &[String],
+    series: &[(String, Vec<f64>)],
+) -> Result<(), TrainError> {
+    ensure_font();
+    let root = BitMapBackend::new(path, (960, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+    let n = names.len().max(1);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 24))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..n as f64, 0f64..1.15)
+        .map_err(|e| plot_err(path, e))?;
+    let labels = names.to_vec();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n + 1)
+        .x_label_formatter(&|x| labels.get(x.floor() as usize).cloned().unwrap_or_default())
+        .x_desc("class")
+        .y_desc("accuracy")
+        .draw()
+        .map_err(|e| plot_err(path, e))?;
+    let width = 0.8 / series.len().max(1) as f64;
+    for (i, (name, v)) in series.iter().enumerate() {
+        let colour = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(v.iter().enumerate().map(|(k, &y)| {
+                let x0 = k as f64 + 0.1 + i as f64 * width;
+                Rectangle::new([(x0, 0.0), (x0 + width, y)], colour.filled())
+            }))
+            .map_err(|e| plot_err(path, e))?
+            .label(name.as_str())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| plot_err(path, e))?;
+    root.present().map_err(|e| plot_err(path, e))
+}
+
+/// A heatmap of the non-target probabilities of `p̄` (rows: true class, columns: output):
+/// the diagonal is greyed out and the colour scale runs to the largest off-diagonal value,
+/// so that how a loss spreads probability over the non-target classes is visible. Values
+/// are written in thousandths.
+pub fn off_diagonal_heatmap(
+    path: &Path,
+    title: &str,
+    matrix: &[Vec<f64>],
+) -> Result<(), TrainError> {
+    ensure_font();
+    let rows = matrix.len().max(1);
+    let cols = matrix.first().map_or(1, |r| r.len().max(1));
+    let top = matrix
+        .iter()
+        .enumerate()
+        .flat_map(|(j, r)| {
+            r.iter()
+                .enumerate()
+                .filter(move |(k, _)| *k != j)
+                .map(|(_, &v)| v)
+        })
+        .fold(1e-12, f64::max);
+    let cell = (560 / rows.max(cols)).clamp(30, 90) as u32;
+    let size = (cols as u32 * cell + 140, rows as u32 * cell + 120);
+    let root = BitMapBackend::new(path, size).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(48)
+        .build_cartesian_2d(0f64..cols as f64, rows as f64..0f64)
+        .map_err(|e| plot_err(path, e))?;
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_labels(cols + 1)
+        .y_labels(rows + 1)
+        .x_label_formatter(&|x| format!("{}", x.floor() as usize))
+        .y_label_formatter(&|y| format!("{}", y.floor() as usize))
+        .x_desc(format!(
+            "output k (off-diagonal ×1000, scale to {:.3})",
+            top
+        ))
+        .y_desc("true class j")
+        .draw()
+        .map_err(|e| plot_err(path, e))?;
+    for (j, row) in matrix.iter().enumerate() {
+        for (k, &v) in row.iter().enumerate() {
+            let (x, y) = (k as f64, j as f64);
+            let (fill, ink) = if j == k && cols > 1 {
+                (RGBColor(200, 200, 200), BLACK)
+            } else {
+                let t = (v / top).clamp(0.0, 1.0);
+                let shade = (255.0 * (1.0 - t)) as u8;
+                (
+                    RGBColor(255, shade, shade),
+                    if t > 0.6 { WHITE } else { BLACK },
+                )
+            };
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(x, y), (x + 1.0, y + 1.0)],
+                    fill.filled(),
+                )))
+                .map_err(|e| plot_err(path, e))?;
+            let text = if j == k && cols > 1 {
+                format!("{:.2}", v)
+            } else {
+                format!("{:.0}", v * 1000.0)
+            };
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    text,
+                    (x + 0.15, y + 0.35),
+                    ("sans-serif", (cell / 3).max(10)).into_font().color(&ink),
+                )))
+                .map_err(|e| plot_err(path, e))?;
+        }
+    }
+    root.present().map_err(|e| plot_err(path, e))
+}
+
 /// The plots of a finished run: loss and accuracy per epoch, per-class test accuracy, and
 /// the class-averaged probabilities `p̄` on the training and test sets.
 pub fn draw_run_plots(
@@ -214,7 +406,17 @@ mod tests {
         .unwrap();
         let h = dir.path().join("heat.png");
         heatmap(&h, "p̄", &[vec![0.9, 0.1], vec![0.2, 0.7]]).unwrap();
-        for f in [p, b, h] {
+        let m = dir.path().join("lines.png");
+        let series = vec![
+            ("a".to_string(), vec![1.0, 0.5]),
+            ("b".to_string(), vec![0.9, 0.4]),
+        ];
+        multi_line_chart(&m, "loss", "loss", &series).unwrap();
+        let g = dir.path().join("grouped.png");
+        grouped_bar_chart(&g, "accuracy", &["0".into(), "1".into()], &series).unwrap();
+        let o = dir.path().join("off.png");
+        off_diagonal_heatmap(&o, "p̄", &[vec![0.9, 0.1], vec![0.2, 0.7]]).unwrap();
+        for f in [p, b, h, m, g, o] {
             let bytes = std::fs::read(&f).unwrap();
             assert!(bytes.starts_with(b"\x89PNG"), "{}", f.display());
         }
