@@ -205,3 +205,82 @@ fn wide_images_split_into_several_row_tiles() {
         }
     }
 }
+
+/// `dX` of `Σ y ⊙ r` by definition (scatter every output's weight back to its inputs).
+fn reference_dx(x_shape: &[usize], w: &Tensor<f64>, r: &[f64], cfg: Conv2dConfig) -> Vec<f64> {
+    let (n, c, h, wd) = (x_shape[0], x_shape[1], x_shape[2], x_shape[3]);
+    let ws = w.shape();
+    let (o, kh, kw) = (ws[0], ws[2], ws[3]);
+    let (ph, pw) = cfg.padding;
+    let oh = h + 2 * ph - kh + 1;
+    let ow = wd + 2 * pw - kw + 1;
+    let wv = w.to_vec();
+    let mut dx = vec![0.0; n * c * h * wd];
+    for ni in 0..n {
+        for oc in 0..o {
+            for y in 0..oh {
+                for z in 0..ow {
+                    let g = r[((ni * o + oc) * oh + y) * ow + z];
+                    for ci in 0..c {
+                        for i in 0..kh {
+                            for j in 0..kw {
+                                let iy = (y + i) as isize - ph as isize;
+                                let ix = (z + j) as isize - pw as isize;
+                                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
+                                    dx[((ni * c + ci) * h + iy as usize) * wd + ix as usize] +=
+                                        g * wv[((oc * c + ci) * kh + i) * kw + j];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    dx
+}
+
+#[test]
+fn stride_one_input_gradient_by_transposed_convolution_matches_the_definition() {
+    // The stride-1 dX path is a convolution with the flipped kernel: check it against the
+    // definition for square and rectangular kernels, every padding it takes, batch 1 and 3,
+    // in f64 (tight) and f32 (1e-4 relative).
+    for (batch, c, o, (kh, kw), (ph, pw)) in [
+        (1, 3, 4, (3, 3), (1, 1)),
+        (3, 4, 5, (3, 3), (0, 0)),
+        (2, 2, 3, (5, 5), (2, 2)),
+        (1, 3, 2, (3, 5), (1, 2)),
+        (2, 1, 3, (5, 3), (4, 0)),
+    ] {
+        let cfg = Conv2dConfig {
+            stride: (1, 1),
+            padding: (ph, pw),
+            dilation: (1, 1),
+        };
+        let x = rand_input(&[batch, c, H, W], 11);
+        let w = rand_input(&[o, c, kh, kw], 12).detach();
+        let y = x.conv2d(&w, None, cfg).unwrap();
+        let r = rand_input(y.shape(), 13).detach();
+        let want = reference_dx(x.shape(), &w, &r.to_vec(), cfg);
+        let grads = y.mul(&r).unwrap().sum_all().backward().unwrap();
+        let got = grads.get(&x).unwrap().to_vec();
+        assert_close(&got, &want, 1e-12);
+
+        let x32 = x.detach().cast::<f32>().with_grad();
+        let y32 = x32.conv2d(&w.cast::<f32>(), None, cfg).unwrap();
+        let g32 = y32
+            .mul(&r.cast::<f32>())
+            .unwrap()
+            .sum_all()
+            .backward()
+            .unwrap();
+        let got32: Vec<f64> = g32
+            .get(&x32)
+            .unwrap()
+            .to_vec()
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        assert_close(&got32, &want, 1e-4);
+    }
+}
