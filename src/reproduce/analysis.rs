@@ -31,8 +31,11 @@ pub const RESULT_FILE: &str = "result.json";
 /// The L2 penalty `λ` of the refit, on the last layer's weights only.
 pub const REFIT_PENALTY: f64 = 1e-3;
 
-/// The refit's gradient-norm tolerance.
-pub const REFIT_TOLERANCE: f64 = 1e-8;
+/// The refit's gradient-norm tolerance. The protocol asks for < 1e-8; at 1e-8 the binary
+/// relation's relative residual was still up to 1.6e-6 (E2, ρ = 100: both sides are
+/// small, so the bias gradient left at 1e-8 is a visible fraction of them), i.e. limited
+/// by where the fit stopped, so the refit goes two orders further.
+pub const REFIT_TOLERANCE: f64 = 1e-10;
 
 /// The last-layer refit of one run (E0b).
 #[derive(Clone, Debug, Serialize, Deserialize)]
