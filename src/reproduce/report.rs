@@ -410,9 +410,43 @@ pub fn write_multiclass(
         }
         md.push('\n');
     }
+    md.push_str(&audit_appendix(&results));
     write_text(&dir.join("README.md"), &md)?;
     write_json(&dir.join("summary.json"), &summaries)?;
     Ok(summaries)
+}
+
+/// Both sides of every class's condition, as trained and after the refit, for the first
+/// seed of each loss that has a condition.
+fn audit_appendix(results: &[RunResult]) -> String {
+    let mut md = String::from("## Audit tables (first seed of each loss)\n\n");
+    for ((g, _, l), runs) in grouped(results) {
+        let Some(r) = runs.first() else { continue };
+        let (Some(trained), Some(refit)) = (&r.audit_trained, &r.refit) else {
+            continue;
+        };
+        let _ = writeln!(
+            md,
+            "### {g}, {l}, seed {}\n\n{}\n\n| class | n | lhs as trained | rhs as trained | residual | lhs after refit | rhs after refit | residual |\n|---|---|---|---|---|---|---|---|",
+            r.run.seed, trained.condition
+        );
+        for (a, b) in trained.rows.iter().zip(&refit.audit.rows) {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.6e} | {:.6e} | {} | {:.6e} | {:.6e} | {} |",
+                a.class,
+                a.count,
+                a.lhs,
+                a.rhs,
+                sci(a.residual),
+                b.lhs,
+                b.rhs,
+                sci(b.residual)
+            );
+        }
+        md.push('\n');
+    }
+    md
 }
 
 /// One E2 configuration's binary relation, from the refitted (or trained) audit.
@@ -953,7 +987,7 @@ pub fn write_report(
     let mut md = String::from("# Reproducing Li et al., \"On the Learning Property of Logistic and Softmax Losses for Deep Neural Networks\" (AAAI 2020)\n\n");
     let _ = writeln!(
         md,
-        "Produced by `tensorgrad reproduce` ({}seeds {:?}) from the protocol in docs/EXPERIMENTS.md; every number below comes from the `result.json` files under this folder. Verdicts follow the rule stated with each. This invocation's wall time: {:.0} s (runs already done are skipped, so an interrupted reproduction's total is the sum over its invocations; per-experiment run time is given in each experiment's README).\n",
+        "Produced by `tensorgrad reproduce` ({}seeds {:?}) from the protocol in docs/EXPERIMENTS.md; every number below comes from the `result.json` files under this folder. Verdicts follow the rule stated with each. Each experiment's README gives the commits its runs were trained and analysed at, the threads per run, and the run time summed over its runs (runs already done are skipped by later invocations, so no single invocation's wall time covers the whole; this one took {:.0} s).\n",
         if config.quick { "**quick mode: small data, 2 epochs — a smoke test, not a result**; " } else { "" },
         config.seeds,
         wall_seconds

@@ -236,7 +236,7 @@ pub fn grouped_bar_chart(
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(0f64..n as f64, 0f64..1.15)
+        .build_cartesian_2d(0f64..n as f64, 0f64..1.5)
         .map_err(|e| plot_err(path, e))?;
     let labels = names.to_vec();
     chart
