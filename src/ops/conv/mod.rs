@@ -1,8 +1,7 @@
 //! 2-D convolution (NCHW, weight `[c_out, c_in, kh, kw]` as PyTorch) by im2col + GEMM.
 //!
 //! Forward, per image: `Y = W·im2col(X) + b`. Backward, per image: `dW += dY·colsᵀ`,
-//! `dX` = the convolution of `dY` with the flipped, channel-swapped kernel (stride 1,
-//! no dilation) or else `col2im(Wᵀ·dY)`, and `db = Σ dY`. Each image is processed in tiles of output rows
+//! `dX = col2im(Wᵀ·dY)`, and `db = Σ dY`. Each image is processed in tiles of output rows
 //! (about 256 pixels) so that a tile's columns are still in cache when the GEMM reads them. Parallelism is rayon over images (forward) or
 //! over contiguous chunks of the batch (backward, one partial `dW` per chunk); every GEMM
 //! inside runs single-threaded, and column buffers come from per-thread workspaces reused
@@ -81,88 +80,6 @@ fn max_tile_pixels(g: &Geometry) -> usize {
     row_tiles(g).map(|(a, b)| (b - a) * g.ow).max().unwrap_or(0)
 }
 
-/// `Y = W·im2col(X) + b` for a batch of `n` images, in tiles of output rows, parallel over
-/// images.
-fn forward<T: Element>(
-    x: &[T],
-    w: &[T],
-    b: Option<&[T]>,
-    n: usize,
-    o: usize,
-    g: &Geometry,
-) -> Vec<T> {
-    let (k, p) = (g.k(), g.p());
-    let mut out = vec![T::zero(); n * o * p];
-    if p == 0 {
-        return out;
-    }
-    let tile = max_tile_pixels(g);
-    out.par_chunks_mut(o * p).enumerate().for_each(|(i, y)| {
-        let x_i = &x[i * g.chw()..(i + 1) * g.chw()];
-        let beta = match b {
-            Some(b) => {
-                for (row, &bv) in y.chunks_mut(p).zip(b.iter()) {
-                    row.fill(bv);
-                }
-                T::one()
-            }
-            None => T::zero(),
-        };
-        T::with_workspace(k * tile, |cols| {
-            for (r0, r1) in row_tiles(g) {
-                let pt = (r1 - r0) * g.ow;
-                im2col(x_i, g, (r0, r1), cols);
-                // Y[:, tile] (=|+=) W[o×k] · cols[k×pt]
-                gemm(
-                    MatRef::new(w, 0, (o, k), (k, 1)),
-                    MatRef::new(cols, 0, (k, pt), (pt, 1)),
-                    beta,
-                    MatMut::new(&mut y[r0 * g.ow..], (o, pt), p),
-                );
-            }
-        })
-    });
-    out
-}
-
-/// For a stride-1, undilated convolution whose padding is smaller than its kernel, `dX` is
-/// itself a convolution: of `dY` with the kernel flipped and its channel axes swapped,
-/// padded by `kernel − 1 − padding`. Returns that convolution's geometry and weight
-/// `[c_in, c_out, kh, kw]`. Its GEMMs have `c_out·kh·kw` as inner dimension, where the
-/// col2im path's `Wᵀ·dY` has only `c_out` (32 for cifar-cnn: a GEMM that is mostly
-/// packing), and it gathers instead of scattering.
-fn transposed<T: Element>(w: &[T], o: usize, g: &Geometry) -> Option<(Geometry, Vec<T>)> {
-    let (kh, kw) = g.kernel;
-    let fits = g.stride == (1, 1) && g.dilation == (1, 1) && g.padding.0 < kh && g.padding.1 < kw;
-    if !fits {
-        return None;
-    }
-    let c = g.c;
-    let mut flipped = vec![T::zero(); w.len()];
-    for oc in 0..o {
-        for ic in 0..c {
-            for i in 0..kh {
-                for j in 0..kw {
-                    flipped[((ic * o + oc) * kh + i) * kw + j] =
-                        w[((oc * c + ic) * kh + (kh - 1 - i)) * kw + (kw - 1 - j)];
-                }
-            }
-        }
-    }
-    let geometry = Geometry {
-        c: o,
-        h: g.oh,
-        w: g.ow,
-        kernel: g.kernel,
-        stride: (1, 1),
-        padding: (kh - 1 - g.padding.0, kw - 1 - g.padding.1),
-        dilation: (1, 1),
-        oh: g.h,
-        ow: g.w,
-    };
-    Some((geometry, flipped))
-}
-
 impl<T: Element> Tensor<T> {
     /// 2-D convolution of an NCHW input with `weight` `[c_out, c_in, kh, kw]` and an
     /// optional `bias` `[c_out]` (cross-correlation, as PyTorch's `conv2d`).
@@ -187,11 +104,39 @@ impl<T: Element> Tensor<T> {
         cfg: Conv2dConfig,
     ) -> Result<Tensor<T>> {
         let g = conv_geometry(self.shape(), weight.shape(), bias.map(|b| b.shape()), cfg)?;
-        let (n, o) = (self.shape()[0], weight.shape()[0]);
+        let (n, o, k, p) = (self.shape()[0], weight.shape()[0], g.k(), g.p());
         let x = self.values();
         let w = weight.values();
         let b = bias.map(|b| b.values());
-        let out = forward(&x, &w, b.as_deref(), n, o, &g);
+        let mut out = vec![T::zero(); n * o * p];
+        if p > 0 {
+            let tile = max_tile_pixels(&g);
+            out.par_chunks_mut(o * p).enumerate().for_each(|(i, y)| {
+                let x_i = &x[i * g.chw()..(i + 1) * g.chw()];
+                let beta = match &b {
+                    Some(b) => {
+                        for (row, &bv) in y.chunks_mut(p).zip(b.iter()) {
+                            row.fill(bv);
+                        }
+                        T::one()
+                    }
+                    None => T::zero(),
+                };
+                T::with_workspace(k * tile, |cols| {
+                    for (r0, r1) in row_tiles(&g) {
+                        let pt = (r1 - r0) * g.ow;
+                        im2col(x_i, &g, (r0, r1), cols);
+                        // Y[:, tile] (=|+=) W[o×k] · cols[k×pt]
+                        gemm(
+                            MatRef::new(&w, 0, (o, k), (k, 1)),
+                            MatRef::new(cols, 0, (k, pt), (pt, 1)),
+                            beta,
+                            MatMut::new(&mut y[r0 * g.ow..], (o, pt), p),
+                        );
+                    }
+                })
+            });
+        }
         let op = Conv2dBackward {
             // dW reads X and dX reads W: keep each only if the other needs a gradient.
             input: self.kept_if(weight.requires_grad()),
@@ -300,20 +245,13 @@ impl<T: Element> CustomOp<T> for Conv2dBackward<T> {
             Cow::Borrowed(&[][..])
         };
 
-        // dX as a convolution where that applies; otherwise col2im(Wᵀ·dY) below.
-        let transposed_dx = if need_dx {
-            transposed(&w, o, &g).map(|(gt, wt)| forward(&dy, &wt, None, n, g.c, &gt))
-        } else {
-            None
-        };
-        let scatter_dx = need_dx && transposed_dx.is_none();
-        let mut dx = vec![T::zero(); if scatter_dx { n * chw } else { 0 }];
+        let mut dx = vec![T::zero(); if need_dx { n * chw } else { 0 }];
         // Chunks of images fixed by the batch size alone, not by the thread count: each
         // chunk's partial dW is summed in chunk order, so results are bitwise the same on
         // any number of threads.
         let per_task = n.div_ceil(BACKWARD_CHUNKS).max(1);
         // One slot per task: its images' slice of dX, if dX is wanted.
-        let slots: Vec<Option<&mut [T]>> = if scatter_dx {
+        let slots: Vec<Option<&mut [T]>> = if need_dx {
             dx.chunks_mut(per_task * chw).map(Some).collect()
         } else {
             (0..n.div_ceil(per_task)).map(|_| None).collect()
@@ -380,8 +318,7 @@ impl<T: Element> CustomOp<T> for Conv2dBackward<T> {
             }
             Tensor::from_contiguous(sums, b.shape())
         });
-        let dx = need_dx
-            .then(|| Tensor::from_contiguous(transposed_dx.unwrap_or(dx), self.input.shape()));
+        let dx = need_dx.then(|| Tensor::from_contiguous(dx, self.input.shape()));
         let mut grads = vec![dx, dw];
         if self.bias.is_some() {
             grads.push(db);
