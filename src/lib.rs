@@ -60,6 +60,7 @@ pub mod autograd;
 pub mod data;
 pub mod error;
 pub mod loss;
+pub mod memory;
 pub mod nn;
 pub mod ops;
 pub mod optim;
