@@ -73,36 +73,7 @@ pub fn bar_chart(
     names: &[String],
     values: &[f64],
 ) -> Result<(), TrainError> {
-    ensure_font();
-    let root = BitMapBackend::new(path, (720, 440)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
-    let n = values.len().max(1);
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 24))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0f64..n as f64, 0f64..1.05)
-        .map_err(|e| plot_err(path, e))?;
-    let names = names.to_vec();
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(n + 1)
-        .x_label_formatter(&|x| names.get(x.floor() as usize).cloned().unwrap_or_default())
-        .x_desc("class")
-        .y_desc("accuracy")
-        .draw()
-        .map_err(|e| plot_err(path, e))?;
-    chart
-        .draw_series(values.iter().enumerate().map(|(k, &v)| {
-            Rectangle::new(
-                [(k as f64 + 0.15, 0.0), (k as f64 + 0.85, v)],
-                BLUE.mix(0.7).filled(),
-            )
-        }))
-        .map_err(|e| plot_err(path, e))?;
-    root.present().map_err(|e| plot_err(path, e))
+    class_bars(path, title, names, &[(String::new(), values.to_vec())])
 }
 
 /// A heatmap of `p̄` (rows: true class, columns: output) with the values written in.
@@ -227,16 +198,29 @@ pub fn grouped_bar_chart(
     names: &[String],
     series: &[(String, Vec<f64>)],
 ) -> Result<(), TrainError> {
+    class_bars(path, title, names, series)
+}
+
+/// Bars per class, one colour per series; a legend (above the bars) when there are several.
+fn class_bars(
+    path: &Path,
+    title: &str,
+    names: &[String],
+    series: &[(String, Vec<f64>)],
+) -> Result<(), TrainError> {
     ensure_font();
-    let root = BitMapBackend::new(path, (960, 480)).into_drawing_area();
+    let several = series.len() > 1;
+    let size = if several { (960, 480) } else { (720, 440) };
+    let root = BitMapBackend::new(path, size).into_drawing_area();
     root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
     let n = names.len().max(1);
+    let top = if several { 1.5 } else { 1.05 };
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 24))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(0f64..n as f64, 0f64..1.5)
+        .build_cartesian_2d(0f64..n as f64, 0f64..top)
         .map_err(|e| plot_err(path, e))?;
     let labels = names.to_vec();
     chart
@@ -248,25 +232,34 @@ pub fn grouped_bar_chart(
         .y_desc("accuracy")
         .draw()
         .map_err(|e| plot_err(path, e))?;
-    let width = 0.8 / series.len().max(1) as f64;
+    let width = 0.7 / series.len().max(1) as f64;
     for (i, (name, v)) in series.iter().enumerate() {
-        let colour = Palette99::pick(i).to_rgba();
-        chart
+        let colour = if several {
+            Palette99::pick(i).to_rgba()
+        } else {
+            BLUE.mix(0.7)
+        };
+        let bars = chart
             .draw_series(v.iter().enumerate().map(|(k, &y)| {
-                let x0 = k as f64 + 0.1 + i as f64 * width;
+                let x0 = k as f64 + 0.15 + i as f64 * width;
                 Rectangle::new([(x0, 0.0), (x0 + width, y)], colour.filled())
             }))
-            .map_err(|e| plot_err(path, e))?
-            .label(name.as_str())
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled()));
+            .map_err(|e| plot_err(path, e))?;
+        if several {
+            bars.label(name.as_str()).legend(move |(x, y)| {
+                Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled())
+            });
+        }
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| plot_err(path, e))?;
+    if several {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+    }
     root.present().map_err(|e| plot_err(path, e))
 }
 
