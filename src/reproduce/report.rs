@@ -165,7 +165,7 @@ fn provenance(results: &[RunResult]) -> String {
         .filter_map(|r| r.refit.as_ref().map(|f| f.seconds))
         .sum();
     format!(
-        "{} runs; trained at commit {}, analysed at {}; {} thread(s) per run; training {:.0} s and refits {:.0} s of run time (summed over runs, which ran side by side)",
+        "{} runs; source-tree HEAD recorded when training finished: {}; when analysed: {} (the revision is read from git at that moment, not compiled in); {} thread(s) per run; training {:.0} s and refits {:.0} s of run time (summed over runs, which ran side by side)",
         results.len(),
         revisions.join(", "),
         analysis.join(", "),
