@@ -67,16 +67,26 @@ fn one_epoch_on_6000_images_learns_mnist() {
             .unwrap();
     assert_eq!(config["train"]["seed"], 0);
     assert_eq!(config["threads"], 2);
-    // The revision of this source tree, as git reports it (or "unknown" outside git).
-    let head = std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map_or("unknown".to_string(), |o| {
-            String::from_utf8_lossy(&o.stdout).trim().to_string()
-        });
+    // The revision the binary was built from: this tree's, as git reports it, `-dirty`
+    // with uncommitted changes to tracked files (or "unknown" outside git).
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let head = git(&["rev-parse", "HEAD"]).map_or("unknown".to_string(), |h| {
+        let dirty =
+            git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+        if dirty {
+            format!("{h}-dirty")
+        } else {
+            h
+        }
+    });
     assert_eq!(config["git_revision"], head.as_str());
     assert_eq!(
         config["train"]["data_dir"],

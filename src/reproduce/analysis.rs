@@ -618,7 +618,7 @@ pub fn analyse(dir: &Path, base: &Split) -> Result<RunResult, TrainError> {
         run: trained.run.clone(),
         threads: trained.threads,
         git_revision: trained.git_revision.clone(),
-        analysis_revision: git_revision(Path::new(env!("CARGO_MANIFEST_DIR"))),
+        analysis_revision: git_revision(),
         train_seconds: trained.summary.seconds,
         epochs: trained.summary.epochs.clone(),
         test: trained.summary.test.clone(),

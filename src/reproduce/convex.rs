@@ -167,8 +167,6 @@ pub fn run_convex(config: &ReproduceConfig, split: &Split) -> Result<ConvexResul
         images: labels.len(),
         counts,
         fits,
-        git_revision: crate::train::run_dir::git_revision(std::path::Path::new(env!(
-            "CARGO_MANIFEST_DIR"
-        ))),
+        git_revision: crate::train::run_dir::git_revision(),
     })
 }

@@ -575,7 +575,7 @@ fn train_one(
         run: run.clone(),
         summary,
         threads,
-        git_revision: git_revision(Path::new(env!("CARGO_MANIFEST_DIR"))),
+        git_revision: git_revision(),
     };
     write_json(&dir.join(TRAINED_FILE), &trained)
 }

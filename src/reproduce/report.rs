@@ -165,7 +165,7 @@ fn provenance(results: &[RunResult]) -> String {
         .filter_map(|r| r.refit.as_ref().map(|f| f.seconds))
         .sum();
     format!(
-        "{} runs; source-tree HEAD recorded when training finished: {}; when analysed: {} (the revision is read from git at that moment, not compiled in); {} thread(s) per run; training {:.0} s and refits {:.0} s of run time (summed over runs, which ran side by side)",
+        "{} runs; recorded revision when training finished: {}; when analysed: {} (the revision the binary was built from; runs made before it was compiled in, as all of these, record git HEAD of the source tree at the moment they finished); {} thread(s) per run; training {:.0} s and refits {:.0} s of run time (summed over runs, which ran side by side)",
         results.len(),
         revisions.join(", "),
         analysis.join(", "),

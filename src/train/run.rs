@@ -11,7 +11,7 @@ use super::{
 };
 use crate::data::Normalization;
 use crate::nn::Module;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
@@ -190,7 +190,7 @@ fn run_epochs(
     } else {
         let record = serde_json::json!({
             "train": config,
-            "git_revision": run_dir::git_revision(Path::new(env!("CARGO_MANIFEST_DIR")))
+            "git_revision": run_dir::git_revision()
                 .unwrap_or_else(|| "unknown".into()),
             "threads": rayon::current_num_threads(),
             "tensorgrad_version": env!("CARGO_PKG_VERSION"),

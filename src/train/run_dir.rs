@@ -418,13 +418,8 @@ pub fn load_model_tensors(
     Ok(())
 }
 
-/// The commit of the working directory, or `None` outside a git checkout.
-pub fn git_revision(dir: &Path) -> Option<String> {
-    std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .current_dir(dir)
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+/// The git commit this crate was built from (`-dirty` when tracked files had uncommitted
+/// changes), compiled in by build.rs; `None` for a build outside a git checkout.
+pub fn git_revision() -> Option<String> {
+    option_env!("TENSORGRAD_BUILD_REVISION").map(str::to_string)
 }
