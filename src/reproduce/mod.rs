@@ -372,14 +372,13 @@ pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), TrainError>
     write_text(path, &text)
 }
 
-/// Writes a text file atomically (temporary file, then rename).
+/// Writes a text file atomically (the checkpoints' synced temporary file and rename),
+/// creating its folder.
 pub fn write_text(path: &Path, text: &str) -> Result<(), TrainError> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| TrainError::io(parent, e))?;
     }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).map_err(|e| TrainError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
+    crate::train::checkpoint::write_atomically(path, text.as_bytes())
 }
 
 /// Progress of a reproduction, for a console or a log.

@@ -78,15 +78,45 @@ pub fn bar_chart(
 
 /// A heatmap of `p̄` (rows: true class, columns: output) with the values written in.
 pub fn heatmap(path: &Path, title: &str, matrix: &[Vec<f64>]) -> Result<(), TrainError> {
+    matrix_cells(
+        path,
+        (title, 22),
+        matrix,
+        "output k".into(),
+        0.2,
+        |_, _, v| {
+            let shade = (255.0 * (1.0 - v.clamp(0.0, 1.0))) as u8;
+            let text = if v >= 0.995 {
+                "1.0".to_string()
+            } else {
+                format!(".{:02}", (v * 100.0).round() as u32)
+            };
+            let ink = if v > 0.5 { WHITE } else { BLACK };
+            (RGBColor(shade, shade, 255), ink, text)
+        },
+    )
+}
+
+/// One coloured, labelled cell per entry of `matrix` (rows: true class `j`, columns:
+/// output `k`): `cell(j, k, value)` gives its fill, its ink and its text, written
+/// `text_dx` of a cell from its left edge.
+fn matrix_cells(
+    path: &Path,
+    (title, title_size): (&str, u32),
+    matrix: &[Vec<f64>],
+    x_desc: String,
+    text_dx: f64,
+    cell: impl Fn(usize, usize, f64) -> (RGBColor, RGBColor, String),
+) -> Result<(), TrainError> {
     ensure_font();
     let rows = matrix.len().max(1);
     let cols = matrix.first().map_or(1, |r| r.len().max(1));
-    let cell = (560 / rows.max(cols)).clamp(30, 90) as u32;
-    let size = (cols as u32 * cell + 140, rows as u32 * cell + 120);
+    let side = (560 / rows.max(cols)).clamp(30, 90) as u32;
+    let size = (cols as u32 * side + 140, rows as u32 * side + 120);
     let root = BitMapBackend::new(path, size).into_drawing_area();
     root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
+        .caption(title, ("sans-serif", title_size))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(48)
@@ -99,32 +129,25 @@ pub fn heatmap(path: &Path, title: &str, matrix: &[Vec<f64>]) -> Result<(), Trai
         .y_labels(rows + 1)
         .x_label_formatter(&|x| format!("{}", x.floor() as usize))
         .y_label_formatter(&|y| format!("{}", y.floor() as usize))
-        .x_desc("output k")
+        .x_desc(x_desc)
         .y_desc("true class j")
         .draw()
         .map_err(|e| plot_err(path, e))?;
     for (j, row) in matrix.iter().enumerate() {
         for (k, &v) in row.iter().enumerate() {
-            let shade = (255.0 * (1.0 - v.clamp(0.0, 1.0))) as u8;
-            let colour = RGBColor(shade, shade, 255);
+            let (fill, ink, text) = cell(j, k, v);
             let (x, y) = (k as f64, j as f64);
             chart
                 .draw_series(std::iter::once(Rectangle::new(
                     [(x, y), (x + 1.0, y + 1.0)],
-                    colour.filled(),
+                    fill.filled(),
                 )))
                 .map_err(|e| plot_err(path, e))?;
-            let text = if v >= 0.995 {
-                "1.0".to_string()
-            } else {
-                format!(".{:02}", (v * 100.0).round() as u32)
-            };
-            let ink = if v > 0.5 { WHITE } else { BLACK };
             chart
                 .draw_series(std::iter::once(Text::new(
                     text,
-                    (x + 0.2, y + 0.35),
-                    ("sans-serif", (cell / 3).max(10)).into_font().color(&ink),
+                    (x + text_dx, y + 0.35),
+                    ("sans-serif", (side / 3).max(10)).into_font().color(&ink),
                 )))
                 .map_err(|e| plot_err(path, e))?;
         }
@@ -272,8 +295,6 @@ pub fn off_diagonal_heatmap(
     title: &str,
     matrix: &[Vec<f64>],
 ) -> Result<(), TrainError> {
-    ensure_font();
-    let rows = matrix.len().max(1);
     let cols = matrix.first().map_or(1, |r| r.len().max(1));
     let top = matrix
         .iter()
@@ -285,65 +306,21 @@ pub fn off_diagonal_heatmap(
                 .map(|(_, &v)| v)
         })
         .fold(1e-12, f64::max);
-    let cell = (560 / rows.max(cols)).clamp(30, 90) as u32;
-    let size = (cols as u32 * cell + 140, rows as u32 * cell + 120);
-    let root = BitMapBackend::new(path, size).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(48)
-        .build_cartesian_2d(0f64..cols as f64, rows as f64..0f64)
-        .map_err(|e| plot_err(path, e))?;
-    chart
-        .configure_mesh()
-        .disable_mesh()
-        .x_labels(cols + 1)
-        .y_labels(rows + 1)
-        .x_label_formatter(&|x| format!("{}", x.floor() as usize))
-        .y_label_formatter(&|y| format!("{}", y.floor() as usize))
-        .x_desc(format!(
-            "output k (off-diagonal ×1000, scale to {:.3})",
-            top
-        ))
-        .y_desc("true class j")
-        .draw()
-        .map_err(|e| plot_err(path, e))?;
-    for (j, row) in matrix.iter().enumerate() {
-        for (k, &v) in row.iter().enumerate() {
-            let (x, y) = (k as f64, j as f64);
-            let (fill, ink) = if j == k && cols > 1 {
-                (RGBColor(200, 200, 200), BLACK)
-            } else {
-                let t = (v / top).clamp(0.0, 1.0);
-                let shade = (255.0 * (1.0 - t)) as u8;
-                (
-                    RGBColor(255, shade, shade),
-                    if t > 0.6 { WHITE } else { BLACK },
-                )
-            };
-            chart
-                .draw_series(std::iter::once(Rectangle::new(
-                    [(x, y), (x + 1.0, y + 1.0)],
-                    fill.filled(),
-                )))
-                .map_err(|e| plot_err(path, e))?;
-            let text = if j == k && cols > 1 {
-                format!("{:.2}", v)
-            } else {
-                format!("{:.0}", v * 1000.0)
-            };
-            chart
-                .draw_series(std::iter::once(Text::new(
-                    text,
-                    (x + 0.15, y + 0.35),
-                    ("sans-serif", (cell / 3).max(10)).into_font().color(&ink),
-                )))
-                .map_err(|e| plot_err(path, e))?;
+    let x_desc = format!("output k (off-diagonal ×1000, scale to {top:.3})");
+    matrix_cells(path, (title, 20), matrix, x_desc, 0.15, |j, k, v| {
+        if j == k && cols > 1 {
+            (RGBColor(200, 200, 200), BLACK, format!("{v:.2}"))
+        } else {
+            let t = (v / top).clamp(0.0, 1.0);
+            let shade = (255.0 * (1.0 - t)) as u8;
+            let ink = if t > 0.6 { WHITE } else { BLACK };
+            (
+                RGBColor(255, shade, shade),
+                ink,
+                format!("{:.0}", v * 1000.0),
+            )
         }
-    }
-    root.present().map_err(|e| plot_err(path, e))
+    })
 }
 
 /// The plots of a finished run: loss and accuracy per epoch, per-class test accuracy, and
