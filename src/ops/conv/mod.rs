@@ -1,4 +1,6 @@
-//! 2-D convolution (NCHW, weight `[c_out, c_in, kh, kw]` as PyTorch) by im2col + GEMM.
+//! 2-D convolution (NCHW, weight `[c_out, c_in, kh, kw]` as PyTorch) by im2col + GEMM,
+//! or, for 3×3 stride-1 layers with enough channels, by Winograd F(2×2, 3×3)
+//! ([`winograd`]; chosen per layer by [`ConvAlgorithm::Auto`]).
 //!
 //! Forward, per image: `Y = W·im2col(X) + b`. Backward, per image: `dW += dY·colsᵀ`,
 //! `dX = col2im(Wᵀ·dY)`, and `db = Σ dY`. Each image is processed in tiles of output rows
@@ -12,6 +14,7 @@
 //! conv at batch 128), while im2col is a copy, cheap next to the GEMMs that read it.
 
 mod im2col;
+pub mod winograd;
 
 pub use crate::ops::window::Geometry;
 pub use im2col::{col2im, im2col};
@@ -32,6 +35,51 @@ pub struct Conv2dConfig {
     pub padding: (usize, usize),
     /// Spacing between kernel taps.
     pub dilation: (usize, usize),
+    /// How the convolution is computed.
+    pub algorithm: ConvAlgorithm,
+}
+
+/// How a convolution is computed; every algorithm gives the same result up to rounding.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConvAlgorithm {
+    /// Winograd where it applies and pays ([`ConvAlgorithm::auto_prefers_winograd`]),
+    /// im2col otherwise.
+    #[default]
+    Auto,
+    /// im2col + GEMM: any kernel, stride, padding and dilation.
+    Im2col,
+    /// Winograd F(2×2, 3×3): 3×3 kernels, stride 1, no dilation, padding ≤ 2; an error
+    /// for other geometries.
+    Winograd,
+}
+
+/// Input channels from which [`ConvAlgorithm::Auto`] picks Winograd. Its GEMMs have the
+/// channels as inner dimension; with 3 (an RGB first layer) they are too thin to pay for
+/// the transforms, and im2col's inner dimension 27 is the better GEMM (conv_gflops).
+const WINOGRAD_MIN_CHANNELS: usize = 16;
+
+impl ConvAlgorithm {
+    /// Whether `Auto` runs a convolution of geometry `g` with `c_out` outputs by Winograd:
+    /// when Winograd supports it and both channel counts reach 16.
+    pub fn auto_prefers_winograd(g: &Geometry, c_out: usize) -> bool {
+        winograd::supports(g) && g.c >= WINOGRAD_MIN_CHANNELS && c_out >= WINOGRAD_MIN_CHANNELS
+    }
+
+    /// Whether this choice runs geometry `g` by Winograd (an error if it cannot).
+    fn uses_winograd(self, g: &Geometry, c_out: usize) -> Result<bool> {
+        match self {
+            ConvAlgorithm::Auto => Ok(Self::auto_prefers_winograd(g, c_out)),
+            ConvAlgorithm::Im2col => Ok(false),
+            ConvAlgorithm::Winograd if winograd::supports(g) => Ok(true),
+            ConvAlgorithm::Winograd => Err(TensorError::InvalidArgument {
+                op: "conv2d",
+                reason: format!(
+                    "Winograd F(2×2, 3×3) needs a 3×3 kernel, stride 1, dilation 1 and padding ≤ 2, not kernel {:?}, stride {:?}, dilation {:?}, padding {:?}",
+                    g.kernel, g.stride, g.dilation, g.padding
+                ),
+            }),
+        }
+    }
 }
 
 impl Default for Conv2dConfig {
@@ -40,6 +88,7 @@ impl Default for Conv2dConfig {
             stride: (1, 1),
             padding: (0, 0),
             dilation: (1, 1),
+            algorithm: ConvAlgorithm::Auto,
         }
     }
 }
@@ -51,7 +100,13 @@ impl Conv2dConfig {
             stride: (stride, stride),
             padding: (padding, padding),
             dilation: (dilation, dilation),
+            algorithm: ConvAlgorithm::Auto,
         }
+    }
+
+    /// The same configuration computed by `algorithm`.
+    pub fn with_algorithm(self, algorithm: ConvAlgorithm) -> Self {
+        Conv2dConfig { algorithm, ..self }
     }
 }
 
@@ -108,8 +163,18 @@ impl<T: Element> Tensor<T> {
         let x = self.values();
         let w = weight.values();
         let b = bias.map(|b| b.values());
+        let winograd = cfg.algorithm.uses_winograd(&g, o)?;
         let mut out = vec![T::zero(); n * o * p];
-        if p > 0 {
+        if p > 0 && winograd {
+            let u = winograd::transform_weights(&w, o, g.c);
+            let len = winograd::forward_workspace(&g, o);
+            out.par_chunks_mut(o * p).enumerate().for_each(|(i, y)| {
+                let x_i = &x[i * g.chw()..(i + 1) * g.chw()];
+                T::with_workspace(len, |ws| {
+                    winograd::forward_image(x_i, &g, &u, o, b.as_deref(), y, ws)
+                })
+            });
+        } else if p > 0 {
             let tile = max_tile_pixels(&g);
             out.par_chunks_mut(o * p).enumerate().for_each(|(i, y)| {
                 let x_i = &x[i * g.chw()..(i + 1) * g.chw()];
@@ -143,6 +208,7 @@ impl<T: Element> Tensor<T> {
             weight: weight.kept_if(self.requires_grad()),
             bias: bias.map(Tensor::graph_handle),
             geometry: g,
+            winograd,
         };
         Tensor::from_custom_op(out, &[n, o, g.oh, g.ow], Box::new(op))
     }
@@ -212,6 +278,8 @@ struct Conv2dBackward<T: Element> {
     weight: Tensor<T>,
     bias: Option<Tensor<T>>,
     geometry: Geometry,
+    /// Whether the forward pass (and so the backward pass) ran by Winograd.
+    winograd: bool,
 }
 
 impl<T: Element> CustomOp<T> for Conv2dBackward<T> {
@@ -246,6 +314,14 @@ impl<T: Element> CustomOp<T> for Conv2dBackward<T> {
         };
 
         let mut dx = vec![T::zero(); if need_dx { n * chw } else { 0 }];
+        // Winograd's backward reads the transformed weights for dX only.
+        let winograd_weights = self.winograd.then(|| {
+            if need_dx {
+                winograd::transform_weights(&w, o, g.c)
+            } else {
+                Vec::new()
+            }
+        });
         // Chunks of images fixed by the batch size alone, not by the thread count: each
         // chunk's partial dW is summed in chunk order, so results are bitwise the same on
         // any number of threads.
@@ -260,11 +336,48 @@ impl<T: Element> CustomOp<T> for Conv2dBackward<T> {
             .into_par_iter()
             .enumerate()
             .map(|(t, mut dx_chunk)| {
+                let images = t * per_task..n.min((t + 1) * per_task);
+                if let Some(u) = &winograd_weights {
+                    // The transformed weight gradient, summed over this chunk's images.
+                    let mut wt = vec![
+                        T::zero();
+                        if need_dw {
+                            winograd::weight_grad_len(o, g.c)
+                        } else {
+                            0
+                        }
+                    ];
+                    T::with_workspace(winograd::backward_workspace(&g, o), |ws| {
+                        for i in images.clone() {
+                            let local = i - t * per_task;
+                            let dx_i = dx_chunk
+                                .as_deref_mut()
+                                .map(|d| &mut d[local * chw..(local + 1) * chw]);
+                            let x_i = if need_dw {
+                                &x[i * chw..(i + 1) * chw]
+                            } else {
+                                &[][..]
+                            };
+                            let wt = need_dw.then_some(&mut wt[..]);
+                            winograd::backward_image(
+                                &dy[i * o * p..(i + 1) * o * p],
+                                &g,
+                                o,
+                                u,
+                                x_i,
+                                dx_i,
+                                wt,
+                                ws,
+                            );
+                        }
+                    });
+                    return wt;
+                }
                 let mut dw = vec![T::zero(); if need_dw { o * k } else { 0 }];
                 let tile = max_tile_pixels(&g);
                 T::with_workspace(2 * k * tile, |ws| {
                     let (cols, dcols) = ws.split_at_mut(k * tile);
-                    for i in t * per_task..n.min((t + 1) * per_task) {
+                    for i in images {
                         let dy_i = &dy[i * o * p..(i + 1) * o * p];
                         let local = i - t * per_task;
                         for (r0, r1) in row_tiles(&g) {
@@ -303,11 +416,19 @@ impl<T: Element> CustomOp<T> for Conv2dBackward<T> {
             .collect();
 
         let dw = need_dw.then(|| {
-            let mut total = vec![T::zero(); o * k];
+            let len = if self.winograd {
+                winograd::weight_grad_len(o, g.c)
+            } else {
+                o * k
+            };
+            let mut total = vec![T::zero(); len];
             for part in &partial_dw {
                 for (t, &v) in total.iter_mut().zip(part) {
                     *t += v;
                 }
+            }
+            if self.winograd {
+                total = winograd::finish_weight_grad(&total, o, g.c);
             }
             Tensor::from_contiguous(total, self.weight.shape())
         });

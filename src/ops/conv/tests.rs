@@ -1,6 +1,6 @@
 //! conv2d against a direct-convolution reference, and gradcheck over a parameter sweep.
 
-use super::Conv2dConfig;
+use super::{Conv2dConfig, ConvAlgorithm};
 use crate::testing::*;
 use crate::{gradcheck, GradcheckOptions, Tensor};
 
@@ -134,6 +134,7 @@ fn gradcheck_rectangular_kernel_and_mixed_stride() {
         stride: (2, 1),
         padding: (1, 0),
         dilation: (1, 2),
+        algorithm: ConvAlgorithm::Auto,
     };
     let inputs = [
         rand_input(&[2, 3, 6, 7], 1),
@@ -257,6 +258,7 @@ fn stride_one_input_gradient_matches_the_definition() {
             stride: (1, 1),
             padding: (ph, pw),
             dilation: (1, 1),
+            algorithm: ConvAlgorithm::Im2col,
         };
         let x = rand_input(&[batch, c, H, W], 11);
         let w = rand_input(&[o, c, kh, kw], 12).detach();
@@ -283,5 +285,209 @@ fn stride_one_input_gradient_matches_the_definition() {
             .map(|&v| v as f64)
             .collect();
         assert_close(&got32, &want, 1e-4);
+    }
+}
+
+/// `dW` of `Σ y ⊙ r` by definition, for stride 1 and no dilation.
+fn reference_dw(
+    x: &Tensor<f64>,
+    w_shape: &[usize],
+    r: &[f64],
+    padding: (usize, usize),
+) -> Vec<f64> {
+    let (xs, xv) = (x.shape(), x.to_vec());
+    let (n, c, h, wd) = (xs[0], xs[1], xs[2], xs[3]);
+    let (o, kh, kw) = (w_shape[0], w_shape[2], w_shape[3]);
+    let (ph, pw) = padding;
+    let (oh, ow) = (h + 2 * ph - kh + 1, wd + 2 * pw - kw + 1);
+    let mut dw = vec![0.0; o * c * kh * kw];
+    for ni in 0..n {
+        for oc in 0..o {
+            for y in 0..oh {
+                for z in 0..ow {
+                    let g = r[((ni * o + oc) * oh + y) * ow + z];
+                    for ci in 0..c {
+                        for i in 0..kh {
+                            for j in 0..kw {
+                                let iy = (y + i) as isize - ph as isize;
+                                let ix = (z + j) as isize - pw as isize;
+                                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
+                                    dw[((oc * c + ci) * kh + i) * kw + j] += g * xv
+                                        [((ni * c + ci) * h + iy as usize) * wd + ix as usize];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    dw
+}
+
+/// Winograd cases: (batch, c_in, c_out, h, w, padding), covering odd and even outputs,
+/// a single output pixel, batch 1, every padding Winograd takes, and an image wide
+/// enough to split into several blocks of tile rows.
+const WINOGRAD_CASES: [(usize, usize, usize, usize, usize, usize); 9] = [
+    (1, 1, 1, 3, 3, 0),
+    (1, 2, 3, 1, 1, 1),
+    (3, 3, 2, 7, 5, 1),
+    (2, 2, 3, 6, 8, 0),
+    (1, 3, 2, 5, 6, 2),
+    (2, 4, 5, 8, 7, 1),
+    (1, 2, 2, 2, 2, 2),
+    (2, 2, 3, 40, 37, 1),
+    (1, 1, 2, 4, 300, 1),
+];
+
+fn winograd_config(padding: usize) -> Conv2dConfig {
+    Conv2dConfig::new(1, padding, 1).with_algorithm(ConvAlgorithm::Winograd)
+}
+
+#[test]
+fn winograd_forward_and_gradients_match_the_definition() {
+    for (i, &(batch, c, o, h, w, p)) in WINOGRAD_CASES.iter().enumerate() {
+        let seed = 500 + 10 * i as u64;
+        let cfg = winograd_config(p);
+        let x = rand_input(&[batch, c, h, w], seed);
+        let wt = rand_input(&[o, c, 3, 3], seed + 1);
+        let b = rand_input(&[o], seed + 2);
+        let y = x.conv2d(&wt, Some(&b), cfg).unwrap();
+        let plain = Conv2dConfig::new(1, p, 1);
+        assert_close(&y.to_vec(), &reference(&x, &wt, Some(&b), plain), 1e-12);
+
+        let r = rand_input(y.shape(), seed + 3).detach();
+        let grads = y.mul(&r).unwrap().sum_all().backward().unwrap();
+        let (rv, pad) = (r.to_vec(), (p, p));
+        let want_dx = reference_dx(x.shape(), &wt, &rv, plain);
+        assert_close(&grads.get(&x).unwrap().to_vec(), &want_dx, 1e-12);
+        let want_dw = reference_dw(&x, wt.shape(), &rv, pad);
+        assert_close(&grads.get(&wt).unwrap().to_vec(), &want_dw, 1e-12);
+        let want_db: Vec<f64> = (0..o)
+            .map(|oc| {
+                rv.chunks(y.shape()[2] * y.shape()[3])
+                    .skip(oc)
+                    .step_by(o)
+                    .flatten()
+                    .sum()
+            })
+            .collect();
+        assert_close(&grads.get(&b).unwrap().to_vec(), &want_db, 1e-12);
+    }
+}
+
+#[test]
+fn winograd_gradcheck() {
+    let opts = GradcheckOptions::default();
+    for (i, &(batch, c, o, h, w, p)) in WINOGRAD_CASES.iter().take(7).enumerate() {
+        let seed = 700 + 10 * i as u64;
+        let cfg = winograd_config(p);
+        let inputs = [
+            rand_input(&[batch, c, h, w], seed),
+            rand_input(&[o, c, 3, 3], seed + 1),
+            rand_input(&[o], seed + 2),
+        ];
+        let r = gradcheck(|t| t[0].conv2d(&t[1], Some(&t[2]), cfg), &inputs, &opts);
+        assert!(r.is_ok(), "case {i}: {}", r.unwrap_err());
+    }
+    // A diamond: the input feeds two Winograd convolutions whose outputs are added, and
+    // the same weight is used twice.
+    let inputs = [
+        rand_input(&[1, 2, 5, 4], 790),
+        rand_input(&[2, 2, 3, 3], 791),
+    ];
+    assert_gradcheck(
+        |t| {
+            let a = t[0].conv2d(&t[1], None, winograd_config(1))?;
+            let b = t[0].conv2d(&t[1], None, winograd_config(1))?.mul(&a)?;
+            a.add(&b)
+        },
+        &inputs,
+    );
+}
+
+#[test]
+fn winograd_f32_matches_im2col_on_cifar_sized_layers() {
+    // f32 rounding of the transforms stays within 1e-4 of im2col, relative to the largest
+    // output, on the layer shapes Auto sends to Winograd.
+    for (i, (c, o, side)) in [(32, 32, 32), (32, 64, 16), (64, 64, 16)]
+        .into_iter()
+        .enumerate()
+    {
+        let seed = 900 + 10 * i as u64;
+        let x = rand_input(&[2, c, side, side], seed)
+            .detach()
+            .cast::<f32>()
+            .with_grad();
+        let w = rand_input(&[o, c, 3, 3], seed + 1)
+            .cast::<f32>()
+            .with_grad();
+        let b = rand_input(&[o], seed + 2).cast::<f32>().with_grad();
+        let r = rand_input(&[2, o, side, side], seed + 3).cast::<f32>();
+        let run = |algorithm| {
+            let cfg = Conv2dConfig::new(1, 1, 1).with_algorithm(algorithm);
+            let y = x.conv2d(&w, Some(&b), cfg).unwrap();
+            let g = y.mul(&r).unwrap().sum_all().backward().unwrap();
+            [
+                y.to_vec(),
+                g.get(&x).unwrap().to_vec(),
+                g.get(&w).unwrap().to_vec(),
+                g.get(&b).unwrap().to_vec(),
+            ]
+        };
+        let (fast, slow) = (run(ConvAlgorithm::Winograd), run(ConvAlgorithm::Im2col));
+        for (what, (a, e)) in ["y", "dX", "dW", "db"].iter().zip(fast.iter().zip(&slow)) {
+            let scale = e.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let worst = a.iter().zip(e).fold(0f32, |m, (a, e)| m.max((a - e).abs()));
+            assert!(
+                worst <= 1e-4 * scale,
+                "layer {i} {what}: {worst} of {scale}"
+            );
+        }
+    }
+}
+
+#[test]
+fn winograd_is_deterministic_for_any_thread_count() {
+    let x = rand_input(&[6, 16, 12, 10], 950).cast::<f32>().with_grad();
+    let w = rand_input(&[16, 16, 3, 3], 951).cast::<f32>().with_grad();
+    let run = |threads| {
+        crate::train::with_threads(Some(threads), || {
+            let y = x.conv2d(&w, None, Conv2dConfig::new(1, 1, 1)).unwrap();
+            let g = y.square().sum_all().backward().unwrap();
+            [
+                y.to_vec(),
+                g.get(&x).unwrap().to_vec(),
+                g.get(&w).unwrap().to_vec(),
+            ]
+        })
+        .unwrap()
+    };
+    let one = run(1);
+    assert!(ConvAlgorithm::auto_prefers_winograd(
+        &super::conv_geometry(
+            &[6, 16, 12, 10],
+            &[16, 16, 3, 3],
+            None,
+            Conv2dConfig::new(1, 1, 1)
+        )
+        .unwrap(),
+        16
+    ));
+    for threads in [2, 3] {
+        assert!(run(threads) == one, "{threads} threads differ from 1");
+    }
+}
+
+#[test]
+fn winograd_refuses_geometries_it_cannot_compute() {
+    let x = Tensor::<f32>::zeros(&[1, 2, 8, 8]);
+    for (k, stride, pad, dil) in [(5, 1, 1, 1), (3, 2, 1, 1), (3, 1, 1, 2), (3, 1, 3, 1)] {
+        let w = Tensor::<f32>::zeros(&[2, 2, k, k]);
+        let cfg = Conv2dConfig::new(stride, pad, dil).with_algorithm(ConvAlgorithm::Winograd);
+        let e = x.conv2d(&w, None, cfg).unwrap_err().to_string();
+        assert!(e.contains("Winograd"), "{e}");
+        let auto = Conv2dConfig::new(stride, pad, dil);
+        assert!(x.conv2d(&w, None, auto).is_ok());
     }
 }

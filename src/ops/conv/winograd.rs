@@ -1,0 +1,599 @@
+//! Winograd F(2×2, 3×3) for 3×3 stride-1 convolutions: forward, dX and dW as 16 GEMMs
+//! over transformed tiles, 2.25× fewer multiplications than im2col.
+//!
+//! In one dimension, two outputs of a 3-tap correlation come from four inputs `d` and the
+//! taps `g` as `y = Aᵀ[(G·g) ⊙ (Bᵀ·d)]`; in two dimensions a 2×2 output tile is
+//! `Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A` for its 4×4 input patch (Lavin & Gray, 2016). Summed over
+//! input channels, each of the 16 transformed positions ξ is a matrix product:
+//! `M[ξ] (o × tiles) = U[ξ] (o × c) · V[ξ] (c × tiles)`.
+//!
+//! The backward pass uses the same identity read the other way round (the transposition
+//! principle): with `Ũ = A dY Aᵀ` the transformed 2×2 gradient tile,
+//! - `dX` patch `= B [Σ_o U ⊙ Ũ] Bᵀ`, added into the overlapping 4×4 input patches, i.e.
+//!   `M'[ξ] (c × tiles) = U[ξ]ᵀ · Ũ[ξ]`; this is the exact adjoint of the forward pass,
+//!   padding and odd output sizes included;
+//! - `dW = Gᵀ [Σ_tiles Ũ ⊙ V] G`, i.e. `W̃[ξ] (o × c) += Ũ[ξ] · V[ξ]ᵀ` with the tiles as
+//!   the GEMM's inner dimension (long, so these GEMMs are efficient), transformed back once.
+//!
+//! The transforms run over whole rows of tiles so that their loops are contiguous in the
+//! tile index (they vectorise); images are processed in blocks of tile rows so that a
+//! block's transformed tiles stay in cache between the transform and its GEMMs.
+
+use super::Geometry;
+use crate::ops::gemm::{gemm, MatMut, MatRef};
+use crate::tensor::Element;
+
+/// Transformed positions per tile (4×4).
+const POSITIONS: usize = 16;
+
+/// Tiles per block: enough columns for efficient GEMMs, few enough that a block's
+/// transformed input and products stay in L2 (`16·(c + o)·tiles` floats).
+const BLOCK_TILES: usize = 256;
+
+/// Whether F(2×2, 3×3) computes this convolution: 3×3 kernel, stride 1, no dilation,
+/// padding at most 2 (the input patches of a tile then overlap the image).
+pub fn supports(g: &Geometry) -> bool {
+    g.kernel == (3, 3)
+        && g.stride == (1, 1)
+        && g.dilation == (1, 1)
+        && g.padding.0 <= 2
+        && g.padding.1 <= 2
+        && g.oh > 0
+        && g.ow > 0
+}
+
+/// The output tiles of a layer: `rows × cols` tiles of 2×2 pixels (the last row and
+/// column of tiles are cut off when the output side is odd).
+#[derive(Clone, Copy, Debug)]
+struct Tiles {
+    rows: usize,
+    cols: usize,
+}
+
+impl Tiles {
+    fn of(g: &Geometry) -> Self {
+        Tiles {
+            rows: g.oh.div_ceil(2),
+            cols: g.ow.div_ceil(2),
+        }
+    }
+
+    /// Width of a padded input row covering every tile's 4 columns.
+    fn padded_width(&self) -> usize {
+        2 * self.cols + 2
+    }
+
+    /// Height of the padded input plane covering every tile's 4 rows.
+    fn padded_height(&self) -> usize {
+        2 * self.rows + 2
+    }
+
+    /// Blocks of whole tile rows, about [`BLOCK_TILES`] tiles each: `(first, end)`.
+    fn blocks(&self) -> impl Iterator<Item = (usize, usize)> {
+        let per = (BLOCK_TILES / self.cols).max(1);
+        let rows = self.rows;
+        (0..rows)
+            .step_by(per)
+            .map(move |r| (r, (r + per).min(rows)))
+    }
+
+    /// Tiles in the largest block.
+    fn block_capacity(&self) -> usize {
+        (BLOCK_TILES / self.cols).max(1).min(self.rows) * self.cols
+    }
+}
+
+/// `U[ξ][o][c] = (G g Gᵀ)[ξ]` for every 3×3 kernel `g = W[o][c]`.
+pub fn transform_weights<T: Element>(w: &[T], o: usize, c: usize) -> Vec<T> {
+    let half = T::from_f64(0.5);
+    // (G·v) for three taps v.
+    let g3 = |v: [T; 3]| {
+        [
+            v[0],
+            half * (v[0] + v[1] + v[2]),
+            half * (v[0] - v[1] + v[2]),
+            v[2],
+        ]
+    };
+    let mut u = vec![T::zero(); POSITIONS * o * c];
+    for (oc_ci, k) in w.chunks_exact(9).enumerate() {
+        // Columns first (G applied to each kernel column), then rows.
+        let cols: [[T; 4]; 3] = std::array::from_fn(|j| g3([k[j], k[3 + j], k[6 + j]]));
+        for a in 0..4 {
+            let row = g3([cols[0][a], cols[1][a], cols[2][a]]);
+            for (b, &value) in row.iter().enumerate() {
+                u[(a * 4 + b) * o * c + oc_ci] = value;
+            }
+        }
+    }
+    u
+}
+
+/// The weight gradient `o × c × 3 × 3`, `dW[o][c] = Gᵀ W̃[·][o][c] G`, from the
+/// transformed gradient `wt` summed over the batch ([`backward_image`]).
+pub fn finish_weight_grad<T: Element>(wt: &[T], o: usize, c: usize) -> Vec<T> {
+    let half = T::from_f64(0.5);
+    // (Gᵀ·v) for four transformed values v.
+    let gt4 = |v: [T; 4]| {
+        [
+            v[0] + half * (v[1] + v[2]),
+            half * (v[1] - v[2]),
+            half * (v[1] + v[2]) + v[3],
+        ]
+    };
+    let mut dw = vec![T::zero(); o * c * 9];
+    for (oc_ci, k) in dw.chunks_exact_mut(9).enumerate() {
+        let at = |a: usize, b: usize| wt[(a * 4 + b) * o * c + oc_ci];
+        let cols: [[T; 3]; 4] = std::array::from_fn(|b| gt4(std::array::from_fn(|a| at(a, b))));
+        for i in 0..3 {
+            let row = gt4([cols[0][i], cols[1][i], cols[2][i], cols[3][i]]);
+            k[3 * i..3 * i + 3].copy_from_slice(&row);
+        }
+    }
+    dw
+}
+
+// The transforms below work on whole rows and on whole blocks so that every inner loop
+// runs over contiguous slices (and vectorises). Each 4×4 transform is applied in two
+// passes, one per axis; within a block the tiles are numbered `t = (ti − first)·cols + j`,
+// so a tile row's 4 input rows `2ti..2ti + 4` read as two rows of even and two of odd
+// parity, and "the next tile row" is an offset of `cols` in the flattened tile index.
+
+/// `out[i] = f(a[i], b[i])`.
+#[inline(always)]
+fn zip_map<T: Copy>(out: &mut [T], a: &[T], b: &[T], f: impl Fn(T, T) -> T) {
+    for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+        *o = f(a, b);
+    }
+}
+
+/// `out[i] = f(a[i], b[i], c[i])`.
+#[inline(always)]
+fn zip_map3<T: Copy>(out: &mut [T], a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T) -> T) {
+    for (((o, &a), &b), &c) in out.iter_mut().zip(a).zip(b).zip(c) {
+        *o = f(a, b, c);
+    }
+}
+
+/// Splits `row` into its even- and odd-indexed elements.
+#[inline(always)]
+fn deinterleave<T: Copy>(row: &[T], even: &mut [T], odd: &mut [T]) {
+    for ((pair, e), o) in row.chunks_exact(2).zip(even.iter_mut()).zip(odd.iter_mut()) {
+        *e = pair[0];
+        *o = pair[1];
+    }
+}
+
+/// Scratch (elements) the transforms of one block need.
+fn scratch_len(tiles: &Tiles) -> usize {
+    let (tw, cap) = (tiles.cols, tiles.block_capacity());
+    // Four row-phase arrays per parity (+ one tile row) and the row buffers.
+    8 * (cap + tw) + tiles.padded_width() + 4 * (tw + 1)
+}
+
+/// `V[ξ][ci][t] = (Bᵀ d B)[ξ]` for the input patch `d` of every tile `t` in tile rows
+/// `block` of one image `x` (`c × h × w`); `v` holds `16 × c × nt` values, `nt` the tiles
+/// of the block.
+#[inline(always)]
+fn transform_input<T: Element>(
+    x: &[T],
+    g: &Geometry,
+    block: (usize, usize),
+    v: &mut [T],
+    scratch: &mut [T],
+) {
+    let tiles = Tiles::of(g);
+    let (tw, wp) = (tiles.cols, tiles.padded_width());
+    let nt = (block.1 - block.0) * tw;
+    // Rows of each parity the block reads: its tile rows plus the next one's top half.
+    let per_parity = (block.1 - block.0 + 1) * tw;
+    let (ph, pw) = g.padding;
+    let (h, rest) = scratch.split_at_mut(8 * per_parity);
+    let (row, rest) = rest.split_at_mut(wp);
+    let (even, rest) = rest.split_at_mut(tw + 1);
+    let odd = &mut rest[..tw + 1];
+    for ci in 0..g.c {
+        let plane = &x[ci * g.h * g.w..(ci + 1) * g.h * g.w];
+        // B along every input row the block reads: tile j's columns 2j..2j+4 give
+        // (d0 − d2, d1 + d2, d2 − d1, d1 − d3) = (e_j − e_j+1, o_j + e_j+1, e_j+1 − o_j, o_j − o_j+1).
+        for rr in 0..2 * (block.1 - block.0) + 2 {
+            let (parity, s) = (rr % 2, rr / 2);
+            let at = |b: usize| (b * 2 + parity) * per_parity + s * tw;
+            let ih = (2 * block.0 + rr) as isize - ph as isize;
+            if ih < 0 || ih >= g.h as isize {
+                for b in 0..4 {
+                    h[at(b)..at(b) + tw].fill(T::zero());
+                }
+                continue;
+            }
+            row[..pw].fill(T::zero());
+            row[pw..pw + g.w].copy_from_slice(&plane[ih as usize * g.w..][..g.w]);
+            row[pw + g.w..].fill(T::zero());
+            deinterleave(row, even, odd);
+            let (e0, e1, o0, o1) = (&even[..tw], &even[1..], &odd[..tw], &odd[1..]);
+            zip_map(&mut h[at(0)..at(0) + tw], e0, e1, |e0, e1| e0 - e1);
+            zip_map(&mut h[at(1)..at(1) + tw], o0, e1, |o0, e1| o0 + e1);
+            zip_map(&mut h[at(2)..at(2) + tw], e1, o0, |e1, o0| e1 - o0);
+            zip_map(&mut h[at(3)..at(3) + tw], o0, o1, |o0, o1| o0 - o1);
+        }
+        // Bᵀ down the columns, over the whole block at once: tile row ti reads rows
+        // 2ti, 2ti+1 (even/odd at t) and 2ti+2, 2ti+3 (even/odd at t + tw).
+        for b in 0..4 {
+            let even = &h[(b * 2) * per_parity..][..per_parity];
+            let odd = &h[(b * 2 + 1) * per_parity..][..per_parity];
+            let (d0, d1, d2, d3) = (&even[..nt], &odd[..nt], &even[tw..], &odd[tw..]);
+            let at = |a: usize| ((a * 4 + b) * g.c + ci) * nt;
+            zip_map(&mut v[at(0)..at(0) + nt], d0, d2, |d0, d2| d0 - d2);
+            zip_map(&mut v[at(1)..at(1) + nt], d1, d2, |d1, d2| d1 + d2);
+            zip_map(&mut v[at(2)..at(2) + nt], d2, d1, |d2, d1| d2 - d1);
+            zip_map(&mut v[at(3)..at(3) + nt], d1, d3, |d1, d3| d1 - d3);
+        }
+    }
+}
+
+/// `Ũ[ξ][oc][t] = (A dY Aᵀ)[ξ]` for the 2×2 gradient tile of every tile `t` in `block` of
+/// one image's output gradient `dy` (`o × oh × ow`; zero beyond the output's edge).
+#[inline(always)]
+fn transform_output_grad<T: Element>(
+    dy: &[T],
+    o: usize,
+    g: &Geometry,
+    block: (usize, usize),
+    u: &mut [T],
+    scratch: &mut [T],
+) {
+    let tw = Tiles::of(g).cols;
+    let nt = (block.1 - block.0) * tw;
+    let (h, rest) = scratch.split_at_mut(8 * nt);
+    let (row, rest) = rest.split_at_mut(2 * tw);
+    let (even, rest) = rest.split_at_mut(tw);
+    let odd = &mut rest[..tw];
+    for oc in 0..o {
+        let plane = &dy[oc * g.oh * g.ow..(oc + 1) * g.oh * g.ow];
+        // A along each gradient row: pixels (d0, d1) = (e_j, o_j) give (d0, d0 + d1, d0 − d1, −d1).
+        for rr in 0..2 * (block.1 - block.0) {
+            let (parity, s) = (rr % 2, rr / 2);
+            let at = |b: usize| (b * 2 + parity) * nt + s * tw;
+            let r = 2 * block.0 + rr;
+            if r >= g.oh {
+                for b in 0..4 {
+                    h[at(b)..at(b) + tw].fill(T::zero());
+                }
+                continue;
+            }
+            row[..g.ow].copy_from_slice(&plane[r * g.ow..(r + 1) * g.ow]);
+            row[g.ow..].fill(T::zero());
+            deinterleave(row, even, odd);
+            h[at(0)..at(0) + tw].copy_from_slice(even);
+            zip_map(&mut h[at(1)..at(1) + tw], even, odd, |e, o| e + o);
+            zip_map(&mut h[at(2)..at(2) + tw], even, odd, |e, o| e - o);
+            zip_map(&mut h[at(3)..at(3) + tw], even, odd, |_, o| -o);
+        }
+        // A down the columns, over the whole block: rows 2ti (top) and 2ti+1 (bottom).
+        for b in 0..4 {
+            let top = &h[(b * 2) * nt..][..nt];
+            let bottom = &h[(b * 2 + 1) * nt..][..nt];
+            let at = |a: usize| ((a * 4 + b) * o + oc) * nt;
+            u[at(0)..at(0) + nt].copy_from_slice(top);
+            zip_map(&mut u[at(1)..at(1) + nt], top, bottom, |t, b| t + b);
+            zip_map(&mut u[at(2)..at(2) + nt], top, bottom, |t, b| t - b);
+            zip_map(&mut u[at(3)..at(3) + nt], top, bottom, |_, b| -b);
+        }
+    }
+}
+
+/// `Y = Aᵀ M A (+ bias)` for every tile of `block`, written into one image's output `y`
+/// (`o × oh × ow`); `m` holds `16 × o × nt` products.
+#[inline(always)]
+fn transform_output<T: Element>(
+    m: &[T],
+    o: usize,
+    g: &Geometry,
+    block: (usize, usize),
+    bias: Option<&[T]>,
+    y: &mut [T],
+    scratch: &mut [T],
+) {
+    let tw = Tiles::of(g).cols;
+    let nt = (block.1 - block.0) * tw;
+    let (sums, rest) = scratch.split_at_mut(8 * nt);
+    let (even, rest) = rest.split_at_mut(tw);
+    let odd = &mut rest[..tw];
+    for oc in 0..o {
+        let bias = bias.map_or(T::zero(), |b| b[oc]);
+        // Aᵀ down the columns, over the whole block: output rows 2ti (u = 0) and 2ti+1
+        // (u = 1) of column phase q are (m0 + m1 + m2, m1 − m2 − m3).
+        for q in 0..4 {
+            let at = |a: usize| &m[((a * 4 + q) * o + oc) * nt..][..nt];
+            let (top, bottom) = sums.split_at_mut(4 * nt);
+            zip_map3(
+                &mut top[q * nt..(q + 1) * nt],
+                at(0),
+                at(1),
+                at(2),
+                |a, b, c| a + b + c,
+            );
+            zip_map3(
+                &mut bottom[q * nt..(q + 1) * nt],
+                at(1),
+                at(2),
+                at(3),
+                |a, b, c| a - b - c,
+            );
+        }
+        // Aᵀ along each output row, then interleaved into the image (the last row and
+        // column may be cut off).
+        for ti in block.0..block.1 {
+            for uu in 0..2 {
+                let r = 2 * ti + uu;
+                if r >= g.oh {
+                    break;
+                }
+                let t0 = (ti - block.0) * tw;
+                let s = |q: usize| &sums[(uu * 4 + q) * nt + t0..][..tw];
+                zip_map3(even, s(0), s(1), s(2), |a, b, c| a + b + c + bias);
+                zip_map3(odd, s(1), s(2), s(3), |a, b, c| a - b - c + bias);
+                let out = &mut y[(oc * g.oh + r) * g.ow..(oc * g.oh + r + 1) * g.ow];
+                for ((px, &e), &o) in out.chunks_mut(2).zip(even.iter()).zip(odd.iter()) {
+                    px[0] = e;
+                    if let Some(second) = px.get_mut(1) {
+                        *second = o;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds `B M' Bᵀ` of every tile of `block` into the padded input-gradient planes `planes`
+/// (`c × padded_height × padded_width`); `m` holds `16 × c × nt` values.
+#[inline(always)]
+fn scatter_input_grad<T: Element>(
+    m: &[T],
+    g: &Geometry,
+    block: (usize, usize),
+    planes: &mut [T],
+    scratch: &mut [T],
+) {
+    let tiles = Tiles::of(g);
+    let (tw, wp, hp) = (tiles.cols, tiles.padded_width(), tiles.padded_height());
+    let nt = (block.1 - block.0) * tw;
+    // Padded rows 2·block.0 .. 2·block.1 + 2, by parity: one tile row more than the block.
+    let per_parity = nt + tw;
+    let (z, rest) = scratch.split_at_mut(8 * per_parity);
+    let (even, rest) = rest.split_at_mut(tw + 1);
+    let odd = &mut rest[..tw + 1];
+    for ci in 0..g.c {
+        // B down the columns: patch rows 0..4 of a tile get (m0, m1 − m2 + m3,
+        // −m0 + m1 + m2, −m3); rows 2 and 3 of tile row ti are rows 0 and 1 of ti + 1,
+        // so each parity's rows sum two terms, the second shifted by one tile row.
+        for b in 0..4 {
+            let at = |a: usize| &m[((a * 4 + b) * g.c + ci) * nt..][..nt];
+            let (m0, m1, m2, m3) = (at(0), at(1), at(2), at(3));
+            let (ze, zo) =
+                z[(b * 2) * per_parity..(b * 2 + 2) * per_parity].split_at_mut(per_parity);
+            ze[..nt].copy_from_slice(m0);
+            ze[nt..].fill(T::zero());
+            zip_map3(&mut zo[..nt], m1, m2, m3, |m1, m2, m3| m1 - m2 + m3);
+            zo[nt..].fill(T::zero());
+            for (((e, &m0), &m1), &m2) in ze[tw..].iter_mut().zip(m0).zip(m1).zip(m2) {
+                *e += m1 + m2 - m0;
+            }
+            for (o, &m3) in zo[tw..].iter_mut().zip(m3) {
+                *o = *o - m3;
+            }
+        }
+        // B along each padded row: columns 2j..2j+4 of tile j get (z0, z1 − z2 + z3,
+        // −z0 + z1 + z2, −z3); even column 2j sums tile j's first and tile j−1's third,
+        // odd column 2j+1 tile j's second and tile j−1's fourth.
+        let plane = &mut planes[ci * hp * wp..(ci + 1) * hp * wp];
+        for rr in 0..2 * (block.1 - block.0) + 2 {
+            let (parity, s) = (rr % 2, rr / 2);
+            let zs = |b: usize| &z[(b * 2 + parity) * per_parity + s * tw..][..tw];
+            let (z0, z1, z2, z3) = (zs(0), zs(1), zs(2), zs(3));
+            even[..tw].copy_from_slice(z0);
+            even[tw] = T::zero();
+            zip_map3(&mut odd[..tw], z1, z2, z3, |a, b, c| a - b + c);
+            odd[tw] = T::zero();
+            for (((e, &z0), &z1), &z2) in even[1..].iter_mut().zip(z0).zip(z1).zip(z2) {
+                *e += z1 + z2 - z0;
+            }
+            for (o, &z3) in odd[1..].iter_mut().zip(z3) {
+                *o = *o - z3;
+            }
+            let row = &mut plane[(2 * block.0 + rr) * wp..][..wp];
+            for ((px, &e), &o) in row.chunks_exact_mut(2).zip(even.iter()).zip(odd.iter()) {
+                px[0] += e;
+                px[1] += o;
+            }
+        }
+    }
+}
+
+/// Workspace (elements) for [`forward_image`].
+pub fn forward_workspace(g: &Geometry, o: usize) -> usize {
+    let tiles = Tiles::of(g);
+    POSITIONS * (g.c + o) * tiles.block_capacity() + scratch_len(&tiles)
+}
+
+/// One image's convolution: `y` (`o × oh × ow`) from `x` (`c × h × w`), the transformed
+/// weights `u` ([`transform_weights`]) and an optional bias.
+pub fn forward_image<T: Element>(
+    x: &[T],
+    g: &Geometry,
+    u: &[T],
+    o: usize,
+    bias: Option<&[T]>,
+    y: &mut [T],
+    workspace: &mut [T],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        return unsafe { forward_image_avx2(x, g, u, o, bias, y, workspace) };
+    }
+    forward_image_body(x, g, u, o, bias, y, workspace)
+}
+
+/// [`forward_image`] compiled for AVX2: the transforms' loops run 8 floats wide.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn forward_image_avx2<T: Element>(
+    x: &[T],
+    g: &Geometry,
+    u: &[T],
+    o: usize,
+    bias: Option<&[T]>,
+    y: &mut [T],
+    workspace: &mut [T],
+) {
+    forward_image_body(x, g, u, o, bias, y, workspace)
+}
+
+#[inline(always)]
+fn forward_image_body<T: Element>(
+    x: &[T],
+    g: &Geometry,
+    u: &[T],
+    o: usize,
+    bias: Option<&[T]>,
+    y: &mut [T],
+    workspace: &mut [T],
+) {
+    let tiles = Tiles::of(g);
+    let cap = tiles.block_capacity();
+    let (v, rest) = workspace.split_at_mut(POSITIONS * g.c * cap);
+    let (m, scratch) = rest.split_at_mut(POSITIONS * o * cap);
+    let c = g.c;
+    for block in tiles.blocks() {
+        let nt = (block.1 - block.0) * tiles.cols;
+        transform_input(x, g, block, v, scratch);
+        for xi in 0..POSITIONS {
+            // M[ξ] (o × nt) = U[ξ] (o × c) · V[ξ] (c × nt)
+            gemm(
+                MatRef::new(u, xi * o * c, (o, c), (c, 1)),
+                MatRef::new(v, xi * c * nt, (c, nt), (nt, 1)),
+                T::zero(),
+                MatMut::new(&mut m[xi * o * nt..], (o, nt), nt),
+            );
+        }
+        transform_output(m, o, g, block, bias, y, scratch);
+    }
+}
+
+/// Workspace (elements) for [`backward_image`].
+pub fn backward_workspace(g: &Geometry, o: usize) -> usize {
+    let tiles = Tiles::of(g);
+    let cap = tiles.block_capacity();
+    POSITIONS * (o + 2 * g.c) * cap
+        + g.c * tiles.padded_height() * tiles.padded_width()
+        + scratch_len(&tiles)
+}
+
+/// One image's backward pass. With `dx`, writes the image's input gradient (`c × h × w`)
+/// from the transformed weights `u`; with `wt`, adds the image's transformed weight
+/// gradient (`16 × o × c`, see [`finish_weight_grad`]) computed from its input `x`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_image<T: Element>(
+    dy: &[T],
+    g: &Geometry,
+    o: usize,
+    u: &[T],
+    x: &[T],
+    dx: Option<&mut [T]>,
+    wt: Option<&mut [T]>,
+    workspace: &mut [T],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        return unsafe { backward_image_avx2(dy, g, o, u, x, dx, wt, workspace) };
+    }
+    backward_image_body(dy, g, o, u, x, dx, wt, workspace)
+}
+
+/// [`backward_image`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+fn backward_image_avx2<T: Element>(
+    dy: &[T],
+    g: &Geometry,
+    o: usize,
+    u: &[T],
+    x: &[T],
+    dx: Option<&mut [T]>,
+    wt: Option<&mut [T]>,
+    workspace: &mut [T],
+) {
+    backward_image_body(dy, g, o, u, x, dx, wt, workspace)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn backward_image_body<T: Element>(
+    dy: &[T],
+    g: &Geometry,
+    o: usize,
+    u: &[T],
+    x: &[T],
+    dx: Option<&mut [T]>,
+    wt: Option<&mut [T]>,
+    workspace: &mut [T],
+) {
+    let tiles = Tiles::of(g);
+    let cap = tiles.block_capacity();
+    let c = g.c;
+    let (ut, rest) = workspace.split_at_mut(POSITIONS * o * cap);
+    let (v, rest) = rest.split_at_mut(POSITIONS * c * cap);
+    let (mx, rest) = rest.split_at_mut(POSITIONS * c * cap);
+    let (planes, scratch) = rest.split_at_mut(c * tiles.padded_height() * tiles.padded_width());
+    if dx.is_some() {
+        planes.fill(T::zero());
+    }
+    let mut wt = wt;
+    for block in tiles.blocks() {
+        let nt = (block.1 - block.0) * tiles.cols;
+        transform_output_grad(dy, o, g, block, ut, scratch);
+        if let Some(wt) = wt.as_deref_mut() {
+            transform_input(x, g, block, v, scratch);
+            for xi in 0..POSITIONS {
+                // W̃[ξ] (o × c) += Ũ[ξ] (o × nt) · V[ξ]ᵀ (nt × c)
+                gemm(
+                    MatRef::new(ut, xi * o * nt, (o, nt), (nt, 1)),
+                    MatRef::new(v, xi * c * nt, (nt, c), (1, nt)),
+                    T::one(),
+                    MatMut::new(&mut wt[xi * o * c..], (o, c), c),
+                );
+            }
+        }
+        if dx.is_some() {
+            for xi in 0..POSITIONS {
+                // M'[ξ] (c × nt) = U[ξ]ᵀ (c × o) · Ũ[ξ] (o × nt)
+                gemm(
+                    MatRef::new(u, xi * o * c, (c, o), (1, c)),
+                    MatRef::new(ut, xi * o * nt, (o, nt), (nt, 1)),
+                    T::zero(),
+                    MatMut::new(&mut mx[xi * c * nt..], (c, nt), nt),
+                );
+            }
+            scatter_input_grad(mx, g, block, planes, scratch);
+        }
+    }
+    if let Some(dx) = dx {
+        // Crop the padding: input pixel (ih, iw) is padded (ih + ph, iw + pw).
+        let (wp, hp) = (tiles.padded_width(), tiles.padded_height());
+        let (ph, pw) = g.padding;
+        for (ci, out) in dx.chunks_exact_mut(g.h * g.w).enumerate() {
+            for (ih, row) in out.chunks_exact_mut(g.w).enumerate() {
+                let src = &planes[(ci * hp + ih + ph) * wp + pw..][..g.w];
+                row.copy_from_slice(src);
+            }
+        }
+    }
+}
+
+/// Elements of a transformed weight gradient.
+pub fn weight_grad_len(o: usize, c: usize) -> usize {
+    POSITIONS * o * c
+}
