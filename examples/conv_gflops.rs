@@ -1,13 +1,15 @@
 //! GFLOP/s of every conv layer of `lenet` (batch 64) and `cifar-cnn` (batch 128): forward,
 //! dX and dW timed separately, next to the rate of a square f32 GEMM (matrixmultiply
 //! through `Tensor::matmul`), on 1 and 2 threads. Prints a markdown table (BENCHMARKS.md).
+//! Rates count the multiply-adds of a direct convolution (`2·outputs·c_in·k²`), whatever
+//! the algorithm; layers that run by Winograd are also timed by im2col, in the same run.
 //!
 //! `cargo run --release --example conv_gflops`
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::time::Instant;
-use tensorgrad::ops::conv::Conv2dConfig;
+use tensorgrad::ops::conv::{Conv2dConfig, ConvAlgorithm};
 use tensorgrad::train::with_threads;
 use tensorgrad::Tensor;
 
@@ -50,10 +52,18 @@ fn main() {
                 std::hint::black_box(a.matmul(&b).unwrap());
             }) / 1e9;
             println!("\n{threads} thread(s): square {n}³ sgemm {square:.1} GFLOP/s\n");
-            println!("| layer | GFLOP per pass | forward | dX | dW | forward/sgemm | dX/sgemm | dW/sgemm |");
-            println!("|---|---|---|---|---|---|---|---|");
-            for (name, shape, o, k, pad, has_dx) in LAYERS {
-                let cfg = Conv2dConfig::new(1, pad, 1);
+            println!("| layer | algorithm | GFLOP per pass | forward | dX | dW | forward/sgemm | dX/sgemm | dW/sgemm |");
+            println!("|---|---|---|---|---|---|---|---|---|");
+            let runs = LAYERS.iter().flat_map(|&(name, shape, o, k, pad, has_dx)| {
+                let auto = Conv2dConfig::new(1, pad, 1);
+                let chosen = auto.algorithm_for(&shape, &[o, shape[1], k, k]).unwrap();
+                let mut cfgs = vec![(chosen, auto)];
+                if chosen == ConvAlgorithm::Winograd {
+                    cfgs.push((ConvAlgorithm::Im2col, auto.with_algorithm(ConvAlgorithm::Im2col)));
+                }
+                cfgs.into_iter().map(move |(algorithm, cfg)| (name, algorithm, cfg, shape, o, k, has_dx))
+            });
+            for (name, algorithm, cfg, shape, o, k, has_dx) in runs {
                 let x = Tensor::<f32>::uniform(&shape, -1.0, 1.0, &mut rng);
                 let w = Tensor::<f32>::uniform(&[o, shape[1], k, k], -0.1, 0.1, &mut rng);
                 let y = x.conv2d(&w, None, cfg).unwrap();
@@ -76,7 +86,7 @@ fn main() {
                 let rate = |s: f64| flops / s / 1e9;
                 let dx_cell = if has_dx { format!("{:.1}", rate(dx)) } else { format!("({:.1})", rate(dx)) };
                 println!(
-                    "| {name} | {:.2} | {:.1} | {dx_cell} | {:.1} | {:.2} | {:.2} | {:.2} |",
+                    "| {name} | {algorithm:?} | {:.2} | {:.1} | {dx_cell} | {:.1} | {:.2} | {:.2} | {:.2} |",
                     flops / 1e9,
                     rate(forward),
                     rate(dw),

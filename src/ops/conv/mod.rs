@@ -108,6 +108,26 @@ impl Conv2dConfig {
     pub fn with_algorithm(self, algorithm: ConvAlgorithm) -> Self {
         Conv2dConfig { algorithm, ..self }
     }
+
+    /// The algorithm a convolution of an `input` (NCHW) with a `weight` shape runs by under
+    /// this configuration: [`ConvAlgorithm::Im2col`] or [`ConvAlgorithm::Winograd`].
+    /// ```
+    /// use tensorgrad::ops::conv::{ConvAlgorithm, Conv2dConfig};
+    ///
+    /// let same = Conv2dConfig::new(1, 1, 1);
+    /// assert_eq!(same.algorithm_for(&[8, 32, 16, 16], &[64, 32, 3, 3])?, ConvAlgorithm::Winograd);
+    /// // An RGB first layer: too few input channels for Winograd to pay.
+    /// assert_eq!(same.algorithm_for(&[8, 3, 32, 32], &[32, 3, 3, 3])?, ConvAlgorithm::Im2col);
+    /// # Ok::<(), tensorgrad::TensorError>(())
+    /// ```
+    pub fn algorithm_for(&self, input: &[usize], weight: &[usize]) -> Result<ConvAlgorithm> {
+        let g = conv_geometry(input, weight, None, *self)?;
+        Ok(if self.algorithm.uses_winograd(&g, weight[0])? {
+            ConvAlgorithm::Winograd
+        } else {
+            ConvAlgorithm::Im2col
+        })
+    }
 }
 
 /// Chunks of a batch whose partial weight gradients backward sums, in order. Fixed (not
