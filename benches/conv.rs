@@ -1,12 +1,13 @@
 //! conv2d forward and backward for every conv layer of `lenet` (batch 64, 28×28 input)
-//! and `cifar-cnn` (batch 128, 32×32 input). Throughput counts images.
+//! and `cifar-cnn` (batch 128, 32×32 input), by the algorithm `Auto` picks and, for the
+//! layers it sends to Winograd, by im2col as well. Throughput counts images.
 //! Run with RAYON_NUM_THREADS=1 and =2 to see the scaling.
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::hint::black_box;
-use tensorgrad::ops::conv::Conv2dConfig;
+use tensorgrad::ops::conv::{Conv2dConfig, ConvAlgorithm};
 use tensorgrad::Tensor;
 
 /// One conv layer as it runs in training.
@@ -49,6 +50,8 @@ const LAYERS: [Layer; 6] = [
 ];
 
 fn bench_conv(c: &mut Criterion) {
+    // As the CLI: freed buffers are reused, not page-faulted in again.
+    tensorgrad::memory::retain_freed_memory();
     let mut group = c.benchmark_group("conv2d_f32");
     group.sample_size(20);
     let mut rng = StdRng::seed_from_u64(0);
@@ -60,20 +63,29 @@ fn bench_conv(c: &mut Criterion) {
         }
         let wt = Tensor::<f32>::uniform(&[co, ci, k, k], -0.1, 0.1, &mut rng).with_grad();
         let b = Tensor::<f32>::uniform(&[co], -0.1, 0.1, &mut rng).with_grad();
-        let cfg = Conv2dConfig::new(1, l.padding, 1);
+        let auto = Conv2dConfig::new(1, l.padding, 1);
+        let chosen = auto.algorithm_for(x.shape(), wt.shape()).unwrap();
+        let mut algorithms = vec![chosen];
+        if chosen == ConvAlgorithm::Winograd {
+            algorithms.push(ConvAlgorithm::Im2col);
+        }
         group.throughput(Throughput::Elements(n as u64));
-        group.bench_function(BenchmarkId::new("forward", name), |bench| {
-            bench.iter(|| black_box(x.conv2d(&wt, Some(&b), cfg).unwrap()))
-        });
-        let y_shape = x.conv2d(&wt, Some(&b), cfg).unwrap().shape().to_vec();
-        let dy = Tensor::<f32>::uniform(&y_shape, -1.0, 1.0, &mut rng);
-        group.bench_function(BenchmarkId::new("backward", name), |bench| {
-            bench.iter_batched(
-                || x.conv2d(&wt, Some(&b), cfg).unwrap(),
-                |y| black_box(y.backward_with(&dy).unwrap()),
-                BatchSize::LargeInput,
-            )
-        });
+        for algorithm in algorithms {
+            let cfg = auto.with_algorithm(algorithm);
+            let id = format!("{name}/{algorithm:?}");
+            group.bench_function(BenchmarkId::new("forward", &id), |bench| {
+                bench.iter(|| black_box(x.conv2d(&wt, Some(&b), cfg).unwrap()))
+            });
+            let y_shape = x.conv2d(&wt, Some(&b), cfg).unwrap().shape().to_vec();
+            let dy = Tensor::<f32>::uniform(&y_shape, -1.0, 1.0, &mut rng);
+            group.bench_function(BenchmarkId::new("backward", &id), |bench| {
+                bench.iter_batched(
+                    || x.conv2d(&wt, Some(&b), cfg).unwrap(),
+                    |y| black_box(y.backward_with(&dy).unwrap()),
+                    BatchSize::LargeInput,
+                )
+            });
+        }
     }
     group.finish();
 }
