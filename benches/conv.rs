@@ -7,7 +7,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criteri
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::hint::black_box;
-use tensorgrad::ops::conv::{Conv2dConfig, ConvAlgorithm, Variant};
+use tensorgrad::ops::conv::{Conv2dConfig, ConvAlgorithm};
 use tensorgrad::Tensor;
 
 /// One conv layer as it runs in training.
@@ -66,16 +66,8 @@ fn bench_conv(c: &mut Criterion) {
         let auto = Conv2dConfig::new(1, l.padding, 1);
         let chosen = auto.algorithm_for(x.shape(), wt.shape()).unwrap();
         let mut algorithms = vec![chosen];
-        if let ConvAlgorithm::Winograd(_) = chosen {
-            for other in [
-                ConvAlgorithm::Winograd(Variant::F2x2),
-                ConvAlgorithm::Winograd(Variant::F4x4),
-                ConvAlgorithm::Im2col,
-            ] {
-                if other != chosen {
-                    algorithms.push(other);
-                }
-            }
+        if chosen == ConvAlgorithm::Winograd {
+            algorithms.push(ConvAlgorithm::Im2col);
         }
         group.throughput(Throughput::Elements(n as u64));
         for algorithm in algorithms {

@@ -2,15 +2,14 @@
 //! dX and dW timed separately, next to the rate of a square f32 GEMM (matrixmultiply
 //! through `Tensor::matmul`), on 1 and 2 threads. Prints a markdown table (BENCHMARKS.md).
 //! Rates count the multiply-adds of a direct convolution (`2·outputs·c_in·k²`), whatever
-//! the algorithm; layers that run by Winograd are also timed by the other Winograd variant
-//! and by im2col, in the same run.
+//! the algorithm; layers that run by Winograd are also timed by im2col, in the same run.
 //!
 //! `cargo run --release --example conv_gflops`
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::time::Instant;
-use tensorgrad::ops::conv::{Conv2dConfig, ConvAlgorithm, Variant};
+use tensorgrad::ops::conv::{Conv2dConfig, ConvAlgorithm};
 use tensorgrad::train::with_threads;
 use tensorgrad::Tensor;
 
@@ -59,16 +58,8 @@ fn main() {
                 let auto = Conv2dConfig::new(1, pad, 1);
                 let chosen = auto.algorithm_for(&shape, &[o, shape[1], k, k]).unwrap();
                 let mut cfgs = vec![(chosen, auto)];
-                if let ConvAlgorithm::Winograd(_) = chosen {
-                    for other in [
-                        ConvAlgorithm::Winograd(Variant::F2x2),
-                        ConvAlgorithm::Winograd(Variant::F4x4),
-                        ConvAlgorithm::Im2col,
-                    ] {
-                        if other != chosen {
-                            cfgs.push((other, auto.with_algorithm(other)));
-                        }
-                    }
+                if chosen == ConvAlgorithm::Winograd {
+                    cfgs.push((ConvAlgorithm::Im2col, auto.with_algorithm(ConvAlgorithm::Im2col)));
                 }
                 cfgs.into_iter().map(move |(algorithm, cfg)| (name, algorithm, cfg, shape, o, k, has_dx))
             });

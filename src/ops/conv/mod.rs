@@ -16,8 +16,6 @@
 mod im2col;
 pub mod winograd;
 
-pub use winograd::Variant;
-
 pub use crate::ops::window::Geometry;
 pub use im2col::{col2im, im2col};
 
@@ -44,15 +42,15 @@ pub struct Conv2dConfig {
 /// How a convolution is computed; every algorithm gives the same result up to rounding.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ConvAlgorithm {
-    /// Winograd where it applies and pays ([`ConvAlgorithm::auto_choice`]), im2col
-    /// otherwise.
+    /// Winograd where it applies and pays ([`ConvAlgorithm::auto_prefers_winograd`]),
+    /// im2col otherwise.
     #[default]
     Auto,
     /// im2col + GEMM: any kernel, stride, padding and dilation.
     Im2col,
-    /// Winograd F(2×2, 3×3) or F(4×4, 3×3): 3×3 kernels, stride 1, no dilation,
-    /// padding ≤ 2; an error for other geometries.
-    Winograd(Variant),
+    /// Winograd F(2×2, 3×3): 3×3 kernels, stride 1, no dilation, padding ≤ 2; an error
+    /// for other geometries.
+    Winograd,
 }
 
 /// Input channels from which [`ConvAlgorithm::Auto`] picks Winograd. Its GEMMs have the
@@ -61,36 +59,28 @@ pub enum ConvAlgorithm {
 const WINOGRAD_MIN_CHANNELS: usize = 16;
 
 impl ConvAlgorithm {
-    /// What `Auto` runs a convolution of geometry `g` with `c_out` outputs by: Winograd
-    /// when it supports the geometry and both channel counts reach 16, else im2col.
-    pub fn auto_choice(g: &Geometry, c_out: usize) -> ConvAlgorithm {
-        if winograd::supports(g) && g.c >= WINOGRAD_MIN_CHANNELS && c_out >= WINOGRAD_MIN_CHANNELS {
-            ConvAlgorithm::Winograd(AUTO_VARIANT)
-        } else {
-            ConvAlgorithm::Im2col
-        }
+    /// Whether `Auto` runs a convolution of geometry `g` with `c_out` outputs by Winograd:
+    /// when Winograd supports it and both channel counts reach 16.
+    pub fn auto_prefers_winograd(g: &Geometry, c_out: usize) -> bool {
+        winograd::supports(g) && g.c >= WINOGRAD_MIN_CHANNELS && c_out >= WINOGRAD_MIN_CHANNELS
     }
 
-    /// The Winograd variant this choice runs geometry `g` by, if any (an error if it
-    /// asks for Winograd where it cannot run).
-    fn winograd_variant(self, g: &Geometry, c_out: usize) -> Result<Option<Variant>> {
+    /// Whether this choice runs geometry `g` by Winograd (an error if it cannot).
+    fn uses_winograd(self, g: &Geometry, c_out: usize) -> Result<bool> {
         match self {
-            ConvAlgorithm::Auto => Self::auto_choice(g, c_out).winograd_variant(g, c_out),
-            ConvAlgorithm::Im2col => Ok(None),
-            ConvAlgorithm::Winograd(v) if winograd::supports(g) => Ok(Some(v)),
-            ConvAlgorithm::Winograd(_) => Err(TensorError::InvalidArgument {
+            ConvAlgorithm::Auto => Ok(Self::auto_prefers_winograd(g, c_out)),
+            ConvAlgorithm::Im2col => Ok(false),
+            ConvAlgorithm::Winograd if winograd::supports(g) => Ok(true),
+            ConvAlgorithm::Winograd => Err(TensorError::InvalidArgument {
                 op: "conv2d",
                 reason: format!(
-                    "Winograd needs a 3×3 kernel, stride 1, dilation 1 and padding ≤ 2, not kernel {:?}, stride {:?}, dilation {:?}, padding {:?}",
+                    "Winograd F(2×2, 3×3) needs a 3×3 kernel, stride 1, dilation 1 and padding ≤ 2, not kernel {:?}, stride {:?}, dilation {:?}, padding {:?}",
                     g.kernel, g.stride, g.dilation, g.padding
                 ),
             }),
         }
     }
 }
-
-/// The Winograd variant `Auto` picks.
-const AUTO_VARIANT: Variant = Variant::F2x2;
 
 impl Default for Conv2dConfig {
     fn default() -> Self {
@@ -125,16 +115,17 @@ impl Conv2dConfig {
     /// use tensorgrad::ops::conv::{ConvAlgorithm, Conv2dConfig};
     ///
     /// let same = Conv2dConfig::new(1, 1, 1);
-    /// assert!(matches!(same.algorithm_for(&[8, 32, 16, 16], &[64, 32, 3, 3])?, ConvAlgorithm::Winograd(_)));
+    /// assert_eq!(same.algorithm_for(&[8, 32, 16, 16], &[64, 32, 3, 3])?, ConvAlgorithm::Winograd);
     /// // An RGB first layer: too few input channels for Winograd to pay.
     /// assert_eq!(same.algorithm_for(&[8, 3, 32, 32], &[32, 3, 3, 3])?, ConvAlgorithm::Im2col);
     /// # Ok::<(), tensorgrad::TensorError>(())
     /// ```
     pub fn algorithm_for(&self, input: &[usize], weight: &[usize]) -> Result<ConvAlgorithm> {
         let g = conv_geometry(input, weight, None, *self)?;
-        Ok(match self.algorithm.winograd_variant(&g, weight[0])? {
-            Some(v) => ConvAlgorithm::Winograd(v),
-            None => ConvAlgorithm::Im2col,
+        Ok(if self.algorithm.uses_winograd(&g, weight[0])? {
+            ConvAlgorithm::Winograd
+        } else {
+            ConvAlgorithm::Im2col
         })
     }
 }
@@ -192,21 +183,17 @@ impl<T: Element> Tensor<T> {
         let x = self.values();
         let w = weight.values();
         let b = bias.map(|b| b.values());
-        let winograd = cfg.algorithm.winograd_variant(&g, o)?;
+        let winograd = cfg.algorithm.uses_winograd(&g, o)?;
         let mut out = vec![T::zero(); n * o * p];
-        if let (true, Some(variant)) = (p > 0, winograd) {
-            let u = variant.transform_weights(&w, o, g.c);
-            let len = variant.forward_workspace(&g, o);
-            let per = variant.images_per_block(&g);
-            out.par_chunks_mut(per * o * p)
-                .enumerate()
-                .for_each(|(k, y)| {
-                    let images = y.len() / (o * p);
-                    let xs = &x[k * per * g.chw()..(k * per + images) * g.chw()];
-                    T::with_workspace(len, |ws| {
-                        variant.forward_images(xs, images, &g, &u, o, b.as_deref(), y, ws)
-                    })
-                });
+        if p > 0 && winograd {
+            let u = winograd::transform_weights(&w, o, g.c);
+            let len = winograd::forward_workspace(&g, o);
+            out.par_chunks_mut(o * p).enumerate().for_each(|(i, y)| {
+                let x_i = &x[i * g.chw()..(i + 1) * g.chw()];
+                T::with_workspace(len, |ws| {
+                    winograd::forward_image(x_i, &g, &u, o, b.as_deref(), y, ws)
+                })
+            });
         } else if p > 0 {
             let tile = max_tile_pixels(&g);
             out.par_chunks_mut(o * p).enumerate().for_each(|(i, y)| {
@@ -311,8 +298,8 @@ struct Conv2dBackward<T: Element> {
     weight: Tensor<T>,
     bias: Option<Tensor<T>>,
     geometry: Geometry,
-    /// The Winograd variant the forward pass (and so the backward pass) ran by, if any.
-    winograd: Option<Variant>,
+    /// Whether the forward pass (and so the backward pass) ran by Winograd.
+    winograd: bool,
 }
 
 impl<T: Element> CustomOp<T> for Conv2dBackward<T> {
@@ -348,13 +335,12 @@ impl<T: Element> CustomOp<T> for Conv2dBackward<T> {
 
         let mut dx = vec![T::zero(); if need_dx { n * chw } else { 0 }];
         // Winograd's backward reads the transformed weights for dX only.
-        let winograd_weights = self.winograd.map(|variant| {
-            let u = if need_dx {
-                variant.transform_weights(&w, o, g.c)
+        let winograd_weights = self.winograd.then(|| {
+            if need_dx {
+                winograd::transform_weights(&w, o, g.c)
             } else {
                 Vec::new()
-            };
-            (variant, u)
+            }
         });
         // Chunks of images fixed by the batch size alone, not by the thread count: each
         // chunk's partial dW is summed in chunk order, so results are bitwise the same on
@@ -371,30 +357,38 @@ impl<T: Element> CustomOp<T> for Conv2dBackward<T> {
             .enumerate()
             .map(|(t, mut dx_chunk)| {
                 let images = t * per_task..n.min((t + 1) * per_task);
-                if let Some((variant, u)) = &winograd_weights {
+                if let Some(u) = &winograd_weights {
                     // The transformed weight gradient, summed over this chunk's images.
-                    let len = if need_dw {
-                        variant.weight_grad_len(o, g.c)
-                    } else {
-                        0
-                    };
-                    let mut wt = vec![T::zero(); len];
-                    let per = variant.images_per_block(&g);
-                    T::with_workspace(variant.backward_workspace(&g, o), |ws| {
-                        for i in images.clone().step_by(per) {
-                            let count = per.min(images.end - i);
+                    let mut wt = vec![
+                        T::zero();
+                        if need_dw {
+                            winograd::weight_grad_len(o, g.c)
+                        } else {
+                            0
+                        }
+                    ];
+                    T::with_workspace(winograd::backward_workspace(&g, o), |ws| {
+                        for i in images.clone() {
                             let local = i - t * per_task;
                             let dx_i = dx_chunk
                                 .as_deref_mut()
-                                .map(|d| &mut d[local * chw..(local + count) * chw]);
+                                .map(|d| &mut d[local * chw..(local + 1) * chw]);
                             let x_i = if need_dw {
-                                &x[i * chw..(i + count) * chw]
+                                &x[i * chw..(i + 1) * chw]
                             } else {
                                 &[][..]
                             };
                             let wt = need_dw.then_some(&mut wt[..]);
-                            let dy_i = &dy[i * o * p..(i + count) * o * p];
-                            variant.backward_images(dy_i, count, &g, o, u, x_i, dx_i, wt, ws);
+                            winograd::backward_image(
+                                &dy[i * o * p..(i + 1) * o * p],
+                                &g,
+                                o,
+                                u,
+                                x_i,
+                                dx_i,
+                                wt,
+                                ws,
+                            );
                         }
                     });
                     return wt;
@@ -442,17 +436,19 @@ impl<T: Element> CustomOp<T> for Conv2dBackward<T> {
             .collect();
 
         let dw = need_dw.then(|| {
-            let len = self
-                .winograd
-                .map_or(o * k, |variant| variant.weight_grad_len(o, g.c));
+            let len = if self.winograd {
+                winograd::weight_grad_len(o, g.c)
+            } else {
+                o * k
+            };
             let mut total = vec![T::zero(); len];
             for part in &partial_dw {
                 for (t, &v) in total.iter_mut().zip(part) {
                     *t += v;
                 }
             }
-            if let Some(variant) = self.winograd {
-                total = variant.finish_weight_grad(&total, o, g.c);
+            if self.winograd {
+                total = winograd::finish_weight_grad(&total, o, g.c);
             }
             Tensor::from_contiguous(total, self.weight.shape())
         });

@@ -1,6 +1,6 @@
 //! conv2d against a direct-convolution reference, and gradcheck over a parameter sweep.
 
-use super::{Conv2dConfig, ConvAlgorithm, Variant};
+use super::{Conv2dConfig, ConvAlgorithm};
 use crate::testing::*;
 use crate::{gradcheck, GradcheckOptions, Tensor};
 
@@ -340,43 +340,39 @@ const WINOGRAD_CASES: [(usize, usize, usize, usize, usize, usize); 9] = [
     (1, 1, 2, 4, 300, 1),
 ];
 
-const VARIANTS: [Variant; 2] = [Variant::F2x2, Variant::F4x4];
-
-fn winograd_config(padding: usize, variant: Variant) -> Conv2dConfig {
-    Conv2dConfig::new(1, padding, 1).with_algorithm(ConvAlgorithm::Winograd(variant))
+fn winograd_config(padding: usize) -> Conv2dConfig {
+    Conv2dConfig::new(1, padding, 1).with_algorithm(ConvAlgorithm::Winograd)
 }
 
 #[test]
 fn winograd_forward_and_gradients_match_the_definition() {
     for (i, &(batch, c, o, h, w, p)) in WINOGRAD_CASES.iter().enumerate() {
-        for variant in VARIANTS {
-            let seed = 500 + 10 * i as u64;
-            let cfg = winograd_config(p, variant);
-            let x = rand_input(&[batch, c, h, w], seed);
-            let wt = rand_input(&[o, c, 3, 3], seed + 1);
-            let b = rand_input(&[o], seed + 2);
-            let y = x.conv2d(&wt, Some(&b), cfg).unwrap();
-            let plain = Conv2dConfig::new(1, p, 1);
-            assert_close(&y.to_vec(), &reference(&x, &wt, Some(&b), plain), 1e-12);
+        let seed = 500 + 10 * i as u64;
+        let cfg = winograd_config(p);
+        let x = rand_input(&[batch, c, h, w], seed);
+        let wt = rand_input(&[o, c, 3, 3], seed + 1);
+        let b = rand_input(&[o], seed + 2);
+        let y = x.conv2d(&wt, Some(&b), cfg).unwrap();
+        let plain = Conv2dConfig::new(1, p, 1);
+        assert_close(&y.to_vec(), &reference(&x, &wt, Some(&b), plain), 1e-12);
 
-            let r = rand_input(y.shape(), seed + 3).detach();
-            let grads = y.mul(&r).unwrap().sum_all().backward().unwrap();
-            let (rv, pad) = (r.to_vec(), (p, p));
-            let want_dx = reference_dx(x.shape(), &wt, &rv, plain);
-            assert_close(&grads.get(&x).unwrap().to_vec(), &want_dx, 1e-12);
-            let want_dw = reference_dw(&x, wt.shape(), &rv, pad);
-            assert_close(&grads.get(&wt).unwrap().to_vec(), &want_dw, 1e-12);
-            let want_db: Vec<f64> = (0..o)
-                .map(|oc| {
-                    rv.chunks(y.shape()[2] * y.shape()[3])
-                        .skip(oc)
-                        .step_by(o)
-                        .flatten()
-                        .sum()
-                })
-                .collect();
-            assert_close(&grads.get(&b).unwrap().to_vec(), &want_db, 1e-12);
-        }
+        let r = rand_input(y.shape(), seed + 3).detach();
+        let grads = y.mul(&r).unwrap().sum_all().backward().unwrap();
+        let (rv, pad) = (r.to_vec(), (p, p));
+        let want_dx = reference_dx(x.shape(), &wt, &rv, plain);
+        assert_close(&grads.get(&x).unwrap().to_vec(), &want_dx, 1e-12);
+        let want_dw = reference_dw(&x, wt.shape(), &rv, pad);
+        assert_close(&grads.get(&wt).unwrap().to_vec(), &want_dw, 1e-12);
+        let want_db: Vec<f64> = (0..o)
+            .map(|oc| {
+                rv.chunks(y.shape()[2] * y.shape()[3])
+                    .skip(oc)
+                    .step_by(o)
+                    .flatten()
+                    .sum()
+            })
+            .collect();
+        assert_close(&grads.get(&b).unwrap().to_vec(), &want_db, 1e-12);
     }
 }
 
@@ -384,17 +380,15 @@ fn winograd_forward_and_gradients_match_the_definition() {
 fn winograd_gradcheck() {
     let opts = GradcheckOptions::default();
     for (i, &(batch, c, o, h, w, p)) in WINOGRAD_CASES.iter().take(7).enumerate() {
-        for variant in VARIANTS {
-            let seed = 700 + 10 * i as u64;
-            let cfg = winograd_config(p, variant);
-            let inputs = [
-                rand_input(&[batch, c, h, w], seed),
-                rand_input(&[o, c, 3, 3], seed + 1),
-                rand_input(&[o], seed + 2),
-            ];
-            let r = gradcheck(|t| t[0].conv2d(&t[1], Some(&t[2]), cfg), &inputs, &opts);
-            assert!(r.is_ok(), "case {i} {variant:?}: {}", r.unwrap_err());
-        }
+        let seed = 700 + 10 * i as u64;
+        let cfg = winograd_config(p);
+        let inputs = [
+            rand_input(&[batch, c, h, w], seed),
+            rand_input(&[o, c, 3, 3], seed + 1),
+            rand_input(&[o], seed + 2),
+        ];
+        let r = gradcheck(|t| t[0].conv2d(&t[1], Some(&t[2]), cfg), &inputs, &opts);
+        assert!(r.is_ok(), "case {i}: {}", r.unwrap_err());
     }
     // A diamond: the input feeds two Winograd convolutions whose outputs are added, and
     // the same weight is used twice.
@@ -404,10 +398,8 @@ fn winograd_gradcheck() {
     ];
     assert_gradcheck(
         |t| {
-            let a = t[0].conv2d(&t[1], None, winograd_config(1, Variant::F2x2))?;
-            let b = t[0]
-                .conv2d(&t[1], None, winograd_config(1, Variant::F4x4))?
-                .mul(&a)?;
+            let a = t[0].conv2d(&t[1], None, winograd_config(1))?;
+            let b = t[0].conv2d(&t[1], None, winograd_config(1))?.mul(&a)?;
             a.add(&b)
         },
         &inputs,
@@ -443,17 +435,14 @@ fn winograd_f32_matches_im2col_on_cifar_sized_layers() {
                 g.get(&b).unwrap().to_vec(),
             ]
         };
-        let slow = run(ConvAlgorithm::Im2col);
-        for variant in VARIANTS {
-            let fast = run(ConvAlgorithm::Winograd(variant));
-            for (what, (a, e)) in ["y", "dX", "dW", "db"].iter().zip(fast.iter().zip(&slow)) {
-                let scale = e.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let worst = a.iter().zip(e).fold(0f32, |m, (a, e)| m.max((a - e).abs()));
-                assert!(
-                    worst <= 1e-4 * scale,
-                    "layer {i} {variant:?} {what}: {worst} of {scale}"
-                );
-            }
+        let (fast, slow) = (run(ConvAlgorithm::Winograd), run(ConvAlgorithm::Im2col));
+        for (what, (a, e)) in ["y", "dX", "dW", "db"].iter().zip(fast.iter().zip(&slow)) {
+            let scale = e.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let worst = a.iter().zip(e).fold(0f32, |m, (a, e)| m.max((a - e).abs()));
+            assert!(
+                worst <= 1e-4 * scale,
+                "layer {i} {what}: {worst} of {scale}"
+            );
         }
     }
 }
@@ -462,10 +451,9 @@ fn winograd_f32_matches_im2col_on_cifar_sized_layers() {
 fn winograd_is_deterministic_for_any_thread_count() {
     let x = rand_input(&[6, 16, 12, 10], 950).cast::<f32>().with_grad();
     let w = rand_input(&[16, 16, 3, 3], 951).cast::<f32>().with_grad();
-    let run = |threads, variant| {
+    let run = |threads| {
         crate::train::with_threads(Some(threads), || {
-            let cfg = winograd_config(1, variant);
-            let y = x.conv2d(&w, None, cfg).unwrap();
+            let y = x.conv2d(&w, None, Conv2dConfig::new(1, 1, 1)).unwrap();
             let g = y.square().sum_all().backward().unwrap();
             [
                 y.to_vec(),
@@ -475,14 +463,19 @@ fn winograd_is_deterministic_for_any_thread_count() {
         })
         .unwrap()
     };
-    for variant in VARIANTS {
-        let one = run(1, variant);
-        for threads in [2, 3] {
-            assert!(
-                run(threads, variant) == one,
-                "{variant:?}: {threads} threads differ from 1"
-            );
-        }
+    let one = run(1);
+    assert!(ConvAlgorithm::auto_prefers_winograd(
+        &super::conv_geometry(
+            &[6, 16, 12, 10],
+            &[16, 16, 3, 3],
+            None,
+            Conv2dConfig::new(1, 1, 1)
+        )
+        .unwrap(),
+        16
+    ));
+    for threads in [2, 3] {
+        assert!(run(threads) == one, "{threads} threads differ from 1");
     }
 }
 
@@ -491,12 +484,7 @@ fn winograd_refuses_geometries_it_cannot_compute() {
     let x = Tensor::<f32>::zeros(&[1, 2, 8, 8]);
     for (k, stride, pad, dil) in [(5, 1, 1, 1), (3, 2, 1, 1), (3, 1, 1, 2), (3, 1, 3, 1)] {
         let w = Tensor::<f32>::zeros(&[2, 2, k, k]);
-        let cfg = winograd_config(pad, Variant::F4x4);
-        let cfg = Conv2dConfig {
-            stride: (stride, stride),
-            dilation: (dil, dil),
-            ..cfg
-        };
+        let cfg = Conv2dConfig::new(stride, pad, dil).with_algorithm(ConvAlgorithm::Winograd);
         let e = x.conv2d(&w, None, cfg).unwrap_err().to_string();
         assert!(e.contains("Winograd"), "{e}");
         let auto = Conv2dConfig::new(stride, pad, dil);
