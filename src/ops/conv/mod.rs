@@ -186,7 +186,7 @@ impl<T: Element> Tensor<T> {
         let winograd = cfg.algorithm.uses_winograd(&g, o)?;
         let mut out = vec![T::zero(); n * o * p];
         if p > 0 && winograd {
-            let u = winograd::transform_weights(&w, o, g.c);
+            let u = winograd::transform_weights(&w, o, g.c, winograd::WeightLayout::ByInput);
             let len = winograd::forward_workspace(&g, o);
             out.par_chunks_mut(o * p).enumerate().for_each(|(i, y)| {
                 let x_i = &x[i * g.chw()..(i + 1) * g.chw()];
@@ -337,7 +337,7 @@ impl<T: Element> CustomOp<T> for Conv2dBackward<T> {
         // Winograd's backward reads the transformed weights for dX only.
         let winograd_weights = self.winograd.then(|| {
             if need_dx {
-                winograd::transform_weights(&w, o, g.c)
+                winograd::transform_weights(&w, o, g.c, winograd::WeightLayout::ByOutput)
             } else {
                 Vec::new()
             }
