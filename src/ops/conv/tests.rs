@@ -451,14 +451,16 @@ fn winograd_f32_matches_im2col_on_cifar_sized_layers() {
 fn winograd_is_deterministic_for_any_thread_count() {
     let x = rand_input(&[6, 16, 12, 10], 950).cast::<f32>().with_grad();
     let w = rand_input(&[16, 16, 3, 3], 951).cast::<f32>().with_grad();
+    let b = rand_input(&[16], 952).cast::<f32>().with_grad();
     let run = |threads| {
         crate::train::with_threads(Some(threads), || {
-            let y = x.conv2d(&w, None, Conv2dConfig::new(1, 1, 1)).unwrap();
+            let y = x.conv2d(&w, Some(&b), Conv2dConfig::new(1, 1, 1)).unwrap();
             let g = y.square().sum_all().backward().unwrap();
             [
                 y.to_vec(),
                 g.get(&x).unwrap().to_vec(),
                 g.get(&w).unwrap().to_vec(),
+                g.get(&b).unwrap().to_vec(),
             ]
         })
         .unwrap()
