@@ -55,7 +55,9 @@ pub enum ConvAlgorithm {
 
 /// Input channels from which [`ConvAlgorithm::Auto`] picks Winograd. Its GEMMs have the
 /// channels as inner dimension; with 3 (an RGB first layer) they are too thin to pay for
-/// the transforms, and im2col's inner dimension 27 is the better GEMM (conv_gflops).
+/// the transforms. Measured on cifar-cnn's conv1 (batch 128, 1 thread, same run, 3
+/// rounds): forward 9.2–10.0 ms by Winograd against 6.5–7.0 ms by im2col, forward + dW
+/// 21.5–30.3 against 14.1–16.1 ms.
 const WINOGRAD_MIN_CHANNELS: usize = 16;
 
 impl ConvAlgorithm {
