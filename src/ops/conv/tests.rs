@@ -207,29 +207,31 @@ fn wide_images_split_into_several_row_tiles() {
     }
 }
 
-/// `dX` of `Σ y ⊙ r` by definition (scatter every output's weight back to its inputs).
-fn reference_dx(x_shape: &[usize], w: &Tensor<f64>, r: &[f64], cfg: Conv2dConfig) -> Vec<f64> {
+/// Visits every tap of a stride-1, undilated convolution that lands inside the input:
+/// `f(output, input, weight)` with flat NCHW / OIHW indices.
+fn for_each_stride_one_tap(
+    x_shape: &[usize],
+    w_shape: &[usize],
+    (ph, pw): (usize, usize),
+    mut f: impl FnMut(usize, usize, usize),
+) {
     let (n, c, h, wd) = (x_shape[0], x_shape[1], x_shape[2], x_shape[3]);
-    let ws = w.shape();
-    let (o, kh, kw) = (ws[0], ws[2], ws[3]);
-    let (ph, pw) = cfg.padding;
-    let oh = h + 2 * ph - kh + 1;
-    let ow = wd + 2 * pw - kw + 1;
-    let wv = w.to_vec();
-    let mut dx = vec![0.0; n * c * h * wd];
+    let (o, kh, kw) = (w_shape[0], w_shape[2], w_shape[3]);
+    let (oh, ow) = (h + 2 * ph - kh + 1, wd + 2 * pw - kw + 1);
     for ni in 0..n {
         for oc in 0..o {
             for y in 0..oh {
                 for z in 0..ow {
-                    let g = r[((ni * o + oc) * oh + y) * ow + z];
+                    let out = ((ni * o + oc) * oh + y) * ow + z;
                     for ci in 0..c {
                         for i in 0..kh {
                             for j in 0..kw {
                                 let iy = (y + i) as isize - ph as isize;
                                 let ix = (z + j) as isize - pw as isize;
                                 if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
-                                    dx[((ni * c + ci) * h + iy as usize) * wd + ix as usize] +=
-                                        g * wv[((oc * c + ci) * kh + i) * kw + j];
+                                    let input =
+                                        ((ni * c + ci) * h + iy as usize) * wd + ix as usize;
+                                    f(out, input, ((oc * c + ci) * kh + i) * kw + j);
                                 }
                             }
                         }
@@ -238,6 +240,15 @@ fn reference_dx(x_shape: &[usize], w: &Tensor<f64>, r: &[f64], cfg: Conv2dConfig
             }
         }
     }
+}
+
+/// `dX` of `Σ y ⊙ r` by definition (scatter every output's weight back to its inputs).
+fn reference_dx(x_shape: &[usize], w: &Tensor<f64>, r: &[f64], cfg: Conv2dConfig) -> Vec<f64> {
+    let wv = w.to_vec();
+    let mut dx = vec![0.0; x_shape.iter().product()];
+    for_each_stride_one_tap(x_shape, w.shape(), cfg.padding, |out, input, tap| {
+        dx[input] += r[out] * wv[tap];
+    });
     dx
 }
 
@@ -295,33 +306,11 @@ fn reference_dw(
     r: &[f64],
     padding: (usize, usize),
 ) -> Vec<f64> {
-    let (xs, xv) = (x.shape(), x.to_vec());
-    let (n, c, h, wd) = (xs[0], xs[1], xs[2], xs[3]);
-    let (o, kh, kw) = (w_shape[0], w_shape[2], w_shape[3]);
-    let (ph, pw) = padding;
-    let (oh, ow) = (h + 2 * ph - kh + 1, wd + 2 * pw - kw + 1);
-    let mut dw = vec![0.0; o * c * kh * kw];
-    for ni in 0..n {
-        for oc in 0..o {
-            for y in 0..oh {
-                for z in 0..ow {
-                    let g = r[((ni * o + oc) * oh + y) * ow + z];
-                    for ci in 0..c {
-                        for i in 0..kh {
-                            for j in 0..kw {
-                                let iy = (y + i) as isize - ph as isize;
-                                let ix = (z + j) as isize - pw as isize;
-                                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
-                                    dw[((oc * c + ci) * kh + i) * kw + j] += g * xv
-                                        [((ni * c + ci) * h + iy as usize) * wd + ix as usize];
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
+    let xv = x.to_vec();
+    let mut dw = vec![0.0; w_shape.iter().product()];
+    for_each_stride_one_tap(x.shape(), w_shape, padding, |out, input, tap| {
+        dw[tap] += r[out] * xv[input];
+    });
     dw
 }
 
