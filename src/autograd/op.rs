@@ -80,6 +80,12 @@ pub trait CustomOp<T: Element>: Send + Sync {
     /// Gradients with respect to each input, given the output's gradient. A rule that
     /// needs the output's values keeps them itself: the engine does not.
     fn backward(&self, grad: &Tensor<T>) -> Result<Vec<Option<Tensor<T>>>>;
+
+    /// Values the record keeps for backward besides its inputs (a fused ReLU keeps the
+    /// output), so that the graph view counts them.
+    fn kept_values(&self) -> Option<&Arc<Vec<T>>> {
+        None
+    }
 }
 
 /// How a tensor was computed; the derivative rules are in `autograd/backward.rs`.

@@ -110,7 +110,7 @@ mod tests {
     fn lenet_step_graph_names_layers_and_counts_kept_buffers() {
         let text = graph(&["--batch-size", "2"]);
         for want in [
-            "conv2d [2, 20, 24, 24]",
+            "conv2d+relu [2, 20, 24, 24]",
             "leaf conv1.weight [20, 1, 5, 5]",
             "leaf input batch [2, 1, 28, 28]",
             "leaf fc2.bias [10]",
@@ -118,9 +118,10 @@ mod tests {
         ] {
             assert!(text.contains(want), "{want} missing from\n{text}");
         }
-        // The relu after conv1 keeps its output (2·20·24·24 f32), not conv1's.
+        // conv1 and its ReLU run fused; the op keeps its output (2·20·24·24 f32 =
+        // 92.2 kB) for the mask and the input batch (2·784 f32 = 6.3 kB) for dW.
         assert!(
-            text.contains("relu [2, 20, 24, 24]  keeps 92.2 kB"),
+            text.contains("conv2d+relu [2, 20, 24, 24]  keeps 98.4 kB"),
             "{text}"
         );
         let dot = graph(&["--format", "dot", "--model", "linear", "--loss", "sml"]);

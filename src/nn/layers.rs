@@ -50,6 +50,14 @@ impl<T: Element> Module<T> for Conv2d<T> {
         x.conv2d(&self.weight, self.bias.as_ref(), self.config)
     }
 
+    fn forward_relu(&mut self, x: &Tensor<T>) -> Result<Tensor<T>> {
+        x.conv2d_relu(&self.weight, self.bias.as_ref(), self.config)
+    }
+
+    fn fused_relu_kind(&self) -> Option<&'static str> {
+        Some("conv2d+relu")
+    }
+
     fn named_tensors(&self) -> Vec<(String, TensorKind, Tensor<T>)> {
         weight_and_bias(&self.weight, &self.bias)
     }
@@ -155,6 +163,44 @@ impl<T: Element> Module<T> for Dropout {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::Sequential;
+    use crate::ops::conv::ConvAlgorithm;
+
+    #[test]
+    fn sequential_fuses_conv_and_relu_with_the_same_results() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let same = Conv2dConfig::new(1, 1, 1);
+        let mut model = Sequential::<f32>::new()
+            .push("conv1", Conv2d::new(3, 16, 3, same, true, &mut rng))
+            .push("relu1", Relu)
+            .push("conv2", Conv2d::new(16, 16, 3, same, true, &mut rng))
+            .push("relu2", Relu)
+            .push("pool", MaxPool2d(Pool2dConfig::square(2)));
+        assert_eq!(
+            same.algorithm_for(&[2, 16, 6, 6], &[16, 16, 3, 3]).unwrap(),
+            ConvAlgorithm::Winograd
+        );
+        let x = crate::testing::rand_input(&[2, 3, 6, 6], 8).cast::<f32>();
+        let y = model.forward(&x).unwrap();
+        let ops: Vec<_> = y.graph().nodes.iter().filter_map(|n| n.op).collect();
+        assert_eq!(ops, ["conv2d+relu", "conv2d+relu", "take"]);
+        // The same layers one at a time.
+        let params: Vec<Tensor<f32>> = model.parameters().into_iter().map(|(_, t)| t).collect();
+        let h = x.conv2d(&params[0], Some(&params[1]), same).unwrap().relu();
+        let h = h.conv2d(&params[2], Some(&params[3]), same).unwrap().relu();
+        let unfused = h.max_pool2d(Pool2dConfig::square(2)).unwrap();
+        assert_eq!(y.to_vec(), unfused.to_vec());
+        let (g, e) = (
+            y.sum_all().backward().unwrap(),
+            unfused.sum_all().backward().unwrap(),
+        );
+        for p in &params {
+            assert!(g.get(p).unwrap().to_vec() == e.get(p).unwrap().to_vec());
+        }
+        // A prefix that ends between a conv and its ReLU does not fuse them.
+        let pre = model.forward_prefix(&x, 1).unwrap();
+        assert!(pre.to_vec().iter().any(|&v| v < 0.0));
+    }
 
     #[test]
     fn dropout_is_identity_in_eval_mode_and_seeded_in_training() {

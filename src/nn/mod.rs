@@ -40,6 +40,19 @@ pub trait Module<T: Element>: Send {
         Vec::new()
     }
 
+    /// `relu(forward(x))`. Modules with a fused op for it override this together with
+    /// [`Module::fused_relu_kind`]; the result must equal `forward` followed by `relu`.
+    fn forward_relu(&mut self, x: &Tensor<T>) -> Result<Tensor<T>> {
+        Ok(self.forward(x)?.relu())
+    }
+
+    /// The profile label of [`Module::forward_relu`] if it is a fused op (`conv2d+relu`),
+    /// `None` (the default) if it is not. [`Sequential`] runs a layer that has one and is
+    /// followed by a [`Relu`] as that single op.
+    fn fused_relu_kind(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Switches between training (`true`) and evaluation mode.
     fn set_training(&mut self, _training: bool) {}
 
@@ -164,25 +177,41 @@ impl<T: Element> Sequential<T> {
     /// Runs only the first `layers` layers: the features that layer `layers` sees (the
     /// penultimate features for `len() − 1`).
     pub fn forward_prefix(&mut self, x: &Tensor<T>, layers: usize) -> Result<Tensor<T>> {
-        let mut h = x.clone();
-        for (_, layer) in self.layers.iter_mut().take(layers) {
-            h = layer.forward(&h)?;
-        }
-        Ok(h)
+        let layers = layers.min(self.layers.len());
+        run_layers(&mut self.layers[..layers], x)
     }
+}
+
+/// Applies `layers` in order, each timed for the profile. A layer followed by a ReLU runs
+/// both as its fused op when it has one ([`Module::forward_relu`]): the ReLU then costs
+/// no pass of its own over memory, forward or backward.
+fn run_layers<T: Element>(
+    layers: &mut [(String, Box<dyn Module<T>>)],
+    x: &Tensor<T>,
+) -> Result<Tensor<T>> {
+    use crate::autograd::profile::{time, Phase};
+    let mut h = x.clone();
+    let mut i = 0;
+    while i < layers.len() {
+        let relu_next = layers.get(i + 1).is_some_and(|(_, l)| l.kind() == "relu");
+        let layer = &mut layers[i].1;
+        match layer.fused_relu_kind().filter(|_| relu_next) {
+            Some(kind) => {
+                h = time(Phase::Forward, kind, || layer.forward_relu(&h))?;
+                i += 2;
+            }
+            None => {
+                h = time(Phase::Forward, layer.kind(), || layer.forward(&h))?;
+                i += 1;
+            }
+        }
+    }
+    Ok(h)
 }
 
 impl<T: Element> Module<T> for Sequential<T> {
     fn forward(&mut self, x: &Tensor<T>) -> Result<Tensor<T>> {
-        let mut h = x.clone();
-        for (_, layer) in &mut self.layers {
-            h = crate::autograd::profile::time(
-                crate::autograd::profile::Phase::Forward,
-                layer.kind(),
-                || layer.forward(&h),
-            )?;
-        }
-        Ok(h)
+        run_layers(&mut self.layers, x)
     }
 
     fn named_tensors(&self) -> Vec<(String, TensorKind, Tensor<T>)> {

@@ -128,6 +128,29 @@ impl<T: Element> Tensor<T> {
         Ok(Self::from_op_vec(data, shape, Op::Custom(op)))
     }
 
+    /// [`Tensor::from_custom_op`] over storage the op may share (to keep the output's
+    /// values for its derivative without a copy).
+    pub(crate) fn from_custom_op_storage(
+        data: Arc<Vec<T>>,
+        shape: &[usize],
+        op: Box<dyn crate::autograd::CustomOp<T>>,
+    ) -> Result<Self> {
+        let expected = shape.iter().product::<usize>();
+        if data.len() != expected {
+            return Err(TensorError::LengthMismatch {
+                op: "from_custom_op",
+                shape: shape.to_vec(),
+                expected,
+                got: data.len(),
+            });
+        }
+        Ok(Self::from_op(
+            data,
+            Layout::contiguous(shape),
+            Op::Custom(op),
+        ))
+    }
+
     /// A tensor of `shape` from row-major `data`; errors if the lengths disagree.
     /// ```
     /// use tensorgrad::Tensor;

@@ -184,8 +184,8 @@ mod tests {
         let rows = r.profile.unwrap();
         let has = |phase, op: &str| rows.iter().any(|row| row.phase == phase && row.op == op);
         use crate::autograd::profile::Phase;
-        assert!(has(Phase::Forward, "conv2d") && has(Phase::Forward, "loss"));
-        assert!(has(Phase::Backward, "conv2d") && has(Phase::Backward, "matmul"));
+        assert!(has(Phase::Forward, "conv2d+relu") && has(Phase::Forward, "loss"));
+        assert!(has(Phase::Backward, "conv2d+relu") && has(Phase::Backward, "matmul"));
         assert!(has(Phase::Update, "optimizer"));
         let infer = run_bench(&BenchConfig {
             mode: BenchMode::Infer,

@@ -25,6 +25,7 @@ use crate::error::{Result, TensorError};
 use crate::tensor::{Element, Tensor};
 use rayon::prelude::*;
 use std::borrow::Cow;
+use std::sync::Arc;
 
 /// Stride, padding and dilation of a convolution (vertical, horizontal).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,6 +181,45 @@ impl<T: Element> Tensor<T> {
         bias: Option<&Tensor<T>>,
         cfg: Conv2dConfig,
     ) -> Result<Tensor<T>> {
+        self.conv2d_then(weight, bias, cfg, false)
+    }
+
+    /// `relu(conv2d(x))` as one op: the rectifier is applied to each image's output while
+    /// it is still in cache, and backward masks each image's incoming gradient on the fly
+    /// instead of writing a ReLU gradient tensor. Values and gradients equal those of
+    /// `conv2d` followed by `relu` ([`Sequential`](crate::nn::Sequential) runs a `Conv2d`
+    /// followed by a `Relu` this way).
+    /// ```
+    /// use tensorgrad::ops::conv::Conv2dConfig;
+    /// use tensorgrad::Tensor;
+    ///
+    /// let x = Tensor::<f64>::from_vec(vec![1.0, -2.0, 3.0, -4.0], &[1, 1, 2, 2])?.with_grad();
+    /// let w = Tensor::<f64>::from_vec(vec![1.0], &[1, 1, 1, 1])?.with_grad();
+    /// let y = x.conv2d_relu(&w, None, Conv2dConfig::default())?;
+    /// assert_eq!(y.to_vec(), vec![1.0, 0.0, 3.0, 0.0]);
+    /// let grads = y.sum_all().backward()?;
+    /// // The gradient flows only where the output is positive.
+    /// assert_eq!(grads.get(&x).unwrap().to_vec(), vec![1.0, 0.0, 1.0, 0.0]);
+    /// assert_eq!(grads.get(&w).unwrap().to_vec(), vec![4.0]);
+    /// # Ok::<(), tensorgrad::TensorError>(())
+    /// ```
+    pub fn conv2d_relu(
+        &self,
+        weight: &Tensor<T>,
+        bias: Option<&Tensor<T>>,
+        cfg: Conv2dConfig,
+    ) -> Result<Tensor<T>> {
+        self.conv2d_then(weight, bias, cfg, true)
+    }
+
+    /// [`Tensor::conv2d`], followed by a fused ReLU if `relu`.
+    fn conv2d_then(
+        &self,
+        weight: &Tensor<T>,
+        bias: Option<&Tensor<T>>,
+        cfg: Conv2dConfig,
+        relu: bool,
+    ) -> Result<Tensor<T>> {
         let g = conv_geometry(self.shape(), weight.shape(), bias.map(|b| b.shape()), cfg)?;
         let (n, o, k, p) = (self.shape()[0], weight.shape()[0], g.k(), g.p());
         let x = self.values();
@@ -194,7 +234,10 @@ impl<T: Element> Tensor<T> {
                 let x_i = &x[i * g.chw()..(i + 1) * g.chw()];
                 T::with_workspace(len, |ws| {
                     winograd::forward_image(x_i, &g, &u, o, b.as_deref(), y, ws)
-                })
+                });
+                if relu {
+                    relu_in_place(y);
+                }
             });
         } else if p > 0 {
             let tile = max_tile_pixels(&g);
@@ -221,9 +264,13 @@ impl<T: Element> Tensor<T> {
                             MatMut::new(&mut y[r0 * g.ow..], (o, pt), p),
                         );
                     }
-                })
+                });
+                if relu {
+                    relu_in_place(y);
+                }
             });
         }
+        let out = Arc::new(out);
         let op = Conv2dBackward {
             // dW reads X and dX reads W: keep each only if the other needs a gradient.
             input: self.kept_if(weight.requires_grad()),
@@ -231,8 +278,9 @@ impl<T: Element> Tensor<T> {
             bias: bias.map(Tensor::graph_handle),
             geometry: g,
             winograd,
+            output: relu.then(|| Arc::clone(&out)),
         };
-        Tensor::from_custom_op(out, &[n, o, g.oh, g.ow], Box::new(op))
+        Tensor::from_custom_op_storage(out, &[n, o, g.oh, g.ow], Box::new(op))
     }
 }
 
@@ -294,6 +342,21 @@ fn conv_geometry(
     })
 }
 
+/// `max(v, 0)` for every element of an image's output, while it is still in cache.
+fn relu_in_place<T: Element>(y: &mut [T]) {
+    for v in y {
+        // As `Tensor::relu`, whose values the fused op reproduces exactly.
+        *v = if *v > T::zero() { *v } else { T::zero() };
+    }
+}
+
+/// An image's output gradient masked by the fused ReLU: `dy` where `y > 0`, else 0.
+fn mask_relu_grad<T: Element>(y: &[T], dy: &[T], masked: &mut [T]) {
+    for ((m, &y), &g) in masked.iter_mut().zip(y).zip(dy) {
+        *m = if y > T::zero() { g } else { T::zero() };
+    }
+}
+
 /// `Σ row` in eight interleaved partial sums: vectorisable (a plain float sum is one
 /// dependent add per element), in a fixed order, so the same on any thread count.
 fn lane_sum<T: Element>(row: &[T]) -> T {
@@ -316,17 +379,35 @@ struct Conv2dBackward<T: Element> {
     geometry: Geometry,
     /// Whether the forward pass (and so the backward pass) ran by Winograd.
     winograd: bool,
+    /// With a fused ReLU, its output (the op's output), whose sign masks the gradient.
+    output: Option<Arc<Vec<T>>>,
+}
+
+/// One chunk of images' share of the parameter gradients.
+struct ChunkGrads<T> {
+    /// Partial `dW` (transformed, for Winograd); empty if not wanted.
+    weight: Vec<T>,
+    /// Partial `db`; empty if not wanted.
+    bias: Vec<T>,
 }
 
 impl<T: Element> CustomOp<T> for Conv2dBackward<T> {
     fn name(&self) -> &'static str {
-        "conv2d"
+        if self.output.is_some() {
+            "conv2d+relu"
+        } else {
+            "conv2d"
+        }
     }
 
     fn inputs(&self) -> Vec<&Tensor<T>> {
         let mut v = vec![&self.input, &self.weight];
         v.extend(self.bias.as_ref());
         v
+    }
+
+    fn kept_values(&self) -> Option<&Arc<Vec<T>>> {
+        self.output.as_ref()
     }
 
     fn backward(&self, grad: &Tensor<T>) -> Result<Vec<Option<Tensor<T>>>> {
@@ -337,6 +418,7 @@ impl<T: Element> CustomOp<T> for Conv2dBackward<T> {
         let dy = grad.values();
         let need_dx = self.input.requires_grad();
         let need_dw = self.weight.requires_grad();
+        let need_db = self.bias.as_ref().is_some_and(|b| b.requires_grad());
         // X is kept (and read) only for dW, W only for dX.
         let x = if need_dw {
             self.input.values()
@@ -358,9 +440,21 @@ impl<T: Element> CustomOp<T> for Conv2dBackward<T> {
                 Vec::new()
             }
         });
+        let dw_len = match (need_dw, self.winograd) {
+            (false, _) => 0,
+            (true, true) => winograd::weight_grad_len(o, g.c),
+            (true, false) => o * k,
+        };
+        let tile = max_tile_pixels(&g);
+        let workspace = match &winograd_weights {
+            Some(_) => winograd::backward_workspace(&g, o),
+            None => 2 * k * tile,
+        };
+        // A fused ReLU's masked gradient of one image, built where it is read.
+        let mask_len = if self.output.is_some() { o * p } else { 0 };
         // Chunks of images fixed by the batch size alone, not by the thread count: each
-        // chunk's partial dW is summed in chunk order, so results are bitwise the same on
-        // any number of threads.
+        // chunk's partial dW and db are summed in chunk order, so results are bitwise the
+        // same on any number of threads.
         let per_task = n.div_ceil(BACKWARD_CHUNKS).max(1);
         // One slot per task: its images' slice of dX, if dX is wanted.
         let slots: Vec<Option<&mut [T]>> = if need_dx {
@@ -368,132 +462,118 @@ impl<T: Element> CustomOp<T> for Conv2dBackward<T> {
         } else {
             (0..n.div_ceil(per_task)).map(|_| None).collect()
         };
-        let partial_dw: Vec<Vec<T>> = slots
+        let partials: Vec<ChunkGrads<T>> = slots
             .into_par_iter()
             .enumerate()
             .map(|(t, mut dx_chunk)| {
-                let images = t * per_task..n.min((t + 1) * per_task);
-                if let Some(u) = &winograd_weights {
-                    // The transformed weight gradient, summed over this chunk's images.
-                    let mut wt = vec![
-                        T::zero();
-                        if need_dw {
-                            winograd::weight_grad_len(o, g.c)
-                        } else {
-                            0
-                        }
-                    ];
-                    T::with_workspace(winograd::backward_workspace(&g, o), |ws| {
-                        for i in images.clone() {
-                            let local = i - t * per_task;
-                            let dx_i = dx_chunk
-                                .as_deref_mut()
-                                .map(|d| &mut d[local * chw..(local + 1) * chw]);
-                            let x_i = if need_dw {
-                                &x[i * chw..(i + 1) * chw]
-                            } else {
-                                &[][..]
-                            };
-                            let wt = need_dw.then_some(&mut wt[..]);
-                            winograd::backward_image(
-                                &dy[i * o * p..(i + 1) * o * p],
-                                &g,
-                                o,
-                                u,
-                                x_i,
-                                dx_i,
-                                wt,
-                                ws,
-                            );
-                        }
-                    });
-                    return wt;
-                }
-                let mut dw = vec![T::zero(); if need_dw { o * k } else { 0 }];
-                let tile = max_tile_pixels(&g);
-                T::with_workspace(2 * k * tile, |ws| {
-                    let (cols, dcols) = ws.split_at_mut(k * tile);
-                    for i in images {
-                        let dy_i = &dy[i * o * p..(i + 1) * o * p];
+                let mut part = ChunkGrads {
+                    weight: vec![T::zero(); dw_len],
+                    bias: vec![T::zero(); if need_db { o } else { 0 }],
+                };
+                T::with_workspace(workspace + mask_len, |ws| {
+                    let (ws, masked) = ws.split_at_mut(workspace);
+                    for i in t * per_task..n.min((t + 1) * per_task) {
                         let local = i - t * per_task;
-                        for (r0, r1) in row_tiles(&g) {
-                            let (p0, pt) = (r0 * g.ow, (r1 - r0) * g.ow);
-                            if need_dw {
-                                let x_i = &x[i * chw..(i + 1) * chw];
-                                im2col(x_i, &g, (r0, r1), cols);
-                                // dW[o×k] += dY[:, tile][o×pt] · cols[k×pt]ᵀ
-                                gemm(
-                                    MatRef::new(dy_i, p0, (o, pt), (p, 1)),
-                                    MatRef::new(cols, 0, (pt, k), (1, pt)),
-                                    T::one(),
-                                    MatMut::new(&mut dw, (o, k), k),
-                                );
+                        let dy_i = match &self.output {
+                            Some(y) => {
+                                let at = i * o * p..(i + 1) * o * p;
+                                mask_relu_grad(&y[at.clone()], &dy[at], masked);
+                                &masked[..]
                             }
-                            if let Some(dx_chunk) = dx_chunk.as_deref_mut() {
-                                // dcols[k×pt] = W[o×k]ᵀ · dY[:, tile][o×pt]
-                                gemm(
-                                    MatRef::new(&w, 0, (k, o), (1, k)),
-                                    MatRef::new(dy_i, p0, (o, pt), (p, 1)),
-                                    T::zero(),
-                                    MatMut::new(dcols, (k, pt), pt),
-                                );
-                                col2im(
-                                    dcols,
-                                    &g,
-                                    (r0, r1),
-                                    &mut dx_chunk[local * chw..(local + 1) * chw],
-                                );
+                            None => &dy[i * o * p..(i + 1) * o * p],
+                        };
+                        if need_db {
+                            for (s, row) in part.bias.iter_mut().zip(dy_i.chunks(p.max(1))) {
+                                *s += lane_sum(row);
                             }
+                        }
+                        let x_i = if need_dw {
+                            &x[i * chw..(i + 1) * chw]
+                        } else {
+                            &[][..]
+                        };
+                        let dx_i = dx_chunk
+                            .as_deref_mut()
+                            .map(|d| &mut d[local * chw..(local + 1) * chw]);
+                        let dw = need_dw.then_some(&mut part.weight[..]);
+                        match &winograd_weights {
+                            Some(u) => winograd::backward_image(dy_i, &g, o, u, x_i, dx_i, dw, ws),
+                            None => im2col_backward_image(dy_i, &g, o, &w, x_i, dx_i, dw, ws),
                         }
                     }
                 });
-                dw
+                part
             })
             .collect();
 
-        let dw = need_dw.then(|| {
-            let len = if self.winograd {
-                winograd::weight_grad_len(o, g.c)
-            } else {
-                o * k
-            };
+        // Partial sums in chunk order.
+        let sum_parts = |len: usize, part: fn(&ChunkGrads<T>) -> &[T]| {
             let mut total = vec![T::zero(); len];
-            for part in &partial_dw {
-                for (t, &v) in total.iter_mut().zip(part) {
+            for p in &partials {
+                for (t, &v) in total.iter_mut().zip(part(p)) {
                     *t += v;
                 }
             }
+            total
+        };
+        let dw = need_dw.then(|| {
+            let mut total = sum_parts(dw_len, |p| &p.weight);
             if self.winograd {
                 total = winograd::finish_weight_grad(&total, o, g.c);
             }
             Tensor::from_contiguous(total, self.weight.shape())
         });
-        let db = self.bias.as_ref().filter(|b| b.requires_grad()).map(|b| {
-            // Per chunk of images (the same fixed chunks as dW), then in chunk order.
-            let partial: Vec<Vec<T>> = dy
-                .par_chunks((per_task * o * p).max(1))
-                .map(|chunk| {
-                    let mut sums = vec![T::zero(); o];
-                    for (j, row) in chunk.chunks(p.max(1)).enumerate() {
-                        sums[j % o] += lane_sum(row);
-                    }
-                    sums
-                })
-                .collect();
-            let mut sums = vec![T::zero(); o];
-            for part in &partial {
-                for (s, &v) in sums.iter_mut().zip(part) {
-                    *s += v;
-                }
-            }
-            Tensor::from_contiguous(sums, b.shape())
-        });
+        let db = self
+            .bias
+            .as_ref()
+            .filter(|_| need_db)
+            .map(|b| Tensor::from_contiguous(sum_parts(o, |p| &p.bias), b.shape()));
         let dx = need_dx.then(|| Tensor::from_contiguous(dx, self.input.shape()));
         let mut grads = vec![dx, dw];
         if self.bias.is_some() {
             grads.push(db);
         }
         Ok(grads)
+    }
+}
+
+/// One image's backward pass by im2col: adds its `dW` (`o × k`) into `dw` and writes its
+/// `dX` (`c × h × w`) into `dx`, each if wanted; `ws` holds `2·k·tile` elements.
+#[allow(clippy::too_many_arguments)]
+fn im2col_backward_image<T: Element>(
+    dy: &[T],
+    g: &Geometry,
+    o: usize,
+    w: &[T],
+    x: &[T],
+    mut dx: Option<&mut [T]>,
+    mut dw: Option<&mut [T]>,
+    ws: &mut [T],
+) {
+    let (k, p) = (g.k(), g.p());
+    let (cols, dcols) = ws.split_at_mut(k * max_tile_pixels(g));
+    for (r0, r1) in row_tiles(g) {
+        let (p0, pt) = (r0 * g.ow, (r1 - r0) * g.ow);
+        if let Some(dw) = dw.as_deref_mut() {
+            im2col(x, g, (r0, r1), cols);
+            // dW[o×k] += dY[:, tile][o×pt] · cols[k×pt]ᵀ
+            gemm(
+                MatRef::new(dy, p0, (o, pt), (p, 1)),
+                MatRef::new(cols, 0, (pt, k), (1, pt)),
+                T::one(),
+                MatMut::new(dw, (o, k), k),
+            );
+        }
+        if let Some(dx) = dx.as_deref_mut() {
+            // dcols[k×pt] = W[o×k]ᵀ · dY[:, tile][o×pt]
+            gemm(
+                MatRef::new(w, 0, (k, o), (1, k)),
+                MatRef::new(dy, p0, (o, pt), (p, 1)),
+                T::zero(),
+                MatMut::new(dcols, (k, pt), pt),
+            );
+            col2im(dcols, g, (r0, r1), dx);
+        }
     }
 }
 

@@ -443,10 +443,19 @@ fn winograd_is_deterministic_for_any_thread_count() {
     let b = rand_input(&[16], 952).cast::<f32>().with_grad();
     let run = |threads| {
         crate::train::with_threads(Some(threads), || {
-            let y = x.conv2d(&w, Some(&b), Conv2dConfig::new(1, 1, 1)).unwrap();
-            let g = y.square().sum_all().backward().unwrap();
+            let cfg = Conv2dConfig::new(1, 1, 1);
+            let y = x.conv2d(&w, Some(&b), cfg).unwrap();
+            let fused = x.conv2d_relu(&w, Some(&b), cfg).unwrap();
+            let g = y
+                .square()
+                .add(&fused)
+                .unwrap()
+                .sum_all()
+                .backward()
+                .unwrap();
             [
                 y.to_vec(),
+                fused.to_vec(),
                 g.get(&x).unwrap().to_vec(),
                 g.get(&w).unwrap().to_vec(),
                 g.get(&b).unwrap().to_vec(),
@@ -481,4 +490,85 @@ fn winograd_refuses_geometries_it_cannot_compute() {
         let auto = Conv2dConfig::new(stride, pad, dil);
         assert!(x.conv2d(&w, None, auto).is_ok());
     }
+}
+
+#[test]
+fn fused_relu_equals_conv_then_relu_exactly() {
+    // (input, weight, config): im2col with stride 2 on a side it does not divide, padding
+    // and batch 1; Winograd with padding, odd output sides and a batch of 3.
+    let cases = [
+        ([1, 2, 7, 6], [3, 2, 3, 3], Conv2dConfig::new(2, 1, 1)),
+        (
+            [3, 16, 7, 5],
+            [16, 16, 3, 3],
+            Conv2dConfig::new(1, 1, 1).with_algorithm(ConvAlgorithm::Winograd),
+        ),
+    ];
+    for (i, (xs, ws, cfg)) in cases.into_iter().enumerate() {
+        let seed = 1100 + 10 * i as u64;
+        let x = rand_input(&xs, seed).cast::<f32>().with_grad();
+        let w = rand_input(&ws, seed + 1).cast::<f32>().with_grad();
+        let b = rand_input(&[ws[0]], seed + 2).cast::<f32>().with_grad();
+        let y = x.conv2d(&w, Some(&b), cfg).unwrap();
+        let r = rand_input(y.shape(), seed + 3).cast::<f32>();
+        let run = |fused: bool| {
+            let y = if fused {
+                x.conv2d_relu(&w, Some(&b), cfg).unwrap()
+            } else {
+                x.conv2d(&w, Some(&b), cfg).unwrap().relu()
+            };
+            let g = y.mul(&r).unwrap().sum_all().backward().unwrap();
+            [&x, &w, &b].map(|t| g.get(t).unwrap().to_vec())
+        };
+        let (fused, composed) = (run(true), run(false));
+        let zeros = x.conv2d_relu(&w, Some(&b), cfg).unwrap().to_vec();
+        // Both signs occur, so the mask is exercised.
+        assert!(zeros.contains(&0.0) && zeros.iter().any(|&v| v > 0.0));
+        assert_eq!(zeros, y.relu().to_vec(), "case {i}: values");
+        for (what, (a, e)) in ["dX", "dW", "db"].iter().zip(fused.iter().zip(&composed)) {
+            assert!(a == e, "case {i}: {what} differs");
+        }
+    }
+}
+
+#[test]
+fn fused_relu_gradcheck() {
+    let opts = GradcheckOptions::default();
+    // (input, weight, config): stride 2 not dividing the side, padding 2, batch 1; Winograd.
+    let cases = [
+        ([1, 2, 7, 6], [3, 2, 3, 3], Conv2dConfig::new(2, 2, 1)),
+        ([2, 3, 6, 5], [2, 3, 2, 2], Conv2dConfig::new(1, 0, 2)),
+        (
+            [2, 2, 5, 4],
+            [3, 2, 3, 3],
+            Conv2dConfig::new(1, 1, 1).with_algorithm(ConvAlgorithm::Winograd),
+        ),
+    ];
+    for (i, (xs, ws, cfg)) in cases.into_iter().enumerate() {
+        let seed = 1200 + 10 * i as u64;
+        let inputs = [
+            rand_input(&xs, seed),
+            rand_input(&ws, seed + 1),
+            rand_input(&[ws[0]], seed + 2),
+        ];
+        let r = gradcheck(
+            |t| t[0].conv2d_relu(&t[1], Some(&t[2]), cfg),
+            &inputs,
+            &opts,
+        );
+        assert!(r.is_ok(), "case {i}: {}", r.unwrap_err());
+    }
+    // A diamond: the input and weight feed two fused convolutions whose outputs multiply.
+    let inputs = [
+        rand_input(&[1, 2, 5, 5], 1290),
+        rand_input(&[2, 2, 3, 3], 1291),
+    ];
+    assert_gradcheck(
+        |t| {
+            let a = t[0].conv2d_relu(&t[1], None, Conv2dConfig::new(1, 1, 1))?;
+            let b = t[0].conv2d_relu(&t[1], None, Conv2dConfig::new(2, 1, 1))?;
+            a.sum_all().mul(&b.sum_all())
+        },
+        &inputs,
+    );
 }
