@@ -23,6 +23,36 @@ pub mod window;
 /// work to rayon costs more than the loop.
 const PARALLEL_ELEMENTS: usize = 1 << 16;
 
+/// A vector of `len` elements built in parallel, chunk by chunk: `f(i, chunk)` fills chunk
+/// `i` (`chunk` elements, the last one shorter), which it receives zeroed, and its results
+/// are returned in chunk order. The thread that fills a chunk zeroes it just before, so
+/// in cache; `vec![0; len]` zeroed every conv output up front on one thread (a serial
+/// memset, 3–4% of a cifar-cnn step).
+pub(crate) fn par_chunks_zeroed<T: crate::Element, R: Send>(
+    len: usize,
+    chunk: usize,
+    f: impl Fn(usize, &mut [T]) -> R + Sync + Send,
+) -> (Vec<T>, Vec<R>) {
+    use rayon::prelude::*;
+    use std::mem::MaybeUninit;
+    let mut out: Vec<T> = Vec::with_capacity(len);
+    let results = out.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .map(|(i, piece)| {
+            piece.fill(MaybeUninit::new(T::zero()));
+            // SAFETY: every element of `piece` was initialised just above, and
+            // `MaybeUninit<T>` has the size, alignment and layout of `T`.
+            let piece = unsafe { &mut *(piece as *mut [MaybeUninit<T>] as *mut [T]) };
+            f(i, piece)
+        })
+        .collect();
+    // SAFETY: the chunks cover the first `len` elements of the capacity, and each was
+    // initialised by the task that received it (a panic in `f` propagates before this).
+    unsafe { out.set_len(len) };
+    (out, results)
+}
+
 /// `f` of every element of `a`, on the rayon pool in pieces of at least
 /// [`PARALLEL_ELEMENTS`] for large inputs (elementwise, so the same on any thread count).
 pub(crate) fn map_elements<T: crate::Element>(a: &[T], f: impl Fn(T) -> T + Sync + Send) -> Vec<T> {
@@ -60,6 +90,28 @@ pub(crate) fn zip_elements<T: crate::Element>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zeroed_chunks_cover_the_vector_in_order() {
+        for threads in [1, 2, 3] {
+            let (v, firsts) = crate::train::with_threads(Some(threads), || {
+                par_chunks_zeroed::<f64, _>(10, 4, |i, chunk| {
+                    // Each chunk arrives zeroed; the last is the ragged remainder.
+                    assert!(chunk.iter().all(|&x| x == 0.0));
+                    assert_eq!(chunk.len(), if i == 2 { 2 } else { 4 });
+                    for (j, x) in chunk.iter_mut().enumerate() {
+                        *x = (4 * i + j) as f64;
+                    }
+                    4 * i
+                })
+            })
+            .unwrap();
+            assert_eq!(v, (0..10).map(f64::from).collect::<Vec<_>>());
+            assert_eq!(firsts, [0, 4, 8]);
+        }
+        let (empty, none) = par_chunks_zeroed::<f32, ()>(0, 0, |_, _| unreachable!());
+        assert!(empty.is_empty() && none.is_empty());
+    }
 
     #[test]
     fn parallel_maps_equal_the_serial_loop_on_any_thread_count() {

@@ -226,50 +226,46 @@ impl<T: Element> Tensor<T> {
         let w = weight.values();
         let b = bias.map(|b| b.values());
         let winograd = cfg.algorithm.uses_winograd(&g, o)?;
-        let mut out = vec![T::zero(); n * o * p];
-        if p > 0 && winograd {
-            let u = winograd::transform_weights(&w, o, g.c, winograd::WeightLayout::ByInput);
-            let len = winograd::forward_workspace(&g, o);
-            out.par_chunks_mut(o * p).enumerate().for_each(|(i, y)| {
-                let x_i = &x[i * g.chw()..(i + 1) * g.chw()];
-                T::with_workspace(len, |ws| {
-                    winograd::forward_image(x_i, &g, &u, o, b.as_deref(), y, ws)
+        let u = winograd
+            .then(|| winograd::transform_weights(&w, o, g.c, winograd::WeightLayout::ByInput));
+        let tile = max_tile_pixels(&g);
+        // One image: `y` (`o × p`, zeroed) from `x_i`.
+        let image = |x_i: &[T], y: &mut [T]| {
+            if let Some(u) = &u {
+                T::with_workspace(winograd::forward_workspace(&g, o), |ws| {
+                    winograd::forward_image(x_i, &g, u, o, b.as_deref(), y, ws)
                 });
-                if relu {
-                    relu_in_place(y);
+                return;
+            }
+            let beta = match &b {
+                Some(b) => {
+                    for (row, &bv) in y.chunks_mut(p).zip(b.iter()) {
+                        row.fill(bv);
+                    }
+                    T::one()
+                }
+                None => T::zero(),
+            };
+            T::with_workspace(k * tile, |cols| {
+                for (r0, r1) in row_tiles(&g) {
+                    let pt = (r1 - r0) * g.ow;
+                    im2col(x_i, &g, (r0, r1), cols);
+                    // Y[:, tile] (=|+=) W[o×k] · cols[k×pt]
+                    gemm(
+                        MatRef::new(&w, 0, (o, k), (k, 1)),
+                        MatRef::new(cols, 0, (k, pt), (pt, 1)),
+                        beta,
+                        MatMut::new(&mut y[r0 * g.ow..], (o, pt), p),
+                    );
                 }
             });
-        } else if p > 0 {
-            let tile = max_tile_pixels(&g);
-            out.par_chunks_mut(o * p).enumerate().for_each(|(i, y)| {
-                let x_i = &x[i * g.chw()..(i + 1) * g.chw()];
-                let beta = match &b {
-                    Some(b) => {
-                        for (row, &bv) in y.chunks_mut(p).zip(b.iter()) {
-                            row.fill(bv);
-                        }
-                        T::one()
-                    }
-                    None => T::zero(),
-                };
-                T::with_workspace(k * tile, |cols| {
-                    for (r0, r1) in row_tiles(&g) {
-                        let pt = (r1 - r0) * g.ow;
-                        im2col(x_i, &g, (r0, r1), cols);
-                        // Y[:, tile] (=|+=) W[o×k] · cols[k×pt]
-                        gemm(
-                            MatRef::new(&w, 0, (o, k), (k, 1)),
-                            MatRef::new(cols, 0, (k, pt), (pt, 1)),
-                            beta,
-                            MatMut::new(&mut y[r0 * g.ow..], (o, pt), p),
-                        );
-                    }
-                });
-                if relu {
-                    relu_in_place(y);
-                }
-            });
-        }
+        };
+        let (out, _) = crate::ops::par_chunks_zeroed(n * o * p, o * p, |i, y| {
+            image(&x[i * g.chw()..(i + 1) * g.chw()], y);
+            if relu {
+                relu_in_place(y);
+            }
+        });
         let out = Arc::new(out);
         let op = Conv2dBackward {
             // dW reads X and dX reads W: keep each only if the other needs a gradient.
@@ -431,7 +427,6 @@ impl<T: Element> CustomOp<T> for Conv2dBackward<T> {
             Cow::Borrowed(&[][..])
         };
 
-        let mut dx = vec![T::zero(); if need_dx { n * chw } else { 0 }];
         // Winograd's backward reads the transformed weights for dX only.
         let winograd_weights = self.winograd.then(|| {
             if need_dx {
@@ -456,55 +451,53 @@ impl<T: Element> CustomOp<T> for Conv2dBackward<T> {
         // chunk's partial dW and db are summed in chunk order, so results are bitwise the
         // same on any number of threads.
         let per_task = n.div_ceil(BACKWARD_CHUNKS).max(1);
-        // One slot per task: its images' slice of dX, if dX is wanted.
-        let slots: Vec<Option<&mut [T]>> = if need_dx {
-            dx.chunks_mut(per_task * chw).map(Some).collect()
-        } else {
-            (0..n.div_ceil(per_task)).map(|_| None).collect()
-        };
-        let partials: Vec<ChunkGrads<T>> = slots
-            .into_par_iter()
-            .enumerate()
-            .map(|(t, mut dx_chunk)| {
-                let mut part = ChunkGrads {
-                    weight: vec![T::zero(); dw_len],
-                    bias: vec![T::zero(); if need_db { o } else { 0 }],
-                };
-                T::with_workspace(workspace + mask_len, |ws| {
-                    let (ws, masked) = ws.split_at_mut(workspace);
-                    for i in t * per_task..n.min((t + 1) * per_task) {
-                        let local = i - t * per_task;
-                        let dy_i = match &self.output {
-                            Some(y) => {
-                                let at = i * o * p..(i + 1) * o * p;
-                                mask_relu_grad(&y[at.clone()], &dy[at], masked);
-                                &masked[..]
-                            }
-                            None => &dy[i * o * p..(i + 1) * o * p],
-                        };
-                        if need_db {
-                            for (s, row) in part.bias.iter_mut().zip(dy_i.chunks(p.max(1))) {
-                                *s += lane_sum(row);
-                            }
+        // Task `t`: the chunk's images, writing their dX into `dx_chunk` (zeroed) if wanted.
+        let task = |t: usize, mut dx_chunk: Option<&mut [T]>| {
+            let mut part = ChunkGrads {
+                weight: vec![T::zero(); dw_len],
+                bias: vec![T::zero(); if need_db { o } else { 0 }],
+            };
+            T::with_workspace(workspace + mask_len, |ws| {
+                let (ws, masked) = ws.split_at_mut(workspace);
+                for i in t * per_task..n.min((t + 1) * per_task) {
+                    let local = i - t * per_task;
+                    let dy_i = match &self.output {
+                        Some(y) => {
+                            let at = i * o * p..(i + 1) * o * p;
+                            mask_relu_grad(&y[at.clone()], &dy[at], masked);
+                            &masked[..]
                         }
-                        let x_i = if need_dw {
-                            &x[i * chw..(i + 1) * chw]
-                        } else {
-                            &[][..]
-                        };
-                        let dx_i = dx_chunk
-                            .as_deref_mut()
-                            .map(|d| &mut d[local * chw..(local + 1) * chw]);
-                        let dw = need_dw.then_some(&mut part.weight[..]);
-                        match &winograd_weights {
-                            Some(u) => winograd::backward_image(dy_i, &g, o, u, x_i, dx_i, dw, ws),
-                            None => im2col_backward_image(dy_i, &g, o, &w, x_i, dx_i, dw, ws),
+                        None => &dy[i * o * p..(i + 1) * o * p],
+                    };
+                    if need_db {
+                        for (s, row) in part.bias.iter_mut().zip(dy_i.chunks(p.max(1))) {
+                            *s += lane_sum(row);
                         }
                     }
-                });
-                part
-            })
-            .collect();
+                    let x_i = if need_dw {
+                        &x[i * chw..(i + 1) * chw]
+                    } else {
+                        &[][..]
+                    };
+                    let dx_i = dx_chunk
+                        .as_deref_mut()
+                        .map(|d| &mut d[local * chw..(local + 1) * chw]);
+                    let dw = need_dw.then_some(&mut part.weight[..]);
+                    match &winograd_weights {
+                        Some(u) => winograd::backward_image(dy_i, &g, o, u, x_i, dx_i, dw, ws),
+                        None => im2col_backward_image(dy_i, &g, o, &w, x_i, dx_i, dw, ws),
+                    }
+                }
+            });
+            part
+        };
+        let (dx, partials): (Vec<T>, Vec<ChunkGrads<T>>) = if need_dx {
+            crate::ops::par_chunks_zeroed(n * chw, per_task * chw, |t, d| task(t, Some(d)))
+        } else {
+            let tasks = n.div_ceil(per_task);
+            let parts = (0..tasks).into_par_iter().map(|t| task(t, None)).collect();
+            (Vec::new(), parts)
+        };
 
         // Partial sums in chunk order.
         let sum_parts = |len: usize, part: fn(&ChunkGrads<T>) -> &[T]| {
