@@ -52,8 +52,8 @@ fn main() {
                 std::hint::black_box(a.matmul(&b).unwrap());
             }) / 1e9;
             println!("\n{threads} thread(s): square {n}³ sgemm {square:.1} GFLOP/s\n");
-            println!("| layer | algorithm | GFLOP per pass | forward | dX | dW | forward/sgemm | dX/sgemm | dW/sgemm |");
-            println!("|---|---|---|---|---|---|---|---|---|");
+            println!("| layer | algorithm | GFLOP per pass | forward | dX | dW | dX + dW | forward/sgemm | dX/sgemm | dW/sgemm |");
+            println!("|---|---|---|---|---|---|---|---|---|---|");
             let runs = LAYERS.iter().flat_map(|&(name, shape, o, k, pad, has_dx)| {
                 let auto = Conv2dConfig::new(1, pad, 1);
                 let chosen = auto.algorithm_for(&shape, &[o, shape[1], k, k]).unwrap();
@@ -83,10 +83,17 @@ fn main() {
                     let y = x.conv2d(&wg, None, cfg).unwrap();
                     std::hint::black_box(y.backward_with(&dy).unwrap());
                 }) - forward;
+                // Both, as in training (one backward pass computes them together).
+                let both = median_seconds(|| {
+                    let y = xg.conv2d(&wg, None, cfg).unwrap();
+                    std::hint::black_box(y.backward_with(&dy).unwrap());
+                }) - forward;
                 let rate = |s: f64| flops / s / 1e9;
                 let dx_cell = if has_dx { format!("{:.1}", rate(dx)) } else { format!("({:.1})", rate(dx)) };
+                // dX + dW, counted as two passes' flops.
+                let both_cell = if has_dx { format!("{:.1}", 2.0 * rate(both)) } else { "–".into() };
                 println!(
-                    "| {name} | {algorithm:?} | {:.2} | {:.1} | {dx_cell} | {:.1} | {:.2} | {:.2} | {:.2} |",
+                    "| {name} | {algorithm:?} | {:.2} | {:.1} | {dx_cell} | {:.1} | {both_cell} | {:.2} | {:.2} | {:.2} |",
                     flops / 1e9,
                     rate(forward),
                     rate(dw),
