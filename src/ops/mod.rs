@@ -21,7 +21,7 @@ pub mod window;
 
 /// Elements from which elementwise maps are split across threads: below it, handing the
 /// work to rayon costs more than the loop.
-const PARALLEL_ELEMENTS: usize = 1 << 16;
+pub(crate) const PARALLEL_ELEMENTS: usize = 1 << 16;
 
 /// A vector of `len` elements built in parallel, chunk by chunk: `f(i, chunk)` fills chunk
 /// `i` (`chunk` elements, the last one shorter), which it receives zeroed, and its results

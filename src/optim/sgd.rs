@@ -5,6 +5,7 @@ use super::{check_state_entry, decays, Optimizer, OptimizerState};
 use crate::autograd::Gradients;
 use crate::error::{Result, TensorError};
 use crate::tensor::{Element, Tensor};
+use rayon::prelude::*;
 use std::collections::HashMap;
 
 /// Hyper-parameters of [`Sgd`].
@@ -66,23 +67,34 @@ impl<T: Element> Optimizer<T> for Sgd<T> {
                 None
             };
             let nesterov = c.nesterov;
+            // Elementwise, in pieces on the rayon pool (the update of a large layer is
+            // memory-bound): the same result on any thread count.
+            let piece = crate::ops::PARALLEL_ELEMENTS;
             p.update_data(|p| match buf {
-                None => {
-                    for (p, &g) in p.iter_mut().zip(grad.iter()) {
-                        *p = *p - lr * (g + wd * *p);
-                    }
-                }
+                None => p
+                    .par_chunks_mut(piece)
+                    .zip(grad.par_chunks(piece))
+                    .for_each(|(p, grad)| {
+                        for (p, &g) in p.iter_mut().zip(grad) {
+                            *p = *p - lr * (g + wd * *p);
+                        }
+                    }),
                 Some(buf) => {
                     let first = buf.is_empty();
                     if first {
                         buf.resize(p.len(), T::zero());
                     }
-                    for ((p, &g), b) in p.iter_mut().zip(grad.iter()).zip(buf.iter_mut()) {
-                        let g = g + wd * *p;
-                        *b = if first { g } else { mu * *b + g };
-                        let step = if nesterov { g + mu * *b } else { *b };
-                        *p = *p - lr * step;
-                    }
+                    p.par_chunks_mut(piece)
+                        .zip(grad.par_chunks(piece))
+                        .zip(buf.par_chunks_mut(piece))
+                        .for_each(|((p, grad), buf)| {
+                            for ((p, &g), b) in p.iter_mut().zip(grad).zip(buf.iter_mut()) {
+                                let g = g + wd * *p;
+                                *b = if first { g } else { mu * *b + g };
+                                let step = if nesterov { g + mu * *b } else { *b };
+                                *p = *p - lr * step;
+                            }
+                        });
                 }
             });
         }
@@ -136,6 +148,38 @@ mod tests {
             opt.step(vec![("p".into(), &mut p)], &g, lr).unwrap();
         }
         p.to_vec()
+    }
+
+    #[test]
+    fn a_large_parameter_updates_piecewise_as_the_formula_on_any_thread_count() {
+        // Several parallel pieces and a ragged last one; momentum with weight decay.
+        let n = 3 * crate::ops::PARALLEL_ELEMENTS + 5;
+        let p0: Vec<f64> = (0..n).map(|i| (i as f64 * 0.37).sin()).collect();
+        let c: Vec<f64> = (0..n).map(|i| (i as f64 * 0.11).cos()).collect();
+        let cfg = SgdConfig {
+            momentum: 0.9,
+            weight_decay: 0.01,
+            ..Default::default()
+        };
+        let (lr, mu, wd) = (0.1, 0.9, 0.01);
+        // Two steps by the formula: b1 = g1, b2 = μ·b1 + g2, with g = c + λp.
+        let want: Vec<f64> = p0
+            .iter()
+            .zip(&c)
+            .map(|(&p, &c)| {
+                let b1 = c + wd * p;
+                let p1 = p - lr * b1;
+                let b2 = mu * b1 + (c + wd * p1);
+                p1 - lr * b2
+            })
+            .collect();
+        for threads in [1, 2, 3] {
+            let got = crate::train::with_threads(Some(threads), || {
+                run(cfg.clone(), &p0, &c, &[n, 1], 2, lr)
+            })
+            .unwrap();
+            assert!(got == want, "{threads} threads");
+        }
     }
 
     #[test]

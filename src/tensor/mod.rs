@@ -421,7 +421,22 @@ impl<T: Element> Tensor<T> {
 }
 
 /// Copies the elements of a strided view into a new row-major buffer.
-pub(crate) fn gather_strided<T: Copy>(storage: &[T], layout: &Layout) -> Vec<T> {
+pub(crate) fn gather_strided<T: Copy + Default>(storage: &[T], layout: &Layout) -> Vec<T> {
+    if let ([rows, cols], [1, stride]) = (layout.shape(), layout.strides()) {
+        // A transposed matrix (the gradient of `Linear`'s weight, every step): copied in
+        // blocks, not one strided element at a time.
+        let (rows, cols, stride) = (*rows, *cols, *stride);
+        if rows > 1 && cols > 1 && stride >= rows {
+            let mut out = vec![T::default(); rows * cols];
+            transpose(
+                &storage[layout.offset()..],
+                (cols, rows, stride),
+                &mut out,
+                cols,
+            );
+            return out;
+        }
+    }
     let mut out = Vec::with_capacity(layout.numel());
     let run = layout.run_len();
     layout.for_each_run(|start, stride| {
@@ -432,6 +447,50 @@ pub(crate) fn gather_strided<T: Copy>(storage: &[T], layout: &Layout) -> Vec<T> 
         }
     });
     out
+}
+
+/// `dst[j·dst_stride + i] = src[i·src_stride + j]` for `i < rows`, `j < cols`: a transpose
+/// in 8×8 blocks, so that its loads and its stores are both runs of 8 (element-wise, one
+/// side is a strided scatter or gather).
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // `c` picks a column of `block`: indices read clearer
+pub(crate) fn transpose<T: Copy + Default>(
+    src: &[T],
+    (rows, cols, src_stride): (usize, usize, usize),
+    dst: &mut [T],
+    dst_stride: usize,
+) {
+    const B: usize = 8;
+    let mut i = 0;
+    while i + B <= rows {
+        let mut j = 0;
+        while j + B <= cols {
+            let mut block = [[T::default(); B]; B];
+            for (r, lanes) in block.iter_mut().enumerate() {
+                let from = (i + r) * src_stride + j;
+                lanes.copy_from_slice(&src[from..from + B]);
+            }
+            for c in 0..B {
+                let to = (j + c) * dst_stride + i;
+                let out = &mut dst[to..to + B];
+                for (r, o) in out.iter_mut().enumerate() {
+                    *o = block[r][c];
+                }
+            }
+            j += B;
+        }
+        for j in j..cols {
+            for r in i..i + B {
+                dst[j * dst_stride + r] = src[r * src_stride + j];
+            }
+        }
+        i += B;
+    }
+    for r in i..rows {
+        for j in 0..cols {
+            dst[j * dst_stride + r] = src[r * src_stride + j];
+        }
+    }
 }
 
 impl<T: Element> fmt::Debug for Tensor<T> {
@@ -457,6 +516,25 @@ impl<T: Element> fmt::Debug for Tensor<T> {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn transposed_views_copy_blockwise_as_element_by_element() {
+        // Sides that are and are not multiples of the 8×8 blocks, with and without an
+        // offset into the storage (a narrowed view).
+        for (r, c) in [(19, 13), (16, 8), (8, 24), (3, 9)] {
+            let m = Tensor::<f32>::arange(r * c).reshape(&[r, c]).unwrap();
+            let t = m.transpose(0, 1).unwrap();
+            let want: Vec<f32> = (0..c)
+                .flat_map(|j| (0..r).map(move |i| (i * c + j) as f32))
+                .collect();
+            assert_eq!(t.to_vec(), want, "{r}×{c}");
+            let tail = m.narrow(0, 1, r - 1).unwrap().transpose(0, 1).unwrap();
+            let want: Vec<f32> = (0..c)
+                .flat_map(|j| (1..r).map(move |i| (i * c + j) as f32))
+                .collect();
+            assert_eq!(tail.to_vec(), want, "{r}×{c} from row 1");
+        }
+    }
 
     #[test]
     fn from_vec_checks_length() {

@@ -21,7 +21,7 @@
 
 use super::Geometry;
 use crate::ops::gemm::{gemm, MatMut, MatRef};
-use crate::tensor::Element;
+use crate::tensor::{transpose, Element};
 
 /// Transformed positions per tile (4×4).
 const POSITIONS: usize = 16;
@@ -437,50 +437,6 @@ fn scatter_input_grad<T: Element>(
 // tile-major transform of the gradient for dW cost more than its packing saved
 // (same-run A/B: 905–911 against 941–951 images/s; sharing `Ũ` and transforming only the
 // input tile-major: 967–983 against 949–969).
-
-/// `dst[j·dst_stride + i] = src[i·src_stride + j]` for `i < rows`, `j < cols`: a transpose
-/// in 8×8 blocks, so that both its loads and its stores are runs of 8 (an element-wise
-/// scatter with a stride of one pixel was 4–5% of a cifar-cnn step).
-#[inline(always)]
-#[allow(clippy::needless_range_loop)] // `c` picks a column of `block`: indices read clearer
-fn transpose<T: Element>(
-    src: &[T],
-    (rows, cols, src_stride): (usize, usize, usize),
-    dst: &mut [T],
-    dst_stride: usize,
-) {
-    const B: usize = 8;
-    let mut i = 0;
-    while i + B <= rows {
-        let mut j = 0;
-        while j + B <= cols {
-            let mut block = [[T::zero(); B]; B];
-            for (r, lanes) in block.iter_mut().enumerate() {
-                let from = (i + r) * src_stride + j;
-                lanes.copy_from_slice(&src[from..from + B]);
-            }
-            for c in 0..B {
-                let to = (j + c) * dst_stride + i;
-                let out = &mut dst[to..to + B];
-                for (r, o) in out.iter_mut().enumerate() {
-                    *o = block[r][c];
-                }
-            }
-            j += B;
-        }
-        for j in j..cols {
-            for r in i..i + B {
-                dst[j * dst_stride + r] = src[r * src_stride + j];
-            }
-        }
-        i += B;
-    }
-    for r in i..rows {
-        for j in 0..cols {
-            dst[j * dst_stride + r] = src[r * src_stride + j];
-        }
-    }
-}
 
 /// `xn` (`padded_height × padded_width × c`, NHWC): the image `x` (`c × h × w`) placed at
 /// offset `padding` in a zero plane covering every tile's 4×4 patch.
