@@ -65,14 +65,7 @@ fn kept_buffers<T: Element>(op: &Op<T>) -> Vec<(usize, usize)> {
         Op::Unary {
             output: Some(y), ..
         } => kept.push((y.as_ptr() as usize, y.len() * std::mem::size_of::<T>())),
-        Op::Custom(op) => {
-            if let Some(values) = op.kept_values() {
-                kept.push((
-                    values.as_ptr() as usize,
-                    values.len() * std::mem::size_of::<T>(),
-                ));
-            }
-        }
+        Op::Custom(op) => kept.extend(op.kept_buffers()),
         Op::Take { positions, .. } => kept.push((
             positions.as_ptr() as usize,
             positions.len() * std::mem::size_of::<usize>(),

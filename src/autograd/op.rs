@@ -81,10 +81,10 @@ pub trait CustomOp<T: Element>: Send + Sync {
     /// needs the output's values keeps them itself: the engine does not.
     fn backward(&self, grad: &Tensor<T>) -> Result<Vec<Option<Tensor<T>>>>;
 
-    /// Values the record keeps for backward besides its inputs (a fused ReLU keeps the
-    /// output), so that the graph view counts them.
-    fn kept_values(&self) -> Option<&Arc<Vec<T>>> {
-        None
+    /// `(address, bytes)` of the buffers the record keeps for backward besides its inputs
+    /// (a fused ReLU's output, max pooling's argmax), so that the graph view counts them.
+    fn kept_buffers(&self) -> Vec<(usize, usize)> {
+        Vec::new()
     }
 }
 

@@ -1,12 +1,12 @@
-//! Pooling over NCHW planes: max (argmax kept; its derivative is the scatter of `Take`),
-//! average (count includes padding, PyTorch's default) and global average.
+//! Pooling over NCHW planes: max (the argmax of each window kept as a 32-bit index into its
+//! plane; the derivative scatters into each plane in parallel), average (count includes
+//! padding, PyTorch's default) and global average.
 
 use super::window::Geometry;
-use crate::autograd::{CustomOp, Op};
+use crate::autograd::CustomOp;
 use crate::error::{Result, TensorError};
 use crate::tensor::{Element, Tensor};
 use rayon::prelude::*;
-use std::sync::Arc;
 
 /// Window size, stride and padding of a pooling layer (square).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,11 +88,11 @@ fn for_each_window(g: &Geometry, mut f: impl FnMut(usize, (usize, usize), (usize
 }
 
 /// Max pooling of one plane with `kernel == stride` and no padding: output `(oy, ox)` is
-/// the first maximum of rows `k·oy..k·oy+k`, columns `k·ox..k·ox+k` (NaN wins); `base` is
-/// the plane's offset in the input, added to the recorded positions.
-fn tiled_max<T: Element>(xp: &[T], g: &Geometry, base: usize, out: &mut [T], pos: &mut [usize]) {
+/// the first maximum of rows `k·oy..k·oy+k`, columns `k·ox..k·ox+k` (NaN wins), and `pos`
+/// its index in the plane.
+fn tiled_max<T: Element>(xp: &[T], g: &Geometry, out: &mut [T], pos: &mut [u32]) {
     if g.kernel == (2, 2) {
-        return max_2x2(xp, g, base, out, pos);
+        return max_2x2(xp, g, out, pos);
     }
     let (k, w) = (g.kernel.0, g.w);
     let kw = g.kernel.1;
@@ -103,7 +103,7 @@ fn tiled_max<T: Element>(xp: &[T], g: &Geometry, base: usize, out: &mut [T], pos
         for (ox, (o, p)) in out_row.iter_mut().zip(pos_row.iter_mut()).enumerate() {
             let at = oy * k * w + ox * kw;
             *o = xp[at];
-            *p = at;
+            *p = at as u32;
         }
         for dy in 0..k {
             let row = &xp[(oy * k + dy) * w..(oy * k + dy) * w + g.ow * kw];
@@ -112,13 +112,10 @@ fn tiled_max<T: Element>(xp: &[T], g: &Geometry, base: usize, out: &mut [T], pos
                     // Strict `>` keeps the first maximum in row-major window order.
                     if v > *o || (v.is_nan() && !o.is_nan()) {
                         *o = v;
-                        *p = (oy * k + dy) * w + ox * kw + dx;
+                        *p = ((oy * k + dy) * w + ox * kw + dx) as u32;
                     }
                 }
             }
-        }
-        for p in pos_row.iter_mut() {
-            *p += base;
         }
     }
 }
@@ -127,7 +124,7 @@ fn tiled_max<T: Element>(xp: &[T], g: &Geometry, base: usize, out: &mut [T], pos
 /// two winners, with no loop-carried state, so the loop over a row of outputs has no
 /// data-dependent branch (on activations such branches mispredict about half the time).
 /// A window holding a NaN takes the general scan, which keeps "the first NaN wins".
-fn max_2x2<T: Element>(xp: &[T], g: &Geometry, base: usize, out: &mut [T], pos: &mut [usize]) {
+fn max_2x2<T: Element>(xp: &[T], g: &Geometry, out: &mut [T], pos: &mut [u32]) {
     let w = g.w;
     for oy in 0..g.oh {
         let top = &xp[2 * oy * w..2 * oy * w + 2 * g.ow];
@@ -153,7 +150,7 @@ fn max_2x2<T: Element>(xp: &[T], g: &Geometry, base: usize, out: &mut [T], pos: 
             } else {
                 usize::from(right_top)
             };
-            *p = base + (2 * oy + usize::from(lower)) * w + 2 * ox + col;
+            *p = ((2 * oy + usize::from(lower)) * w + 2 * ox + col) as u32;
         }
         // NaN: `>` never selects it; redo such windows with the scan that lets it win.
         for (ox, (o, p)) in out_row.iter_mut().zip(pos_row.iter_mut()).enumerate() {
@@ -165,7 +162,7 @@ fn max_2x2<T: Element>(xp: &[T], g: &Geometry, base: usize, out: &mut [T], pos: 
             ];
             if let Some(i) = window.iter().position(|v| v.is_nan()) {
                 *o = window[i];
-                *p = base + (2 * oy + i / 2) * w + 2 * ox + i % 2;
+                *p = ((2 * oy + i / 2) * w + 2 * ox + i % 2) as u32;
             }
         }
     }
@@ -187,18 +184,25 @@ impl<T: Element> Tensor<T> {
         let g = pool_geometry("max_pool2d", self.shape(), cfg)?;
         let planes = self.shape()[0] * self.shape()[1];
         let (hw, p) = (g.h * g.w, g.p());
+        if u32::try_from(hw).is_err() {
+            return Err(TensorError::InvalidShape {
+                op: "max_pool2d",
+                shape: self.shape().to_vec(),
+                reason: "a plane has more than 2³² pixels".into(),
+            });
+        }
         let x = self.values();
         let mut out = vec![T::zero(); planes * p];
-        let mut positions = vec![0usize; planes * p];
+        let mut argmax = vec![0u32; planes * p];
         out.par_chunks_mut(p.max(1))
-            .zip(positions.par_chunks_mut(p.max(1)))
+            .zip(argmax.par_chunks_mut(p.max(1)))
             .enumerate()
             .for_each(|(plane, (out, pos))| {
                 let xp = &x[plane * hw..(plane + 1) * hw];
                 if cfg.padding == 0 && cfg.stride == cfg.kernel {
                     // Non-overlapping windows without padding (the usual 2×2, stride 2):
                     // whole window rows as slices, no per-window range arithmetic.
-                    tiled_max(xp, &g, plane * hw, out, pos);
+                    tiled_max(xp, &g, out, pos);
                     return;
                 }
                 for_each_window(&g, |o, (y0, y1), (x0, x1)| {
@@ -215,18 +219,16 @@ impl<T: Element> Tensor<T> {
                         }
                     }
                     out[o] = best_value;
-                    pos[o] = plane * hw + best;
+                    pos[o] = best as u32;
                 });
             });
         let shape = [self.shape()[0], self.shape()[1], g.oh, g.ow];
-        Ok(Tensor::from_op_vec(
-            out,
-            &shape,
-            Op::Take {
-                input: self.graph_handle(),
-                positions: Arc::new(positions),
-            },
-        ))
+        let op = MaxPoolBackward {
+            input: self.graph_handle(),
+            argmax,
+            plane: hw,
+        };
+        Tensor::from_custom_op(out, &shape, Box::new(op))
     }
 
     /// Average pooling; padded positions count as zeros in the average (PyTorch's default).
@@ -266,6 +268,47 @@ impl<T: Element> Tensor<T> {
             });
         }
         self.mean(&[2, 3], false)
+    }
+}
+
+/// Derivative of max pooling: each output's gradient goes to its window's first maximum.
+struct MaxPoolBackward<T: Element> {
+    input: Tensor<T>,
+    /// Index of each output's maximum in its plane.
+    argmax: Vec<u32>,
+    /// Pixels per input plane.
+    plane: usize,
+}
+
+impl<T: Element> CustomOp<T> for MaxPoolBackward<T> {
+    fn name(&self) -> &'static str {
+        "max_pool2d"
+    }
+
+    fn inputs(&self) -> Vec<&Tensor<T>> {
+        vec![&self.input]
+    }
+
+    fn backward(&self, grad: &Tensor<T>) -> Result<Vec<Option<Tensor<T>>>> {
+        let dy = grad.values();
+        let planes = self.input.numel() / self.plane.max(1);
+        let p = self.argmax.len() / planes.max(1);
+        // Plane by plane on the rayon pool, each zeroed in cache by the thread that
+        // scatters into it; the sum order within a plane is fixed.
+        let (dx, _) = crate::ops::par_chunks_zeroed(self.input.numel(), self.plane, |i, dxp| {
+            let at = i * p..(i + 1) * p;
+            for (&pos, &g) in self.argmax[at.clone()].iter().zip(&dy[at]) {
+                dxp[pos as usize] += g;
+            }
+        });
+        Ok(vec![Some(Tensor::from_contiguous(dx, self.input.shape()))])
+    }
+
+    fn kept_buffers(&self) -> Vec<(usize, usize)> {
+        vec![(
+            self.argmax.as_ptr() as usize,
+            std::mem::size_of_val(&self.argmax[..]),
+        )]
     }
 }
 
@@ -370,6 +413,31 @@ mod tests {
             grads.get(&x).unwrap().to_vec(),
             vec![0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0]
         );
+    }
+
+    #[test]
+    fn max_pool_gradient_is_the_same_on_any_thread_count() {
+        // Overlapping windows (stride < kernel): one input can collect several outputs'
+        // gradients, summed in a fixed order within its plane.
+        let x = rand_input(&[3, 5, 9, 8], 6).with_grad();
+        let cfg = Pool2dConfig {
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+        };
+        let run = |threads| {
+            crate::train::with_threads(Some(threads), || {
+                let y = x.max_pool2d(cfg).unwrap();
+                let g = y.square().sum_all().backward().unwrap();
+                g.get(&x).unwrap().to_vec()
+            })
+            .unwrap()
+        };
+        let one = run(1);
+        assert!(one.iter().any(|&g| g != 0.0));
+        for threads in [2, 3] {
+            assert!(run(threads) == one, "{threads} threads");
+        }
     }
 
     #[test]

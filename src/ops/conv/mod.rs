@@ -402,8 +402,11 @@ impl<T: Element> CustomOp<T> for Conv2dBackward<T> {
         v
     }
 
-    fn kept_values(&self) -> Option<&Arc<Vec<T>>> {
-        self.output.as_ref()
+    fn kept_buffers(&self) -> Vec<(usize, usize)> {
+        self.output
+            .iter()
+            .map(|y| (y.as_ptr() as usize, std::mem::size_of_val(&y[..])))
+            .collect()
     }
 
     fn backward(&self, grad: &Tensor<T>) -> Result<Vec<Option<Tensor<T>>>> {
