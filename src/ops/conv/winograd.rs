@@ -436,7 +436,9 @@ fn scatter_input_grad<T: Element>(
 // channels at a time. `Ũ` stays channel-major: the dX product needs it so, and a second,
 // tile-major transform of the gradient for dW cost more than its packing saved
 // (same-run A/B: 905–911 against 941–951 images/s; sharing `Ũ` and transforming only the
-// input tile-major: 967–983 against 949–969).
+// input tile-major: 967–983 against 949–969). Transforming `Ũ` tile-major from an NHWC
+// copy and transposing it (8×8 blocks) for dX was also slower: dX + dW of conv2 / conv3 /
+// conv4 at 127 / 143 / 181 against 134 / 152 / 200 GFLOP/s-equivalent.
 
 /// `xn` (`padded_height × padded_width × c`, NHWC): the image `x` (`c × h × w`) placed at
 /// offset `padding` in a zero plane covering every tile's 4×4 patch.
