@@ -9,6 +9,9 @@
 //! inside runs single-threaded, and column buffers come from per-thread workspaces reused
 //! across calls.
 //!
+//! [`Tensor::conv2d_relu`] is the same op followed by a fused ReLU (applied to each image's
+//! output in cache; backward masks each image's gradient where it is read).
+//!
 //! The backward pass recomputes the columns rather than keeping them from the forward
 //! pass: kept columns would cost `k·p` floats per image (151 MB for `cifar-cnn`'s second
 //! conv at batch 128), while im2col is a copy, cheap next to the GEMMs that read it.
