@@ -116,16 +116,7 @@ impl<T: Element> Tensor<T> {
         shape: &[usize],
         op: Box<dyn crate::autograd::CustomOp<T>>,
     ) -> Result<Self> {
-        let expected = shape.iter().product::<usize>();
-        if data.len() != expected {
-            return Err(TensorError::LengthMismatch {
-                op: "from_custom_op",
-                shape: shape.to_vec(),
-                expected,
-                got: data.len(),
-            });
-        }
-        Ok(Self::from_op_vec(data, shape, Op::Custom(op)))
+        Self::from_custom_op_storage(Arc::new(data), shape, op)
     }
 
     /// [`Tensor::from_custom_op`] over storage the op may share (to keep the output's
