@@ -83,6 +83,20 @@ impl Tiles {
     }
 }
 
+/// Distance (elements) between the transformed positions' matrices of `len` elements
+/// each in a block's workspace. The 16 matrices are written as 16 concurrent streams;
+/// at a multiple of 4 KiB apart they would all fall into the same L1 sets (and alias for
+/// store-to-load forwarding), so the stride is padded by one cache line.
+fn position_stride(len: usize) -> usize {
+    const LINE: usize = 16;
+    let stride = len.div_ceil(LINE) * LINE;
+    if stride.is_multiple_of(1024) {
+        stride + LINE
+    } else {
+        stride
+    }
+}
+
 /// How each transformed position's `o × c` weight matrix is stored. matrixmultiply packs
 /// the left operand of a product fastest when its rows are adjacent in memory, so the
 /// forward product `U[ξ]·V[ξ]` wants `U[ξ]` stored by input channel and the input-gradient
@@ -190,14 +204,15 @@ fn scratch_len(tiles: &Tiles) -> usize {
 }
 
 /// `V[ξ][ci][t] = (Bᵀ d B)[ξ]` for the input patch `d` of every tile `t` in tile rows
-/// `block` of one image `x` (`c × h × w`); `v` holds `16 × c × nt` values, `nt` the tiles
-/// of the block.
+/// `block` of one image `x` (`c × h × w`); position ξ's `c × nt` matrix starts at
+/// `ξ·stride` in `v` (see [`position_stride`]), `nt` the tiles of the block.
 #[inline(always)]
 fn transform_input<T: Element>(
     x: &[T],
     g: &Geometry,
     block: (usize, usize),
     v: &mut [T],
+    stride: usize,
     scratch: &mut [T],
 ) {
     let tiles = Tiles::of(g);
@@ -240,7 +255,7 @@ fn transform_input<T: Element>(
             let even = &h[(b * 2) * per_parity..][..per_parity];
             let odd = &h[(b * 2 + 1) * per_parity..][..per_parity];
             let (d0, d1, d2, d3) = (&even[..nt], &odd[..nt], &even[tw..], &odd[tw..]);
-            let at = |a: usize| ((a * 4 + b) * g.c + ci) * nt;
+            let at = |a: usize| (a * 4 + b) * stride + ci * nt;
             zip_map(&mut v[at(0)..at(0) + nt], d0, d2, |d0, d2| d0 - d2);
             zip_map(&mut v[at(1)..at(1) + nt], d1, d2, |d1, d2| d1 + d2);
             zip_map(&mut v[at(2)..at(2) + nt], d2, d1, |d2, d1| d2 - d1);
@@ -250,7 +265,8 @@ fn transform_input<T: Element>(
 }
 
 /// `Ũ[ξ][oc][t] = (A dY Aᵀ)[ξ]` for the 2×2 gradient tile of every tile `t` in `block` of
-/// one image's output gradient `dy` (`o × oh × ow`; zero beyond the output's edge).
+/// one image's output gradient `dy` (`o × oh × ow`; zero beyond the output's edge);
+/// position ξ's `o × nt` matrix starts at `ξ·stride` in `u`.
 #[inline(always)]
 fn transform_output_grad<T: Element>(
     dy: &[T],
@@ -258,6 +274,7 @@ fn transform_output_grad<T: Element>(
     g: &Geometry,
     block: (usize, usize),
     u: &mut [T],
+    stride: usize,
     scratch: &mut [T],
 ) {
     let tw = Tiles::of(g).cols;
@@ -291,7 +308,7 @@ fn transform_output_grad<T: Element>(
         for b in 0..4 {
             let top = &h[(b * 2) * nt..][..nt];
             let bottom = &h[(b * 2 + 1) * nt..][..nt];
-            let at = |a: usize| ((a * 4 + b) * o + oc) * nt;
+            let at = |a: usize| (a * 4 + b) * stride + oc * nt;
             u[at(0)..at(0) + nt].copy_from_slice(top);
             zip_map(&mut u[at(1)..at(1) + nt], top, bottom, |t, b| t + b);
             zip_map(&mut u[at(2)..at(2) + nt], top, bottom, |t, b| t - b);
@@ -301,10 +318,12 @@ fn transform_output_grad<T: Element>(
 }
 
 /// `Y = Aᵀ M A (+ bias)` for every tile of `block`, written into one image's output `y`
-/// (`o × oh × ow`); `m` holds `16 × o × nt` products.
+/// (`o × oh × ow`); position ξ's `o × nt` products start at `ξ·stride` in `m`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn transform_output<T: Element>(
     m: &[T],
+    stride: usize,
     o: usize,
     g: &Geometry,
     block: (usize, usize),
@@ -322,7 +341,7 @@ fn transform_output<T: Element>(
         // Aᵀ down the columns, over the whole block: output rows 2ti (u = 0) and 2ti+1
         // (u = 1) of column phase q are (m0 + m1 + m2, m1 − m2 − m3).
         for q in 0..4 {
-            let at = |a: usize| &m[((a * 4 + q) * o + oc) * nt..][..nt];
+            let at = |a: usize| &m[(a * 4 + q) * stride + oc * nt..][..nt];
             let (top, bottom) = sums.split_at_mut(4 * nt);
             zip_map3(
                 &mut top[q * nt..(q + 1) * nt],
@@ -364,10 +383,12 @@ fn transform_output<T: Element>(
 }
 
 /// Adds `B M' Bᵀ` of every tile of `block` into the padded input-gradient planes `planes`
-/// (`c × padded_height × padded_width`); `m` holds `16 × c × nt` values.
+/// (`c × padded_height × padded_width`); position ξ's `c × nt` values start at
+/// `ξ·stride` in `m`.
 #[inline(always)]
 fn scatter_input_grad<T: Element>(
     m: &[T],
+    stride: usize,
     g: &Geometry,
     block: (usize, usize),
     planes: &mut [T],
@@ -386,7 +407,7 @@ fn scatter_input_grad<T: Element>(
         // −m0 + m1 + m2, −m3); rows 2 and 3 of tile row ti are rows 0 and 1 of ti + 1,
         // so each parity's rows sum two terms, the second shifted by one tile row.
         for b in 0..4 {
-            let at = |a: usize| &m[((a * 4 + b) * g.c + ci) * nt..][..nt];
+            let at = |a: usize| &m[(a * 4 + b) * stride + ci * nt..][..nt];
             let (m0, m1, m2, m3) = (at(0), at(1), at(2), at(3));
             let (ze, zo) =
                 z[(b * 2) * per_parity..(b * 2 + 2) * per_parity].split_at_mut(per_parity);
@@ -514,18 +535,19 @@ fn input_tile<T: Element, const L: usize>(
     }
 }
 
-/// Tile-major `V[ξ][t][ci]` for the tiles of `block` from the NHWC input `xn`.
+/// Tile-major `V[ξ][t][ci]` for the tiles of `block` from the NHWC input `xn`; position
+/// ξ's `nt × c` matrix starts at `ξ·plane` in `v`.
 #[inline(always)]
 fn transform_input_tile_major<T: Element>(
     xn: &[T],
     g: &Geometry,
     block: (usize, usize),
     v: &mut [T],
+    plane: usize,
 ) {
     let tiles = Tiles::of(g);
     let (cols, c) = (tiles.cols, g.c);
     let row = tiles.padded_width() * c;
-    let plane = (block.1 - block.0) * cols * c;
     for ti in block.0..block.1 {
         for tj in 0..cols {
             let t = (ti - block.0) * cols + tj;
@@ -545,7 +567,8 @@ fn transform_input_tile_major<T: Element>(
 /// Workspace (elements) for [`forward_image`].
 pub fn forward_workspace(g: &Geometry, o: usize) -> usize {
     let tiles = Tiles::of(g);
-    POSITIONS * (g.c + o) * tiles.block_capacity() + scratch_len(&tiles)
+    let cap = tiles.block_capacity();
+    POSITIONS * (position_stride(g.c * cap) + position_stride(o * cap)) + scratch_len(&tiles)
 }
 
 /// One image's convolution: `y` (`o × oh × ow`) from `x` (`c × h × w`), the transformed
@@ -594,22 +617,23 @@ fn forward_image_body<T: Element>(
 ) {
     let tiles = Tiles::of(g);
     let cap = tiles.block_capacity();
-    let (v, rest) = workspace.split_at_mut(POSITIONS * g.c * cap);
-    let (m, scratch) = rest.split_at_mut(POSITIONS * o * cap);
+    let (v_stride, m_stride) = (position_stride(g.c * cap), position_stride(o * cap));
+    let (v, rest) = workspace.split_at_mut(POSITIONS * v_stride);
+    let (m, scratch) = rest.split_at_mut(POSITIONS * m_stride);
     let c = g.c;
     for block in tiles.blocks() {
         let nt = (block.1 - block.0) * tiles.cols;
-        transform_input(x, g, block, v, scratch);
+        transform_input(x, g, block, v, v_stride, scratch);
         for xi in 0..POSITIONS {
             // M[ξ] (o × nt) = U[ξ] (o × c) · V[ξ] (c × nt)
             gemm(
                 MatRef::new(u, xi * o * c, (o, c), (1, o)),
-                MatRef::new(v, xi * c * nt, (c, nt), (nt, 1)),
+                MatRef::new(v, xi * v_stride, (c, nt), (nt, 1)),
                 T::zero(),
-                MatMut::new(&mut m[xi * o * nt..], (o, nt), nt),
+                MatMut::new(&mut m[xi * m_stride..], (o, nt), nt),
             );
         }
-        transform_output(m, o, g, block, bias, y, scratch);
+        transform_output(m, m_stride, o, g, block, bias, y, scratch);
     }
 }
 
@@ -620,7 +644,9 @@ pub fn backward_workspace(g: &Geometry, o: usize) -> usize {
     let planes = g.c * tiles.padded_height() * tiles.padded_width();
     // Ũ, V (tile-major) and M', the padded dX planes, the padded NHWC input (as big as
     // the planes), and the transforms' scratch.
-    POSITIONS * (o + 2 * g.c) * cap + 2 * planes + scratch_len(&tiles)
+    POSITIONS * (position_stride(o * cap) + 2 * position_stride(g.c * cap))
+        + 2 * planes
+        + scratch_len(&tiles)
 }
 
 /// One image's backward pass. With `dx`, writes the image's input gradient (`c × h × w`)
@@ -678,9 +704,10 @@ fn backward_image_body<T: Element>(
     let cap = tiles.block_capacity();
     let c = g.c;
     let plane_len = c * tiles.padded_height() * tiles.padded_width();
-    let (ut, rest) = workspace.split_at_mut(POSITIONS * o * cap);
-    let (v, rest) = rest.split_at_mut(POSITIONS * c * cap);
-    let (mx, rest) = rest.split_at_mut(POSITIONS * c * cap);
+    let (u_stride, c_stride) = (position_stride(o * cap), position_stride(c * cap));
+    let (ut, rest) = workspace.split_at_mut(POSITIONS * u_stride);
+    let (v, rest) = rest.split_at_mut(POSITIONS * c_stride);
+    let (mx, rest) = rest.split_at_mut(POSITIONS * c_stride);
     let (planes, rest) = rest.split_at_mut(plane_len);
     let (xn, scratch) = rest.split_at_mut(plane_len);
     if dx.is_some() {
@@ -692,14 +719,14 @@ fn backward_image_body<T: Element>(
     }
     for block in tiles.blocks() {
         let nt = (block.1 - block.0) * tiles.cols;
-        transform_output_grad(dy, o, g, block, ut, scratch);
+        transform_output_grad(dy, o, g, block, ut, u_stride, scratch);
         if let Some(wt) = wt.as_deref_mut() {
-            transform_input_tile_major(xn, g, block, v);
+            transform_input_tile_major(xn, g, block, v, c_stride);
             for xi in 0..POSITIONS {
                 // W̃[ξ] (o × c) += Ũ[ξ] (o × nt) · V[ξ] (nt × c), V stored tile-major.
                 gemm(
-                    MatRef::new(ut, xi * o * nt, (o, nt), (nt, 1)),
-                    MatRef::new(v, xi * nt * c, (nt, c), (c, 1)),
+                    MatRef::new(ut, xi * u_stride, (o, nt), (nt, 1)),
+                    MatRef::new(v, xi * c_stride, (nt, c), (c, 1)),
                     T::one(),
                     MatMut::new(&mut wt[xi * o * c..], (o, c), c),
                 );
@@ -710,12 +737,12 @@ fn backward_image_body<T: Element>(
                 // M'[ξ] (c × nt) = U[ξ]ᵀ (c × o) · Ũ[ξ] (o × nt)
                 gemm(
                     MatRef::new(u, xi * o * c, (c, o), (1, c)),
-                    MatRef::new(ut, xi * o * nt, (o, nt), (nt, 1)),
+                    MatRef::new(ut, xi * u_stride, (o, nt), (nt, 1)),
                     T::zero(),
-                    MatMut::new(&mut mx[xi * c * nt..], (c, nt), nt),
+                    MatMut::new(&mut mx[xi * c_stride..], (c, nt), nt),
                 );
             }
-            scatter_input_grad(mx, g, block, planes, scratch);
+            scatter_input_grad(mx, c_stride, g, block, planes, scratch);
         }
     }
     if let Some(dx) = dx {
