@@ -317,10 +317,13 @@ fn reference_dw(
 /// Winograd cases: (batch, c_in, c_out, h, w, padding), covering odd and even outputs,
 /// a single output pixel, batch 1, every padding Winograd takes, and an image wide
 /// enough to split into several blocks of tile rows.
-const WINOGRAD_CASES: [(usize, usize, usize, usize, usize, usize); 10] = [
+const WINOGRAD_CASES: [(usize, usize, usize, usize, usize, usize); 11] = [
     // 11 channels and 10 columns: the 8-lane tile kernels and 8×8 transposes of the
     // backward pass with their remainders, padding 2.
     (2, 11, 3, 6, 10, 2),
+    // The same for 11 output channels (the tile-major gradient transform), with an odd
+    // output height and width.
+    (2, 3, 11, 7, 9, 1),
     (1, 1, 1, 3, 3, 0),
     (1, 2, 3, 1, 1, 1),
     (3, 3, 2, 7, 5, 1),

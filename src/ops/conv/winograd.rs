@@ -453,13 +453,13 @@ fn scatter_input_grad<T: Element>(
 // their operands with contiguous loads only if they are stored tile-major
 // (`[ξ][tile][channel]`); stored channel-major, as the forward and dX products want them,
 // it gathers 16 strided streams per panel (11% of a cifar-cnn step). The backward pass
-// therefore transforms the input tile-major, from an NHWC copy of the image, eight
-// channels at a time. `Ũ` stays channel-major: the dX product needs it so, and a second,
-// tile-major transform of the gradient for dW cost more than its packing saved
-// (same-run A/B: 905–911 against 941–951 images/s; sharing `Ũ` and transforming only the
-// input tile-major: 967–983 against 949–969). Transforming `Ũ` tile-major from an NHWC
-// copy and transposing it (8×8 blocks) for dX was also slower: dX + dW of conv2 / conv3 /
-// conv4 at 127 / 143 / 181 against 134 / 152 / 200 GFLOP/s-equivalent.
+// therefore transforms the input and the gradient tile-major as well, from NHWC copies,
+// eight channels at a time; the dX products still take a channel-major `Ũ`, made after
+// the dW products in the same buffers. This paid only once the positions' matrices were
+// padded apart ([`position_stride`]): dX + dW of conv2 went from 134–144 to 159–165
+// GFLOP/s-equivalent. Before, a second gradient transform cost more than the packing
+// it saved (same-run A/B: 905–911 against 941–951 images/s), and transposing a
+// tile-major `Ũ` into the channel-major one for dX was slower still.
 
 /// `xn` (`padded_height × padded_width × c`, NHWC): the image `x` (`c × h × w`) placed at
 /// offset `padding` in a zero plane covering every tile's 4×4 patch.
@@ -564,6 +564,100 @@ fn transform_input_tile_major<T: Element>(
     }
 }
 
+/// `dyn` (`2·rows × 2·cols × o`, NHWC): the output gradient `dy` (`o × oh × ow`), with
+/// zeros where the last row or column of tiles reaches beyond the output.
+#[inline(always)]
+fn grad_to_nhwc<T: Element>(dy: &[T], o: usize, g: &Geometry, dyn_: &mut [T]) {
+    let tiles = Tiles::of(g);
+    let row = 2 * tiles.cols * o;
+    if g.oh % 2 == 1 || g.ow % 2 == 1 {
+        dyn_.fill(T::zero());
+    }
+    for r in 0..g.oh {
+        transpose(
+            &dy[r * g.ow..],
+            (o, g.ow, g.oh * g.ow),
+            &mut dyn_[r * row..],
+            o,
+        );
+    }
+}
+
+/// `(d0, d0 + d1, d0 − d1, −d1)`: `A` applied to two lanes-wide values.
+#[inline(always)]
+fn a4<T: Element, const L: usize>(d0: &[T; L], d1: &[T; L]) -> [[T; L]; 4] {
+    let mut out = [[T::zero(); L]; 4];
+    for l in 0..L {
+        out[0][l] = d0[l];
+        out[1][l] = d0[l] + d1[l];
+        out[2][l] = d0[l] - d1[l];
+        out[3][l] = -d1[l];
+    }
+    out
+}
+
+/// `Ũ[ξ][t][oc..oc + L]` of one tile from its 2×2 gradient patch at `at` in the NHWC
+/// gradient `dyn` (`row` elements per row, `o` per pixel); `out` indexes tile `t`, channel
+/// `oc` of position 0, and each position is `plane` further. Rows first, then columns, as
+/// [`transform_output_grad`] does, so both layouts hold the same values.
+#[inline(always)]
+fn grad_tile<T: Element, const L: usize>(
+    dyn_: &[T],
+    at: usize,
+    row: usize,
+    o: usize,
+    u: &mut [T],
+    out: usize,
+    plane: usize,
+) {
+    let mut d = [[[T::zero(); L]; 2]; 2];
+    for (r, d_row) in d.iter_mut().enumerate() {
+        for (s, lanes) in d_row.iter_mut().enumerate() {
+            let from = at + r * row + s * o;
+            lanes.copy_from_slice(&dyn_[from..from + L]);
+        }
+    }
+    // A along the patch's rows (index b), then down its columns (index a).
+    let top = a4(&d[0][0], &d[0][1]);
+    let bottom = a4(&d[1][0], &d[1][1]);
+    for b in 0..4 {
+        let col = a4(&top[b], &bottom[b]);
+        for (a, values) in col.iter().enumerate() {
+            let at = out + (a * 4 + b) * plane;
+            u[at..at + L].copy_from_slice(values);
+        }
+    }
+}
+
+/// Tile-major `Ũ[ξ][t][oc]` for the tiles of `block` from the NHWC gradient `dyn`
+/// ([`grad_to_nhwc`]); position ξ's `nt × o` matrix starts at `ξ·plane` in `u`.
+#[inline(always)]
+fn transform_output_grad_tile_major<T: Element>(
+    dyn_: &[T],
+    o: usize,
+    g: &Geometry,
+    block: (usize, usize),
+    u: &mut [T],
+    plane: usize,
+) {
+    let cols = Tiles::of(g).cols;
+    let row = 2 * cols * o;
+    for ti in block.0..block.1 {
+        for tj in 0..cols {
+            let t = (ti - block.0) * cols + tj;
+            let at = 2 * ti * row + 2 * tj * o;
+            let mut oc = 0;
+            while oc + 8 <= o {
+                grad_tile::<T, 8>(dyn_, at + oc, row, o, u, t * o + oc, plane);
+                oc += 8;
+            }
+            for oc in oc..o {
+                grad_tile::<T, 1>(dyn_, at + oc, row, o, u, t * o + oc, plane);
+            }
+        }
+    }
+}
+
 /// Workspace (elements) for [`forward_image`].
 pub fn forward_workspace(g: &Geometry, o: usize) -> usize {
     let tiles = Tiles::of(g);
@@ -642,10 +736,12 @@ pub fn backward_workspace(g: &Geometry, o: usize) -> usize {
     let tiles = Tiles::of(g);
     let cap = tiles.block_capacity();
     let planes = g.c * tiles.padded_height() * tiles.padded_width();
-    // Ũ, V (tile-major) and M', the padded dX planes, the padded NHWC input (as big as
-    // the planes), and the transforms' scratch.
-    POSITIONS * (position_stride(o * cap) + 2 * position_stride(g.c * cap))
+    // Ũ (either layout), V (tile-major) or M' in one buffer, the padded dX planes, the
+    // padded NHWC input (as big as the planes), the NHWC gradient, the transforms' scratch.
+    let grad_nhwc = 4 * tiles.rows * tiles.cols * o;
+    POSITIONS * (position_stride(o * cap) + position_stride(g.c * cap))
         + 2 * planes
+        + grad_nhwc
         + scratch_len(&tiles)
 }
 
@@ -705,9 +801,11 @@ fn backward_image_body<T: Element>(
     let c = g.c;
     let plane_len = c * tiles.padded_height() * tiles.padded_width();
     let (u_stride, c_stride) = (position_stride(o * cap), position_stride(c * cap));
+    // The dW products of a block run before its dX products, and each pair of operands
+    // shares one pair of buffers, so that a block's working set stays in L2.
     let (ut, rest) = workspace.split_at_mut(POSITIONS * u_stride);
+    let (dyn_, rest) = rest.split_at_mut(4 * tiles.rows * tiles.cols * o);
     let (v, rest) = rest.split_at_mut(POSITIONS * c_stride);
-    let (mx, rest) = rest.split_at_mut(POSITIONS * c_stride);
     let (planes, rest) = rest.split_at_mut(plane_len);
     let (xn, scratch) = rest.split_at_mut(plane_len);
     if dx.is_some() {
@@ -716,16 +814,17 @@ fn backward_image_body<T: Element>(
     let mut wt = wt;
     if wt.is_some() {
         input_to_nhwc(x, g, xn);
+        grad_to_nhwc(dy, o, g, dyn_);
     }
     for block in tiles.blocks() {
         let nt = (block.1 - block.0) * tiles.cols;
-        transform_output_grad(dy, o, g, block, ut, u_stride, scratch);
         if let Some(wt) = wt.as_deref_mut() {
+            transform_output_grad_tile_major(dyn_, o, g, block, ut, u_stride);
             transform_input_tile_major(xn, g, block, v, c_stride);
             for xi in 0..POSITIONS {
-                // W̃[ξ] (o × c) += Ũ[ξ] (o × nt) · V[ξ] (nt × c), V stored tile-major.
+                // W̃[ξ] (o × c) += Ũ[ξ] (o × nt) · V[ξ] (nt × c), both stored tile-major.
                 gemm(
-                    MatRef::new(ut, xi * u_stride, (o, nt), (nt, 1)),
+                    MatRef::new(ut, xi * u_stride, (o, nt), (1, o)),
                     MatRef::new(v, xi * c_stride, (nt, c), (c, 1)),
                     T::one(),
                     MatMut::new(&mut wt[xi * o * c..], (o, c), c),
@@ -733,16 +832,17 @@ fn backward_image_body<T: Element>(
             }
         }
         if dx.is_some() {
+            transform_output_grad(dy, o, g, block, ut, u_stride, scratch);
             for xi in 0..POSITIONS {
                 // M'[ξ] (c × nt) = U[ξ]ᵀ (c × o) · Ũ[ξ] (o × nt)
                 gemm(
                     MatRef::new(u, xi * o * c, (c, o), (1, c)),
                     MatRef::new(ut, xi * u_stride, (o, nt), (nt, 1)),
                     T::zero(),
-                    MatMut::new(&mut mx[xi * c_stride..], (c, nt), nt),
+                    MatMut::new(&mut v[xi * c_stride..], (c, nt), nt),
                 );
             }
-            scatter_input_grad(mx, c_stride, g, block, planes, scratch);
+            scatter_input_grad(v, c_stride, g, block, planes, scratch);
         }
     }
     if let Some(dx) = dx {
@@ -761,4 +861,52 @@ fn backward_image_body<T: Element>(
 /// Elements of a transformed weight gradient.
 pub fn weight_grad_len(o: usize, c: usize) -> usize {
     POSITIONS * o * c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::conv::{conv_geometry, Conv2dConfig};
+
+    /// The dW products read the tile-major gradient transform and the dX products the
+    /// channel-major one; both must hold the same values, computed in the same order.
+    #[test]
+    fn tile_major_grad_transform_equals_the_channel_major_one() {
+        // 11 output channels (8 lanes and 3 single ones), odd output sides.
+        for (o, h, w, p) in [(11, 7, 9, 1), (3, 6, 10, 2), (16, 5, 5, 0)] {
+            let g = conv_geometry(
+                &[1, 2, h, w],
+                &[o, 2, 3, 3],
+                None,
+                Conv2dConfig::new(1, p, 1),
+            )
+            .unwrap();
+            let tiles = Tiles::of(&g);
+            let dy: Vec<f32> = (0..o * g.oh * g.ow)
+                .map(|i| ((i * 7919) % 113) as f32 / 17.0 - 3.0)
+                .collect();
+            let mut dyn_ = vec![f32::NAN; 4 * tiles.rows * tiles.cols * o];
+            grad_to_nhwc(&dy, o, &g, &mut dyn_);
+            let mut scratch = vec![0.0; scratch_len(&tiles) + 8 * tiles.block_capacity()];
+            for block in tiles.blocks() {
+                let nt = (block.1 - block.0) * tiles.cols;
+                let stride = position_stride(o * nt);
+                let mut channel_major = vec![0.0; POSITIONS * stride];
+                transform_output_grad(&dy, o, &g, block, &mut channel_major, stride, &mut scratch);
+                let mut tile_major = vec![0.0; POSITIONS * stride];
+                transform_output_grad_tile_major(&dyn_, o, &g, block, &mut tile_major, stride);
+                for xi in 0..POSITIONS {
+                    for oc in 0..o {
+                        for t in 0..nt {
+                            let a = channel_major[xi * stride + oc * nt + t];
+                            let b = tile_major[xi * stride + t * o + oc];
+                            // Equal as numbers: beyond the output's edge one side has +0
+                            // and the other −0.
+                            assert_eq!(a, b, "ξ {xi}, channel {oc}, tile {t}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
