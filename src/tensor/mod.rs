@@ -7,11 +7,13 @@
 
 mod element;
 mod layout;
+mod transpose;
 
 pub use element::Element;
 pub use layout::{
     broadcast_shapes, contiguous_strides, for_each_run_zip, normalize_axes, normalize_axis, Layout,
 };
+pub(crate) use transpose::transpose;
 
 use crate::autograd::{is_grad_enabled, Op};
 use crate::error::{Result, TensorError};
@@ -412,7 +414,10 @@ impl<T: Element> Tensor<T> {
 }
 
 /// Copies the elements of a strided view into a new row-major buffer.
-pub(crate) fn gather_strided<T: Copy + Default>(storage: &[T], layout: &Layout) -> Vec<T> {
+pub(crate) fn gather_strided<T: Copy + Default + 'static>(
+    storage: &[T],
+    layout: &Layout,
+) -> Vec<T> {
     if let ([rows, cols], [1, stride]) = (layout.shape(), layout.strides()) {
         // A transposed matrix (the gradient of `Linear`'s weight, every step): copied in
         // blocks, not one strided element at a time.
@@ -438,50 +443,6 @@ pub(crate) fn gather_strided<T: Copy + Default>(storage: &[T], layout: &Layout) 
         }
     });
     out
-}
-
-/// `dst[j·dst_stride + i] = src[i·src_stride + j]` for `i < rows`, `j < cols`: a transpose
-/// in 8×8 blocks, so that its loads and its stores are both runs of 8 (element-wise, one
-/// side is a strided scatter or gather).
-#[inline(always)]
-#[allow(clippy::needless_range_loop)] // `c` picks a column of `block`: indices read clearer
-pub(crate) fn transpose<T: Copy + Default>(
-    src: &[T],
-    (rows, cols, src_stride): (usize, usize, usize),
-    dst: &mut [T],
-    dst_stride: usize,
-) {
-    const B: usize = 8;
-    let mut i = 0;
-    while i + B <= rows {
-        let mut j = 0;
-        while j + B <= cols {
-            let mut block = [[T::default(); B]; B];
-            for (r, lanes) in block.iter_mut().enumerate() {
-                let from = (i + r) * src_stride + j;
-                lanes.copy_from_slice(&src[from..from + B]);
-            }
-            for c in 0..B {
-                let to = (j + c) * dst_stride + i;
-                let out = &mut dst[to..to + B];
-                for (r, o) in out.iter_mut().enumerate() {
-                    *o = block[r][c];
-                }
-            }
-            j += B;
-        }
-        for j in j..cols {
-            for r in i..i + B {
-                dst[j * dst_stride + r] = src[r * src_stride + j];
-            }
-        }
-        i += B;
-    }
-    for r in i..rows {
-        for j in 0..cols {
-            dst[j * dst_stride + r] = src[r * src_stride + j];
-        }
-    }
 }
 
 impl<T: Element> fmt::Debug for Tensor<T> {
