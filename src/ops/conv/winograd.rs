@@ -187,20 +187,52 @@ fn zip_map3<T: Copy>(out: &mut [T], a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, 
     }
 }
 
-/// Splits `row` into its even- and odd-indexed elements.
+/// Splits a row of zeros holding `src` at offset `pad` into its even- and odd-indexed
+/// elements, read straight from `src` (no padded copy of the row).
 #[inline(always)]
-fn deinterleave<T: Copy>(row: &[T], even: &mut [T], odd: &mut [T]) {
-    for ((pair, e), o) in row.chunks_exact(2).zip(even.iter_mut()).zip(odd.iter_mut()) {
-        *e = pair[0];
-        *o = pair[1];
+fn deinterleave_padded<T: Element>(src: &[T], pad: usize, even: &mut [T], odd: &mut [T]) {
+    even.fill(T::zero());
+    odd.fill(T::zero());
+    // Padded index pad + i: src's even elements land on pad's parity.
+    let (first, second, at_first, at_second) = if pad.is_multiple_of(2) {
+        (even, odd, pad / 2, pad / 2)
+    } else {
+        (odd, even, pad / 2, pad / 2 + 1)
+    };
+    let pairs = src.len() / 2;
+    let (first_run, second_run) = (&mut first[at_first..], &mut second[at_second..]);
+    for ((pair, a), b) in src
+        .chunks_exact(2)
+        .zip(first_run.iter_mut())
+        .zip(second_run.iter_mut())
+    {
+        *a = pair[0];
+        *b = pair[1];
     }
+    if src.len() % 2 == 1 {
+        first[at_first + pairs] = src[src.len() - 1];
+    }
+}
+
+/// The four row slices `h[at + k·step .. + len]`, `k < 4`, mutably (`step ≥ len`).
+#[inline(always)]
+fn four_rows<T>(h: &mut [T], at: usize, step: usize, len: usize) -> [&mut [T]; 4] {
+    let (r0, rest) = h[at..].split_at_mut(step);
+    let (r1, rest) = rest.split_at_mut(step);
+    let (r2, r3) = rest.split_at_mut(step);
+    [
+        &mut r0[..len],
+        &mut r1[..len],
+        &mut r2[..len],
+        &mut r3[..len],
+    ]
 }
 
 /// Scratch (elements) the transforms of one block need.
 fn scratch_len(tiles: &Tiles) -> usize {
     let (tw, cap) = (tiles.cols, tiles.block_capacity());
-    // Four row-phase arrays per parity (+ one tile row) and the row buffers.
-    8 * (cap + tw) + tiles.padded_width() + 4 * (tw + 1)
+    // Four row-phase arrays per parity (+ one tile row) and a row's even and odd halves.
+    8 * (cap + tw) + 2 * (tw + 1)
 }
 
 /// `V[ξ][ci][t] = (Bᵀ d B)[ξ]` for the input patch `d` of every tile `t` in tile rows
@@ -216,13 +248,12 @@ fn transform_input<T: Element>(
     scratch: &mut [T],
 ) {
     let tiles = Tiles::of(g);
-    let (tw, wp) = (tiles.cols, tiles.padded_width());
+    let tw = tiles.cols;
     let nt = (block.1 - block.0) * tw;
     // Rows of each parity the block reads: its tile rows plus the next one's top half.
     let per_parity = (block.1 - block.0 + 1) * tw;
     let (ph, pw) = g.padding;
     let (h, rest) = scratch.split_at_mut(8 * per_parity);
-    let (row, rest) = rest.split_at_mut(wp);
     let (even, rest) = rest.split_at_mut(tw + 1);
     let odd = &mut rest[..tw + 1];
     for ci in 0..g.c {
@@ -239,10 +270,7 @@ fn transform_input<T: Element>(
                 }
                 continue;
             }
-            row[..pw].fill(T::zero());
-            row[pw..pw + g.w].copy_from_slice(&plane[ih as usize * g.w..][..g.w]);
-            row[pw + g.w..].fill(T::zero());
-            deinterleave(row, even, odd);
+            deinterleave_padded(&plane[ih as usize * g.w..][..g.w], pw, even, odd);
             let (e0, e1, o0, o1) = (&even[..tw], &even[1..], &odd[..tw], &odd[1..]);
             zip_map(&mut h[at(0)..at(0) + tw], e0, e1, |e0, e1| e0 - e1);
             zip_map(&mut h[at(1)..at(1) + tw], o0, e1, |o0, e1| o0 + e1);
@@ -279,10 +307,7 @@ fn transform_output_grad<T: Element>(
 ) {
     let tw = Tiles::of(g).cols;
     let nt = (block.1 - block.0) * tw;
-    let (h, rest) = scratch.split_at_mut(8 * nt);
-    let (row, rest) = rest.split_at_mut(2 * tw);
-    let (even, rest) = rest.split_at_mut(tw);
-    let odd = &mut rest[..tw];
+    let h = &mut scratch[..8 * nt];
     for oc in 0..o {
         let plane = &dy[oc * g.oh * g.ow..(oc + 1) * g.oh * g.ow];
         // A along each gradient row: pixels (d0, d1) = (e_j, o_j) give (d0, d0 + d1, d0 − d1, −d1).
@@ -296,13 +321,24 @@ fn transform_output_grad<T: Element>(
                 }
                 continue;
             }
-            row[..g.ow].copy_from_slice(&plane[r * g.ow..(r + 1) * g.ow]);
-            row[g.ow..].fill(T::zero());
-            deinterleave(row, even, odd);
-            h[at(0)..at(0) + tw].copy_from_slice(even);
-            zip_map(&mut h[at(1)..at(1) + tw], even, odd, |e, o| e + o);
-            zip_map(&mut h[at(2)..at(2) + tw], even, odd, |e, o| e - o);
-            zip_map(&mut h[at(3)..at(3) + tw], even, odd, |_, o| -o);
+            // Straight from the gradient row, pixel pairs (e, o) to the four phases;
+            // an odd last pixel pairs with a zero.
+            let src = &plane[r * g.ow..(r + 1) * g.ow];
+            let [h0, h1, h2, h3] = four_rows(h, at(0), 2 * nt, tw);
+            for ((((pair, h0), h1), h2), h3) in src
+                .chunks_exact(2)
+                .zip(h0.iter_mut())
+                .zip(h1.iter_mut())
+                .zip(h2.iter_mut())
+                .zip(h3.iter_mut())
+            {
+                let (e, o) = (pair[0], pair[1]);
+                (*h0, *h1, *h2, *h3) = (e, e + o, e - o, -o);
+            }
+            if g.ow % 2 == 1 {
+                let (e, o, j) = (src[g.ow - 1], T::zero(), tw - 1);
+                (h0[j], h1[j], h2[j], h3[j]) = (e, e + o, e - o, -o);
+            }
         }
         // A down the columns, over the whole block: rows 2ti (top) and 2ti+1 (bottom).
         for b in 0..4 {
