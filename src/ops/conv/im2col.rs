@@ -38,11 +38,29 @@ fn for_each_tap(g: &Geometry, mut f: impl FnMut(usize, usize, isize, (usize, usi
 /// Fills `cols` (`k × (rows·ow)`, row-major) from one image `x` (`c × h × w`), for the
 /// output rows `rows.0..rows.1` only (a tile of output pixels; `(0, oh)` for all).
 pub fn im2col<T: Copy + Default>(x: &[T], g: &Geometry, rows: (usize, usize), cols: &mut [T]) {
+    let p = (rows.1 - rows.0) * g.ow;
+    im2col_strided(x, g, rows, cols, p);
+}
+
+/// [`im2col`] into the first `rows·ow` columns of a matrix whose rows are `stride`
+/// elements apart (`cols[r·stride + j]`), so that several images' columns can sit side by
+/// side in one GEMM operand.
+pub fn im2col_strided<T: Copy + Default>(
+    x: &[T],
+    g: &Geometry,
+    rows: (usize, usize),
+    cols: &mut [T],
+    stride: usize,
+) {
     let (ow, sw) = (g.ow, g.stride.1);
     let p = (rows.1 - rows.0) * ow;
+    assert!(
+        stride >= p,
+        "im2col: row stride {stride} below the tile's {p} pixels"
+    );
     let zero = T::default();
     for_each_tap(g, |row, c, ih_off, (lo, hi), iw_off| {
-        let dst_row = &mut cols[row * p..(row + 1) * p];
+        let dst_row = &mut cols[row * stride..row * stride + p];
         for oh in rows.0..rows.1 {
             let dst = &mut dst_row[(oh - rows.0) * ow..(oh - rows.0 + 1) * ow];
             let ih = (oh * g.stride.0) as isize + ih_off;

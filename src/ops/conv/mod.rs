@@ -4,7 +4,9 @@
 //!
 //! Forward, per image: `Y = W·im2col(X) + b`. Backward, per image: `dW += dY·colsᵀ`,
 //! `dX = col2im(Wᵀ·dY)`, and `db = Σ dY`. Each image is processed in tiles of output rows
-//! (about 256 pixels) so that a tile's columns are still in cache when the GEMM reads them. Parallelism is rayon over images (forward) or
+//! (about 256 pixels) so that a tile's columns are still in cache when the GEMM reads them;
+//! images with fewer output pixels share one forward GEMM, their columns side by side, so
+//! the weights are packed once per group. Parallelism is rayon over images (forward) or
 //! over contiguous chunks of the batch (backward, one partial `dW` per chunk); every GEMM
 //! inside runs single-threaded, and column buffers come from per-thread workspaces reused
 //! across calls.
@@ -20,7 +22,7 @@ mod im2col;
 pub mod winograd;
 
 pub use crate::ops::window::Geometry;
-pub use im2col::{col2im, im2col};
+pub use im2col::{col2im, im2col, im2col_strided};
 
 use super::gemm::{gemm, MatMut, MatRef};
 use crate::autograd::CustomOp;
@@ -161,6 +163,19 @@ fn max_tile_pixels(g: &Geometry) -> usize {
     row_tiles(g).map(|(a, b)| (b - a) * g.ow).max().unwrap_or(0)
 }
 
+/// Images whose im2col columns share one forward GEMM: as many as fit in [`TILE_PIXELS`]
+/// when an image has at most half that many output pixels (LeNet's conv2: 64 pixels, so 4
+/// images and a 256-column product), otherwise 1. Per-image products that narrow pack the
+/// whole weight matrix again for every image (LeNet's conv2: 25,000 weights for 64 columns).
+fn images_per_gemm(g: &Geometry) -> usize {
+    let p = g.p();
+    if p == 0 || 2 * p > TILE_PIXELS {
+        1
+    } else {
+        TILE_PIXELS / p
+    }
+}
+
 impl<T: Element> Tensor<T> {
     /// 2-D convolution of an NCHW input with `weight` `[c_out, c_in, kh, kw]` and an
     /// optional `bias` `[c_out]` (cross-correlation, as PyTorch's `conv2d`).
@@ -232,6 +247,39 @@ impl<T: Element> Tensor<T> {
         let u = winograd
             .then(|| winograd::transform_weights(&w, o, g.c, winograd::WeightLayout::ByInput));
         let tile = max_tile_pixels(&g);
+        // Several images per GEMM: `y` (`imgs × o × p`) from `x_imgs`, through one product
+        // into a workspace, each column block then copied (plus bias) to its image.
+        let images = |x_imgs: &[T], y: &mut [T]| {
+            let imgs = y.len() / (o * p);
+            let cols_len = imgs * p;
+            T::with_workspace((k + o) * cols_len, |ws| {
+                let (cols, product) = ws.split_at_mut(k * cols_len);
+                for (i, x_i) in x_imgs.chunks_exact(g.chw()).enumerate() {
+                    im2col_strided(x_i, &g, (0, g.oh), &mut cols[i * p..], cols_len);
+                }
+                // product[o × imgs·p] = W[o×k] · cols[k × imgs·p]
+                gemm(
+                    MatRef::new(&w, 0, (o, k), (k, 1)),
+                    MatRef::new(cols, 0, (k, cols_len), (cols_len, 1)),
+                    T::zero(),
+                    MatMut::new(product, (o, cols_len), cols_len),
+                );
+                for (i, y_i) in y.chunks_exact_mut(o * p).enumerate() {
+                    for (oc, row) in y_i.chunks_exact_mut(p).enumerate() {
+                        let from = &product[oc * cols_len + i * p..][..p];
+                        match &b {
+                            // The same sum as the one-image path's `W·cols + 1·bias`.
+                            Some(b) => {
+                                for (out, &v) in row.iter_mut().zip(from) {
+                                    *out = v + b[oc];
+                                }
+                            }
+                            None => row.copy_from_slice(from),
+                        }
+                    }
+                }
+            });
+        };
         // One image: `y` (`o × p`, zeroed) from `x_i`.
         let image = |x_i: &[T], y: &mut [T]| {
             if let Some(u) = &u {
@@ -263,8 +311,15 @@ impl<T: Element> Tensor<T> {
                 }
             });
         };
-        let (out, _) = crate::ops::par_chunks_zeroed(n * o * p, o * p, |i, y| {
-            image(&x[i * g.chw()..(i + 1) * g.chw()], y);
+        let per_gemm = if winograd { 1 } else { images_per_gemm(&g) };
+        let (out, _) = crate::ops::par_chunks_zeroed(n * o * p, per_gemm * o * p, |i, y| {
+            let first = i * per_gemm;
+            let x_chunk = &x[first * g.chw()..(first + y.len() / (o * p)) * g.chw()];
+            if per_gemm == 1 {
+                image(x_chunk, y);
+            } else {
+                images(x_chunk, y);
+            }
             if relu {
                 relu_in_place(y);
             }

@@ -578,3 +578,47 @@ fn fused_relu_gradcheck() {
         &inputs,
     );
 }
+
+/// Small outputs share one forward GEMM between several images (`images_per_gemm`):
+/// each image's output, bias and fused ReLU included, is bitwise what it is alone, for a
+/// batch that is not a multiple of the group, and matches the definition.
+#[test]
+fn images_sharing_a_forward_gemm_match_each_image_alone() {
+    // 4×4 outputs: 16 images per product; 4×5 with stride 2: 12 per product.
+    for (batch, h, w, stride, padding) in [(37, 6, 6, 1, 0), (13, 7, 9, 2, 1)] {
+        let cfg = Conv2dConfig::new(stride, padding, 1);
+        let x = rand_input(&[batch, 3, h, w], 900 + batch as u64);
+        let wt = rand_input(&[5, 3, 3, 3], 901);
+        let b = rand_input(&[5], 902);
+        let x32 =
+            Tensor::<f32>::from_vec(x.to_vec().iter().map(|&v| v as f32).collect(), x.shape())
+                .unwrap();
+        let w32 =
+            Tensor::<f32>::from_vec(wt.to_vec().iter().map(|&v| v as f32).collect(), wt.shape())
+                .unwrap();
+        let b32 =
+            Tensor::<f32>::from_vec(b.to_vec().iter().map(|&v| v as f32).collect(), &[5]).unwrap();
+        for relu in [false, true] {
+            let conv = |x: &Tensor<f32>| {
+                if relu {
+                    x.conv2d_relu(&w32, Some(&b32), cfg).unwrap()
+                } else {
+                    x.conv2d(&w32, Some(&b32), cfg).unwrap()
+                }
+            };
+            let all = conv(&x32).to_vec();
+            let per_image = all.len() / batch;
+            for i in [0, 1, batch / 2, batch - 1] {
+                let alone = conv(&x32.narrow(0, i, 1).unwrap().contiguous()).to_vec();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&all[i * per_image..(i + 1) * per_image]),
+                    bits(&alone),
+                    "image {i} of {batch}, relu {relu}"
+                );
+            }
+        }
+        let y = x.conv2d(&wt, Some(&b), cfg).unwrap();
+        assert_close(&y.to_vec(), &reference(&x, &wt, Some(&b), cfg), 1e-12);
+    }
+}
