@@ -536,6 +536,52 @@ fn bt4<T: Element, const L: usize>(
     out
 }
 
+/// The `P × P` patch at `at` of an NHWC source (`row` elements per row, `pixel` per
+/// pixel), `L` channels of each pixel.
+#[inline(always)]
+fn load_patch<T: Element, const L: usize, const P: usize>(
+    src: &[T],
+    at: usize,
+    row: usize,
+    pixel: usize,
+) -> [[[T; L]; P]; P] {
+    let mut d = [[[T::zero(); L]; P]; P];
+    for (r, d_row) in d.iter_mut().enumerate() {
+        for (s, lanes) in d_row.iter_mut().enumerate() {
+            let from = at + r * row + s * pixel;
+            lanes.copy_from_slice(&src[from..from + L]);
+        }
+    }
+    d
+}
+
+/// Visits the tiles of `block` (`cols` per tile row) and their `channels` eight at a time,
+/// then one at a time: `wide` and `single` get `dst`, the tile's first channel in an NHWC
+/// source (2 pixels per tile, `row` elements per source row) and its place in a tile-major
+/// destination (`channels` per tile).
+#[inline(always)]
+fn for_each_tile_lanes<T>(
+    dst: &mut [T],
+    (block, cols, channels, row): ((usize, usize), usize, usize, usize),
+    wide: impl Fn(&mut [T], usize, usize),
+    single: impl Fn(&mut [T], usize, usize),
+) {
+    for ti in block.0..block.1 {
+        for tj in 0..cols {
+            let t = (ti - block.0) * cols + tj;
+            let at = 2 * ti * row + 2 * tj * channels;
+            let mut ch = 0;
+            while ch + 8 <= channels {
+                wide(dst, at + ch, t * channels + ch);
+                ch += 8;
+            }
+            for ch in ch..channels {
+                single(dst, at + ch, t * channels + ch);
+            }
+        }
+    }
+}
+
 /// `V[ξ][t][ch..ch + L]` of one tile from its 4×4 patch at `at` in the NHWC input `xn`
 /// (`row` elements per padded row, `c` per pixel); `out` indexes tile `t`, channel `ch`
 /// of position 0, and each position is `plane` further.
@@ -550,13 +596,7 @@ fn input_tile<T: Element, const L: usize>(
     out: usize,
     plane: usize,
 ) {
-    let mut d = [[[T::zero(); L]; 4]; 4];
-    for (r, d_row) in d.iter_mut().enumerate() {
-        for (s, lanes) in d_row.iter_mut().enumerate() {
-            let from = at + r * row + s * c;
-            lanes.copy_from_slice(&xn[from..from + L]);
-        }
-    }
+    let d = load_patch::<T, L, 4>(xn, at, row, c);
     // Bᵀ down the patch's columns (index a), then B along its rows (index b).
     let mut cols = [[[T::zero(); L]; 4]; 4];
     for (s, col) in cols.iter_mut().enumerate() {
@@ -584,20 +624,12 @@ fn transform_input_tile_major<T: Element>(
     let tiles = Tiles::of(g);
     let (cols, c) = (tiles.cols, g.c);
     let row = tiles.padded_width() * c;
-    for ti in block.0..block.1 {
-        for tj in 0..cols {
-            let t = (ti - block.0) * cols + tj;
-            let at = 2 * ti * row + 2 * tj * c;
-            let mut ch = 0;
-            while ch + 8 <= c {
-                input_tile::<T, 8>(xn, at + ch, row, c, v, t * c + ch, plane);
-                ch += 8;
-            }
-            for ch in ch..c {
-                input_tile::<T, 1>(xn, at + ch, row, c, v, t * c + ch, plane);
-            }
-        }
-    }
+    for_each_tile_lanes(
+        v,
+        (block, cols, c, row),
+        |v, at, out| input_tile::<T, 8>(xn, at, row, c, v, out, plane),
+        |v, at, out| input_tile::<T, 1>(xn, at, row, c, v, out, plane),
+    );
 }
 
 /// `dyn` (`2·rows × 2·cols × o`, NHWC): the output gradient `dy` (`o × oh × ow`), with
@@ -646,13 +678,7 @@ fn grad_tile<T: Element, const L: usize>(
     out: usize,
     plane: usize,
 ) {
-    let mut d = [[[T::zero(); L]; 2]; 2];
-    for (r, d_row) in d.iter_mut().enumerate() {
-        for (s, lanes) in d_row.iter_mut().enumerate() {
-            let from = at + r * row + s * o;
-            lanes.copy_from_slice(&dyn_[from..from + L]);
-        }
-    }
+    let d = load_patch::<T, L, 2>(dyn_, at, row, o);
     // A along the patch's rows (index b), then down its columns (index a).
     let top = a4(&d[0][0], &d[0][1]);
     let bottom = a4(&d[1][0], &d[1][1]);
@@ -678,20 +704,12 @@ fn transform_output_grad_tile_major<T: Element>(
 ) {
     let cols = Tiles::of(g).cols;
     let row = 2 * cols * o;
-    for ti in block.0..block.1 {
-        for tj in 0..cols {
-            let t = (ti - block.0) * cols + tj;
-            let at = 2 * ti * row + 2 * tj * o;
-            let mut oc = 0;
-            while oc + 8 <= o {
-                grad_tile::<T, 8>(dyn_, at + oc, row, o, u, t * o + oc, plane);
-                oc += 8;
-            }
-            for oc in oc..o {
-                grad_tile::<T, 1>(dyn_, at + oc, row, o, u, t * o + oc, plane);
-            }
-        }
-    }
+    for_each_tile_lanes(
+        u,
+        (block, cols, o, row),
+        |u, at, out| grad_tile::<T, 8>(dyn_, at, row, o, u, out, plane),
+        |u, at, out| grad_tile::<T, 1>(dyn_, at, row, o, u, out, plane),
+    );
 }
 
 /// Workspace (elements) for [`forward_image`].
