@@ -14,7 +14,7 @@
 //!   one layer (a tensor *is* a graph node), see `ARCHITECTURE.md`.
 //! - [`ops`]: every differentiable operation, one file per op or family — elementwise
 //!   unary (`f`/`df` pairs) and broadcasting binary ops, reductions, movement, indexing,
-//!   matmul and convolution on one checked GEMM ([`ops::gemm`]), pooling, softmax.
+//!   matmul and convolution on one checked GEMM ([`kernels::gemm`]), pooling, softmax.
 //! - [`nn`]: layers as [`nn::Module`]s with PyTorch-named parameters, and the models of
 //!   the reproduction ([`nn::models::ModelKind`]).
 //! - [`loss`]: the paper's losses (SML, LGL, LGL-INR) and more, the loss registry
@@ -55,11 +55,18 @@
 
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
+// `unsafe` is allowed only in the kernels floor and the FFI modules (`memory`,
+// `train/denormals.rs`, `train/mpi.rs`), each of which says so with an `allow`.
+#![deny(unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod autograd;
 pub mod data;
 pub mod error;
+#[allow(unsafe_code)]
+pub mod kernels;
 pub mod loss;
+#[allow(unsafe_code)]
 pub mod memory;
 pub mod nn;
 pub mod ops;

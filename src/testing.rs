@@ -45,3 +45,18 @@ pub fn assert_close(actual: &[f64], expected: &[f64], tol: f64) {
         );
     }
 }
+
+/// Whether the graph rooted at `keep` still holds the storage of the dropped `t`.
+pub fn storage_outlives_its_tensor(
+    t: Tensor<f64>,
+    make: impl Fn(&Tensor<f64>) -> Tensor<f64>,
+) -> bool {
+    let weak = std::sync::Arc::downgrade(t.storage());
+    let y = make(&t);
+    drop(t);
+    let alive = weak.upgrade().is_some();
+    // The gradient still flows through the graph handle.
+    let grads = y.sum_all().backward().unwrap();
+    assert!(!grads.is_empty());
+    alive
+}

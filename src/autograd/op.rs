@@ -34,9 +34,9 @@ pub trait UnaryFn<T: Element>: Send + Sync {
     fn backward_slice(&self, v: &[T], g: &[T]) -> Vec<T> {
         if self.saves() == Saved::Nothing {
             let d = self.df(T::zero());
-            return crate::ops::map_elements(g, |g| g * d);
+            return crate::kernels::elementwise::map_elements(g, |g| g * d);
         }
-        crate::ops::zip_elements(v, g, |v, g| g * self.df(v))
+        crate::kernels::elementwise::zip_elements(v, g, |v, g| g * self.df(v))
     }
 }
 

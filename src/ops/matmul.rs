@@ -6,9 +6,9 @@
 //! checked wrapper of `ops/gemm.rs`) is single-threaded (matrixmultiply's own threading
 //! is off).
 
-use super::gemm::{gemm, MatMut, MatRef};
 use crate::autograd::Op;
 use crate::error::{Result, TensorError};
+use crate::kernels::gemm::{gemm, MatMut, MatRef};
 use crate::tensor::{Element, Layout, Tensor};
 use rayon::prelude::*;
 

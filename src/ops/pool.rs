@@ -2,9 +2,9 @@
 //! plane; the derivative scatters into each plane in parallel), average (count includes
 //! padding, PyTorch's default) and global average.
 
-use super::window::Geometry;
 use crate::autograd::CustomOp;
 use crate::error::{Result, TensorError};
+use crate::kernels::{pool, Geometry};
 use crate::tensor::{Element, Tensor};
 use rayon::prelude::*;
 
@@ -68,106 +68,6 @@ fn pool_geometry(op: &'static str, shape: &[usize], cfg: Pool2dConfig) -> Result
     })
 }
 
-/// The input rows (or columns) `lo..hi` covered by window `o` along one axis.
-fn window(o: usize, g_stride: usize, pad: usize, kernel: usize, len: usize) -> (usize, usize) {
-    let start = (o * g_stride) as isize - pad as isize;
-    let lo = start.max(0) as usize;
-    let hi = ((start + kernel as isize) as usize).min(len);
-    (lo, hi)
-}
-
-/// Calls `f(output index, rows y0..y1, columns x0..x1)` for every pooling window of a plane.
-fn for_each_window(g: &Geometry, mut f: impl FnMut(usize, (usize, usize), (usize, usize))) {
-    for oy in 0..g.oh {
-        let rows = window(oy, g.stride.0, g.padding.0, g.kernel.0, g.h);
-        for ox in 0..g.ow {
-            let cols = window(ox, g.stride.1, g.padding.1, g.kernel.1, g.w);
-            f(oy * g.ow + ox, rows, cols);
-        }
-    }
-}
-
-/// Max pooling of one plane with `kernel == stride` and no padding: output `(oy, ox)` is
-/// the first maximum of rows `k·oy..k·oy+k`, columns `k·ox..k·ox+k` (NaN wins), and `pos`
-/// its index in the plane.
-fn tiled_max<T: Element>(xp: &[T], g: &Geometry, out: &mut [T], pos: &mut [u32]) {
-    if g.kernel == (2, 2) {
-        return max_2x2(xp, g, out, pos);
-    }
-    let (k, w) = (g.kernel.0, g.w);
-    let kw = g.kernel.1;
-    for oy in 0..g.oh {
-        let out_row = &mut out[oy * g.ow..(oy + 1) * g.ow];
-        let pos_row = &mut pos[oy * g.ow..(oy + 1) * g.ow];
-        // Start every window at its top-left element, then scan the window's rows.
-        for (ox, (o, p)) in out_row.iter_mut().zip(pos_row.iter_mut()).enumerate() {
-            let at = oy * k * w + ox * kw;
-            *o = xp[at];
-            *p = at as u32;
-        }
-        for dy in 0..k {
-            let row = &xp[(oy * k + dy) * w..(oy * k + dy) * w + g.ow * kw];
-            for (ox, (o, p)) in out_row.iter_mut().zip(pos_row.iter_mut()).enumerate() {
-                for (dx, &v) in row[ox * kw..ox * kw + kw].iter().enumerate() {
-                    // Strict `>` keeps the first maximum in row-major window order.
-                    if v > *o || (v.is_nan() && !o.is_nan()) {
-                        *o = v;
-                        *p = ((oy * k + dy) * w + ox * kw + dx) as u32;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// [`tiled_max`] for 2×2 windows: each output compares its two row pairs and then the
-/// two winners, with no loop-carried state, so the loop over a row of outputs has no
-/// data-dependent branch (on activations such branches mispredict about half the time).
-/// A window holding a NaN takes the general scan, which keeps "the first NaN wins".
-fn max_2x2<T: Element>(xp: &[T], g: &Geometry, out: &mut [T], pos: &mut [u32]) {
-    let w = g.w;
-    for oy in 0..g.oh {
-        let top = &xp[2 * oy * w..2 * oy * w + 2 * g.ow];
-        let bottom = &xp[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * g.ow];
-        let out_row = &mut out[oy * g.ow..(oy + 1) * g.ow];
-        let pos_row = &mut pos[oy * g.ow..(oy + 1) * g.ow];
-        for (ox, ((o, p), (t, b))) in out_row
-            .iter_mut()
-            .zip(pos_row.iter_mut())
-            .zip(top.chunks_exact(2).zip(bottom.chunks_exact(2)))
-            .enumerate()
-        {
-            let (a, bb, c, d) = (t[0], t[1], b[0], b[1]);
-            // Strict `>` keeps the first maximum in row-major order a, b, c, d.
-            let right_top = bb > a;
-            let top_max = if right_top { bb } else { a };
-            let right_bottom = d > c;
-            let bottom_max = if right_bottom { d } else { c };
-            let lower = bottom_max > top_max;
-            *o = if lower { bottom_max } else { top_max };
-            let col = if lower {
-                usize::from(right_bottom)
-            } else {
-                usize::from(right_top)
-            };
-            *p = ((2 * oy + usize::from(lower)) * w + 2 * ox + col) as u32;
-        }
-        // NaN: `>` never selects it; redo such windows with the scan that lets it win.
-        for (ox, (o, p)) in out_row.iter_mut().zip(pos_row.iter_mut()).enumerate() {
-            let window = [
-                top[2 * ox],
-                top[2 * ox + 1],
-                bottom[2 * ox],
-                bottom[2 * ox + 1],
-            ];
-            if let Some(i) = window.iter().position(|v| v.is_nan()) {
-                *o = window[i];
-                *p = ((2 * oy + i / 2) * w + 2 * ox + i % 2) as u32;
-            }
-        }
-    }
-}
-
 impl<T: Element> Tensor<T> {
     /// Max pooling; the gradient goes to the first maximum of each window.
     /// ```
@@ -198,29 +98,7 @@ impl<T: Element> Tensor<T> {
             .zip(argmax.par_chunks_mut(p.max(1)))
             .enumerate()
             .for_each(|(plane, (out, pos))| {
-                let xp = &x[plane * hw..(plane + 1) * hw];
-                if cfg.padding == 0 && cfg.stride == cfg.kernel {
-                    // Non-overlapping windows without padding (the usual 2×2, stride 2):
-                    // whole window rows as slices, no per-window range arithmetic.
-                    tiled_max(xp, &g, out, pos);
-                    return;
-                }
-                for_each_window(&g, |o, (y0, y1), (x0, x1)| {
-                    let mut best = y0 * g.w + x0;
-                    let mut best_value = xp[best];
-                    for iy in y0..y1 {
-                        let start = iy * g.w + x0;
-                        for (j, &v) in xp[start..iy * g.w + x1].iter().enumerate() {
-                            // Strict `>` keeps the first maximum; NaN wins and stays.
-                            if v > best_value || (v.is_nan() && !best_value.is_nan()) {
-                                best_value = v;
-                                best = start + j;
-                            }
-                        }
-                    }
-                    out[o] = best_value;
-                    pos[o] = best as u32;
-                });
+                pool::max_pool_plane(&x[plane * hw..(plane + 1) * hw], &g, out, pos);
             });
         let shape = [self.shape()[0], self.shape()[1], g.oh, g.ow];
         let op = MaxPoolBackward {
@@ -236,19 +114,12 @@ impl<T: Element> Tensor<T> {
         let g = pool_geometry("avg_pool2d", self.shape(), cfg)?;
         let planes = self.shape()[0] * self.shape()[1];
         let (hw, p) = (g.h * g.w, g.p());
-        let scale = T::from_f64(1.0 / (cfg.kernel * cfg.kernel) as f64);
         let x = self.values();
         let mut out = vec![T::zero(); planes * p];
         out.par_chunks_mut(p.max(1))
             .enumerate()
             .for_each(|(plane, out)| {
-                let xp = &x[plane * hw..(plane + 1) * hw];
-                for_each_window(&g, |o, (y0, y1), (x0, x1)| {
-                    let s: T = (y0..y1)
-                        .flat_map(|iy| xp[iy * g.w + x0..iy * g.w + x1].iter().copied())
-                        .sum();
-                    out[o] = s * scale;
-                });
+                pool::avg_pool_plane(&x[plane * hw..(plane + 1) * hw], &g, out);
             });
         let shape = [self.shape()[0], self.shape()[1], g.oh, g.ow];
         let op = AvgPoolBackward {
@@ -295,12 +166,14 @@ impl<T: Element> CustomOp<T> for MaxPoolBackward<T> {
         let p = self.argmax.len() / planes.max(1);
         // Plane by plane on the rayon pool, each zeroed in cache by the thread that
         // scatters into it; the sum order within a plane is fixed.
-        let (dx, _) = crate::ops::par_chunks_zeroed(self.input.numel(), self.plane, |i, dxp| {
-            let at = i * p..(i + 1) * p;
-            for (&pos, &g) in self.argmax[at.clone()].iter().zip(&dy[at]) {
-                dxp[pos as usize] += g;
-            }
-        });
+        let (dx, _) = crate::kernels::elementwise::par_chunks_zeroed(
+            self.input.numel(),
+            self.plane,
+            |i, dxp| {
+                let at = i * p..(i + 1) * p;
+                pool::max_pool_plane_backward(&self.argmax[at.clone()], &dy[at], dxp);
+            },
+        );
         Ok(vec![Some(Tensor::from_contiguous(dx, self.input.shape()))])
     }
 
@@ -330,21 +203,12 @@ impl<T: Element> CustomOp<T> for AvgPoolBackward<T> {
     fn backward(&self, grad: &Tensor<T>) -> Result<Vec<Option<Tensor<T>>>> {
         let g = self.geometry;
         let (hw, p) = (g.h * g.w, g.p());
-        let scale = T::from_f64(1.0 / (g.kernel.0 * g.kernel.1) as f64);
         let dy = grad.values();
         let mut dx = vec![T::zero(); self.input.numel()];
         dx.par_chunks_mut(hw.max(1))
             .enumerate()
             .for_each(|(plane, dxp)| {
-                let dyp = &dy[plane * p..(plane + 1) * p];
-                for_each_window(&g, |o, (y0, y1), (x0, x1)| {
-                    let share = dyp[o] * scale;
-                    for iy in y0..y1 {
-                        for v in &mut dxp[iy * g.w + x0..iy * g.w + x1] {
-                            *v += share;
-                        }
-                    }
-                });
+                pool::avg_pool_plane_backward(&dy[plane * p..(plane + 1) * p], &g, dxp);
             });
         Ok(vec![Some(Tensor::from_contiguous(dx, self.input.shape()))])
     }

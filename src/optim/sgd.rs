@@ -69,7 +69,7 @@ impl<T: Element> Optimizer<T> for Sgd<T> {
             let nesterov = c.nesterov;
             // Elementwise, in pieces on the rayon pool (the update of a large layer is
             // memory-bound): the same result on any thread count.
-            let piece = crate::ops::PARALLEL_ELEMENTS;
+            let piece = crate::kernels::elementwise::PARALLEL_ELEMENTS;
             p.update_data(|p| match buf {
                 None => p
                     .par_chunks_mut(piece)
@@ -153,7 +153,7 @@ mod tests {
     #[test]
     fn a_large_parameter_updates_piecewise_as_the_formula_on_any_thread_count() {
         // Several parallel pieces and a ragged last one; momentum with weight decay.
-        let n = 3 * crate::ops::PARALLEL_ELEMENTS + 5;
+        let n = 3 * crate::kernels::elementwise::PARALLEL_ELEMENTS + 5;
         let p0: Vec<f64> = (0..n).map(|i| (i as f64 * 0.37).sin()).collect();
         let c: Vec<f64> = (0..n).map(|i| (i as f64 * 0.11).cos()).collect();
         let cfg = SgdConfig {

@@ -5,15 +5,12 @@
 //! the [`Op`] that produced it. Views (reshape of contiguous data, permute, broadcast,
 //! narrow) share storage; everything else allocates a new contiguous buffer.
 
-mod element;
 mod layout;
-mod transpose;
 
-pub use element::Element;
+pub use crate::kernels::Element;
 pub use layout::{
     broadcast_shapes, contiguous_strides, for_each_run_zip, normalize_axes, normalize_axis, Layout,
 };
-pub(crate) use transpose::transpose;
 
 use crate::autograd::{is_grad_enabled, Op};
 use crate::error::{Result, TensorError};
@@ -424,7 +421,7 @@ pub(crate) fn gather_strided<T: Copy + Default + 'static>(
         let (rows, cols, stride) = (*rows, *cols, *stride);
         if rows > 1 && cols > 1 && stride >= rows {
             let mut out = vec![T::default(); rows * cols];
-            transpose(
+            crate::kernels::transpose::copy_transposed(
                 &storage[layout.offset()..],
                 (cols, rows, stride),
                 &mut out,

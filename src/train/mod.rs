@@ -15,12 +15,14 @@ pub mod bench;
 pub mod checkpoint;
 pub mod collective;
 pub mod config;
+#[allow(unsafe_code)] // FFI: the MXCSR flush-to-zero bits
 pub mod denormals;
 mod error;
 pub mod eval;
 pub mod fit;
 pub mod metrics;
 #[cfg(feature = "mpi")]
+#[allow(unsafe_code)] // FFI: the MPI communicator handle is sent between threads
 pub mod mpi;
 pub mod plots;
 mod run;

@@ -1,50 +1,41 @@
-//! conv2d against a direct-convolution reference, and gradcheck over a parameter sweep.
+//! conv2d by every algorithm against the direct convolution (the reference), and gradcheck
+//! over a parameter sweep.
 
 use super::{Conv2dConfig, ConvAlgorithm};
 use crate::testing::*;
 use crate::{gradcheck, GradcheckOptions, Tensor};
 
-/// Direct convolution by definition, in f64.
+/// The output of the direct convolution (`kernels::conv::direct`, the reference).
 fn reference(
     x: &Tensor<f64>,
     w: &Tensor<f64>,
     b: Option<&Tensor<f64>>,
     cfg: Conv2dConfig,
 ) -> Vec<f64> {
-    let (xs, ws) = (x.shape(), w.shape());
-    let (n, c, h, wd) = (xs[0], xs[1], xs[2], xs[3]);
-    let (o, kh, kw) = (ws[0], ws[2], ws[3]);
-    let (sh, sw) = cfg.stride;
-    let (ph, pw) = cfg.padding;
-    let (dh, dw) = cfg.dilation;
-    let oh = (h + 2 * ph - dh * (kh - 1) - 1) / sh + 1;
-    let ow = (wd + 2 * pw - dw * (kw - 1) - 1) / sw + 1;
-    let (xv, wv) = (x.to_vec(), w.to_vec());
-    let bv = b.map(|b| b.to_vec());
-    let mut out = Vec::new();
-    for ni in 0..n {
-        for oc in 0..o {
-            for y in 0..oh {
-                for z in 0..ow {
-                    let mut acc = bv.as_ref().map_or(0.0, |b| b[oc]);
-                    for ci in 0..c {
-                        for i in 0..kh {
-                            for j in 0..kw {
-                                let iy = (y * sh + i * dh) as isize - ph as isize;
-                                let ix = (z * sw + j * dw) as isize - pw as isize;
-                                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
-                                    acc += xv[((ni * c + ci) * h + iy as usize) * wd + ix as usize]
-                                        * wv[((oc * c + ci) * kh + i) * kw + j];
-                                }
-                            }
-                        }
-                    }
-                    out.push(acc);
-                }
-            }
-        }
-    }
-    out
+    let direct = cfg.with_algorithm(ConvAlgorithm::Direct);
+    x.detach()
+        .conv2d(&w.detach(), b.map(Tensor::detach).as_ref(), direct)
+        .unwrap()
+        .to_vec()
+}
+
+/// `(dX, dW, db)` of `Σ conv2d(x) ⊙ r` by the direct convolution.
+fn reference_grads(
+    x: &Tensor<f64>,
+    w: &Tensor<f64>,
+    b: &Tensor<f64>,
+    r: &Tensor<f64>,
+    cfg: Conv2dConfig,
+) -> [Vec<f64>; 3] {
+    let (x, w, b) = (
+        x.detach().with_grad(),
+        w.detach().with_grad(),
+        b.detach().with_grad(),
+    );
+    let direct = cfg.with_algorithm(ConvAlgorithm::Direct);
+    let y = x.conv2d(&w, Some(&b), direct).unwrap();
+    let g = y.mul(r).unwrap().sum_all().backward().unwrap();
+    [&x, &w, &b].map(|t| g.get(t).unwrap().to_vec())
 }
 
 /// Every combination of the sweep that fits the input: (batch, c_in, kernel, stride, pad, dil, bias).
@@ -101,6 +92,29 @@ fn forward_matches_direct_convolution() {
 }
 
 #[test]
+fn im2col_gradients_match_direct_convolution_over_the_sweep() {
+    let mut checked = 0;
+    for (i, (batch, c_in, k, s, p, d, _)) in sweep().into_iter().enumerate() {
+        if d * (k - 1) + 1 > W + 2 * p {
+            continue;
+        }
+        let cfg = Conv2dConfig::new(s, p, d).with_algorithm(ConvAlgorithm::Im2col);
+        let x = rand_input(&[batch, c_in, H, W], i as u64);
+        let w = rand_input(&[3, c_in, k, k], 1000 + i as u64);
+        let b = rand_input(&[3], 2000 + i as u64);
+        let y = x.conv2d(&w, Some(&b), cfg).unwrap();
+        let r = rand_input(y.shape(), 3000 + i as u64).detach();
+        let g = y.mul(&r).unwrap().sum_all().backward().unwrap();
+        let want = reference_grads(&x, &w, &b, &r, cfg);
+        for (t, want) in [&x, &w, &b].iter().zip(&want) {
+            assert_close(&g.get(t).unwrap().to_vec(), want, 1e-12);
+        }
+        checked += 1;
+    }
+    assert!(checked > 250, "only {checked} cases checked");
+}
+
+#[test]
 fn gradcheck_parameter_sweep() {
     let opts = GradcheckOptions::default();
     let mut checked = 0;
@@ -116,13 +130,17 @@ fn gradcheck_parameter_sweep() {
         if bias {
             inputs.push(rand_input(&[2], 2000 + i as u64));
         }
-        let r = gradcheck(|t| t[0].conv2d(&t[1], t.get(2), cfg), &inputs, &opts);
-        assert!(
-            r.is_ok(),
-            "case {i} {:?}: {}",
-            (batch, c_in, k, s, p, d, bias),
-            r.unwrap_err()
-        );
+        // The fast path Auto picks, and the direct reference itself.
+        for cfg in [cfg, cfg.with_algorithm(ConvAlgorithm::Direct)] {
+            let r = gradcheck(|t| t[0].conv2d(&t[1], t.get(2), cfg), &inputs, &opts);
+            assert!(
+                r.is_ok(),
+                "case {i} {:?} {:?}: {}",
+                (batch, c_in, k, s, p, d, bias),
+                cfg.algorithm,
+                r.unwrap_err()
+            );
+        }
         checked += 1;
     }
     assert!(checked > 250, "only {checked} cases checked");
@@ -207,53 +225,8 @@ fn wide_images_split_into_several_row_tiles() {
     }
 }
 
-/// Visits every tap of a stride-1, undilated convolution that lands inside the input:
-/// `f(output, input, weight)` with flat NCHW / OIHW indices.
-fn for_each_stride_one_tap(
-    x_shape: &[usize],
-    w_shape: &[usize],
-    (ph, pw): (usize, usize),
-    mut f: impl FnMut(usize, usize, usize),
-) {
-    let (n, c, h, wd) = (x_shape[0], x_shape[1], x_shape[2], x_shape[3]);
-    let (o, kh, kw) = (w_shape[0], w_shape[2], w_shape[3]);
-    let (oh, ow) = (h + 2 * ph - kh + 1, wd + 2 * pw - kw + 1);
-    for ni in 0..n {
-        for oc in 0..o {
-            for y in 0..oh {
-                for z in 0..ow {
-                    let out = ((ni * o + oc) * oh + y) * ow + z;
-                    for ci in 0..c {
-                        for i in 0..kh {
-                            for j in 0..kw {
-                                let iy = (y + i) as isize - ph as isize;
-                                let ix = (z + j) as isize - pw as isize;
-                                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
-                                    let input =
-                                        ((ni * c + ci) * h + iy as usize) * wd + ix as usize;
-                                    f(out, input, ((oc * c + ci) * kh + i) * kw + j);
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// `dX` of `Σ y ⊙ r` by definition (scatter every output's weight back to its inputs).
-fn reference_dx(x_shape: &[usize], w: &Tensor<f64>, r: &[f64], cfg: Conv2dConfig) -> Vec<f64> {
-    let wv = w.to_vec();
-    let mut dx = vec![0.0; x_shape.iter().product()];
-    for_each_stride_one_tap(x_shape, w.shape(), cfg.padding, |out, input, tap| {
-        dx[input] += r[out] * wv[tap];
-    });
-    dx
-}
-
 #[test]
-fn stride_one_input_gradient_matches_the_definition() {
+fn stride_one_input_gradient_matches_the_direct_convolution() {
     // dX against the definition for square and rectangular kernels, paddings up to
     // kernel − 1, batch 1 and 3, in f64 (tight) and f32 (1e-4 relative). (A transposed-
     // convolution dX path was tried against this test and dropped: 1.2–5× slower per layer,
@@ -275,7 +248,7 @@ fn stride_one_input_gradient_matches_the_definition() {
         let w = rand_input(&[o, c, kh, kw], 12).detach();
         let y = x.conv2d(&w, None, cfg).unwrap();
         let r = rand_input(y.shape(), 13).detach();
-        let want = reference_dx(x.shape(), &w, &r.to_vec(), cfg);
+        let [want, _, _] = reference_grads(&x, &w, &Tensor::zeros(&[o]), &r, cfg);
         let grads = y.mul(&r).unwrap().sum_all().backward().unwrap();
         let got = grads.get(&x).unwrap().to_vec();
         assert_close(&got, &want, 1e-12);
@@ -297,21 +270,6 @@ fn stride_one_input_gradient_matches_the_definition() {
             .collect();
         assert_close(&got32, &want, 1e-4);
     }
-}
-
-/// `dW` of `Σ y ⊙ r` by definition, for stride 1 and no dilation.
-fn reference_dw(
-    x: &Tensor<f64>,
-    w_shape: &[usize],
-    r: &[f64],
-    padding: (usize, usize),
-) -> Vec<f64> {
-    let xv = x.to_vec();
-    let mut dw = vec![0.0; w_shape.iter().product()];
-    for_each_stride_one_tap(x.shape(), w_shape, padding, |out, input, tap| {
-        dw[tap] += r[out] * xv[input];
-    });
-    dw
 }
 
 /// Winograd cases: (batch, c_in, c_out, h, w, padding), covering odd and even outputs,
@@ -340,7 +298,7 @@ fn winograd_config(padding: usize) -> Conv2dConfig {
 }
 
 #[test]
-fn winograd_forward_and_gradients_match_the_definition() {
+fn winograd_forward_and_gradients_match_the_direct_convolution() {
     for (i, &(batch, c, o, h, w, p)) in WINOGRAD_CASES.iter().enumerate() {
         let seed = 500 + 10 * i as u64;
         let cfg = winograd_config(p);
@@ -353,11 +311,12 @@ fn winograd_forward_and_gradients_match_the_definition() {
 
         let r = rand_input(y.shape(), seed + 3).detach();
         let grads = y.mul(&r).unwrap().sum_all().backward().unwrap();
-        let (rv, pad) = (r.to_vec(), (p, p));
-        let want_dx = reference_dx(x.shape(), &wt, &rv, plain);
-        assert_close(&grads.get(&x).unwrap().to_vec(), &want_dx, 1e-12);
-        let want_dw = reference_dw(&x, wt.shape(), &rv, pad);
-        assert_close(&grads.get(&wt).unwrap().to_vec(), &want_dw, 1e-12);
+        let want = reference_grads(&x, &wt, &b, &r, plain);
+        for (t, want) in [&x, &wt, &b].iter().zip(&want) {
+            assert_close(&grads.get(t).unwrap().to_vec(), want, 1e-12);
+        }
+        // db by hand: the sum of r over each output channel's pixels.
+        let rv = r.to_vec();
         let want_db: Vec<f64> = (0..o)
             .map(|oc| {
                 rv.chunks(y.shape()[2] * y.shape()[3])
@@ -471,7 +430,7 @@ fn winograd_is_deterministic_for_any_thread_count() {
     };
     let one = run(1);
     assert!(ConvAlgorithm::auto_prefers_winograd(
-        &super::conv_geometry(
+        &super::config::conv_geometry(
             &[6, 16, 12, 10],
             &[16, 16, 3, 3],
             None,
@@ -621,4 +580,15 @@ fn images_sharing_a_forward_gemm_match_each_image_alone() {
         let y = x.conv2d(&wt, Some(&b), cfg).unwrap();
         assert_close(&y.to_vec(), &reference(&x, &wt, Some(&b), cfg), 1e-12);
     }
+}
+
+#[test]
+fn convolution_keeps_its_input_only_for_the_weight_gradient() {
+    let x = || rand_input(&[1, 2, 5, 5], 8).mul_scalar(1.0);
+    let conv = |w: Tensor<f64>| {
+        move |x: &Tensor<f64>| x.conv2d(&w, None, Conv2dConfig::default()).unwrap()
+    };
+    let w = rand_input(&[3, 2, 3, 3], 9);
+    assert!(storage_outlives_its_tensor(x(), conv(w.clone())));
+    assert!(!storage_outlives_its_tensor(x(), conv(w.detach())));
 }

@@ -48,7 +48,10 @@ impl<T: Element> Tensor<T> {
     /// ```
     pub fn unary<F: UnaryFn<T> + 'static>(&self, f: F) -> Tensor<T> {
         // Statically dispatched loop (vectorisable); the trait object is only for backward.
-        let data: Arc<Vec<T>> = Arc::new(crate::ops::map_elements(&self.values(), |x| f.f(x)));
+        let data: Arc<Vec<T>> = Arc::new(crate::kernels::elementwise::map_elements(
+            &self.values(),
+            |x| f.f(x),
+        ));
         // The record keeps only what the derivative reads.
         let saves = f.saves();
         let op = Op::Unary {

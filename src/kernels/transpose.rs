@@ -15,7 +15,7 @@ const B: usize = 8;
 /// # Panics
 /// If `src` or `dst` is too short for the given sizes and strides.
 #[inline(always)]
-pub(crate) fn transpose<T: Copy + Default + 'static>(
+pub fn copy_transposed<T: Copy + Default + 'static>(
     src: &[T],
     (rows, cols, src_stride): (usize, usize, usize),
     dst: &mut [T],
@@ -156,24 +156,33 @@ unsafe fn block_avx(src: &[f32], src_stride: usize, dst: &mut [f32], dst_stride:
     }
 }
 
+/// The readable reference for [`copy_transposed`]: the same contract, one element at a
+/// time. Tests compare the blocked version against it.
+///
+/// ```
+/// use tensorgrad::kernels::transpose::transpose_reference;
+/// // A 2×3 matrix (row stride 3) into its 3×2 transpose (row stride 2).
+/// let src = [1, 2, 3, 4, 5, 6];
+/// let mut dst = [0; 6];
+/// transpose_reference(&src, (2, 3, 3), &mut dst, 2);
+/// assert_eq!(dst, [1, 4, 2, 5, 3, 6]);
+/// ```
+pub fn transpose_reference<T: Copy>(
+    src: &[T],
+    (rows, cols, src_stride): (usize, usize, usize),
+    dst: &mut [T],
+    dst_stride: usize,
+) {
+    for i in 0..rows {
+        for j in 0..cols {
+            dst[j * dst_stride + i] = src[i * src_stride + j];
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn naive<T: Copy + Default>(
-        src: &[T],
-        (rows, cols, src_stride): (usize, usize, usize),
-        dst_len: usize,
-        dst_stride: usize,
-    ) -> Vec<T> {
-        let mut dst = vec![T::default(); dst_len];
-        for i in 0..rows {
-            for j in 0..cols {
-                dst[j * dst_stride + i] = src[i * src_stride + j];
-            }
-        }
-        dst
-    }
 
     /// Whole blocks, remainders on either side, strides wider than the matrix, and
     /// elements outside the matrix left as they were.
@@ -194,13 +203,15 @@ mod tests {
             let dst_len = cols.saturating_sub(1) * dst_stride + rows;
             let src32: Vec<f32> = (0..src_len).map(|v| v as f32 * 0.5 - 7.0).collect();
             let mut got = vec![0.0f32; dst_len];
-            transpose(&src32, (rows, cols, src_stride), &mut got, dst_stride);
-            let want = naive(&src32, (rows, cols, src_stride), dst_len, dst_stride);
+            copy_transposed(&src32, (rows, cols, src_stride), &mut got, dst_stride);
+            let mut want = vec![0.0f32; dst_len];
+            transpose_reference(&src32, (rows, cols, src_stride), &mut want, dst_stride);
             assert_eq!(got, want, "f32 {rows}×{cols}");
             let src64: Vec<f64> = src32.iter().map(|&v| f64::from(v)).collect();
             let mut got = vec![0.0f64; dst_len];
-            transpose(&src64, (rows, cols, src_stride), &mut got, dst_stride);
-            let want = naive(&src64, (rows, cols, src_stride), dst_len, dst_stride);
+            copy_transposed(&src64, (rows, cols, src_stride), &mut got, dst_stride);
+            let mut want = vec![0.0f64; dst_len];
+            transpose_reference(&src64, (rows, cols, src_stride), &mut want, dst_stride);
             assert_eq!(got, want, "f64 {rows}×{cols}");
         }
     }
@@ -210,6 +221,6 @@ mod tests {
     fn short_destination_is_refused() {
         let src = [1.0f32; 64];
         let mut dst = [0.0f32; 63];
-        transpose(&src, (8, 8, 8), &mut dst, 8);
+        copy_transposed(&src, (8, 8, 8), &mut dst, 8);
     }
 }

@@ -241,26 +241,43 @@ pub fn gemm<T: Element>(a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, c: MatMut<'
     }
 }
 
+/// The readable reference for [`gemm`] on dense row-major operands: `C = A·B` with
+/// `A: m×k`, `B: k×n`, three loops and a sum. Tests compare the packed product against it.
+///
+/// ```
+/// use tensorgrad::kernels::gemm::gemm_reference;
+/// let a = [1.0, 2.0, 3.0, 4.0]; // 2×2
+/// let b = [5.0, 6.0, 7.0, 8.0]; // 2×2
+/// assert_eq!(gemm_reference(&a, &b, (2, 2, 2)), vec![19.0, 22.0, 43.0, 50.0]);
+/// ```
+pub fn gemm_reference<T: Element>(a: &[T], b: &[T], (m, k, n): (usize, usize, usize)) -> Vec<T> {
+    assert!(
+        a.len() == m * k && b.len() == k * n,
+        "gemm_reference: operands are not {m}×{k} and {k}×{n}"
+    );
+    let mut c = vec![T::zero(); m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let mut sum = T::zero();
+            for p in 0..k {
+                sum += a[i * k + p] * b[p * n + j];
+            }
+            c[i * n + j] = sum;
+        }
+    }
+    c
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn naive(a: &[f64], b: &[f64], (m, k, n): (usize, usize, usize)) -> Vec<f64> {
-        let mut c = vec![0.0; m * n];
-        for i in 0..m {
-            for j in 0..n {
-                c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
-            }
-        }
-        c
-    }
 
     #[test]
     fn split_tiles_fill_the_whole_product() {
         let (m, k, n) = (5, 3, 7);
         let a: Vec<f64> = (0..m * k).map(|i| i as f64 * 0.5 - 3.0).collect();
         let b: Vec<f64> = (0..k * n).map(|i| (i as f64).sin()).collect();
-        let want = naive(&a, &b, (m, k, n));
+        let want = gemm_reference(&a, &b, (m, k, n));
         let (av, bv) = (
             MatRef::new(&a, 0, (m, k), (k, 1)),
             MatRef::new(&b, 0, (k, n), (n, 1)),

@@ -1,5 +1,4 @@
-//! The geometry of a sliding window over an image, shared by convolution (`ops/conv`) and
-//! pooling (`ops/pool`): input and output sizes, kernel, stride, padding, dilation.
+//! The geometry of a sliding window over an image, shared by convolution and pooling: input and output sizes, kernel, stride, padding, dilation.
 
 /// Sizes of one image's convolution (or pooling) problem.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +24,29 @@ pub struct Geometry {
 }
 
 impl Geometry {
+    /// The geometry of a window of `kernel` over `c` channels of `h × w`, or `None` if
+    /// the (dilated) kernel does not fit the padded input. Sizes must be positive.
+    pub fn new(
+        c: usize,
+        (h, w): (usize, usize),
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        padding: (usize, usize),
+        dilation: (usize, usize),
+    ) -> Option<Self> {
+        Some(Geometry {
+            c,
+            h,
+            w,
+            kernel,
+            stride,
+            padding,
+            dilation,
+            oh: Self::out_size(h, kernel.0, stride.0, padding.0, dilation.0)?,
+            ow: Self::out_size(w, kernel.1, stride.1, padding.1, dilation.1)?,
+        })
+    }
+
     /// Output size along one axis, or `None` if the (dilated) kernel does not fit.
     pub fn out_size(
         input: usize,

@@ -43,7 +43,7 @@ pub trait Element:
     fn with_workspace<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
 
     /// `C ← α·A·B + β·C` for strided row/column layouts (matrixmultiply's sgemm/dgemm).
-    /// Kernels call it through the checked wrapper `ops::gemm::gemm`.
+    /// Kernels call it through the checked wrapper `kernels::gemm::gemm`.
     ///
     /// # Safety
     /// `a`, `b` and `c` must point to matrices of `m×k`, `k×n` and `m×n` elements laid

@@ -1,0 +1,428 @@
+//! im2col and col2im for one image: the bridge between a convolution and a GEMM.
+//!
+//! Row `(c, ki, kj)` of the column matrix holds, for every output pixel `(oh, ow)`, the
+//! input value the kernel tap `(ki, kj)` of channel `c` sees there (0 in the padding).
+
+use super::{ConvBackward, ConvForward};
+use crate::kernels::gemm::{gemm, MatMut, MatRef};
+use crate::kernels::transpose::copy_transposed;
+use crate::kernels::{Element, Geometry};
+
+/// Output positions `lo..hi` along one axis whose input index `o·stride + offset` is in
+/// `0..len`.
+fn valid_range(offset: isize, stride: usize, len: usize, outputs: usize) -> (usize, usize) {
+    let s = stride as isize;
+    let lo = if offset >= 0 {
+        0
+    } else {
+        (-offset + s - 1) / s
+    };
+    let last = len as isize - 1 - offset;
+    let hi = if last < 0 { 0 } else { last / s + 1 };
+    let hi = (hi as usize).min(outputs);
+    ((lo as usize).min(hi), hi)
+}
+
+/// Visits every kernel tap: `f(row, channel, input row offset, valid ow range, iw offset)`.
+fn for_each_tap(g: &Geometry, mut f: impl FnMut(usize, usize, isize, (usize, usize), isize)) {
+    let (kh, kw) = g.kernel;
+    for c in 0..g.c {
+        for ki in 0..kh {
+            let ih_off = (ki * g.dilation.0) as isize - g.padding.0 as isize;
+            for kj in 0..kw {
+                let iw_off = (kj * g.dilation.1) as isize - g.padding.1 as isize;
+                let range = valid_range(iw_off, g.stride.1, g.w, g.ow);
+                f((c * kh + ki) * kw + kj, c, ih_off, range, iw_off);
+            }
+        }
+    }
+}
+
+/// Fills `cols` (`k × (rows·ow)`, row-major) from one image `x` (`c × h × w`), for the
+/// output rows `rows.0..rows.1` only (a tile of output pixels; `(0, oh)` for all).
+pub fn im2col<T: Copy + Default>(x: &[T], g: &Geometry, rows: (usize, usize), cols: &mut [T]) {
+    let p = (rows.1 - rows.0) * g.ow;
+    im2col_strided(x, g, rows, cols, p);
+}
+
+/// [`im2col`] into the first `rows·ow` columns of a matrix whose rows are `stride`
+/// elements apart (`cols[r·stride + j]`), so that several images' columns can sit side by
+/// side in one GEMM operand.
+pub fn im2col_strided<T: Copy + Default>(
+    x: &[T],
+    g: &Geometry,
+    rows: (usize, usize),
+    cols: &mut [T],
+    stride: usize,
+) {
+    let (ow, sw) = (g.ow, g.stride.1);
+    let p = (rows.1 - rows.0) * ow;
+    assert!(
+        stride >= p,
+        "im2col: row stride {stride} below the tile's {p} pixels"
+    );
+    let zero = T::default();
+    for_each_tap(g, |row, c, ih_off, (lo, hi), iw_off| {
+        let dst_row = &mut cols[row * stride..row * stride + p];
+        for oh in rows.0..rows.1 {
+            let dst = &mut dst_row[(oh - rows.0) * ow..(oh - rows.0 + 1) * ow];
+            let ih = (oh * g.stride.0) as isize + ih_off;
+            if ih < 0 || ih >= g.h as isize {
+                dst.fill(zero);
+                continue;
+            }
+            let src = &x[(c * g.h + ih as usize) * g.w..][..g.w];
+            dst[..lo].fill(zero);
+            dst[hi..].fill(zero);
+            if lo == hi {
+                continue;
+            }
+            let first = (lo * sw) as isize + iw_off;
+            if sw == 1 {
+                dst[lo..hi].copy_from_slice(&src[first as usize..first as usize + hi - lo]);
+            } else {
+                for (j, d) in dst[lo..hi].iter_mut().enumerate() {
+                    *d = src[first as usize + j * sw];
+                }
+            }
+        }
+    });
+}
+
+/// Adds the columns `cols` (`k × (rows·ow)`) of output rows `rows.0..rows.1` back onto
+/// the image `dx` (`c × h × w`): the adjoint of [`im2col`]. Accumulates into `dx`.
+pub fn col2im<T: Copy + std::ops::AddAssign>(
+    cols: &[T],
+    g: &Geometry,
+    rows: (usize, usize),
+    dx: &mut [T],
+) {
+    let (ow, sw) = (g.ow, g.stride.1);
+    let p = (rows.1 - rows.0) * ow;
+    for_each_tap(g, |row, c, ih_off, (lo, hi), iw_off| {
+        let src_row = &cols[row * p..(row + 1) * p];
+        for oh in rows.0..rows.1 {
+            let ih = (oh * g.stride.0) as isize + ih_off;
+            if ih < 0 || ih >= g.h as isize {
+                continue;
+            }
+            if lo == hi {
+                continue;
+            }
+            let src = &src_row[(oh - rows.0) * ow..(oh - rows.0 + 1) * ow];
+            let dst = &mut dx[(c * g.h + ih as usize) * g.w..][..g.w];
+            let first = ((lo * sw) as isize + iw_off) as usize;
+            if sw == 1 {
+                // Unit stride: a plain slice add, which vectorises.
+                for (d, &v) in dst[first..first + hi - lo].iter_mut().zip(&src[lo..hi]) {
+                    *d += v;
+                }
+            } else {
+                for (j, &v) in src[lo..hi].iter().enumerate() {
+                    dst[first + j * sw] += v;
+                }
+            }
+        }
+    });
+}
+
+/// Output pixels per GEMM tile. Measured with single-threaded sgemm on this machine:
+/// 32×288×1024 (cifar-cnn conv2, whole image) runs at 42 GFLOP/s, 32×288×256 at 66: a
+/// tile's columns stay in cache between im2col and the GEMM that packs them.
+const TILE_PIXELS: usize = 256;
+
+/// Tiles of whole output rows, each about [`TILE_PIXELS`] pixels: `(first row, end row)`.
+fn row_tiles(g: &Geometry) -> impl Iterator<Item = (usize, usize)> {
+    let rows = (TILE_PIXELS / g.ow.max(1)).max(1);
+    let oh = g.oh;
+    (0..oh)
+        .step_by(rows)
+        .map(move |r0| (r0, (r0 + rows).min(oh)))
+}
+
+/// The largest tile's pixel count (sizes the column workspace).
+fn max_tile_pixels(g: &Geometry) -> usize {
+    row_tiles(g).map(|(a, b)| (b - a) * g.ow).max().unwrap_or(0)
+}
+
+/// Images whose im2col columns share one forward GEMM: as many as fit in [`TILE_PIXELS`]
+/// when an image has at most half that many output pixels (LeNet's conv2: 64 pixels, so 4
+/// images and a 256-column product), otherwise 1. Per-image products that narrow pack the
+/// whole weight matrix again for every image (LeNet's conv2: 25,000 weights for 64 columns).
+fn images_per_gemm(g: &Geometry) -> usize {
+    let p = g.p();
+    if p == 0 || 2 * p > TILE_PIXELS {
+        1
+    } else {
+        TILE_PIXELS / p
+    }
+}
+
+/// The forward pass by im2col + GEMM: `Y = W·im2col(X) + b`, per tile of output rows, or
+/// for a group of small images in one product.
+pub struct Im2colForward<T> {
+    geometry: Geometry,
+    outputs: usize,
+    /// `W` (`o × k`) stored by column: the GEMMs take it as their left operand, which
+    /// matrixmultiply packs with contiguous loads only when stored so. Transposed once per
+    /// call here, not gathered again by every GEMM (LeNet's conv2: 25,000 weights per
+    /// product).
+    w_by_column: Vec<T>,
+}
+
+impl<T: Element> Im2colForward<T> {
+    /// Prepares the `o × c × kh × kw` weights `w` of a layer of geometry `g`.
+    pub fn new(g: &Geometry, o: usize, w: &[T]) -> Self {
+        let k = g.k();
+        let mut w_by_column = vec![T::zero(); o * k];
+        copy_transposed(w, (o, k, k), &mut w_by_column, o);
+        Im2colForward {
+            geometry: *g,
+            outputs: o,
+            w_by_column,
+        }
+    }
+
+    /// The weights as a `o × k` matrix view.
+    fn weights(&self) -> MatRef<'_, T> {
+        let (o, k) = (self.outputs, self.geometry.k());
+        MatRef::new(&self.w_by_column, 0, (o, k), (1, o))
+    }
+
+    /// One image: `y` (`o × p`, zeroed) from `x`, tile by tile, the bias seeding the GEMM.
+    fn image(&self, x: &[T], bias: Option<&[T]>, y: &mut [T], cols: &mut [T]) {
+        let (g, o) = (&self.geometry, self.outputs);
+        let (k, p) = (g.k(), g.p());
+        let beta = match bias {
+            Some(b) => {
+                for (row, &bv) in y.chunks_mut(p).zip(b.iter()) {
+                    row.fill(bv);
+                }
+                T::one()
+            }
+            None => T::zero(),
+        };
+        for (r0, r1) in row_tiles(g) {
+            let pt = (r1 - r0) * g.ow;
+            im2col(x, g, (r0, r1), cols);
+            // Y[:, tile] (=|+=) W[o×k] · cols[k×pt]
+            gemm(
+                self.weights(),
+                MatRef::new(cols, 0, (k, pt), (pt, 1)),
+                beta,
+                MatMut::new(&mut y[r0 * g.ow..], (o, pt), p),
+            );
+        }
+    }
+
+    /// Several images through one product into a workspace, each column block then copied
+    /// (plus bias) to its image.
+    fn images(&self, x: &[T], bias: Option<&[T]>, y: &mut [T], ws: &mut [T]) {
+        let (g, o) = (&self.geometry, self.outputs);
+        let (k, p) = (g.k(), g.p());
+        let imgs = y.len() / (o * p);
+        let cols_len = imgs * p;
+        let (cols, product) = ws[..(k + o) * cols_len].split_at_mut(k * cols_len);
+        for (i, x_i) in x.chunks_exact(g.chw()).enumerate() {
+            im2col_strided(x_i, g, (0, g.oh), &mut cols[i * p..], cols_len);
+        }
+        // product[o × imgs·p] = W[o×k] · cols[k × imgs·p]
+        gemm(
+            self.weights(),
+            MatRef::new(cols, 0, (k, cols_len), (cols_len, 1)),
+            T::zero(),
+            MatMut::new(product, (o, cols_len), cols_len),
+        );
+        for (i, y_i) in y.chunks_exact_mut(o * p).enumerate() {
+            for (oc, row) in y_i.chunks_exact_mut(p).enumerate() {
+                let from = &product[oc * cols_len + i * p..][..p];
+                match bias {
+                    // The same sum as the one-image path's `W·cols + 1·bias`.
+                    Some(b) => {
+                        for (out, &v) in row.iter_mut().zip(from) {
+                            *out = v + b[oc];
+                        }
+                    }
+                    None => row.copy_from_slice(from),
+                }
+            }
+        }
+    }
+}
+
+impl<T: Element> ConvForward<T> for Im2colForward<T> {
+    fn images_per_call(&self) -> usize {
+        images_per_gemm(&self.geometry)
+    }
+
+    fn workspace(&self) -> usize {
+        let g = &self.geometry;
+        match self.images_per_call() {
+            1 => g.k() * max_tile_pixels(g),
+            imgs => (g.k() + self.outputs) * imgs * g.p(),
+        }
+    }
+
+    fn forward(&self, x: &[T], bias: Option<&[T]>, y: &mut [T], workspace: &mut [T]) {
+        if self.images_per_call() == 1 {
+            let g = &self.geometry;
+            for (x_i, y_i) in x
+                .chunks_exact(g.chw())
+                .zip(y.chunks_exact_mut(self.outputs * g.p()))
+            {
+                self.image(x_i, bias, y_i, workspace);
+            }
+        } else {
+            self.images(x, bias, y, workspace);
+        }
+    }
+}
+
+/// The backward pass by im2col: per tile of output rows, `dW += dY·colsᵀ` and
+/// `dX = col2im(Wᵀ·dY)`. The columns are recomputed rather than kept from the forward
+/// pass: kept columns would cost `k·p` floats per image (151 MB for `cifar-cnn`'s second
+/// conv at batch 128), while im2col is a copy, cheap next to the GEMMs that read it.
+pub struct Im2colBackward<'a, T> {
+    geometry: Geometry,
+    outputs: usize,
+    weight: &'a [T],
+}
+
+impl<'a, T: Element> Im2colBackward<'a, T> {
+    /// A layer of geometry `g` with the `o × c × kh × kw` weights `w` (empty when no input
+    /// gradient is wanted).
+    pub fn new(g: &Geometry, o: usize, w: &'a [T]) -> Self {
+        Im2colBackward {
+            geometry: *g,
+            outputs: o,
+            weight: w,
+        }
+    }
+}
+
+impl<T: Element> ConvBackward<T> for Im2colBackward<'_, T> {
+    /// One tile's columns, its column gradient (or its columns transposed), and its output
+    /// gradient transposed.
+    fn workspace(&self) -> usize {
+        let g = &self.geometry;
+        (2 * g.k() + self.outputs) * max_tile_pixels(g)
+    }
+
+    fn weight_grad_len(&self) -> usize {
+        self.outputs * self.geometry.k()
+    }
+
+    fn backward_image(
+        &self,
+        dy: &[T],
+        x: &[T],
+        mut dx: Option<&mut [T]>,
+        mut dw: Option<&mut [T]>,
+        ws: &mut [T],
+    ) {
+        let (g, o, w) = (&self.geometry, self.outputs, self.weight);
+        let (k, p, tile) = (g.k(), g.p(), max_tile_pixels(g));
+        let (cols, rest) = ws.split_at_mut(k * tile);
+        let (dcols, rest) = rest.split_at_mut(k * tile);
+        let dy_t = &mut rest[..o * tile];
+        for (r0, r1) in row_tiles(g) {
+            let (p0, pt) = (r0 * g.ow, (r1 - r0) * g.ow);
+            if let Some(dw) = dw.as_deref_mut() {
+                im2col(x, g, (r0, r1), cols);
+                let cols_t = &mut dcols[..pt * k];
+                copy_transposed(cols, (k, pt, pt), cols_t, k);
+                copy_transposed(&dy[p0..], (o, pt, p), dy_t, o);
+                // dW[o×k] += dY[:, tile][o×pt] · cols[k×pt]ᵀ. The product runs over pixels,
+                // so matrixmultiply packs its operands with contiguous loads only if they
+                // are stored pixel-major: both are transposed first (8×8 blocks; with the
+                // AVX kernel this is cheaper than the gathered packing, measured: LeNet
+                // conv2 dW 73.6 -> 82.0 GFLOP/s, before that kernel it was slower).
+                gemm(
+                    MatRef::new(dy_t, 0, (o, pt), (1, o)),
+                    MatRef::new(cols_t, 0, (pt, k), (k, 1)),
+                    T::one(),
+                    MatMut::new(dw, (o, k), k),
+                );
+            }
+            if let Some(dx) = dx.as_deref_mut() {
+                // dcols[k×pt] = W[o×k]ᵀ · dY[:, tile][o×pt]
+                gemm(
+                    MatRef::new(w, 0, (k, o), (1, k)),
+                    MatRef::new(dy, p0, (o, pt), (p, 1)),
+                    T::zero(),
+                    MatMut::new(dcols, (k, pt), pt),
+                );
+                col2im(dcols, g, (r0, r1), dx);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geometry(h: usize, w: usize, k: usize, s: usize, p: usize, d: usize) -> Geometry {
+        Geometry {
+            c: 2,
+            h,
+            w,
+            kernel: (k, k),
+            stride: (s, s),
+            padding: (p, p),
+            dilation: (d, d),
+            oh: Geometry::out_size(h, k, s, p, d).unwrap(),
+            ow: Geometry::out_size(w, k, s, p, d).unwrap(),
+        }
+    }
+
+    #[test]
+    fn col2im_is_the_adjoint_of_im2col() {
+        // <im2col(x), y> = <x, col2im(y)> for arbitrary x, y.
+        for (h, w, k, s, p, d) in [(5, 7, 3, 2, 1, 1), (6, 5, 2, 3, 2, 2), (4, 4, 1, 1, 0, 1)] {
+            let g = geometry(h, w, k, s, p, d);
+            let x: Vec<f64> = (0..g.chw()).map(|i| (i as f64 * 0.37).sin()).collect();
+            let y: Vec<f64> = (0..g.k() * g.p())
+                .map(|i| (i as f64 * 0.11).cos())
+                .collect();
+            let mut cols = vec![0.0; g.k() * g.p()];
+            im2col(&x, &g, (0, g.oh), &mut cols);
+            let mut back = vec![0.0; g.chw()];
+            col2im(&y, &g, (0, g.oh), &mut back);
+            let lhs: f64 = cols.iter().zip(&y).map(|(a, b)| a * b).sum();
+            let rhs: f64 = x.iter().zip(&back).map(|(a, b)| a * b).sum();
+            assert!((lhs - rhs).abs() < 1e-10, "{lhs} vs {rhs}");
+        }
+    }
+
+    #[test]
+    fn tiles_of_rows_assemble_the_whole_matrix() {
+        let g = geometry(9, 6, 3, 2, 1, 1);
+        let x: Vec<f64> = (0..g.chw()).map(|i| i as f64).collect();
+        let mut whole = vec![0.0; g.k() * g.p()];
+        im2col(&x, &g, (0, g.oh), &mut whole);
+        for (r0, r1) in [(0, 2), (2, 3), (3, g.oh)] {
+            let tp = (r1 - r0) * g.ow;
+            let mut tile = vec![0.0; g.k() * tp];
+            im2col(&x, &g, (r0, r1), &mut tile);
+            for row in 0..g.k() {
+                assert_eq!(
+                    tile[row * tp..(row + 1) * tp],
+                    whole[row * g.p() + r0 * g.ow..row * g.p() + r1 * g.ow]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn padding_reads_zero() {
+        let g = geometry(2, 2, 3, 1, 1, 1);
+        let x = vec![1.0f32; g.chw()];
+        let mut cols = vec![9.0; g.k() * g.p()];
+        im2col(&x, &g, (0, g.oh), &mut cols);
+        // Tap (0,0) at output (0,0) reads input (-1,-1): padding.
+        assert_eq!(cols[0], 0.0);
+        // The centre tap always reads a real pixel.
+        assert!(cols[4 * g.p()..5 * g.p()].iter().all(|&v| v == 1.0));
+    }
+}

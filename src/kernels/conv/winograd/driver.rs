@@ -1,0 +1,298 @@
+//! The per-image drivers: blocks of tile rows through transform, 16 GEMMs and inverse
+//! transform, compiled twice (plain and with AVX2 enabled, chosen at run time).
+
+use super::rows::{
+    scatter_input_grad, scratch_len, transform_input, transform_output, transform_output_grad,
+};
+use super::tile_major::{
+    grad_to_nhwc, input_to_nhwc, transform_input_tile_major, transform_output_grad_tile_major,
+};
+use super::{position_stride, Tiles, POSITIONS};
+use crate::kernels::conv::{ConvBackward, ConvForward};
+use crate::kernels::gemm::{gemm, MatMut, MatRef};
+use crate::kernels::{Element, Geometry};
+
+/// Workspace (elements) for [`forward_image`].
+fn forward_workspace(g: &Geometry, o: usize) -> usize {
+    let tiles = Tiles::of(g);
+    let cap = tiles.block_capacity();
+    POSITIONS * (position_stride(g.c * cap) + position_stride(o * cap)) + scratch_len(&tiles)
+}
+
+/// One image's convolution: `y` (`o × oh × ow`) from `x` (`c × h × w`), the transformed
+/// weights `u` ([`transform_weights`], [`WeightLayout::ByInput`]) and an optional bias.
+fn forward_image<T: Element>(
+    x: &[T],
+    g: &Geometry,
+    u: &[T],
+    o: usize,
+    bias: Option<&[T]>,
+    y: &mut [T],
+    workspace: &mut [T],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        return unsafe { forward_image_avx2(x, g, u, o, bias, y, workspace) };
+    }
+    forward_image_body(x, g, u, o, bias, y, workspace)
+}
+
+/// [`forward_image`] compiled for AVX2: the transforms' loops run 8 floats wide.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn forward_image_avx2<T: Element>(
+    x: &[T],
+    g: &Geometry,
+    u: &[T],
+    o: usize,
+    bias: Option<&[T]>,
+    y: &mut [T],
+    workspace: &mut [T],
+) {
+    forward_image_body(x, g, u, o, bias, y, workspace)
+}
+
+#[inline(always)]
+fn forward_image_body<T: Element>(
+    x: &[T],
+    g: &Geometry,
+    u: &[T],
+    o: usize,
+    bias: Option<&[T]>,
+    y: &mut [T],
+    workspace: &mut [T],
+) {
+    let tiles = Tiles::of(g);
+    let cap = tiles.block_capacity();
+    let (v_stride, m_stride) = (position_stride(g.c * cap), position_stride(o * cap));
+    let (v, rest) = workspace.split_at_mut(POSITIONS * v_stride);
+    let (m, scratch) = rest.split_at_mut(POSITIONS * m_stride);
+    let c = g.c;
+    for block in tiles.blocks() {
+        let nt = (block.1 - block.0) * tiles.cols;
+        transform_input(x, g, block, v, v_stride, scratch);
+        for xi in 0..POSITIONS {
+            // M[ξ] (o × nt) = U[ξ] (o × c) · V[ξ] (c × nt)
+            gemm(
+                MatRef::new(u, xi * o * c, (o, c), (1, o)),
+                MatRef::new(v, xi * v_stride, (c, nt), (nt, 1)),
+                T::zero(),
+                MatMut::new(&mut m[xi * m_stride..], (o, nt), nt),
+            );
+        }
+        transform_output(m, m_stride, o, g, block, bias, y, scratch);
+    }
+}
+
+/// Workspace (elements) for [`backward_image`].
+fn backward_workspace(g: &Geometry, o: usize) -> usize {
+    let tiles = Tiles::of(g);
+    let cap = tiles.block_capacity();
+    let planes = g.c * tiles.padded_height() * tiles.padded_width();
+    // Ũ (either layout), V (tile-major) or M' in one buffer, the padded dX planes, the
+    // padded NHWC input (as big as the planes), the NHWC gradient, the transforms' scratch.
+    let grad_nhwc = 4 * tiles.rows * tiles.cols * o;
+    POSITIONS * (position_stride(o * cap) + position_stride(g.c * cap))
+        + 2 * planes
+        + grad_nhwc
+        + scratch_len(&tiles)
+}
+
+/// One image's backward pass. With `dx`, writes the image's input gradient (`c × h × w`)
+/// from the transformed weights `u` ([`WeightLayout::ByOutput`]); with `wt`, adds the image's transformed weight
+/// gradient (`16 × o × c`, see [`finish_weight_grad`]) computed from its input `x`.
+#[allow(clippy::too_many_arguments)]
+fn backward_image<T: Element>(
+    dy: &[T],
+    g: &Geometry,
+    o: usize,
+    u: &[T],
+    x: &[T],
+    dx: Option<&mut [T]>,
+    wt: Option<&mut [T]>,
+    workspace: &mut [T],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        return unsafe { backward_image_avx2(dy, g, o, u, x, dx, wt, workspace) };
+    }
+    backward_image_body(dy, g, o, u, x, dx, wt, workspace)
+}
+
+/// [`backward_image`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+fn backward_image_avx2<T: Element>(
+    dy: &[T],
+    g: &Geometry,
+    o: usize,
+    u: &[T],
+    x: &[T],
+    dx: Option<&mut [T]>,
+    wt: Option<&mut [T]>,
+    workspace: &mut [T],
+) {
+    backward_image_body(dy, g, o, u, x, dx, wt, workspace)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn backward_image_body<T: Element>(
+    dy: &[T],
+    g: &Geometry,
+    o: usize,
+    u: &[T],
+    x: &[T],
+    dx: Option<&mut [T]>,
+    wt: Option<&mut [T]>,
+    workspace: &mut [T],
+) {
+    let tiles = Tiles::of(g);
+    let cap = tiles.block_capacity();
+    let c = g.c;
+    let plane_len = c * tiles.padded_height() * tiles.padded_width();
+    let (u_stride, c_stride) = (position_stride(o * cap), position_stride(c * cap));
+    // The dW products of a block run before its dX products, and each pair of operands
+    // shares one pair of buffers, so that a block's working set stays in L2.
+    let (ut, rest) = workspace.split_at_mut(POSITIONS * u_stride);
+    let (dyn_, rest) = rest.split_at_mut(4 * tiles.rows * tiles.cols * o);
+    let (v, rest) = rest.split_at_mut(POSITIONS * c_stride);
+    let (planes, rest) = rest.split_at_mut(plane_len);
+    let (xn, scratch) = rest.split_at_mut(plane_len);
+    if dx.is_some() {
+        planes.fill(T::zero());
+    }
+    let mut wt = wt;
+    if wt.is_some() {
+        input_to_nhwc(x, g, xn);
+        grad_to_nhwc(dy, o, g, dyn_);
+    }
+    for block in tiles.blocks() {
+        let nt = (block.1 - block.0) * tiles.cols;
+        if let Some(wt) = wt.as_deref_mut() {
+            transform_output_grad_tile_major(dyn_, o, g, block, ut, u_stride);
+            transform_input_tile_major(xn, g, block, v, c_stride);
+            for xi in 0..POSITIONS {
+                // W̃[ξ] (o × c) += Ũ[ξ] (o × nt) · V[ξ] (nt × c), both stored tile-major.
+                gemm(
+                    MatRef::new(ut, xi * u_stride, (o, nt), (1, o)),
+                    MatRef::new(v, xi * c_stride, (nt, c), (c, 1)),
+                    T::one(),
+                    MatMut::new(&mut wt[xi * o * c..], (o, c), c),
+                );
+            }
+        }
+        if dx.is_some() {
+            transform_output_grad(dy, o, g, block, ut, u_stride, scratch);
+            for xi in 0..POSITIONS {
+                // M'[ξ] (c × nt) = U[ξ]ᵀ (c × o) · Ũ[ξ] (o × nt)
+                gemm(
+                    MatRef::new(u, xi * o * c, (c, o), (1, c)),
+                    MatRef::new(ut, xi * u_stride, (o, nt), (nt, 1)),
+                    T::zero(),
+                    MatMut::new(&mut v[xi * c_stride..], (c, nt), nt),
+                );
+            }
+            scatter_input_grad(v, c_stride, g, block, planes, scratch);
+        }
+    }
+    if let Some(dx) = dx {
+        // Crop the padding: input pixel (ih, iw) is padded (ih + ph, iw + pw).
+        let (wp, hp) = (tiles.padded_width(), tiles.padded_height());
+        let (ph, pw) = g.padding;
+        for (ci, out) in dx.chunks_exact_mut(g.h * g.w).enumerate() {
+            for (ih, row) in out.chunks_exact_mut(g.w).enumerate() {
+                let src = &planes[(ci * hp + ih + ph) * wp + pw..][..g.w];
+                row.copy_from_slice(src);
+            }
+        }
+    }
+}
+
+/// The forward pass by Winograd, with the weights transformed once per call
+/// ([`WeightLayout::ByInput`](super::WeightLayout)).
+pub struct WinogradForward<T> {
+    geometry: Geometry,
+    outputs: usize,
+    u: Vec<T>,
+}
+
+impl<T: Element> WinogradForward<T> {
+    /// Prepares the `o × c × 3 × 3` weights `w` of a layer of geometry `g`
+    /// ([`supports`](super::supports) must hold).
+    pub fn new(g: &Geometry, o: usize, w: &[T]) -> Self {
+        WinogradForward {
+            geometry: *g,
+            outputs: o,
+            u: super::transform_weights(w, o, g.c, super::WeightLayout::ByInput),
+        }
+    }
+}
+
+impl<T: Element> ConvForward<T> for WinogradForward<T> {
+    fn workspace(&self) -> usize {
+        forward_workspace(&self.geometry, self.outputs)
+    }
+
+    fn forward(&self, x: &[T], bias: Option<&[T]>, y: &mut [T], workspace: &mut [T]) {
+        let (g, o) = (&self.geometry, self.outputs);
+        for (x_i, y_i) in x.chunks_exact(g.chw()).zip(y.chunks_exact_mut(o * g.p())) {
+            forward_image(x_i, g, &self.u, o, bias, y_i, workspace);
+        }
+    }
+}
+
+/// The backward pass by Winograd: dX from the weights transformed by output channel
+/// ([`WeightLayout::ByOutput`](super::WeightLayout)), dW accumulated transformed and
+/// brought back once ([`finish_weight_grad`](super::finish_weight_grad)).
+pub struct WinogradBackward<T> {
+    geometry: Geometry,
+    outputs: usize,
+    u: Vec<T>,
+}
+
+impl<T: Element> WinogradBackward<T> {
+    /// A layer of geometry `g` with the `o × c × 3 × 3` weights `w` (empty when no input
+    /// gradient is wanted: then nothing is transformed).
+    pub fn new(g: &Geometry, o: usize, w: &[T]) -> Self {
+        let u = if w.is_empty() {
+            Vec::new()
+        } else {
+            super::transform_weights(w, o, g.c, super::WeightLayout::ByOutput)
+        };
+        WinogradBackward {
+            geometry: *g,
+            outputs: o,
+            u,
+        }
+    }
+}
+
+impl<T: Element> ConvBackward<T> for WinogradBackward<T> {
+    fn workspace(&self) -> usize {
+        backward_workspace(&self.geometry, self.outputs)
+    }
+
+    fn weight_grad_len(&self) -> usize {
+        super::weight_grad_len(self.outputs, self.geometry.c)
+    }
+
+    fn backward_image(
+        &self,
+        dy: &[T],
+        x: &[T],
+        dx: Option<&mut [T]>,
+        dw: Option<&mut [T]>,
+        workspace: &mut [T],
+    ) {
+        let (g, o) = (&self.geometry, self.outputs);
+        backward_image(dy, g, o, &self.u, x, dx, dw, workspace);
+    }
+
+    fn finish_weight_grad(&self, summed: Vec<T>) -> Vec<T> {
+        super::finish_weight_grad(&summed, self.outputs, self.geometry.c)
+    }
+}

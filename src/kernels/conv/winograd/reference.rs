@@ -1,0 +1,199 @@
+//! Winograd F(2×2, 3×3) one tile at a time, with its three matrices written out: the
+//! readable version of what the row and tile-major transforms compute in bulk.
+//!
+//! A 2×2 output tile of a 3×3 correlation is `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`, summed over
+//! input channels, for the 4×4 input patch `d` under the tile and the kernel `g` (Lavin &
+//! Gray, 2016). The fast paths are tested against this, and this against the direct
+//! convolution.
+
+use crate::kernels::{Element, Geometry};
+
+/// `Bᵀ` (4×4): the input transform.
+pub const BT: [[f64; 4]; 4] = [
+    [1.0, 0.0, -1.0, 0.0],
+    [0.0, 1.0, 1.0, 0.0],
+    [0.0, -1.0, 1.0, 0.0],
+    [0.0, 1.0, 0.0, -1.0],
+];
+
+/// `G` (4×3): the kernel transform.
+pub const G: [[f64; 3]; 4] = [
+    [1.0, 0.0, 0.0],
+    [0.5, 0.5, 0.5],
+    [0.5, -0.5, 0.5],
+    [0.0, 0.0, 1.0],
+];
+
+/// `Aᵀ` (2×4): the output transform.
+pub const AT: [[f64; 4]; 2] = [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, -1.0]];
+
+/// `L · X · Rᵀ` for an `r × c` matrix `X`, an `m × r` matrix `L` and an `n × c` matrix
+/// `R`: the two-sided transform every stage of Winograd is made of.
+fn sandwich<const M: usize, const R: usize, const C: usize, const N: usize>(
+    l: &[[f64; R]; M],
+    x: &[[f64; C]; R],
+    r: &[[f64; C]; N],
+) -> [[f64; N]; M] {
+    let mut lx = [[0.0; C]; M];
+    for i in 0..M {
+        for j in 0..C {
+            lx[i][j] = (0..R).map(|k| l[i][k] * x[k][j]).sum();
+        }
+    }
+    let mut out = [[0.0; N]; M];
+    for i in 0..M {
+        for j in 0..N {
+            out[i][j] = (0..C).map(|k| lx[i][k] * r[j][k]).sum();
+        }
+    }
+    out
+}
+
+/// `U = G g Gᵀ`: a 3×3 kernel in the transformed domain (4×4).
+pub fn transform_kernel(g: &[[f64; 3]; 3]) -> [[f64; 4]; 4] {
+    sandwich(&G, g, &G)
+}
+
+/// `V = Bᵀ d B`: a 4×4 input patch in the transformed domain.
+pub fn transform_patch(d: &[[f64; 4]; 4]) -> [[f64; 4]; 4] {
+    sandwich(&BT, d, &BT)
+}
+
+/// `Y = Aᵀ M A`: a transformed 4×4 product back to its 2×2 output tile.
+pub fn inverse_transform(m: &[[f64; 4]; 4]) -> [[f64; 2]; 2] {
+    sandwich(&AT, m, &AT)
+}
+
+/// One image's convolution (`y`: `o × oh × ow`, overwritten) tile by tile: for every 2×2
+/// tile, `Aᵀ [Σ_c (G g Gᵀ) ⊙ (Bᵀ d B)] A` plus the bias, cut at odd output edges. In f64
+/// whatever `T` is; `g` must be a geometry Winograd supports.
+pub fn forward_image<T: Element>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    g: &Geometry,
+    o: usize,
+    y: &mut [T],
+) {
+    // The input pixel under patch position (r, s) of the tile at output (2ti, 2tj).
+    let pixel = |c: usize, iy: isize, ix: isize| -> f64 {
+        let inside = iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w;
+        if inside {
+            x[(c * g.h + iy as usize) * g.w + ix as usize].as_f64()
+        } else {
+            0.0
+        }
+    };
+    for oc in 0..o {
+        for ti in 0..g.oh.div_ceil(2) {
+            for tj in 0..g.ow.div_ceil(2) {
+                let mut m = [[0.0; 4]; 4];
+                for c in 0..g.c {
+                    let k = &w[(oc * g.c + c) * 9..][..9];
+                    let kernel: [[f64; 3]; 3] =
+                        std::array::from_fn(|i| std::array::from_fn(|j| k[3 * i + j].as_f64()));
+                    let patch: [[f64; 4]; 4] = std::array::from_fn(|r| {
+                        std::array::from_fn(|s| {
+                            let iy = (2 * ti + r) as isize - g.padding.0 as isize;
+                            let ix = (2 * tj + s) as isize - g.padding.1 as isize;
+                            pixel(c, iy, ix)
+                        })
+                    });
+                    let (u, v) = (transform_kernel(&kernel), transform_patch(&patch));
+                    for a in 0..4 {
+                        for b in 0..4 {
+                            m[a][b] += u[a][b] * v[a][b];
+                        }
+                    }
+                }
+                let tile = inverse_transform(&m);
+                let b = bias.map_or(0.0, |b| b[oc].as_f64());
+                for (dr, row) in tile.iter().enumerate() {
+                    for (dc, &v) in row.iter().enumerate() {
+                        let (oy, ox) = (2 * ti + dr, 2 * tj + dc);
+                        if oy < g.oh && ox < g.ow {
+                            y[(oc * g.oh + oy) * g.ow + ox] = T::from_f64(v + b);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::conv::{direct, winograd};
+
+    fn values(n: usize, seed: usize) -> Vec<f64> {
+        (0..n)
+            .map(|i| (((i + seed) * 7919) % 211) as f64 / 37.0 - 2.8)
+            .collect()
+    }
+
+    /// The tile formula is the correlation: against the direct convolution for every
+    /// padding Winograd takes, odd and even outputs, several channels.
+    #[test]
+    fn one_tile_at_a_time_equals_the_direct_convolution() {
+        for (c, o, h, w, p) in [
+            (1, 1, 4, 4, 0),
+            (3, 2, 7, 5, 1),
+            (2, 3, 6, 9, 2),
+            (2, 1, 3, 3, 1),
+        ] {
+            let g = Geometry::new(c, (h, w), (3, 3), (1, 1), (p, p), (1, 1)).unwrap();
+            assert!(winograd::supports(&g));
+            let (x, k, b) = (values(g.chw(), 1), values(o * c * 9, 2), values(o, 3));
+            let mut want = vec![0.0; o * g.p()];
+            direct::forward(&x, &k, Some(&b), &g, o, &mut want);
+            let mut got = vec![f64::NAN; o * g.p()];
+            forward_image(&x, &k, Some(&b), &g, o, &mut got);
+            for (a, b) in got.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() < 1e-12,
+                    "{a} vs {b} for {:?}",
+                    (c, o, h, w, p)
+                );
+            }
+        }
+    }
+
+    /// The fast weight transform (`G g Gᵀ` as two passes of three-term sums) holds the
+    /// matrices' products at every position, in both layouts.
+    #[test]
+    fn fast_weight_transform_equals_g_g_gt() {
+        let (o, c) = (3, 2);
+        let w = values(o * c * 9, 5);
+        let by_output = winograd::transform_weights(&w, o, c, winograd::WeightLayout::ByOutput);
+        let by_input = winograd::transform_weights(&w, o, c, winograd::WeightLayout::ByInput);
+        for oc in 0..o {
+            for ci in 0..c {
+                let k = &w[(oc * c + ci) * 9..][..9];
+                let kernel = std::array::from_fn(|i| std::array::from_fn(|j| k[3 * i + j]));
+                let u = transform_kernel(&kernel);
+                for (a, row) in u.iter().enumerate() {
+                    for (b, &value) in row.iter().enumerate() {
+                        let xi = (a * 4 + b) * o * c;
+                        assert!((by_output[xi + oc * c + ci] - value).abs() < 1e-14);
+                        assert!((by_input[xi + ci * o + oc] - value).abs() < 1e-14);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `finish_weight_grad` is `Gᵀ W̃ G`: the adjoint of the kernel transform, so
+    /// `⟨G g Gᵀ, W̃⟩ = ⟨g, Gᵀ W̃ G⟩` for any kernel and any transformed gradient.
+    #[test]
+    fn weight_grad_transform_is_the_adjoint_of_the_kernel_transform() {
+        let g = values(9, 7);
+        let wt = values(16, 8);
+        let kernel: [[f64; 3]; 3] = std::array::from_fn(|i| std::array::from_fn(|j| g[3 * i + j]));
+        let u = transform_kernel(&kernel);
+        let lhs: f64 = (0..16).map(|i| u[i / 4][i % 4] * wt[i]).sum();
+        let back = winograd::finish_weight_grad(&wt, 1, 1);
+        let rhs: f64 = g.iter().zip(&back).map(|(a, b)| a * b).sum();
+        assert!((lhs - rhs).abs() < 1e-12, "{lhs} vs {rhs}");
+    }
+}

@@ -1,0 +1,29 @@
+//! The kernels floor: pure functions over slices, below the tensor and the graph.
+//!
+//! Nothing here knows [`Tensor`](crate::Tensor), layouts or autograd: a kernel takes
+//! slices (and sizes) in and writes slices out. Every fast path has, beside it, the plain
+//! version a learner reads first and the tests compare it against:
+//!
+//! | kernel | fast path | readable reference |
+//! |---|---|---|
+//! | [`gemm`] | matrixmultiply's packed sgemm/dgemm behind checked [`gemm::MatRef`]/[`gemm::MatMut`] views | [`gemm::gemm_reference`] (three loops) |
+//! | [`transpose`] | 8×8 blocks, AVX in-register shuffles for f32 | [`transpose::transpose_reference`] |
+//! | [`elementwise`] | maps split over the rayon pool, chunks zeroed by their filling thread | the serial loop (same results, tested) |
+//! | [`conv`] | im2col + GEMM, Winograd F(2×2, 3×3) | [`conv::direct`] (seven loops), [`conv::winograd::reference`] (one tile, `Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A`) |
+//! | [`pool`] | 2×2/2 max-pool unrolled, tiled windows | [`pool::max_pool_reference`] |
+//!
+//! **`unsafe` lives here and nowhere else** (apart from the FFI calls of `memory.rs`,
+//! `train/denormals.rs` and `train/mpi.rs`): the crate denies `unsafe_code` and allows it
+//! only for these modules, and `clippy::undocumented_unsafe_blocks` makes every block carry
+//! its `// SAFETY:` argument.
+
+pub mod conv;
+pub mod element;
+pub mod elementwise;
+pub mod gemm;
+pub mod pool;
+pub mod transpose;
+pub mod window;
+
+pub use element::Element;
+pub use window::Geometry;
