@@ -392,3 +392,71 @@ fn parameters_do_not_depend_on_the_thread_count() {
         }
     }
 }
+
+/// A model the library does not know (a hand-written residual network) gets the whole
+/// run machinery: run directory, checkpoint, resume, reopen and evaluation, with its name
+/// recorded and checked.
+#[test]
+fn a_hand_written_residual_model_trains_resumes_and_reopens() {
+    use rand::{rngs::StdRng, SeedableRng};
+    use std::sync::atomic::AtomicBool;
+    use tensorgrad::nn::{
+        Architecture, Conv2d, GlobalAvgPool, Linear, Module, Relu, Residual, Sequential,
+    };
+    use tensorgrad::ops::conv::Conv2dConfig;
+    use tensorgrad::train::{train_model_until, SavedRun};
+    struct Tiny;
+    impl Architecture for Tiny {
+        fn name(&self) -> String {
+            "tiny-residual".into()
+        }
+        fn build(
+            &self,
+            [c, _, _]: [usize; 3],
+            outputs: usize,
+            seed: u64,
+        ) -> tensorgrad::Result<Box<dyn Module<f32>>> {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let stem = Conv2dConfig::new(2, 1, 1);
+            let same = Conv2dConfig::new(1, 1, 1);
+            let body = Sequential::new()
+                .push("conv1", Conv2d::new(4, 4, 3, same, true, &mut rng).with_relu())
+                .push("conv2", Conv2d::new(4, 4, 3, same, true, &mut rng));
+            Ok(Box::new(
+                Sequential::new()
+                    .push("conv1", Conv2d::new(c, 4, 3, stem, true, &mut rng))
+                    .push("relu", Relu)
+                    .push("layer1", Residual::new(body).with_relu())
+                    .push("avgpool", GlobalAvgPool)
+                    .push("fc", Linear::new(4, outputs, true, &mut rng)),
+            ))
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let stop = AtomicBool::new(false);
+    let config = TrainConfig {
+        lr: 0.05,
+        ..tiny(dir.path(), 2, 320)
+    };
+    let first = TrainConfig {
+        stop_after: Some(1),
+        ..config.clone()
+    };
+    train_model_until(&first, &Tiny, &stop, &mut |_| {}).unwrap();
+    let resume = TrainConfig {
+        resume: Some(dir.path().to_path_buf()),
+        ..config
+    };
+    // Resuming it as a built-in model is refused, naming both.
+    let wrong = train(&resume).unwrap_err().to_string();
+    assert!(wrong.contains("tiny-residual") && wrong.contains("lenet"), "{wrong}");
+    let summary = train_model_until(&resume, &Tiny, &stop, &mut |_| {}).unwrap();
+    assert_eq!(summary.epochs.len(), 2);
+    assert!(summary.epochs[1].train_loss.is_finite());
+    let ck = load_checkpoint(&dir.path().join("model.safetensors")).unwrap();
+    let names: Vec<&str> = ck.tensors.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert!(names.contains(&"layer1.conv2.bias"), "{names:?}");
+    let mut saved = SavedRun::open_with(dir.path(), None, &Tiny).unwrap();
+    assert_eq!(saved.evaluate().unwrap().accuracy, summary.test.accuracy);
+    assert!(evaluate_run(dir.path(), None).is_err());
+}

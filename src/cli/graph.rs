@@ -55,11 +55,7 @@ pub fn render(args: &GraphArgs) -> Result<String, GraphError> {
     options
         .check_applicable()
         .map_err(|e| GraphError::Flag(e.into()))?;
-    // MNIST-shaped input for lenet and linear, CIFAR-shaped for cifar-cnn.
-    let input = match args.model {
-        ModelKind::CifarCnn => [3, 32, 32],
-        ModelKind::Lenet | ModelKind::Linear => [1, 28, 28],
-    };
+    let input = args.model.native_input();
     let counts = vec![1; args.classes];
     let run = |e: TrainError| GraphError::Run(e);
     let loss: Box<dyn Loss<f32>> =

@@ -16,6 +16,8 @@ pub struct Conv2d<T: Element> {
     pub bias: Option<Tensor<T>>,
     /// Stride, padding and dilation.
     pub config: Conv2dConfig,
+    /// Whether the layer applies a ReLU to its output, fused into the convolution.
+    pub relu: bool,
 }
 
 impl<T: Element> Conv2d<T> {
@@ -37,25 +39,50 @@ impl<T: Element> Conv2d<T> {
             weight,
             bias,
             config,
+            relu: false,
         }
+    }
+
+    /// The same layer followed by a ReLU, run as one fused op (`conv2d+relu`): the ReLU
+    /// then costs no pass of its own over memory, forward or backward. The result equals
+    /// the convolution followed by [`Relu`], bit for bit.
+    ///
+    /// ```
+    /// use rand::{rngs::StdRng, SeedableRng};
+    /// use tensorgrad::nn::{Conv2d, Module};
+    /// use tensorgrad::ops::conv::Conv2dConfig;
+    /// use tensorgrad::Tensor;
+    ///
+    /// let mut rng = StdRng::seed_from_u64(0);
+    /// let mut conv = Conv2d::<f32>::new(1, 4, 3, Conv2dConfig::new(1, 1, 1), true, &mut rng);
+    /// let x = Tensor::from_vec((0..16).map(|v| v as f32 - 8.0).collect(), &[1, 1, 4, 4])?;
+    /// let plain = conv.forward(&x)?.relu().to_vec();
+    /// let mut fused = conv.with_relu();
+    /// assert_eq!(Module::<f32>::kind(&fused), "conv2d+relu");
+    /// assert_eq!(fused.forward(&x)?.to_vec(), plain);
+    /// # Ok::<(), tensorgrad::TensorError>(())
+    /// ```
+    pub fn with_relu(mut self) -> Self {
+        self.relu = true;
+        self
     }
 }
 
 impl<T: Element> Module<T> for Conv2d<T> {
     fn kind(&self) -> &'static str {
-        "conv2d"
+        if self.relu {
+            "conv2d+relu"
+        } else {
+            "conv2d"
+        }
     }
 
     fn forward(&mut self, x: &Tensor<T>) -> Result<Tensor<T>> {
-        x.conv2d(&self.weight, self.bias.as_ref(), self.config)
-    }
-
-    fn forward_relu(&mut self, x: &Tensor<T>) -> Result<Tensor<T>> {
-        x.conv2d_relu(&self.weight, self.bias.as_ref(), self.config)
-    }
-
-    fn fused_relu_kind(&self) -> Option<&'static str> {
-        Some("conv2d+relu")
+        if self.relu {
+            x.conv2d_relu(&self.weight, self.bias.as_ref(), self.config)
+        } else {
+            x.conv2d(&self.weight, self.bias.as_ref(), self.config)
+        }
     }
 
     fn named_tensors(&self) -> Vec<(String, TensorKind, Tensor<T>)> {
@@ -90,6 +117,37 @@ impl<T: Element> Module<T> for AvgPool2d {
 
     fn forward(&mut self, x: &Tensor<T>) -> Result<Tensor<T>> {
         x.avg_pool2d(self.0)
+    }
+}
+
+/// Global average pooling: `[N, C, H, W]` → `[N, C]`, the mean of each channel's plane
+/// (PyTorch's `AdaptiveAvgPool2d(1)` followed by `flatten(1)`). Built from the `mean`
+/// reduction, so its gradient is the reduction's: `∂/∂x = g / (H·W)` at every pixel.
+///
+/// ```
+/// use tensorgrad::nn::{GlobalAvgPool, Module};
+/// use tensorgrad::Tensor;
+///
+/// let x = Tensor::<f32>::from_vec((0..8).map(|v| v as f32).collect(), &[1, 2, 2, 2])?;
+/// assert_eq!(GlobalAvgPool.forward(&x)?.to_vec(), [1.5, 5.5]);
+/// # Ok::<(), tensorgrad::TensorError>(())
+/// ```
+pub struct GlobalAvgPool;
+
+impl<T: Element> Module<T> for GlobalAvgPool {
+    fn kind(&self) -> &'static str {
+        "global_avg_pool"
+    }
+
+    fn forward(&mut self, x: &Tensor<T>) -> Result<Tensor<T>> {
+        if x.ndim() != 4 {
+            return Err(crate::TensorError::InvalidShape {
+                op: "global_avg_pool",
+                shape: x.shape().to_vec(),
+                reason: "expected [N, C, H, W]".into(),
+            });
+        }
+        x.mean(&[2, 3], false)
     }
 }
 
@@ -167,14 +225,18 @@ mod tests {
     use crate::ops::conv::ConvAlgorithm;
 
     #[test]
-    fn sequential_fuses_conv_and_relu_with_the_same_results() {
+    fn conv_with_relu_is_one_fused_op_with_the_same_results() {
         let mut rng = StdRng::seed_from_u64(7);
         let same = Conv2dConfig::new(1, 1, 1);
         let mut model = Sequential::<f32>::new()
-            .push("conv1", Conv2d::new(3, 16, 3, same, true, &mut rng))
-            .push("relu1", Relu)
-            .push("conv2", Conv2d::new(16, 16, 3, same, true, &mut rng))
-            .push("relu2", Relu)
+            .push(
+                "conv1",
+                Conv2d::new(3, 16, 3, same, true, &mut rng).with_relu(),
+            )
+            .push(
+                "conv2",
+                Conv2d::new(16, 16, 3, same, true, &mut rng).with_relu(),
+            )
             .push("pool", MaxPool2d(Pool2dConfig::square(2)));
         assert_eq!(
             same.algorithm_for(&[2, 16, 6, 6], &[16, 16, 3, 3]).unwrap(),
@@ -197,9 +259,34 @@ mod tests {
         for p in &params {
             assert!(g.get(p).unwrap().to_vec() == e.get(p).unwrap().to_vec());
         }
-        // A prefix that ends between a conv and its ReLU does not fuse them.
-        let pre = model.forward_prefix(&x, 1).unwrap();
-        assert!(pre.to_vec().iter().any(|&v| v < 0.0));
+        // A plain convolution stays plain: no container fuses behind the builder's back.
+        let mut plain = Sequential::<f32>::new()
+            .push("conv1", Conv2d::new(3, 4, 3, same, true, &mut rng))
+            .push("relu1", Relu);
+        let y = plain.forward(&x).unwrap();
+        let ops: Vec<_> = y.graph().nodes.iter().filter_map(|n| n.op).collect();
+        assert_eq!(ops, ["conv2d", "relu"]);
+        assert!(plain
+            .forward_prefix(&x, 1)
+            .unwrap()
+            .to_vec()
+            .iter()
+            .any(|&v| v < 0.0));
+    }
+
+    #[test]
+    fn global_avg_pool_gradcheck_and_closed_form() {
+        use crate::testing::{assert_close, assert_gradcheck, rand_input};
+        // Batch 1 and an odd plane; the gradient is 1/(H·W) everywhere for a sum.
+        let x = rand_input(&[1, 3, 3, 5], 4);
+        assert_gradcheck(|t| GlobalAvgPool.forward(&t[0]), std::slice::from_ref(&x));
+        let y = GlobalAvgPool.forward(&x).unwrap();
+        assert_eq!(y.shape(), &[1, 3]);
+        let g = y.sum_all().backward().unwrap();
+        assert_close(&g.get(&x).unwrap().to_vec(), &[1.0 / 15.0; 45], 1e-15);
+        let x2 = rand_input(&[2, 2, 4, 4], 5);
+        assert_gradcheck(|t| GlobalAvgPool.forward(&t[0]), &[x2]);
+        assert!(Module::<f64>::forward(&mut GlobalAvgPool, &rand_input(&[2, 3], 1)).is_err());
     }
 
     #[test]

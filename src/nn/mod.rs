@@ -2,16 +2,26 @@
 //!
 //! Parameter names follow the equivalent PyTorch module's `state_dict()` keys
 //! (`conv1.weight`, `fc2.bias`, `bn1.running_mean`), so checkpoints map one to one.
+//!
+//! Blocks compose: a [`Sequential`] of layers, a [`Residual`] around any body, pooling to a
+//! vector with [`GlobalAvgPool`]. Fusion is chosen where the model is written, never
+//! guessed by a container: [`Conv2d::with_relu`] makes one layer of a convolution and its
+//! ReLU (one op, one pass over memory). Anything that implements [`Architecture`] trains,
+//! checkpoints, resumes and evaluates through [`crate::train`] like the built-in models.
 
+mod architecture;
 mod batch_norm;
 pub mod init;
 mod layers;
 mod linear;
 pub mod models;
+mod residual;
 
+pub use architecture::Architecture;
 pub use batch_norm::BatchNorm2d;
-pub use layers::{AvgPool2d, Conv2d, Dropout, Flatten, MaxPool2d, Relu};
+pub use layers::{AvgPool2d, Conv2d, Dropout, Flatten, GlobalAvgPool, MaxPool2d, Relu};
 pub use linear::Linear;
+pub use residual::Residual;
 
 use crate::error::Result;
 use crate::tensor::{Element, Tensor};
@@ -38,19 +48,6 @@ pub trait Module<T: Element>: Send {
     /// Mutable access to every parameter and buffer, in the order of `named_tensors`.
     fn named_tensors_mut(&mut self) -> Vec<(String, TensorKind, &mut Tensor<T>)> {
         Vec::new()
-    }
-
-    /// `relu(forward(x))`. Modules with a fused op for it override this together with
-    /// [`Module::fused_relu_kind`]; the result must equal `forward` followed by `relu`.
-    fn forward_relu(&mut self, x: &Tensor<T>) -> Result<Tensor<T>> {
-        Ok(self.forward(x)?.relu())
-    }
-
-    /// The profile label of [`Module::forward_relu`] if it is a fused op (`conv2d+relu`),
-    /// `None` (the default) if it is not. [`Sequential`] runs a layer that has one and is
-    /// followed by a [`Relu`] as that single op.
-    fn fused_relu_kind(&self) -> Option<&'static str> {
-        None
     }
 
     /// Switches between training (`true`) and evaluation mode.
@@ -88,6 +85,28 @@ pub trait Module<T: Element>: Send {
     /// Total number of trainable scalars.
     fn num_parameters(&self) -> usize {
         self.parameters().iter().map(|(_, t)| t.numel()).sum()
+    }
+}
+
+/// A boxed module is a module (so models of any type can be held, passed and nested alike).
+impl<T: Element> Module<T> for Box<dyn Module<T>> {
+    fn forward(&mut self, x: &Tensor<T>) -> Result<Tensor<T>> {
+        self.as_mut().forward(x)
+    }
+    fn named_tensors(&self) -> Vec<(String, TensorKind, Tensor<T>)> {
+        self.as_ref().named_tensors()
+    }
+    fn named_tensors_mut(&mut self) -> Vec<(String, TensorKind, &mut Tensor<T>)> {
+        self.as_mut().named_tensors_mut()
+    }
+    fn set_training(&mut self, training: bool) {
+        self.as_mut().set_training(training)
+    }
+    fn kind(&self) -> &'static str {
+        self.as_ref().kind()
+    }
+    fn is_training(&self) -> bool {
+        self.as_ref().is_training()
     }
 }
 
@@ -182,29 +201,15 @@ impl<T: Element> Sequential<T> {
     }
 }
 
-/// Applies `layers` in order, each timed for the profile. A layer followed by a ReLU runs
-/// both as its fused op when it has one ([`Module::forward_relu`]): the ReLU then costs
-/// no pass of its own over memory, forward or backward.
+/// Applies `layers` in order, each timed for the profile under its [`Module::kind`].
 fn run_layers<T: Element>(
     layers: &mut [(String, Box<dyn Module<T>>)],
     x: &Tensor<T>,
 ) -> Result<Tensor<T>> {
     use crate::autograd::profile::{time, Phase};
     let mut h = x.clone();
-    let mut i = 0;
-    while i < layers.len() {
-        let relu_next = layers.get(i + 1).is_some_and(|(_, l)| l.kind() == "relu");
-        let layer = &mut layers[i].1;
-        match layer.fused_relu_kind().filter(|_| relu_next) {
-            Some(kind) => {
-                h = time(Phase::Forward, kind, || layer.forward_relu(&h))?;
-                i += 2;
-            }
-            None => {
-                h = time(Phase::Forward, layer.kind(), || layer.forward(&h))?;
-                i += 1;
-            }
-        }
+    for (_, layer) in layers {
+        h = time(Phase::Forward, layer.kind(), || layer.forward(&h))?;
     }
     Ok(h)
 }

@@ -1,7 +1,7 @@
 //! The networks of the reproduction protocol (`docs/EXPERIMENTS.md`), for any class count and
 //! input shape. Layer names match the equivalent PyTorch module's attributes.
 
-use super::{Conv2d, Flatten, Linear, MaxPool2d, Relu, Sequential};
+use super::{Architecture, Conv2d, Flatten, Linear, MaxPool2d, Module, Relu, Sequential};
 use crate::error::{Result, TensorError};
 use crate::ops::conv::Conv2dConfig;
 use crate::ops::pool::Pool2dConfig;
@@ -23,6 +23,16 @@ keyword_enum! {
 }
 
 impl ModelKind {
+    /// The images the model was designed for, `[c, h, w]` (what `tensorgrad bench` and
+    /// `tensorgrad graph` feed it): 1×28×28 MNIST for LeNet and the linear model, 3×32×32
+    /// CIFAR for the CIFAR CNN. Training takes the data set's shape instead.
+    pub fn native_input(self) -> [usize; 3] {
+        match self {
+            ModelKind::CifarCnn => [3, 32, 32],
+            ModelKind::Lenet | ModelKind::Linear => [1, 28, 28],
+        }
+    }
+
     /// Builds the model for inputs `[c, h, w]` and `classes` outputs, initialised from
     /// `seed`; an error when the input is too small for it.
     ///
@@ -49,6 +59,18 @@ impl ModelKind {
             ModelKind::CifarCnn => cifar_cnn(input, classes, &mut rng),
             ModelKind::Linear => linear(input, classes, &mut rng),
         }
+    }
+}
+
+impl Architecture for ModelKind {
+    fn name(&self) -> String {
+        self.to_string()
+    }
+
+    fn build(&self, input: [usize; 3], outputs: usize, seed: u64) -> Result<Box<dyn Module<f32>>> {
+        Ok(Box::new(ModelKind::build::<f32>(
+            *self, input, outputs, seed,
+        )?))
     }
 }
 
@@ -80,11 +102,9 @@ pub fn lenet<T: Element>(
     };
     let conv = Conv2dConfig::default();
     Ok(Sequential::new()
-        .push("conv1", Conv2d::new(c, 20, 5, conv, true, rng))
-        .push("relu1", Relu)
+        .push("conv1", Conv2d::new(c, 20, 5, conv, true, rng).with_relu())
         .push("pool1", MaxPool2d(Pool2dConfig::square(2)))
-        .push("conv2", Conv2d::new(20, 50, 5, conv, true, rng))
-        .push("relu2", Relu)
+        .push("conv2", Conv2d::new(20, 50, 5, conv, true, rng).with_relu())
         .push("pool2", MaxPool2d(Pool2dConfig::square(2)))
         .push("flatten", Flatten)
         .push("fc1", Linear::new(50 * fh * fw, 500, true, rng))
@@ -106,15 +126,11 @@ pub fn cifar_cnn<T: Element>(
     }
     let same = Conv2dConfig::new(1, 1, 1);
     Ok(Sequential::new()
-        .push("conv1", Conv2d::new(c, 32, 3, same, true, rng))
-        .push("relu1", Relu)
-        .push("conv2", Conv2d::new(32, 32, 3, same, true, rng))
-        .push("relu2", Relu)
+        .push("conv1", Conv2d::new(c, 32, 3, same, true, rng).with_relu())
+        .push("conv2", Conv2d::new(32, 32, 3, same, true, rng).with_relu())
         .push("pool1", MaxPool2d(Pool2dConfig::square(2)))
-        .push("conv3", Conv2d::new(32, 64, 3, same, true, rng))
-        .push("relu3", Relu)
-        .push("conv4", Conv2d::new(64, 64, 3, same, true, rng))
-        .push("relu4", Relu)
+        .push("conv3", Conv2d::new(32, 64, 3, same, true, rng).with_relu())
+        .push("conv4", Conv2d::new(64, 64, 3, same, true, rng).with_relu())
         .push("pool2", MaxPool2d(Pool2dConfig::square(2)))
         .push("flatten", Flatten)
         .push("fc1", Linear::new(64 * fh * fw, 256, true, rng))

@@ -513,7 +513,7 @@ pub fn lgl_inr_exact_residual(
 
 /// An f64 copy of an f32 network (same architecture, same values).
 fn to_f64(
-    model: &Sequential<f32>,
+    model: &dyn Module<f32>,
     build: impl FnOnce() -> crate::Result<Sequential<f64>>,
 ) -> Result<Sequential<f64>, TrainError> {
     let mut copy = build()?;
@@ -532,7 +532,7 @@ fn to_f64(
 /// The training-set features (input of the last layer) in f64, eval mode, and the last
 /// layer's parameters flattened as `[W, b]`.
 fn features(
-    model: &Sequential<f32>,
+    model: &dyn Module<f32>,
     build: impl FnOnce() -> crate::Result<Sequential<f64>>,
     split: &Split,
 ) -> Result<(Tensor<f64>, Vec<f64>), TrainError> {
@@ -582,7 +582,7 @@ pub fn analyse(dir: &Path, base: &Split) -> Result<RunResult, TrainError> {
         Some(spec) => {
             let outputs = crate::train::model_outputs(split.train.classes, assembly.loss.as_ref());
             let (f, theta) = features(
-                &assembly.model,
+                assembly.model.as_ref(),
                 || {
                     config
                         .model

@@ -64,19 +64,11 @@ pub struct BenchResult {
     pub profile: Option<Vec<ProfileRow>>,
 }
 
-/// The input shape the benchmark feeds `model`.
-pub fn bench_input(model: ModelKind) -> [usize; 3] {
-    match model {
-        ModelKind::CifarCnn => [3, 32, 32],
-        ModelKind::Lenet | ModelKind::Linear => [1, 28, 28],
-    }
-}
-
-/// The trainer every benchmark measures: `model` for [`bench_input`] and 10 classes,
+/// The trainer every benchmark measures: `model` for its [`ModelKind::native_input`] and 10 classes,
 /// softmax cross-entropy, SGD with momentum 0.9 and weight decay 5e-4, constant lr 0.01.
 pub fn bench_trainer(model: ModelKind) -> Result<Trainer, TrainError> {
     let assembly = Assembly {
-        model: model.build(bench_input(model), 10, 0)?,
+        model: Box::new(model.build::<f32>(model.native_input(), 10, 0)?),
         loss: Box::new(Sml::default()),
         optimizer: OptimizerSettings {
             kind: OptimizerKind::Sgd,
@@ -107,7 +99,7 @@ pub fn run_bench(config: &BenchConfig) -> Result<BenchResult, TrainError> {
 }
 
 fn bench_here(config: &BenchConfig) -> Result<BenchResult, TrainError> {
-    let input = bench_input(config.model);
+    let input = config.model.native_input();
     let mut rng = StdRng::seed_from_u64(0);
     let [c, h, w] = input;
     let x = Tensor::<f32>::normal(&[config.batch_size, c, h, w], 0.0, 1.0, &mut rng);

@@ -7,7 +7,7 @@
 //! one all-reduce over one flat buffer per step, so every rank applies the same update.
 
 use crate::autograd::Gradients;
-use crate::nn::{Module, Sequential};
+use crate::nn::Module;
 
 /// The collective operations data-parallel training uses. Every method is collective:
 /// all ranks call it, in the same order, or the job hangs — which is why training code
@@ -71,7 +71,7 @@ pub fn shard(n: usize, rank: usize, size: usize) -> (usize, usize) {
 /// buffer in parameter order.
 pub fn all_reduce_gradients(
     comm: &dyn Collective,
-    model: &Sequential<f32>,
+    model: &dyn Module<f32>,
     grads: &mut Gradients<f32>,
     weight: f64,
 ) -> crate::error::Result<()> {

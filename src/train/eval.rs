@@ -2,18 +2,18 @@
 //! of a saved run.
 
 use super::collective::{shard, Collective, Local};
-use super::{assemble, load_data, RunDir, TrainConfig, TrainError};
+use super::{assemble_with, load_data, RunDir, TrainConfig, TrainError};
 use super::{evaluation, predictions, Evaluation};
 use crate::autograd::no_grad;
 use crate::data::{Augment, Batches, Dataset, Normalization, Split};
 use crate::loss::{audit, Audit, Loss};
-use crate::nn::{Module, Sequential};
+use crate::nn::{Architecture, Module};
 use std::path::{Path, PathBuf};
 
 /// Evaluates `model` in eval mode, without gradients, on `data`: metrics, and the
 /// probabilities `[N, outputs]` the loss models. The model's mode is restored afterwards.
 pub fn evaluate(
-    model: &mut Sequential<f32>,
+    model: &mut dyn Module<f32>,
     loss: &dyn Loss<f32>,
     data: &Dataset,
     norm: &Normalization,
@@ -27,7 +27,7 @@ pub fn evaluate(
 /// same metrics (the loss is the mean of the ranks' batch means, weighted by batches).
 pub fn evaluate_sharded(
     comm: &dyn Collective,
-    model: &mut Sequential<f32>,
+    model: &mut dyn Module<f32>,
     loss: &dyn Loss<f32>,
     data: &Dataset,
     norm: &Normalization,
@@ -78,7 +78,7 @@ pub fn evaluate_sharded(
 type Predictions = (Vec<f64>, Vec<f64>, [f64; 2]);
 
 fn predict(
-    model: &mut Sequential<f32>,
+    model: &mut dyn Module<f32>,
     loss: &dyn Loss<f32>,
     data: &Dataset,
     norm: &Normalization,
@@ -106,9 +106,11 @@ pub struct SavedRun {
     /// Its loss.
     pub loss: Box<dyn Loss<f32>>,
     /// The model with the weights of the last completed epoch.
-    pub model: Sequential<f32>,
+    pub model: Box<dyn Module<f32>>,
     /// Normalisation by the training set's statistics.
     pub norm: Normalization,
+    /// The run directory.
+    pub dir: PathBuf,
 }
 
 impl SavedRun {
@@ -116,13 +118,26 @@ impl SavedRun {
     /// run whose data has moved, or that recorded none).
     pub fn open(dir: &Path, data_dir: Option<&Path>) -> Result<SavedRun, TrainError> {
         let run = RunDir::new(dir);
+        let config = run.read_config()?;
+        Self::open_with(dir, data_dir, &config.model)
+    }
+
+    /// [`SavedRun::open`] for a run trained with [`crate::train::train_model_until`]: the
+    /// model is built by `architecture`, which must be the one the run recorded.
+    pub fn open_with(
+        dir: &Path,
+        data_dir: Option<&Path>,
+        architecture: &dyn Architecture,
+    ) -> Result<SavedRun, TrainError> {
+        let run = RunDir::new(dir);
         let mut config = run.read_config()?;
+        run.check_architecture(architecture)?;
         if let Some(d) = data_dir {
             config.data_dir = Some(d.to_path_buf());
         }
         let split = load_data(&config)?;
-        let mut assembly = assemble(&config, &split.train)?;
-        run.load_model(&mut assembly.model)?;
+        let mut assembly = assemble_with(&config, architecture, &split.train)?;
+        run.load_model(assembly.model.as_mut())?;
         let norm = Normalization::of(&split.train);
         Ok(SavedRun {
             config,
@@ -130,34 +145,60 @@ impl SavedRun {
             loss: assembly.loss,
             model: assembly.model,
             norm,
+            dir: dir.to_path_buf(),
         })
+    }
+
+    /// Test-set metrics of the saved model.
+    pub fn evaluate(&mut self) -> Result<Evaluation, TrainError> {
+        let r = self;
+        Ok(evaluate(
+            r.model.as_mut(),
+            r.loss.as_ref(),
+            &r.split.test,
+            &r.norm,
+            500,
+        )?
+        .0)
+    }
+
+    /// The stationarity audit of the saved model on its training set (eval mode, no
+    /// augmentation); also writes `audit.json` to the run directory.
+    pub fn audit(&mut self) -> Result<Audit, TrainError> {
+        let dir = self.dir.clone();
+        let r = self;
+        let Some(spec) = r.loss.audit_spec() else {
+            return Err(TrainError::RunConfig {
+                path: dir.join("config.json"),
+                reason: format!(
+                    "the paper gives no stationarity condition for the loss {}",
+                    r.loss.name()
+                ),
+            });
+        };
+        let (_, probs) = evaluate(
+            r.model.as_mut(),
+            r.loss.as_ref(),
+            &r.split.train,
+            &r.norm,
+            500,
+        )?;
+        let outputs = probs.len() / r.split.train.len().max(1);
+        let a = audit(&spec, &probs, outputs, &r.split.train.labels)?;
+        RunDir::new(&dir).write_json("audit.json", &a)?;
+        Ok(a)
     }
 }
 
 /// Test-set metrics of the run saved in `dir` (see [`SavedRun::open`] for `data_dir`).
 pub fn evaluate_run(dir: &Path, data_dir: Option<&Path>) -> Result<Evaluation, TrainError> {
-    let mut r = SavedRun::open(dir, data_dir)?;
-    Ok(evaluate(&mut r.model, r.loss.as_ref(), &r.split.test, &r.norm, 500)?.0)
+    SavedRun::open(dir, data_dir)?.evaluate()
 }
 
 /// The stationarity audit of the run saved in `dir` on its training set (eval mode, no
 /// augmentation); also writes `audit.json` there.
 pub fn audit_run(dir: &Path, data_dir: Option<&Path>) -> Result<Audit, TrainError> {
-    let mut r = SavedRun::open(dir, data_dir)?;
-    let Some(spec) = r.loss.audit_spec() else {
-        return Err(TrainError::RunConfig {
-            path: PathBuf::from(dir).join("config.json"),
-            reason: format!(
-                "the paper gives no stationarity condition for the loss {}",
-                r.loss.name()
-            ),
-        });
-    };
-    let (_, probs) = evaluate(&mut r.model, r.loss.as_ref(), &r.split.train, &r.norm, 500)?;
-    let outputs = probs.len() / r.split.train.len().max(1);
-    let a = audit(&spec, &probs, outputs, &r.split.train.labels)?;
-    RunDir::new(dir).write_json("audit.json", &a)?;
-    Ok(a)
+    SavedRun::open(dir, data_dir)?.audit()
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use super::{Assembly, TrainError};
 use crate::autograd::profile::{self, Phase};
 use crate::autograd::Gradients;
 use crate::loss::Loss;
-use crate::nn::{Module, Sequential};
+use crate::nn::Module;
 use crate::optim::{LrSchedule, Optimizer};
 use crate::tensor::Tensor;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,7 +59,7 @@ pub enum EpochEnd {
 /// Model, loss, optimizer and schedule, and the global step count.
 pub struct Trainer {
     /// The network being trained.
-    pub model: Sequential<f32>,
+    pub model: Box<dyn Module<f32>>,
     /// The loss.
     pub loss: Box<dyn Loss<f32>>,
     /// The optimizer, with its state.

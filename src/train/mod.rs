@@ -35,9 +35,11 @@ pub use error::TrainError;
 pub use eval::{audit_run, evaluate, evaluate_run, evaluate_sharded, SavedRun};
 pub use fit::{EpochEnd, EpochStats, StepEvent, Trainer};
 pub use metrics::{evaluation, predictions, Evaluation};
-pub use run::train_with;
+pub use run::{train_model_with, train_with};
 pub use run_dir::{PartialEpoch, Progress, RunDir};
-pub use setup::{assemble, load_data, model_outputs, prepare_split, with_threads, Assembly};
+pub use setup::{
+    assemble, assemble_with, load_data, model_outputs, prepare_split, with_threads, Assembly,
+};
 
 use collective::Local;
 use serde::{Deserialize, Serialize};
@@ -134,4 +136,16 @@ pub fn train_until(
     on_event: &mut (dyn FnMut(&Event) + Send),
 ) -> Result<RunSummary, TrainError> {
     train_with(config, Arc::new(Local), stop, on_event)
+}
+
+/// [`train_until`] for the model `architecture` builds (any [`crate::nn::Module`]) instead
+/// of `config.model`; resume it with the same architecture, reopen it with
+/// [`SavedRun::open_with`].
+pub fn train_model_until(
+    config: &TrainConfig,
+    architecture: &dyn crate::nn::Architecture,
+    stop: &AtomicBool,
+    on_event: &mut (dyn FnMut(&Event) + Send),
+) -> Result<RunSummary, TrainError> {
+    train_model_with(config, architecture, Arc::new(Local), stop, on_event)
 }

@@ -5,12 +5,12 @@ use super::checkpoint::decode_checkpoint;
 use super::collective::{agree_on as agree, Collective};
 use super::eval::evaluate_sharded;
 use super::fit::{EpochEnd, Trainer};
-use super::setup::{assemble, load_data, model_outputs, with_threads};
+use super::setup::{assemble_with, load_data, model_outputs, with_threads};
 use super::{
     plots, run_dir, EpochRecord, Event, Progress, RunDir, RunSummary, TrainConfig, TrainError,
 };
 use crate::data::Normalization;
-use crate::nn::Module;
+use crate::nn::{Architecture, Module};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -22,6 +22,19 @@ use std::time::Instant;
 /// failure is agreed on by all ranks, so none waits forever for the others.
 pub fn train_with(
     config: &TrainConfig,
+    comm: Arc<dyn Collective>,
+    stop: &AtomicBool,
+    on_event: &mut (dyn FnMut(&Event) + Send),
+) -> Result<RunSummary, TrainError> {
+    train_model_with(config, &config.model, comm, stop, on_event)
+}
+
+/// [`train_with`] for the model `architecture` builds instead of `config.model`: any
+/// [`Module`] gets the run directory, checkpoints, resume, evaluation and plots of the
+/// built-in models. Its name is recorded in `config.json` and checked on resume.
+pub fn train_model_with(
+    config: &TrainConfig,
+    architecture: &dyn Architecture,
     comm: Arc<dyn Collective>,
     stop: &AtomicBool,
     on_event: &mut (dyn FnMut(&Event) + Send),
@@ -82,7 +95,7 @@ pub fn train_with(
     }
     let threads = resolved_config.threads;
     with_threads(threads, || {
-        run_epochs(&resolved_config, &run, &comm, stop, on_event)
+        run_epochs(&resolved_config, architecture, &run, &comm, stop, on_event)
     })?
 }
 
@@ -119,6 +132,7 @@ fn resolve_run(config: &TrainConfig) -> Result<(TrainConfig, RunDir), TrainError
 
 fn run_epochs(
     config: &TrainConfig,
+    architecture: &dyn Architecture,
     run: &RunDir,
     comm_arc: &Arc<dyn Collective>,
     stop: &AtomicBool,
@@ -149,11 +163,12 @@ fn run_epochs(
         )?;
     }
     let counts = split.train.class_counts();
-    let mut assembly = agree(comm, assemble(config, &split.train))?;
+    let mut assembly = agree(comm, assemble_with(config, architecture, &split.train))?;
     let norm = Normalization::of(&split.train);
     let schedule = config.lr_schedule(split.train.len());
     let mut progress = Progress::default();
     if config.resume.is_some() {
+        on_root(&mut || run.check_architecture(architecture))?;
         progress = if comm.size() == 1 {
             run.load_training_state(&mut assembly.model, assembly.optimizer.as_mut())?
         } else {
@@ -188,7 +203,7 @@ fn run_epochs(
             )));
         }
     } else {
-        let record = serde_json::json!({
+        let mut record = serde_json::json!({
             "train": config,
             "git_revision": run_dir::git_revision()
                 .unwrap_or_else(|| "unknown".into()),
@@ -201,6 +216,11 @@ fn run_epochs(
             "model_outputs": model_outputs(split.train.classes, assembly.loss.as_ref()),
             "parameters": assembly.model.num_parameters(),
         });
+        // A model other than `config.model` is named beside it (built-in runs' files are
+        // unchanged).
+        if architecture.name() != config.model.name() {
+            record["architecture"] = architecture.name().into();
+        }
         on_root(&mut || run.write_json("config.json", &record))?;
     }
     // metrics.json mirrors the checkpoint's records (it may lag after a kill).

@@ -4,7 +4,7 @@
 
 use super::checkpoint::{self, load_checkpoint, save_checkpoint, Checkpoint, OPTIMIZER_PREFIX};
 use super::{EpochRecord, TrainConfig, TrainError};
-use crate::nn::{Module, Sequential, TensorKind};
+use crate::nn::{Architecture, Module, TensorKind};
 use crate::optim::Optimizer;
 use crate::tensor::Tensor;
 use serde::Serialize;
@@ -117,6 +117,38 @@ impl RunDir {
         Ok(config)
     }
 
+    /// The name of the model the run trains: `config.json`'s `architecture` when it was
+    /// not a built-in model, its `train.model` otherwise.
+    pub fn architecture(&self) -> Result<String, TrainError> {
+        let path = self.config_path();
+        let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| TrainError::RunConfig {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        match v["architecture"].as_str().or(v["train"]["model"].as_str()) {
+            Some(name) => Ok(name.to_string()),
+            None => Err(TrainError::RunConfig {
+                path,
+                reason: "names no model".into(),
+            }),
+        }
+    }
+
+    /// An error unless the run was trained with a model named as `architecture`'s.
+    pub fn check_architecture(&self, architecture: &dyn Architecture) -> Result<(), TrainError> {
+        let saved = self.architecture()?;
+        if saved == architecture.name() {
+            Ok(())
+        } else {
+            Err(TrainError::RunConfig {
+                path: self.config_path(),
+                reason: format!("the run trained model {saved}, not {}", architecture.name()),
+            })
+        }
+    }
+
     /// The configuration in `config.json`, unchecked.
     fn read_config_json(&self) -> Result<TrainConfig, TrainError> {
         let path = self.config_path();
@@ -134,7 +166,7 @@ impl RunDir {
     /// needs, so checkpoint and history can never come from different moments.
     pub fn save_checkpoint(
         &self,
-        model: &Sequential<f32>,
+        model: &dyn Module<f32>,
         optimizer: &dyn Optimizer<f32>,
         progress: &Progress,
         config: &TrainConfig,
@@ -165,7 +197,7 @@ impl RunDir {
     }
 
     /// Loads the saved model tensors into `model`.
-    pub fn load_model(&self, model: &mut Sequential<f32>) -> Result<(), TrainError> {
+    pub fn load_model(&self, model: &mut dyn Module<f32>) -> Result<(), TrainError> {
         let path = self.checkpoint_path();
         load_model_tensors(model, &load_checkpoint(&path)?, &path)
     }
@@ -174,7 +206,7 @@ impl RunDir {
     /// returns where the run stands.
     pub fn load_training_state(
         &self,
-        model: &mut Sequential<f32>,
+        model: &mut dyn Module<f32>,
         optimizer: &mut dyn Optimizer<f32>,
     ) -> Result<Progress, TrainError> {
         let ck = load_checkpoint(&self.checkpoint_path())?;
@@ -186,7 +218,7 @@ impl RunDir {
     pub fn restore_training_state(
         &self,
         ck: &Checkpoint,
-        model: &mut Sequential<f32>,
+        model: &mut dyn Module<f32>,
         optimizer: &mut dyn Optimizer<f32>,
     ) -> Result<Progress, TrainError> {
         let path = self.checkpoint_path();
@@ -341,7 +373,7 @@ fn to_json(value: &impl Serialize) -> String {
 
 /// The model's tensors and the optimizer's state as a checkpoint.
 pub fn checkpoint_of(
-    model: &Sequential<f32>,
+    model: &dyn Module<f32>,
     opt: &dyn Optimizer<f32>,
     epoch: usize,
     step: usize,
@@ -373,7 +405,7 @@ pub fn checkpoint_of(
 /// model tensor must be in the file, and every tensor of the file (but the optimizer's)
 /// must be the model's.
 pub fn load_model_tensors(
-    model: &mut Sequential<f32>,
+    model: &mut dyn Module<f32>,
     ck: &Checkpoint,
     path: &Path,
 ) -> Result<(), TrainError> {

@@ -6,7 +6,7 @@ use crate::data::{
     load_cifar10, load_cifar100, load_idx_dir, load_image_folder, DataError, Dataset, Split,
 };
 use crate::loss::{build_loss, Loss};
-use crate::nn::Sequential;
+use crate::nn::{Architecture, Module};
 use crate::optim::Optimizer;
 
 /// Loads the data set of `config` and applies its imbalance profile and limits.
@@ -57,7 +57,7 @@ pub fn model_outputs(classes: usize, loss: &dyn Loss<f32>) -> usize {
 /// What a run trains: the model, its loss and the optimizer (with empty state).
 pub struct Assembly {
     /// The network, initialised from the run's seed.
-    pub model: Sequential<f32>,
+    pub model: Box<dyn Module<f32>>,
     /// The loss, with class weights from the training set's counts.
     pub loss: Box<dyn Loss<f32>>,
     /// The optimizer.
@@ -66,6 +66,15 @@ pub struct Assembly {
 
 /// Builds model, loss and optimizer of `config` for the training set `train`.
 pub fn assemble(config: &TrainConfig, train: &Dataset) -> Result<Assembly, TrainError> {
+    assemble_with(config, &config.model, train)
+}
+
+/// [`assemble`] with the model built by `architecture` instead of `config.model`.
+pub fn assemble_with(
+    config: &TrainConfig,
+    architecture: &dyn Architecture,
+    train: &Dataset,
+) -> Result<Assembly, TrainError> {
     if config.batch_size == 0 {
         return Err(TrainError::Invalid(
             "the batch size must be at least 1".into(),
@@ -73,9 +82,7 @@ pub fn assemble(config: &TrainConfig, train: &Dataset) -> Result<Assembly, Train
     }
     let loss: Box<dyn Loss<f32>> = build_loss(&config.loss, &train.class_counts())?;
     let outputs = model_outputs(train.classes, loss.as_ref());
-    let model = config
-        .model
-        .build::<f32>(train.shape, outputs, config.seed)?;
+    let model = architecture.build(train.shape, outputs, config.seed)?;
     Ok(Assembly {
         model,
         loss,
