@@ -35,7 +35,10 @@ impl Architecture for TinyResNet {
         let (same, down) = (Conv2dConfig::new(1, 1, 1), Conv2dConfig::new(2, 1, 1));
         let mut block = |c_in: usize, c_out: usize, stride: Conv2dConfig| {
             let body = Sequential::new()
-                .push("conv1", Conv2d::new(c_in, c_out, 3, stride, false, &mut rng))
+                .push(
+                    "conv1",
+                    Conv2d::new(c_in, c_out, 3, stride, false, &mut rng),
+                )
                 .push("bn1", BatchNorm2d::new(c_out))
                 .push("relu", Relu)
                 .push("conv2", Conv2d::new(c_out, c_out, 3, same, false, &mut rng))
@@ -103,7 +106,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..config
     };
     let summary = train_model_until(&resumed, &TinyResNet, &stop, &mut report)?;
-    println!("finished: test accuracy {:.2}%", 100.0 * summary.test.accuracy);
+    println!(
+        "finished: test accuracy {:.2}%",
+        100.0 * summary.test.accuracy
+    );
 
     // Reopen the saved run (checkpoint + config) and evaluate it again.
     let mut saved = SavedRun::open_with(&out, None, &TinyResNet)?;

@@ -420,7 +420,10 @@ fn a_hand_written_residual_model_trains_resumes_and_reopens() {
             let stem = Conv2dConfig::new(2, 1, 1);
             let same = Conv2dConfig::new(1, 1, 1);
             let body = Sequential::new()
-                .push("conv1", Conv2d::new(4, 4, 3, same, true, &mut rng).with_relu())
+                .push(
+                    "conv1",
+                    Conv2d::new(4, 4, 3, same, true, &mut rng).with_relu(),
+                )
                 .push("conv2", Conv2d::new(4, 4, 3, same, true, &mut rng));
             Ok(Box::new(
                 Sequential::new()
@@ -449,7 +452,10 @@ fn a_hand_written_residual_model_trains_resumes_and_reopens() {
     };
     // Resuming it as a built-in model is refused, naming both.
     let wrong = train(&resume).unwrap_err().to_string();
-    assert!(wrong.contains("tiny-residual") && wrong.contains("lenet"), "{wrong}");
+    assert!(
+        wrong.contains("tiny-residual") && wrong.contains("lenet"),
+        "{wrong}"
+    );
     let summary = train_model_until(&resume, &Tiny, &stop, &mut |_| {}).unwrap();
     assert_eq!(summary.epochs.len(), 2);
     assert!(summary.epochs[1].train_loss.is_finite());
