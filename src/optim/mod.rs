@@ -3,6 +3,7 @@
 
 mod adam;
 mod lbfgs;
+pub mod linalg;
 mod schedule;
 mod sgd;
 

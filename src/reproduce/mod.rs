@@ -16,6 +16,7 @@ pub mod e2;
 pub mod markdown;
 pub mod protocol;
 mod queue;
+pub mod refit;
 pub mod report;
 pub mod stats;
 pub mod verdicts;
