@@ -22,7 +22,7 @@ use crate::tensor::{Element, Tensor};
 /// let mut rng = StdRng::seed_from_u64(0);
 /// let (same, down) = (Conv2dConfig::new(1, 1, 1), Conv2dConfig::new(2, 1, 1));
 /// // A torchvision BasicBlock that halves the resolution and doubles the channels.
-/// let body = Sequential::new()
+/// let body = Sequential::<f32>::new()
 ///     .push("conv1", Conv2d::new(4, 8, 3, down, false, &mut rng))
 ///     .push("bn1", BatchNorm2d::new(8))
 ///     .push("relu", tensorgrad::nn::Relu)

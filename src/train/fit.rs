@@ -177,7 +177,7 @@ impl Trainer {
     /// };
     /// let norm = Normalization::of(&data);
     /// let assembly = Assembly {
-    ///     model: ModelKind::Linear.build([1, 1, 2], 2, 0)?,
+    ///     model: Box::new(ModelKind::Linear.build([1, 1, 2], 2, 0)?),
     ///     loss: Box::new(LglInr::default()),
     ///     optimizer: OptimizerSettings {
     ///         kind: OptimizerKind::Sgd, momentum: 0.9, nesterov: false, weight_decay: 0.0,
