@@ -8,6 +8,9 @@ use std::process::Command;
 fn git(args: &[&str]) -> Option<String> {
     Command::new("git")
         .args(args)
+        // No optional index refresh: `git status` would otherwise rewrite .git/index,
+        // which this script watches, and the next build would recompile for nothing.
+        .env("GIT_OPTIONAL_LOCKS", "0")
         .output()
         .ok()
         .filter(|o| o.status.success())

@@ -4,6 +4,11 @@
 //!
 //! # A tour, bottom up
 //!
+//! - [`kernels`]: the floor. Pure functions over slices that know neither tensors nor
+//!   graphs — the checked GEMM views, blocked transposes, parallel elementwise maps,
+//!   pooling windows, im2col and Winograd — each fast path beside a readable reference
+//!   (the direct convolution, a per-tile Winograd with its matrices as constants) that the
+//!   tests compare it with. All of the crate's `unsafe` lives here, apart from FFI.
 //! - [`tensor`]: the [`Tensor`] type, generic over [`Element`] (`f32` for training, `f64`
 //!   for gradient checks): reference-counted storage seen through a [`tensor::Layout`]
 //!   (shape, strides, offset), zero-copy views.
@@ -14,18 +19,30 @@
 //!   one layer (a tensor *is* a graph node), see `ARCHITECTURE.md`.
 //! - [`ops`]: every differentiable operation, one file per op or family — elementwise
 //!   unary (`f`/`df` pairs) and broadcasting binary ops, reductions, movement, indexing,
-//!   matmul and convolution on one checked GEMM ([`kernels::gemm`]), pooling, softmax.
-//! - [`nn`]: layers as [`nn::Module`]s with PyTorch-named parameters, and the models of
-//!   the reproduction ([`nn::models::ModelKind`]).
+//!   matmul, convolution with interchangeable algorithms ([`ops::conv::ConvAlgorithm`]),
+//!   pooling, softmax. Ops check shapes, record themselves and hold the derivative rules of
+//!   their custom kernels; the arithmetic is in [`kernels`].
+//! - [`nn`]: layers and blocks as [`nn::Module`]s with PyTorch-named parameters
+//!   ([`nn::Sequential`], [`nn::Residual`], [`nn::GlobalAvgPool`]), the models of the
+//!   reproduction ([`nn::models::ModelKind`]) and [`nn::Architecture`], through which any
+//!   model trains like them.
 //! - [`loss`]: the paper's losses (SML, LGL, LGL-INR) and more, the loss registry
 //!   ([`loss::build_loss`]) and the stationarity audit.
-//! - [`optim`]: SGD, Adam, AdamW and learning-rate schedules.
+//! - [`optim`]: SGD, Adam, AdamW, learning-rate schedules, L-BFGS and its linear algebra.
 //! - [`data`]: IDX/MNIST, CIFAR and image-folder loaders with checksums, normalisation,
 //!   augmentation, imbalance profiles, seeded batching.
 //! - [`train`]: typed run configuration, [`train::Trainer`] and
-//!   [`train::Trainer::fit_epoch`], checkpoints, evaluation, audit of saved runs.
+//!   [`train::Trainer::fit_epoch`], whole runs ([`train::train`],
+//!   [`train::train_model_until`]), checkpoints, evaluation, audit of saved runs.
+//! - [`reproduce`]: the paper's experiments as one command — the protocol, training and
+//!   analysis queues, the last-layer refit, the report and its verdict rules.
+//! - [`memory`]: the allocator switch that keeps freed buffers for reuse.
 //! - [`text`]: how typed options are spelled on the command line and in `config.json`.
 //! - [`error`]: [`TensorError`], the typed error of every fallible tensor operation.
+//!
+//! Dependencies point down. One rule covers the core: `autograd` imports nothing from
+//! `ops`; its derivative rules call methods of [`Tensor`] (which `ops` defines), and that
+//! is the only way the core reaches an op.
 //!
 //! The specifications the code cites are in `docs/` (`LOSSES.md`, `EXPERIMENTS.md`).
 //!
