@@ -77,6 +77,11 @@ macro_rules! keyword_enum {
                     $($name::$variant => $text),+
                 }
             }
+
+            /// Every keyword for a help text: `a, b or c`.
+            pub fn keywords() -> String {
+                $crate::text::one_of(Self::ALL.iter().map(|v| v.as_str()))
+            }
         }
 
         impl std::fmt::Display for $name {
@@ -100,8 +105,26 @@ macro_rules! keyword_enum {
 }
 pub(crate) use keyword_enum;
 
+/// `a, b or c` (`a` alone, `a or b`): the choices of an option, for help texts.
+pub fn one_of<'a>(words: impl IntoIterator<Item = &'a str>) -> String {
+    let words: Vec<&str> = words.into_iter().collect();
+    match words.split_last() {
+        None => String::new(),
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn one_of_lists_choices_as_a_sentence() {
+        assert_eq!(super::one_of([]), "");
+        assert_eq!(super::one_of(["a"]), "a");
+        assert_eq!(super::one_of(["a", "b"]), "a or b");
+        assert_eq!(super::one_of(["a", "b", "c"]), "a, b or c");
+    }
+
     keyword_enum! {
         /// A test enum.
         pub enum Colour {

@@ -11,8 +11,8 @@ use tensorgrad::train::bench::{BenchConfig, BenchMode, BenchResult};
 pub struct BenchArgs {
     /// train-step or infer.
     pub mode: BenchMode,
-    /// Model: lenet, cifar-cnn or linear.
-    #[arg(long, default_value = "lenet")]
+    /// Model (the names of `ModelKind`).
+    #[arg(long, default_value = "lenet", help = format!("Model: {}", ModelKind::keywords()))]
     pub model: ModelKind,
     /// Images per step.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65536).map(|n| n as usize))]

@@ -24,8 +24,8 @@ pub enum GraphFormat {
 /// The options of `tensorgrad graph`.
 #[derive(Args, Clone, Debug)]
 pub struct GraphArgs {
-    /// Model: lenet, cifar-cnn or linear.
-    #[arg(long, default_value = "lenet")]
+    /// Model (the names of `ModelKind`).
+    #[arg(long, default_value = "lenet", help = format!("Model: {}", ModelKind::keywords()))]
     pub model: ModelKind,
     /// Loss options.
     #[command(flatten)]

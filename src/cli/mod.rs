@@ -75,8 +75,8 @@ pub fn bundled_mnist() -> PathBuf {
 /// Options of the loss (`--loss` and the options that apply to it).
 #[derive(Args, Clone, Debug)]
 pub struct LossArgs {
-    /// Loss: sml, lgl, lgl-inr, focal, focal-sigmoid or alpha-loss.
-    #[arg(long = "loss", default_value = "lgl-inr")]
+    /// Loss (the loss registry's names; `--help` gives each one's summary).
+    #[arg(long = "loss", default_value = "lgl-inr", help = loss_help(), long_help = loss_long_help())]
     pub loss: LossKind,
     /// Class weights: none, inverse or effective:BETA (not for lgl-inr).
     #[arg(long)]
@@ -124,11 +124,28 @@ impl From<LossArgs> for LossOptions {
     }
 }
 
+/// `--loss`'s short help: the registered names.
+fn loss_help() -> String {
+    format!(
+        "Loss: {}",
+        tensorgrad::text::one_of(LossKind::all().map(LossKind::name))
+    )
+}
+
+/// `--loss`'s long help: every registered loss with its summary.
+fn loss_long_help() -> String {
+    let mut text = String::from("Loss, one of:");
+    for kind in LossKind::all() {
+        text.push_str(&format!("\n  {}: {}", kind.name(), kind.entry().summary));
+    }
+    text
+}
+
 /// The options of `tensorgrad train`.
 #[derive(Args, Clone, Debug)]
 pub struct TrainArgs {
-    /// Data set: mnist, cifar10, cifar100 or folder.
-    #[arg(long, default_value = "mnist")]
+    /// Data set (the names of `DatasetKind`).
+    #[arg(long, default_value = "mnist", help = format!("Data set: {}", DatasetKind::keywords()))]
     pub dataset: DatasetKind,
     /// Directory of the data (default: the bundled datasets/mnist for mnist; required otherwise).
     #[arg(long)]
@@ -139,8 +156,8 @@ pub struct TrainArgs {
     /// Channels (1 or 3) for --dataset folder.
     #[arg(long, default_value_t = 3)]
     pub channels: usize,
-    /// Model: lenet, cifar-cnn or linear.
-    #[arg(long, default_value = "lenet")]
+    /// Model (the names of `ModelKind`).
+    #[arg(long, default_value = "lenet", help = format!("Model: {}", ModelKind::keywords()))]
     pub model: ModelKind,
     /// Loss options.
     #[command(flatten)]
@@ -409,6 +426,30 @@ fn check_resume(config: &TrainConfig, dir: &Path, given: &[String]) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The help of `--loss`, `--model` and `--dataset` is built from the registries: every
+    /// registered loss with its summary, every model and data set by name.
+    #[test]
+    fn choice_help_comes_from_the_registries() {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        let train = cmd.find_subcommand_mut("train").expect("train subcommand");
+        let help = train.render_long_help().to_string();
+        for kind in LossKind::all() {
+            let line = format!("{}: {}", kind.name(), kind.entry().summary);
+            assert!(help.contains(&line), "--loss help lacks {line:?}");
+        }
+        for model in ModelKind::ALL {
+            assert!(help.contains(model.as_str()), "--model help lacks {model}");
+        }
+        for dataset in DatasetKind::ALL {
+            assert!(
+                help.contains(dataset.as_str()),
+                "--dataset help lacks {dataset}"
+            );
+        }
+        assert!(help.contains(&format!("Model: {}", ModelKind::keywords())));
+    }
 
     fn parse(args: &[&str]) -> Result<TrainConfig, String> {
         let mut argv = vec!["tensorgrad", "train"];
