@@ -61,11 +61,37 @@ impl std::fmt::Display for Failure {
             ),
             Failure::Run(e @ TrainError::Interrupted { dir, .. }) => write!(
                 f,
-                "{e}\nresume with: tensorgrad train --resume {}",
-                dir.display()
+                "{e}\nresume with: {}",
+                resume_command(
+                    std::env::var_os("CARGO").is_some(),
+                    &std::env::args().next().unwrap_or_default(),
+                    dir
+                )
             ),
             Failure::Run(e) => write!(f, "{e}"),
         }
+    }
+}
+
+/// The command that resumes the run in `dir`, spelled the way this process was started:
+/// through `cargo run` (which sets `CARGO` for the program it runs; `--release` when the
+/// binary is a release build) or as the program path the user typed.
+fn resume_command(via_cargo: bool, program: &str, dir: &std::path::Path) -> String {
+    let dir = dir.display();
+    if via_cargo {
+        let release = if program.contains("/release/") {
+            " --release"
+        } else {
+            ""
+        };
+        format!("cargo run{release} -- train --resume {dir}")
+    } else {
+        let program = if program.is_empty() {
+            "tensorgrad"
+        } else {
+            program
+        };
+        format!("{program} train --resume {dir}")
     }
 }
 
@@ -178,5 +204,32 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resume_command;
+    use std::path::Path;
+
+    #[test]
+    fn the_resume_hint_names_the_command_that_was_run() {
+        let dir = Path::new("runs/x");
+        assert_eq!(
+            resume_command(true, "/w/target/release/tensorgrad", dir),
+            "cargo run --release -- train --resume runs/x"
+        );
+        assert_eq!(
+            resume_command(true, "/w/target/debug/tensorgrad", dir),
+            "cargo run -- train --resume runs/x"
+        );
+        assert_eq!(
+            resume_command(false, "./target/release/tensorgrad", dir),
+            "./target/release/tensorgrad train --resume runs/x"
+        );
+        assert_eq!(
+            resume_command(false, "", dir),
+            "tensorgrad train --resume runs/x"
+        );
     }
 }

@@ -34,7 +34,10 @@ fn tensors(dir: &Path) -> Vec<(String, Vec<usize>, Vec<u32>)> {
 fn sigint_checkpoints_mid_epoch_and_resume_is_exact() {
     let tmp = tempfile::tempdir().unwrap();
     let (cut, whole) = (tmp.path().join("cut"), tmp.path().join("whole"));
+    // Started as a program, not through `cargo run` (which the test harness's CARGO
+    // would otherwise suggest): the hint names the program as it was invoked.
     let child = tensorgrad(&["--out", cut.to_str().unwrap()])
+        .env_remove("CARGO")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -58,7 +61,8 @@ fn sigint_checkpoints_mid_epoch_and_resume_is_exact() {
     assert!(stderr.contains("interrupted at epoch 1, batch"), "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "resume with: tensorgrad train --resume {}",
+            "resume with: {} train --resume {}",
+            env!("CARGO_BIN_EXE_tensorgrad"),
             cut.display()
         )),
         "{stderr}"
