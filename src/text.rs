@@ -146,5 +146,6 @@ mod tests {
         let e = "blue".parse::<Colour>().unwrap_err();
         assert_eq!(e.to_string(), "\"blue\": expected one of red, dark-blue");
         assert!(serde_json::from_str::<Colour>("\"green\"").is_err());
+        assert_eq!(Colour::keywords(), "red or dark-blue");
     }
 }

@@ -206,7 +206,11 @@ fn derivative<T: Element>(op: &Op<T>, grad: &Tensor<T>) -> Result<Vec<Option<Ten
             let (ga, gb) = matmul_grads(lhs, rhs, grad)?;
             vec![ga, gb]
         }
-        Op::Reshape { input } => vec![Some(grad.reshape(input.shape())?)],
+        // A copy into row-major order has the identity as its derivative: the gradient
+        // (row-major, like every gradient) only takes the input's shape back.
+        Op::Reshape { input } | Op::Contiguous { input } => {
+            vec![Some(grad.reshape(input.shape())?)]
+        }
         Op::Permute { input: _, perm } => {
             let mut inverse = vec![0; perm.len()];
             for (i, &p) in perm.iter().enumerate() {

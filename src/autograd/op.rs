@@ -127,6 +127,11 @@ pub enum Op<T: Element> {
         /// Operand.
         input: Tensor<T>,
     },
+    /// The same values copied into a row-major buffer (a strided view made contiguous).
+    Contiguous {
+        /// Operand.
+        input: Tensor<T>,
+    },
     /// Dimensions reordered.
     Permute {
         /// Operand.
@@ -174,6 +179,7 @@ impl<T: Element> Op<T> {
             Op::Unary { input, .. }
             | Op::Sum { input, .. }
             | Op::Reshape { input }
+            | Op::Contiguous { input }
             | Op::Permute { input, .. }
             | Op::BroadcastTo { input }
             | Op::Narrow { input, .. }
@@ -192,6 +198,7 @@ impl<T: Element> Op<T> {
             Op::Sum { .. } => "sum",
             Op::Matmul { .. } => "matmul",
             Op::Reshape { .. } => "reshape",
+            Op::Contiguous { .. } => "contiguous",
             Op::Permute { .. } => "permute",
             Op::BroadcastTo { .. } => "broadcast_to",
             Op::Narrow { .. } => "narrow",

@@ -25,7 +25,8 @@ pub enum Imbalance {
         /// `n_neg / n_pos`.
         ratio: f64,
     },
-    /// `n_k = ⌊n_max · ρ^{−k/(K−1)}⌋` in label order, `n_max` the smallest class count.
+    /// `n_k = ⌊n_head · ρ^{−k/(K−1)}⌋` in label order; the head size `n_head` is the smallest
+    /// class count of the original set (the most every class can supply).
     LongTail {
         /// `ρ = n_0 / n_{K−1}`.
         ratio: f64,
@@ -158,7 +159,7 @@ impl Imbalance {
                         "{self}: class {empty} has no training image (the profile starts from the smallest class)"
                     )));
                 }
-                let n_max = *counts.iter().min().unwrap_or(&0);
+                let n_head = *counts.iter().min().unwrap_or(&0);
                 let mut keep = Vec::new();
                 for c in 0..k {
                     let exponent = if k > 1 {
@@ -166,7 +167,7 @@ impl Imbalance {
                     } else {
                         0.0
                     };
-                    let n_c = ((n_max as f64 * ratio.powf(-exponent)).floor() as usize).max(1);
+                    let n_c = ((n_head as f64 * ratio.powf(-exponent)).floor() as usize).max(1);
                     let mut idx = by_class(&split.train, c);
                     idx.shuffle(&mut rng);
                     idx.truncate(n_c);
@@ -227,7 +228,7 @@ mod tests {
     #[test]
     fn longtail_follows_the_exponential_profile() {
         let mut s = balanced(1000, 10);
-        // Make class 3 the smallest: n_max = 900.
+        // Make class 3 the smallest: n_head = 900.
         let drop: Vec<usize> = (0..s.train.len())
             .filter(|&i| !(s.train.labels[i] == 3 && i >= 9000))
             .collect();

@@ -3,7 +3,7 @@
 
 use super::lgl::Margins;
 use super::registry::{BuildResult, LossEntry, LossOptionError, LossOptions, LossParam};
-use super::{reduce, Family, Loss, Reduction};
+use super::{apply_reduction, Family, Loss, Reduction};
 use crate::error::{Result, TensorError};
 use crate::tensor::{Element, Tensor};
 
@@ -91,7 +91,11 @@ impl<T: Element> Loss<T> for AlphaLoss {
         } else {
             sp.mul_scalar(-c).expm1().mul_scalar(-1.0 / c)
         };
-        Ok(reduce(m.weighted_sum(&term)?, self.reduction, m.weight_sum))
+        Ok(apply_reduction(
+            m.weighted_sum(&term)?,
+            self.reduction,
+            m.weight_sum,
+        ))
     }
 }
 

@@ -2,7 +2,7 @@
 
 use super::lgl::Margins;
 use super::registry::{finite_in, BuildResult, LossEntry, LossOptions, LossParam};
-use super::{check_inputs, check_weights, reduce, Family, Loss, Reduction};
+use super::{apply_reduction, check_inputs, check_weights, Family, Loss, Reduction};
 use crate::error::Result;
 use crate::tensor::{Element, Tensor};
 
@@ -125,7 +125,7 @@ impl<T: Element> Loss<T> for Focal {
         let total = per_sample
             .mul(&Tensor::from_f64s(&scale, &[b, 1])?)?
             .sum_all();
-        Ok(reduce(total, self.reduction, w.iter().sum()))
+        Ok(apply_reduction(total, self.reduction, w.iter().sum()))
     }
 }
 
@@ -178,7 +178,11 @@ impl<T: Element> Loss<T> for FocalSigmoid {
         if let Some(factor) = modulating(m.s.neg().sigmoid(), self.gamma) {
             term = term.mul(&factor)?;
         }
-        Ok(reduce(m.weighted_sum(&term)?, self.reduction, m.weight_sum))
+        Ok(apply_reduction(
+            m.weighted_sum(&term)?,
+            self.reduction,
+            m.weight_sum,
+        ))
     }
 }
 

@@ -3,7 +3,9 @@
 
 use super::registry::{BuildResult, LossEntry, LossOptions, LossParam, WeightForm};
 use super::weights::ClassWeighting;
-use super::{check_inputs, check_weights, reduce, targets, AuditSpec, Family, Loss, Reduction};
+use super::{
+    apply_reduction, check_inputs, check_weights, targets, AuditSpec, Family, Loss, Reduction,
+};
 use crate::error::Result;
 use crate::tensor::{Element, Tensor};
 
@@ -186,7 +188,11 @@ impl<T: Element> Loss<T> for Lgl {
         let shape = [labels.len(), k];
         let pos = z.neg().softplus().mul(&Tensor::from_f64s(&a, &shape)?)?;
         let neg = z.softplus().mul(&Tensor::from_f64s(&b, &shape)?)?;
-        Ok(reduce(pos.add(&neg)?.sum_all(), self.reduction, weight_sum))
+        Ok(apply_reduction(
+            pos.add(&neg)?.sum_all(),
+            self.reduction,
+            weight_sum,
+        ))
     }
 }
 

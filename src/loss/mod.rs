@@ -177,7 +177,7 @@ pub(crate) fn targets(labels: &[usize], k: usize) -> Vec<f64> {
 }
 
 /// Applies the reduction to a per-batch sum, given the total sample weight.
-pub(crate) fn reduce<T: Element>(
+pub(crate) fn apply_reduction<T: Element>(
     total: Tensor<T>,
     reduction: Reduction,
     weight_sum: f64,

@@ -2,7 +2,7 @@
 //! logit adjustment.
 
 use super::registry::{finite_in, BuildResult, LossEntry, LossOptions, LossParam};
-use super::{check_inputs, check_weights, reduce, AuditSpec, Family, Loss, Reduction};
+use super::{apply_reduction, check_inputs, check_weights, AuditSpec, Family, Loss, Reduction};
 use crate::error::Result;
 use crate::tensor::{Element, Tensor};
 
@@ -120,7 +120,7 @@ impl<T: Element> Loss<T> for Sml {
         let weight_sum: f64 = labels.iter().map(|&y| w[y]).sum();
         let t = Tensor::from_f64s(&t, &[labels.len(), k])?;
         let total = z.log_softmax(1)?.mul(&t)?.sum_all().neg();
-        Ok(reduce(total, self.reduction, weight_sum))
+        Ok(apply_reduction(total, self.reduction, weight_sum))
     }
 }
 

@@ -56,7 +56,7 @@ impl<T: Element> Tensor<T> {
         Tensor::from_op_vec(
             data,
             self.shape(),
-            Op::Reshape {
+            Op::Contiguous {
                 input: self.graph_handle(),
             },
         )
