@@ -14,7 +14,8 @@ use tensorgrad::loss::weights::ClassWeighting;
 use tensorgrad::loss::{LossKind, LossOptionError, LossOptions, Reduction, WeightForm};
 use tensorgrad::nn::models::ModelKind;
 use tensorgrad::optim::{OptimizerKind, Schedule};
-use tensorgrad::train::{Augmentation, DatasetKind, ImageSize, RunDir, TrainConfig};
+use tensorgrad::train::resume::resumed_config;
+use tensorgrad::train::{Augmentation, DatasetKind, ImageSize, RunDir, TrainConfig, TrainError};
 
 /// tensorgrad: train CNNs on the CPU with the losses of Li et al. (AAAI 2020).
 #[derive(Parser)]
@@ -228,17 +229,6 @@ pub struct TrainArgs {
     pub distributed: bool,
 }
 
-/// Options a resumed run accepts; any other one given must agree with the saved run.
-const RESUME_OPTIONS: [&str; 7] = [
-    "epochs",
-    "threads",
-    "stop_after",
-    "quiet",
-    "data_dir",
-    "resume",
-    "force",
-];
-
 /// The flag of a clap argument id (`batch_size` → `--batch-size`).
 fn flag(id: &str) -> String {
     format!("--{}", id.replace('_', "-"))
@@ -357,70 +347,50 @@ impl TrainArgs {
             resume: self.resume.clone(),
             overwrite: self.force,
         })
-        .map(|mut config| {
-            // A resumed run keeps its length unless --epochs is given.
-            if let (Some(dir), false) = (&self.resume, is_given("epochs")) {
-                if let Ok(saved) = RunDir::new(dir).read_config() {
-                    config.epochs = saved.epochs;
-                }
-            }
-            config
-        })
         .and_then(|config| {
             config.validate().map_err(|e| FlagError {
                 flag: flag(e.field),
                 reason: e.reason,
             })?;
             match &self.resume {
-                Some(dir) => check_resume(&config, dir, given).map(|()| config),
+                Some(dir) => resume_request(config, dir, given),
                 None => Ok(config),
             }
         })
     }
 }
 
-/// A resumed run keeps its configuration: an option given with `--resume` must agree with
-/// the saved run (or be one of [`RESUME_OPTIONS`]).
-fn check_resume(config: &TrainConfig, dir: &Path, given: &[String]) -> Result<(), FlagError> {
-    if let Some(out) = &config.out {
-        if given.iter().any(|g| g == "out") && out != dir {
-            return Err(FlagError {
-                flag: "--out".into(),
-                reason: format!("a resumed run stays in {}", dir.display()),
-            });
-        }
-    }
+/// The configuration of `--resume DIR`: the library's resume rules
+/// ([`tensorgrad::train::resume::resumed_config`]) applied to the flags that were given,
+/// so a conflicting flag is reported by its name before anything runs. An unreadable run
+/// directory is left to the library, which reports it naming the file.
+fn resume_request(
+    config: TrainConfig,
+    dir: &Path,
+    given: &[String],
+) -> Result<TrainConfig, FlagError> {
     let Ok(saved) = RunDir::new(dir).read_config() else {
-        // Unreadable: the library reports it, naming the file.
-        return Ok(());
+        return Ok(config);
     };
-    let (now, then) = (
-        serde_json::to_value(config).expect("configs serialise"),
-        serde_json::to_value(&saved).expect("configs serialise"),
-    );
-    let field = |v: &serde_json::Value, id: &str| -> Option<serde_json::Value> {
-        match id {
-            "loss" => Some(v["loss"]["loss"].clone()),
-            _ if v.get(id).is_some() => Some(v[id].clone()),
-            _ => v["loss"].get(id).cloned(),
+    // Config fields by the flag that sets them: `loss.beta` by --beta, `loss.loss` by --loss.
+    let flag_of = |field: &str| -> String {
+        match field {
+            "loss.loss" => "loss".into(),
+            "overwrite" => "force".into(),
+            _ => field.trim_start_matches("loss.").into(),
         }
     };
-    for id in given {
-        if RESUME_OPTIONS.contains(&id.as_str()) || id == "out" {
-            continue;
-        }
-        let (a, b) = (field(&now, id), field(&then, id));
-        if a != b {
-            return Err(FlagError {
-                flag: flag(id),
-                reason: format!(
-                    "the resumed run was trained with {}; a resumed run keeps its configuration",
-                    b.map_or("no value".into(), |b| b.to_string())
-                ),
-            });
-        }
-    }
-    Ok(())
+    let is_given = |field: &str| given.iter().any(|g| *g == flag_of(field));
+    resumed_config(&saved, &config, dir, &is_given).map_err(|e| match e {
+        TrainError::ResumeConflict { field, reason } => FlagError {
+            flag: flag(&flag_of(&field)),
+            reason,
+        },
+        other => FlagError {
+            flag: "--resume".into(),
+            reason: other.to_string(),
+        },
+    })
 }
 
 #[cfg(test)]

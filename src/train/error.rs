@@ -70,6 +70,15 @@ pub enum TrainError {
         /// What went wrong.
         reason: String,
     },
+    /// A resume request that changes what a resumed run keeps (see
+    /// [`super::resume::resumed_config`]).
+    #[error("{field}: {reason}")]
+    ResumeConflict {
+        /// The configuration field (`lr`, `loss.beta`, `out`).
+        field: String,
+        /// Why, with the saved value.
+        reason: String,
+    },
     /// The loss became NaN or infinite; the previous epoch's checkpoint is intact.
     #[error("the training loss became {loss} at epoch {epoch}, step {step}; the checkpoint of the last completed epoch is kept")]
     NonFinite {

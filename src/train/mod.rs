@@ -25,6 +25,7 @@ pub mod metrics;
 #[allow(unsafe_code)] // FFI: the MPI communicator handle is sent between threads
 pub mod mpi;
 pub mod plots;
+pub mod resume;
 mod run;
 pub mod run_dir;
 pub mod setup;

@@ -105,13 +105,9 @@ fn resolve_run(config: &TrainConfig) -> Result<(TrainConfig, RunDir), TrainError
     match &config.resume {
         Some(dir) => {
             let run = RunDir::new(dir);
-            let mut saved = run.read_config()?;
-            saved.epochs = config.epochs;
-            saved.threads = config.threads.or(saved.threads);
-            saved.data_dir = saved.data_dir.or_else(|| config.data_dir.clone());
-            saved.resume = Some(dir.clone());
-            saved.stop_after = config.stop_after;
-            Ok((saved, run))
+            let saved = run.read_config()?;
+            let resumed = super::resume::resumed_config(&saved, config, dir, &|_| true)?;
+            Ok((resumed, run))
         }
         None => {
             let dir = config
