@@ -92,6 +92,16 @@ impl Trainer {
     /// shard, the loss is the mean over the whole batch, and the gradients are averaged
     /// over the batch with one all-reduce, so every rank applies the same update.
     pub fn train_step(&mut self, x: &Tensor<f32>, y: &[usize]) -> Result<f64, TrainError> {
+        Ok(self.step_reporting_lr(x, y)?.0)
+    }
+
+    /// [`Trainer::train_step`], also returning the learning rate it used: the schedule is
+    /// evaluated once per step, here.
+    fn step_reporting_lr(
+        &mut self,
+        x: &Tensor<f32>,
+        y: &[usize],
+    ) -> Result<(f64, f64), TrainError> {
         let lr = self.schedule.lr(self.step);
         let non_finite = |step: usize, loss: f64| TrainError::NonFinite {
             epoch: step / self.schedule.steps_per_epoch.max(1) + 1,
@@ -110,7 +120,7 @@ impl Trainer {
                 self.optimizer.step(self.model.parameters_mut(), &grads, lr)
             })?;
             self.step += 1;
-            return Ok(value);
+            return Ok((value, lr));
         }
         let n = y.len();
         let (lo, len) = shard(n, self.comm.rank(), self.comm.size());
@@ -154,7 +164,7 @@ impl Trainer {
         self.optimizer
             .step(self.model.parameters_mut(), &grads, lr)?;
         self.step += 1;
-        Ok(value)
+        Ok((value, lr))
     }
 
     /// Trains on every batch of `batches` (epoch `epoch`, from 0), calling `on_step`
@@ -230,12 +240,13 @@ impl Trainer {
             seconds: 0.0,
         });
         let (mut loss_sum, mut images, mut count) = (start.loss_sum, start.images, start.batches);
-        let mut lr = self.schedule.lr(self.step);
+        // The rate of the last step taken (the schedule's at the current step for an
+        // epoch without steps).
+        let mut lr = None;
         for (batch, (x, y)) in batches.into_iter().enumerate().skip(start.batches) {
             // With several ranks, `y.len()` counts the global batch: images are counted
             // globally too.
-            lr = self.schedule.lr(self.step);
-            let loss = self.train_step(&x, &y).map_err(|e| match e {
+            let (loss, step_lr) = self.step_reporting_lr(&x, &y).map_err(|e| match e {
                 TrainError::NonFinite { loss, .. } => TrainError::NonFinite {
                     epoch: epoch + 1,
                     step: batch,
@@ -243,6 +254,7 @@ impl Trainer {
                 },
                 other => other,
             })?;
+            lr = Some(step_lr);
             loss_sum += loss;
             images += y.len();
             count += 1;
@@ -252,7 +264,7 @@ impl Trainer {
                 images,
                 loss,
                 mean_loss: loss_sum / count as f64,
-                lr,
+                lr: step_lr,
             });
             // Every rank stops after the same step.
             let stopping = stop.load(Ordering::SeqCst);
@@ -275,7 +287,7 @@ impl Trainer {
             images,
             batches: count,
             seconds: start.seconds + t0.elapsed().as_secs_f64(),
-            lr,
+            lr: lr.unwrap_or_else(|| self.schedule.lr(self.step)),
         }))
     }
 }

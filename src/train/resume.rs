@@ -144,7 +144,10 @@ mod tests {
         assert_eq!(c.stop_after, Some(1));
         assert_eq!(c.data_dir.as_deref(), Some(Path::new("data")));
         assert_eq!(c.resume.as_deref(), Some(dir));
-        assert!(!c.overwrite, "overwrite is the request's business, not the run's");
+        assert!(
+            !c.overwrite,
+            "overwrite is the request's business, not the run's"
+        );
         // A loss option, the loss itself, the seed: refused, naming the field.
         let mut beta = saved.clone();
         beta.loss.beta = Some(3.0);

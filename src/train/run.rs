@@ -9,7 +9,7 @@ use super::setup::{assemble_with, load_data, model_outputs, with_threads};
 use super::{
     plots, run_dir, EpochRecord, Event, Progress, RunDir, RunSummary, TrainConfig, TrainError,
 };
-use crate::data::Normalization;
+use crate::data::{Normalization, Split};
 use crate::nn::{Architecture, Module};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -126,6 +126,16 @@ fn resolve_run(config: &TrainConfig) -> Result<(TrainConfig, RunDir), TrainError
     }
 }
 
+/// Rank 0 alone writes; every rank agrees on every outcome before going on.
+fn on_root(
+    comm: &dyn Collective,
+    f: &mut dyn FnMut() -> Result<(), TrainError>,
+) -> Result<(), TrainError> {
+    agree(comm, if comm.is_root() { f() } else { Ok(()) })
+}
+
+/// A run, step by step: its data, its model (restored when resuming), the epochs, and
+/// the final evaluation and outputs.
 fn run_epochs(
     config: &TrainConfig,
     architecture: &dyn Architecture,
@@ -136,94 +146,26 @@ fn run_epochs(
 ) -> Result<RunSummary, TrainError> {
     let comm: &dyn Collective = comm_arc.as_ref();
     let started = Instant::now();
-    let root = comm.is_root();
-    // Rank 0 alone writes; every rank agrees on every outcome before going on.
-    let on_root = |f: &mut dyn FnMut() -> Result<(), TrainError>| -> Result<(), TrainError> {
-        agree(comm, if root { f() } else { Ok(()) })
-    };
-    on_root(&mut || run.create())?;
+    on_root(comm, &mut || run.create())?;
     let split = agree(comm, load_data(config))?;
-    if comm.size() > 1 {
-        let mut fingerprint = data_fingerprint(&split).to_le_bytes().to_vec();
-        let mine = fingerprint.clone();
-        comm.broadcast(&mut fingerprint);
-        agree(
-            comm,
-            if fingerprint == mine {
-                Ok(())
-            } else {
-                Err(TrainError::Invalid(
-                    "the ranks loaded different data (check --data-dir on every machine)".into(),
-                ))
-            },
-        )?;
-    }
+    check_same_data(comm, &split)?;
     let counts = split.train.class_counts();
     let mut assembly = agree(comm, assemble_with(config, architecture, &split.train))?;
     let norm = Normalization::of(&split.train);
     let schedule = config.lr_schedule(split.train.len());
     let mut progress = Progress::default();
     if config.resume.is_some() {
-        on_root(&mut || run.check_architecture(architecture))?;
-        progress = if comm.size() == 1 {
-            run.load_training_state(&mut assembly.model, assembly.optimizer.as_mut())?
-        } else {
-            // Rank 0 reads the checkpoint and sends it: the other ranks need no access to
-            // the run directory (no shared file system).
-            let path = run.checkpoint_path();
-            let bytes = if root {
-                std::fs::read(&path).map_err(|e| TrainError::io(&path, e))
-            } else {
-                Ok(Vec::new())
-            };
-            let mut bytes = agree(comm, bytes)?;
-            comm.broadcast(&mut bytes);
-            let restored = decode_checkpoint(&bytes)
-                .map_err(|reason| TrainError::Checkpoint {
-                    path: path.clone(),
-                    reason,
-                })
-                .and_then(|ck| {
-                    run.restore_training_state(
-                        &ck,
-                        &mut assembly.model,
-                        assembly.optimizer.as_mut(),
-                    )
-                });
-            agree(comm, restored)?
-        };
-        if progress.epoch > config.epochs {
-            return Err(TrainError::Invalid(format!(
-                "the run has already trained {} epochs, more than the {} asked for",
-                progress.epoch, config.epochs
-            )));
-        }
+        on_root(comm, &mut || run.check_architecture(architecture))?;
+        progress = restore_progress(config, run, comm, &mut assembly)?;
     } else {
-        let mut record = serde_json::json!({
-            "train": config,
-            "git_revision": run_dir::git_revision()
-                .unwrap_or_else(|| "unknown".into()),
-            "threads": rayon::current_num_threads(),
-            "tensorgrad_version": env!("CARGO_PKG_VERSION"),
-            "command": std::env::args().collect::<Vec<_>>(),
-            "train_class_counts": counts,
-            "test_class_counts": split.test.class_counts(),
-            "normalization": norm,
-            "model_outputs": model_outputs(split.train.classes, assembly.loss.as_ref()),
-            "parameters": assembly.model.num_parameters(),
-        });
-        // A model other than `config.model` is named beside it (built-in runs' files are
-        // unchanged).
-        if architecture.name() != config.model.name() {
-            record["architecture"] = architecture.name().into();
-        }
-        on_root(&mut || run.write_json("config.json", &record))?;
+        let record = run_record(config, architecture, &split, &norm, &assembly);
+        on_root(comm, &mut || run.write_json("config.json", &record))?;
     }
     // metrics.json mirrors the checkpoint's records (it may lag after a kill).
     let records = serde_json::json!({ "epochs": progress.records });
-    on_root(&mut || run.write_json("metrics.json", &records))?;
+    on_root(comm, &mut || run.write_json("metrics.json", &records))?;
     let mut report = |e: &Event| {
-        if root {
+        if comm.is_root() {
             on_event(e)
         }
     };
@@ -251,27 +193,19 @@ fn run_epochs(
         let stats = match end {
             EpochEnd::Complete(stats) => stats,
             EpochEnd::Stopped(partial) => {
-                let batch = partial.batches;
-                progress.step = trainer.step;
-                progress.partial = Some(partial);
-                on_root(&mut || {
-                    run.save_checkpoint(
-                        &trainer.model,
-                        trainer.optimizer.as_ref(),
-                        &progress,
-                        config,
-                    )
-                })?;
-                return Err(TrainError::Interrupted {
-                    epoch: epoch + 1,
-                    batch,
-                    dir: run.path.clone(),
-                });
+                return Err(checkpoint_interrupted(
+                    config,
+                    run,
+                    &trainer,
+                    &mut progress,
+                    epoch,
+                    partial,
+                ))
             }
         };
         let (test, _) = evaluate_sharded(
             comm,
-            &mut trainer.model,
+            trainer.model.as_mut(),
             trainer.loss.as_ref(),
             &split.test,
             &norm,
@@ -294,9 +228,9 @@ fn run_epochs(
         // The checkpoint carries the records: checkpoint and history change together, and
         // an interrupted run loses at most the epoch in progress.
         let records = serde_json::json!({ "epochs": progress.records });
-        on_root(&mut || {
+        on_root(comm, &mut || {
             run.save_checkpoint(
-                &trainer.model,
+                trainer.model.as_ref(),
                 trainer.optimizer.as_ref(),
                 &progress,
                 config,
@@ -309,10 +243,159 @@ fn run_epochs(
             epochs: config.epochs,
         });
     }
+    let summary = finish(
+        run,
+        comm,
+        &mut trainer,
+        &split,
+        &norm,
+        progress,
+        counts,
+        started,
+    )?;
+    report(&Event::Finished(&summary));
+    Ok(summary)
+}
+
+/// With several ranks: an error on every rank unless all loaded the same data.
+fn check_same_data(comm: &dyn Collective, split: &Split) -> Result<(), TrainError> {
+    if comm.size() == 1 {
+        return Ok(());
+    }
+    let mut fingerprint = data_fingerprint(split).to_le_bytes().to_vec();
+    let mine = fingerprint.clone();
+    comm.broadcast(&mut fingerprint);
+    agree(
+        comm,
+        if fingerprint == mine {
+            Ok(())
+        } else {
+            Err(TrainError::Invalid(
+                "the ranks loaded different data (check --data-dir on every machine)".into(),
+            ))
+        },
+    )
+}
+
+/// The resumed run's model and optimizer state and its progress, from its checkpoint.
+/// With several ranks, rank 0 reads the checkpoint and sends it: the other ranks need no
+/// access to the run directory (no shared file system).
+fn restore_progress(
+    config: &TrainConfig,
+    run: &RunDir,
+    comm: &dyn Collective,
+    assembly: &mut super::Assembly,
+) -> Result<Progress, TrainError> {
+    let progress = if comm.size() == 1 {
+        run.load_training_state(assembly.model.as_mut(), assembly.optimizer.as_mut())?
+    } else {
+        let path = run.checkpoint_path();
+        let bytes = if comm.is_root() {
+            std::fs::read(&path).map_err(|e| TrainError::io(&path, e))
+        } else {
+            Ok(Vec::new())
+        };
+        let mut bytes = agree(comm, bytes)?;
+        comm.broadcast(&mut bytes);
+        let restored = decode_checkpoint(&bytes)
+            .map_err(|reason| TrainError::Checkpoint {
+                path: path.clone(),
+                reason,
+            })
+            .and_then(|ck| {
+                run.restore_training_state(
+                    &ck,
+                    assembly.model.as_mut(),
+                    assembly.optimizer.as_mut(),
+                )
+            });
+        agree(comm, restored)?
+    };
+    if progress.epoch > config.epochs {
+        return Err(TrainError::Invalid(format!(
+            "the run has already trained {} epochs, more than the {} asked for",
+            progress.epoch, config.epochs
+        )));
+    }
+    Ok(progress)
+}
+
+/// What a new run's `config.json` records: the configuration and where it ran.
+fn run_record(
+    config: &TrainConfig,
+    architecture: &dyn Architecture,
+    split: &Split,
+    norm: &Normalization,
+    assembly: &super::Assembly,
+) -> serde_json::Value {
+    let mut record = serde_json::json!({
+        "train": config,
+        "git_revision": run_dir::git_revision()
+            .unwrap_or_else(|| "unknown".into()),
+        "threads": rayon::current_num_threads(),
+        "tensorgrad_version": env!("CARGO_PKG_VERSION"),
+        "command": std::env::args().collect::<Vec<_>>(),
+        "train_class_counts": split.train.class_counts(),
+        "test_class_counts": split.test.class_counts(),
+        "normalization": norm,
+        "model_outputs": model_outputs(split.train.classes, assembly.loss.as_ref()),
+        "parameters": assembly.model.num_parameters(),
+    });
+    // A model other than `config.model` is named beside it (built-in runs' files are
+    // unchanged).
+    if architecture.name() != config.model.name() {
+        record["architecture"] = architecture.name().into();
+    }
+    record
+}
+
+/// Saves the checkpoint of a run stopped inside `epoch` (every step so far) and returns
+/// the error that reports the interruption.
+fn checkpoint_interrupted(
+    config: &TrainConfig,
+    run: &RunDir,
+    trainer: &Trainer,
+    progress: &mut Progress,
+    epoch: usize,
+    partial: super::PartialEpoch,
+) -> TrainError {
+    let batch = partial.batches;
+    progress.step = trainer.step;
+    progress.partial = Some(partial);
+    let saved = on_root(trainer.comm.as_ref(), &mut || {
+        run.save_checkpoint(
+            trainer.model.as_ref(),
+            trainer.optimizer.as_ref(),
+            progress,
+            config,
+        )
+    });
+    match saved {
+        Err(e) => e,
+        Ok(()) => TrainError::Interrupted {
+            epoch: epoch + 1,
+            batch,
+            dir: run.path.clone(),
+        },
+    }
+}
+
+/// The final evaluation on the test and the training set, `metrics.json` and the plots.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    run: &RunDir,
+    comm: &dyn Collective,
+    trainer: &mut Trainer,
+    split: &Split,
+    norm: &Normalization,
+    progress: Progress,
+    counts: Vec<usize>,
+    started: Instant,
+) -> Result<RunSummary, TrainError> {
     let loss = trainer.loss.as_ref();
-    let (test, _) = evaluate_sharded(comm, &mut trainer.model, loss, &split.test, &norm, 500)?;
-    let (train_eval, _) =
-        evaluate_sharded(comm, &mut trainer.model, loss, &split.train, &norm, 500)?;
+    let model = trainer.model.as_mut();
+    let (test, _) = evaluate_sharded(comm, model, loss, &split.test, norm, 500)?;
+    let (train_eval, _) = evaluate_sharded(comm, model, loss, &split.train, norm, 500)?;
     let summary = RunSummary {
         out_dir: run.path.clone(),
         epochs: progress.records,
@@ -321,17 +404,16 @@ fn run_epochs(
         train_class_counts: counts,
         seconds: started.elapsed().as_secs_f64(),
     };
-    on_root(&mut || {
+    on_root(comm, &mut || {
         run.write_json("metrics.json", &summary)?;
         plots::draw_run_plots(&run.path, &summary, &split.test.class_names)
     })?;
-    report(&Event::Finished(&summary));
     Ok(summary)
 }
 
 /// A hash of the data a rank loaded (labels, shapes, pixels), to check that all ranks
 /// train on the same data.
-fn data_fingerprint(split: &crate::data::Split) -> u64 {
+fn data_fingerprint(split: &Split) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for d in [&split.train, &split.test] {
