@@ -21,7 +21,8 @@ pub struct Conv2d<T: Element> {
 }
 
 impl<T: Element> Conv2d<T> {
-    /// A square-kernel convolution with PyTorch's default initialisation.
+    /// A square-kernel convolution with PyTorch's default initialisation; with
+    /// `config.groups > 1` a grouped one (weights `c_out × c_in/groups × k × k`).
     pub fn new(
         c_in: usize,
         c_out: usize,
@@ -30,9 +31,11 @@ impl<T: Element> Conv2d<T> {
         bias: bool,
         rng: &mut impl Rng,
     ) -> Self {
-        let fan_in = c_in * kernel * kernel;
+        // Grouped (`config.groups`): each output sees `c_in / groups` input channels.
+        let per_group = c_in / config.groups.max(1);
+        let fan_in = per_group * kernel * kernel;
         let weight =
-            init::kaiming_uniform(&[c_out, c_in, kernel, kernel], fan_in, 5f64.sqrt(), rng)
+            init::kaiming_uniform(&[c_out, per_group, kernel, kernel], fan_in, 5f64.sqrt(), rng)
                 .with_grad();
         let bias = bias.then(|| init::default_bias(&[c_out], fan_in, rng).with_grad());
         Conv2d {

@@ -11,7 +11,9 @@
 //! - [`im2col`]: columns of input taps, then one GEMM per tile of output rows.
 //! - [`winograd`]: F(2×2, 3×3) for 3×3 stride-1 layers, 16 GEMMs over transformed tiles.
 
+pub mod depthwise;
 pub mod direct;
+pub mod grouped;
 pub mod im2col;
 pub mod winograd;
 

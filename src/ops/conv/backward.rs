@@ -53,6 +53,8 @@ pub(super) struct Conv2dBackward<T: Element> {
     pub(super) weight: Tensor<T>,
     pub(super) bias: Option<Tensor<T>>,
     pub(super) geometry: Geometry,
+    /// Channel groups.
+    pub(super) groups: usize,
     /// The algorithm the forward pass ran by (resolved), which the backward pass uses too.
     pub(super) algorithm: ConvAlgorithm,
     /// With a fused ReLU, its output (the op's output), whose sign masks the gradient.
@@ -111,7 +113,7 @@ impl<T: Element> CustomOp<T> for Conv2dBackward<T> {
         };
 
         // The kernel reads the weights for dX only (Winograd transforms them first).
-        let kernel = self.algorithm.backward_kernel(&g, o, &w);
+        let kernel = self.algorithm.backward_kernel(&g, o, self.groups, &w);
         let dw_len = if need_dw { kernel.weight_grad_len() } else { 0 };
         let workspace = kernel.workspace();
         // A fused ReLU's masked gradient of one image, built where it is read.

@@ -2,13 +2,18 @@
 //! algorithm that computes it (each behind the kernels' per-image interface).
 
 use crate::error::{Result, TensorError};
+use crate::kernels::conv::depthwise::Depthwise;
 use crate::kernels::conv::direct::Direct;
+use crate::kernels::conv::grouped::{
+    group_geometry, group_weights, GroupedBackward, GroupedForward,
+};
 use crate::kernels::conv::im2col::{Im2colBackward, Im2colForward};
 use crate::kernels::conv::winograd::{self, WinogradBackward, WinogradForward};
 use crate::kernels::conv::{ConvBackward, ConvForward};
 use crate::kernels::{Element, Geometry};
 
-/// Stride, padding and dilation of a convolution (vertical, horizontal).
+/// Stride, padding and dilation of a convolution (vertical, horizontal), its channel
+/// groups, and the algorithm that computes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2dConfig {
     /// Step between output pixels.
@@ -17,6 +22,10 @@ pub struct Conv2dConfig {
     pub padding: (usize, usize),
     /// Spacing between kernel taps.
     pub dilation: (usize, usize),
+    /// Channel groups: input and output channels split into this many equal parts, each
+    /// output group convolving only its input group (weights `o × c/groups × kh × kw`).
+    /// 1 is a dense convolution; `groups = c_in` a depthwise one.
+    pub groups: usize,
     /// How the convolution is computed.
     pub algorithm: ConvAlgorithm,
 }
@@ -36,6 +45,10 @@ pub enum ConvAlgorithm {
     /// The definition in plain loops ([`kernels::conv::direct`](crate::kernels::conv::direct)):
     /// any geometry, slow; the reference the others are tested against.
     Direct,
+    /// Depthwise convolutions (`groups = c_in = c_out`) by sliding each channel's filter
+    /// over its plane ([`kernels::conv::depthwise`](crate::kernels::conv::depthwise)); an
+    /// error for other convolutions.
+    Depthwise,
 }
 
 /// Input channels from which [`ConvAlgorithm::Auto`] picks Winograd. Its GEMMs have the
@@ -52,14 +65,35 @@ impl ConvAlgorithm {
         winograd::supports(g) && g.c >= WINOGRAD_MIN_CHANNELS && c_out >= WINOGRAD_MIN_CHANNELS
     }
 
-    /// The algorithm this choice runs geometry `g` by — never `Auto` (an error if Winograd
-    /// was asked for a geometry it cannot compute).
-    pub(super) fn resolve(self, g: &Geometry, c_out: usize) -> Result<ConvAlgorithm> {
+    /// The algorithm this choice runs geometry `g` (all input channels) with `c_out`
+    /// outputs in `groups` groups by — never `Auto`; an error if Winograd or the depthwise
+    /// kernel was asked for a convolution it cannot compute. `Auto` runs depthwise
+    /// convolutions by the depthwise kernel, other grouped ones by im2col per group.
+    pub(super) fn resolve(
+        self,
+        g: &Geometry,
+        c_out: usize,
+        groups: usize,
+    ) -> Result<ConvAlgorithm> {
+        let depthwise = groups > 1 && groups == g.c && c_out == g.c;
         match self {
-            ConvAlgorithm::Auto if Self::auto_prefers_winograd(g, c_out) => {
+            ConvAlgorithm::Auto if depthwise => Ok(ConvAlgorithm::Depthwise),
+            ConvAlgorithm::Auto if groups == 1 && Self::auto_prefers_winograd(g, c_out) => {
                 Ok(ConvAlgorithm::Winograd)
             }
             ConvAlgorithm::Auto => Ok(ConvAlgorithm::Im2col),
+            ConvAlgorithm::Depthwise if depthwise => Ok(ConvAlgorithm::Depthwise),
+            ConvAlgorithm::Depthwise => Err(TensorError::InvalidArgument {
+                op: "conv2d",
+                reason: format!(
+                    "the depthwise kernel needs groups = input channels = output channels, not groups {groups} with {} inputs and {c_out} outputs",
+                    g.c
+                ),
+            }),
+            ConvAlgorithm::Winograd if groups > 1 => Err(TensorError::InvalidArgument {
+                op: "conv2d",
+                reason: format!("Winograd computes dense convolutions only, not {groups} groups"),
+            }),
             ConvAlgorithm::Winograd if winograd::supports(g) => Ok(ConvAlgorithm::Winograd),
             ConvAlgorithm::Winograd => Err(TensorError::InvalidArgument {
                 op: "conv2d",
@@ -79,6 +113,7 @@ impl Default for Conv2dConfig {
             stride: (1, 1),
             padding: (0, 0),
             dilation: (1, 1),
+            groups: 1,
             algorithm: ConvAlgorithm::Auto,
         }
     }
@@ -91,8 +126,29 @@ impl Conv2dConfig {
             stride: (stride, stride),
             padding: (padding, padding),
             dilation: (dilation, dilation),
+            groups: 1,
             algorithm: ConvAlgorithm::Auto,
         }
+    }
+
+    /// The same configuration with the channels in `groups` groups (`groups = c_in`:
+    /// depthwise).
+    ///
+    /// ```
+    /// use tensorgrad::ops::conv::{ConvAlgorithm, Conv2dConfig};
+    /// use tensorgrad::Tensor;
+    ///
+    /// let depthwise = Conv2dConfig::new(1, 1, 1).with_groups(4);
+    /// // Weights `o × c/groups × kh × kw`: one 3×3 filter per channel.
+    /// let w = Tensor::<f32>::ones(&[4, 1, 3, 3]);
+    /// let y = Tensor::<f32>::ones(&[2, 4, 5, 5]).conv2d(&w, None, depthwise)?;
+    /// assert_eq!(y.shape(), &[2, 4, 5, 5]);
+    /// assert_eq!(y.to_vec()[6], 9.0); // an inner pixel sums its 3×3 window
+    /// assert_eq!(depthwise.algorithm_for(&[2, 4, 5, 5], &[4, 1, 3, 3])?, ConvAlgorithm::Depthwise);
+    /// # Ok::<(), tensorgrad::TensorError>(())
+    /// ```
+    pub fn with_groups(self, groups: usize) -> Self {
+        Conv2dConfig { groups, ..self }
     }
 
     /// The same configuration computed by `algorithm`.
@@ -114,7 +170,7 @@ impl Conv2dConfig {
     /// ```
     pub fn algorithm_for(&self, input: &[usize], weight: &[usize]) -> Result<ConvAlgorithm> {
         let g = conv_geometry(input, weight, None, *self)?;
-        self.algorithm.resolve(&g, weight[0])
+        self.algorithm.resolve(&g, weight[0], self.groups)
     }
 }
 
@@ -125,12 +181,24 @@ impl ConvAlgorithm {
         self,
         g: &Geometry,
         o: usize,
+        groups: usize,
         w: &'a [T],
     ) -> Box<dyn ConvForward<T> + 'a> {
+        if self == ConvAlgorithm::Depthwise {
+            return Box::new(Depthwise::new(g, w));
+        }
+        if groups > 1 {
+            let gg = group_geometry(g, groups);
+            return Box::new(GroupedForward::new(g, o, groups, |k| {
+                self.forward_kernel(&gg, o / groups, 1, group_weights(w, groups, k))
+            }));
+        }
         match self {
             ConvAlgorithm::Winograd => Box::new(WinogradForward::new(g, o, w)),
             ConvAlgorithm::Direct => Box::new(Direct::new(g, o, w)),
-            ConvAlgorithm::Im2col | ConvAlgorithm::Auto => Box::new(Im2colForward::new(g, o, w)),
+            ConvAlgorithm::Im2col | ConvAlgorithm::Auto | ConvAlgorithm::Depthwise => {
+                Box::new(Im2colForward::new(g, o, w))
+            }
         }
     }
 
@@ -140,12 +208,24 @@ impl ConvAlgorithm {
         self,
         g: &Geometry,
         o: usize,
+        groups: usize,
         w: &'a [T],
     ) -> Box<dyn ConvBackward<T> + 'a> {
+        if self == ConvAlgorithm::Depthwise {
+            return Box::new(Depthwise::new(g, w));
+        }
+        if groups > 1 {
+            let gg = group_geometry(g, groups);
+            return Box::new(GroupedBackward::new(g, o, groups, |k| {
+                self.backward_kernel(&gg, o / groups, 1, group_weights(w, groups, k))
+            }));
+        }
         match self {
             ConvAlgorithm::Winograd => Box::new(WinogradBackward::new(g, o, w)),
             ConvAlgorithm::Direct => Box::new(Direct::new(g, o, w)),
-            ConvAlgorithm::Im2col | ConvAlgorithm::Auto => Box::new(Im2colBackward::new(g, o, w)),
+            ConvAlgorithm::Im2col | ConvAlgorithm::Auto | ConvAlgorithm::Depthwise => {
+                Box::new(Im2colBackward::new(g, o, w))
+            }
         }
     }
 }
@@ -162,7 +242,14 @@ pub(super) fn conv_geometry(
         lhs: x.to_vec(),
         rhs: rhs.to_vec(),
     };
-    if x.len() != 4 || w.len() != 4 || x[1] != w[1] {
+    if cfg.groups == 0 {
+        return Err(TensorError::InvalidArgument {
+            op: "conv2d",
+            reason: "groups must be at least 1".into(),
+        });
+    }
+    // Weights `o × c/groups × kh × kw`, and `o` a multiple of the groups too.
+    if x.len() != 4 || w.len() != 4 || x[1] != w[1] * cfg.groups || !w[0].is_multiple_of(cfg.groups) {
         return Err(mismatch(w));
     }
     if let Some(b) = b {

@@ -94,8 +94,8 @@ impl<T: Element> Tensor<T> {
         let x = self.values();
         let w = weight.values();
         let b = bias.map(|b| b.values());
-        let algorithm = cfg.algorithm.resolve(&g, o)?;
-        let kernel = algorithm.forward_kernel(&g, o, &w);
+        let algorithm = cfg.algorithm.resolve(&g, o, cfg.groups)?;
+        let kernel = algorithm.forward_kernel(&g, o, cfg.groups, &w);
         let per_call = kernel.images_per_call().max(1);
         let workspace = kernel.workspace();
         let (out, _) = par_chunks_zeroed(n * o * p, per_call * o * p, |i, y| {
@@ -113,6 +113,7 @@ impl<T: Element> Tensor<T> {
             weight: weight.kept_if(self.requires_grad()),
             bias: bias.map(Tensor::graph_handle),
             geometry: g,
+            groups: cfg.groups,
             algorithm,
             output: relu.then(|| Arc::clone(&out)),
         };

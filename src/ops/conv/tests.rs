@@ -152,6 +152,7 @@ fn gradcheck_rectangular_kernel_and_mixed_stride() {
         stride: (2, 1),
         padding: (1, 0),
         dilation: (1, 2),
+        groups: 1,
         algorithm: ConvAlgorithm::Auto,
     };
     let inputs = [
@@ -242,6 +243,7 @@ fn stride_one_input_gradient_matches_the_direct_convolution() {
             stride: (1, 1),
             padding: (ph, pw),
             dilation: (1, 1),
+            groups: 1,
             algorithm: ConvAlgorithm::Im2col,
         };
         let x = rand_input(&[batch, c, H, W], 11);
@@ -591,4 +593,158 @@ fn convolution_keeps_its_input_only_for_the_weight_gradient() {
     let w = rand_input(&[3, 2, 3, 3], 9);
     assert!(storage_outlives_its_tensor(x(), conv(w.clone())));
     assert!(!storage_outlives_its_tensor(x(), conv(w.detach())));
+}
+
+/// A grouped convolution by its definition through tensor ops alone: each output group
+/// is the dense convolution of its input group (narrow, conv2d with groups 1, concat).
+fn grouped_by_slices(
+    x: &Tensor<f64>,
+    w: &Tensor<f64>,
+    b: Option<&Tensor<f64>>,
+    cfg: Conv2dConfig,
+) -> Tensor<f64> {
+    let groups = cfg.groups;
+    let (cpg, opg) = (x.shape()[1] / groups, w.shape()[0] / groups);
+    let dense = Conv2dConfig { groups: 1, ..cfg }.with_algorithm(ConvAlgorithm::Direct);
+    let parts: Vec<Tensor<f64>> = (0..groups)
+        .map(|k| {
+            let xk = x.narrow(1, k * cpg, cpg).unwrap();
+            let wk = w.narrow(0, k * opg, opg).unwrap();
+            let bk = b.map(|b| b.narrow(0, k * opg, opg).unwrap());
+            xk.conv2d(&wk, bk.as_ref(), dense).unwrap()
+        })
+        .collect();
+    Tensor::concat(&parts, 1).unwrap()
+}
+
+/// Groups 1, 2 and c_in (depthwise, and c_out = 2·c_in), strides 1 and 2 on 7×6 inputs
+/// they do not divide, padding, dilation, batch 1 and 2: every algorithm that computes the
+/// case equals the definition by slices, values and all three gradients.
+#[test]
+fn grouped_and_depthwise_convolutions_match_their_definition() {
+    let mut checked = 0;
+    for (batch, c_in, c_out, groups) in [(1, 4, 4, 1), (2, 4, 6, 2), (1, 4, 4, 4), (2, 4, 8, 4)] {
+        for (k, s, p, d) in [
+            (3, 1, 1, 1),
+            (3, 2, 1, 1),
+            (3, 2, 0, 1),
+            (1, 2, 0, 1),
+            (3, 1, 2, 2),
+            (5, 2, 2, 1),
+        ] {
+            let cfg = Conv2dConfig::new(s, p, d).with_groups(groups);
+            let seed = checked as u64;
+            let x = rand_input(&[batch, c_in, 7, 6], seed);
+            let w = rand_input(&[c_out, c_in / groups, k, k], 100 + seed);
+            let b = rand_input(&[c_out], 200 + seed);
+            let want = grouped_by_slices(&x, &w, Some(&b), cfg);
+            let r = rand_input(want.shape(), 300 + seed);
+            let (xg, wg, bg) = (
+                x.detach().with_grad(),
+                w.detach().with_grad(),
+                b.detach().with_grad(),
+            );
+            let g = want_grads(&xg, &wg, &bg, &r, |x, w, b| {
+                grouped_by_slices(x, w, Some(b), cfg)
+            });
+            let depthwise = groups == c_in && c_out == c_in && groups > 1;
+            let mut algorithms = vec![
+                ConvAlgorithm::Auto,
+                ConvAlgorithm::Im2col,
+                ConvAlgorithm::Direct,
+            ];
+            if depthwise {
+                algorithms.push(ConvAlgorithm::Depthwise);
+                assert_eq!(
+                    cfg.algorithm_for(x.shape(), w.shape()).unwrap(),
+                    ConvAlgorithm::Depthwise
+                );
+            }
+            for algorithm in algorithms {
+                let cfg = cfg.with_algorithm(algorithm);
+                let y = x.conv2d(&w, Some(&b), cfg).unwrap();
+                let case = format!(
+                    "{:?} {algorithm:?}",
+                    (batch, c_in, c_out, groups, k, s, p, d)
+                );
+                assert_eq!(y.shape(), want.shape(), "{case}");
+                assert_close(&y.to_vec(), &want.to_vec(), 1e-12);
+                let got = want_grads(&xg, &wg, &bg, &r, |x, w, b| {
+                    x.conv2d(w, Some(b), cfg).unwrap()
+                });
+                for (a, e) in got.iter().zip(&g) {
+                    assert_close(a, e, 1e-12);
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 24);
+}
+
+/// `(dX, dW, db)` of `Σ f(x, w, b) ⊙ r`.
+fn want_grads(
+    x: &Tensor<f64>,
+    w: &Tensor<f64>,
+    b: &Tensor<f64>,
+    r: &Tensor<f64>,
+    f: impl Fn(&Tensor<f64>, &Tensor<f64>, &Tensor<f64>) -> Tensor<f64>,
+) -> [Vec<f64>; 3] {
+    let g = f(x, w, b).mul(r).unwrap().sum_all().backward().unwrap();
+    [x, w, b].map(|t| g.get(t).unwrap().to_vec())
+}
+
+#[test]
+fn grouped_and_depthwise_gradcheck() {
+    let opts = GradcheckOptions::default();
+    for (c_out, groups, s, p) in [
+        (4, 2, 1, 1),
+        (4, 2, 2, 0),
+        (4, 4, 1, 1),
+        (4, 4, 2, 1),
+        (8, 4, 2, 1),
+    ] {
+        let cfg = Conv2dConfig::new(s, p, 1).with_groups(groups);
+        let inputs = [
+            rand_input(&[1, 4, 5, 4], 7),
+            rand_input(&[c_out, 4 / groups, 3, 3], 8),
+            rand_input(&[c_out], 9),
+        ];
+        let r = gradcheck(|t| t[0].conv2d(&t[1], Some(&t[2]), cfg), &inputs, &opts);
+        assert!(r.is_ok(), "groups {groups} stride {s}: {}", r.unwrap_err());
+        // The fused ReLU path too (inputs away from the kink come from the random draw).
+        let r = gradcheck(
+            |t| t[0].conv2d_relu(&t[1], Some(&t[2]), cfg),
+            &inputs,
+            &opts,
+        );
+        assert!(
+            r.is_ok(),
+            "relu, groups {groups} stride {s}: {}",
+            r.unwrap_err()
+        );
+    }
+}
+
+#[test]
+fn bad_groups_are_errors_that_say_why() {
+    let x = Tensor::<f64>::zeros(&[1, 4, 5, 5]);
+    let err = |w: &[usize], cfg: Conv2dConfig| {
+        x.conv2d(&Tensor::zeros(w), None, cfg)
+            .unwrap_err()
+            .to_string()
+    };
+    let g2 = Conv2dConfig::new(1, 1, 1).with_groups(2);
+    // Weights must be o × c/groups × k × k, and o a multiple of the groups.
+    assert!(err(&[4, 4, 3, 3], g2).contains("[4, 4, 3, 3]"));
+    assert!(err(&[3, 2, 3, 3], g2).contains("[3, 2, 3, 3]"));
+    assert!(err(&[4, 2, 3, 3], g2.with_groups(0)).contains("groups must be at least 1"));
+    assert!(
+        err(&[4, 2, 3, 3], g2.with_algorithm(ConvAlgorithm::Winograd))
+            .contains("dense convolutions only")
+    );
+    assert!(
+        err(&[4, 2, 3, 3], g2.with_algorithm(ConvAlgorithm::Depthwise))
+            .contains("depthwise kernel needs")
+    );
 }
