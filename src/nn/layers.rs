@@ -34,9 +34,13 @@ impl<T: Element> Conv2d<T> {
         // Grouped (`config.groups`): each output sees `c_in / groups` input channels.
         let per_group = c_in / config.groups.max(1);
         let fan_in = per_group * kernel * kernel;
-        let weight =
-            init::kaiming_uniform(&[c_out, per_group, kernel, kernel], fan_in, 5f64.sqrt(), rng)
-                .with_grad();
+        let weight = init::kaiming_uniform(
+            &[c_out, per_group, kernel, kernel],
+            fan_in,
+            5f64.sqrt(),
+            rng,
+        )
+        .with_grad();
         let bias = bias.then(|| init::default_bias(&[c_out], fan_in, rng).with_grad());
         Conv2d {
             weight,

@@ -16,6 +16,7 @@ mod layers;
 mod linear;
 pub mod models;
 mod residual;
+pub mod resnet;
 
 pub use architecture::Architecture;
 pub use batch_norm::BatchNorm2d;

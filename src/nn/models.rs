@@ -19,6 +19,12 @@ keyword_enum! {
         CifarCnn = "cifar-cnn",
         /// [`linear`].
         Linear = "linear",
+        /// The CIFAR ResNet-20 ([`super::resnet::resnet_cifar`], 0.27 M parameters).
+        Resnet20 = "resnet20",
+        /// The CIFAR ResNet-32 (0.46 M parameters).
+        Resnet32 = "resnet32",
+        /// The CIFAR ResNet-56 (0.85 M parameters).
+        Resnet56 = "resnet56",
     }
 }
 
@@ -28,7 +34,10 @@ impl ModelKind {
     /// CIFAR for the CIFAR CNN. Training takes the data set's shape instead.
     pub fn native_input(self) -> [usize; 3] {
         match self {
-            ModelKind::CifarCnn => [3, 32, 32],
+            ModelKind::CifarCnn
+            | ModelKind::Resnet20
+            | ModelKind::Resnet32
+            | ModelKind::Resnet56 => [3, 32, 32],
             ModelKind::Lenet | ModelKind::Linear => [1, 28, 28],
         }
     }
@@ -58,6 +67,9 @@ impl ModelKind {
             ModelKind::Lenet => lenet(input, classes, &mut rng),
             ModelKind::CifarCnn => cifar_cnn(input, classes, &mut rng),
             ModelKind::Linear => linear(input, classes, &mut rng),
+            ModelKind::Resnet20 => super::resnet::resnet_cifar(20, input, classes, &mut rng),
+            ModelKind::Resnet32 => super::resnet::resnet_cifar(32, input, classes, &mut rng),
+            ModelKind::Resnet56 => super::resnet::resnet_cifar(56, input, classes, &mut rng),
         }
     }
 }
@@ -186,6 +198,10 @@ mod tests {
         assert_eq!(c.parameters()[8].0, "fc1.weight");
         assert_eq!(c.parameters()[8].1.shape(), &[256, 4096]);
         assert!("resnet".parse::<ModelKind>().is_err());
+        assert_eq!(
+            "resnet20".parse::<ModelKind>().unwrap(),
+            ModelKind::Resnet20
+        );
         assert!(ModelKind::Lenet.build::<f32>([1, 8, 8], 10, 0).is_err());
     }
 

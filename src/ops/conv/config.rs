@@ -249,7 +249,8 @@ pub(super) fn conv_geometry(
         });
     }
     // Weights `o × c/groups × kh × kw`, and `o` a multiple of the groups too.
-    if x.len() != 4 || w.len() != 4 || x[1] != w[1] * cfg.groups || !w[0].is_multiple_of(cfg.groups) {
+    if x.len() != 4 || w.len() != 4 || x[1] != w[1] * cfg.groups || !w[0].is_multiple_of(cfg.groups)
+    {
         return Err(mismatch(w));
     }
     if let Some(b) = b {
