@@ -171,6 +171,19 @@ impl<T: Element> Module<T> for Relu {
     }
 }
 
+/// `min(max(x, 0), 6)`: MobileNet's bounded rectifier (PyTorch's `ReLU6`).
+pub struct Relu6;
+
+impl<T: Element> Module<T> for Relu6 {
+    fn kind(&self) -> &'static str {
+        "relu6"
+    }
+
+    fn forward(&mut self, x: &Tensor<T>) -> Result<Tensor<T>> {
+        Ok(x.clamp(0.0, 6.0))
+    }
+}
+
 /// Flattens everything after the batch dimension.
 pub struct Flatten;
 

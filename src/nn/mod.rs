@@ -14,13 +14,14 @@ mod batch_norm;
 pub mod init;
 mod layers;
 mod linear;
+pub mod mobilenet;
 pub mod models;
 mod residual;
 pub mod resnet;
 
 pub use architecture::Architecture;
 pub use batch_norm::BatchNorm2d;
-pub use layers::{AvgPool2d, Conv2d, Dropout, Flatten, GlobalAvgPool, MaxPool2d, Relu};
+pub use layers::{AvgPool2d, Conv2d, Dropout, Flatten, GlobalAvgPool, MaxPool2d, Relu, Relu6};
 pub use linear::Linear;
 pub use residual::Residual;
 

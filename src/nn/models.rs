@@ -25,19 +25,26 @@ keyword_enum! {
         Resnet32 = "resnet32",
         /// The CIFAR ResNet-56 (0.85 M parameters).
         Resnet56 = "resnet56",
+        /// torchvision's ResNet-18 ([`super::resnet::resnet18`]).
+        Resnet18 = "resnet18",
+        /// torchvision's MobileNet-v2 ([`super::mobilenet::mobilenet_v2`]).
+        MobilenetV2 = "mobilenet-v2",
     }
 }
 
 impl ModelKind {
     /// The images the model was designed for, `[c, h, w]` (what `tensorgrad bench` and
     /// `tensorgrad graph` feed it): 1×28×28 MNIST for LeNet and the linear model, 3×32×32
-    /// CIFAR for the CIFAR CNN. Training takes the data set's shape instead.
+    /// CIFAR for the CIFAR CNN, the CIFAR ResNets and MobileNet-v2, 3×64×64 for ResNet-18.
+    /// Training takes the data set's shape instead.
     pub fn native_input(self) -> [usize; 3] {
         match self {
             ModelKind::CifarCnn
             | ModelKind::Resnet20
             | ModelKind::Resnet32
-            | ModelKind::Resnet56 => [3, 32, 32],
+            | ModelKind::Resnet56
+            | ModelKind::MobilenetV2 => [3, 32, 32],
+            ModelKind::Resnet18 => [3, 64, 64],
             ModelKind::Lenet | ModelKind::Linear => [1, 28, 28],
         }
     }
@@ -70,6 +77,10 @@ impl ModelKind {
             ModelKind::Resnet20 => super::resnet::resnet_cifar(20, input, classes, &mut rng),
             ModelKind::Resnet32 => super::resnet::resnet_cifar(32, input, classes, &mut rng),
             ModelKind::Resnet56 => super::resnet::resnet_cifar(56, input, classes, &mut rng),
+            ModelKind::Resnet18 => super::resnet::resnet18(input, classes, &mut rng),
+            ModelKind::MobilenetV2 => {
+                super::mobilenet::mobilenet_v2(input, classes, seed, &mut rng)
+            }
         }
     }
 }

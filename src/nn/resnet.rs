@@ -43,7 +43,7 @@ impl<T: Element> Module<T> for ZeroPadShortcut {
 }
 
 /// A conv layer with torchvision's initialisation: Kaiming-normal, fan-out mode, no bias.
-fn conv<T: Element>(
+pub(crate) fn kaiming_conv<T: Element>(
     c_in: usize,
     c_out: usize,
     kernel: usize,
@@ -66,13 +66,13 @@ fn basic_block<T: Element>(
     let body = Sequential::new()
         .push(
             "conv1",
-            conv(c_in, c_out, 3, Conv2dConfig::new(stride, 1, 1), rng),
+            kaiming_conv(c_in, c_out, 3, Conv2dConfig::new(stride, 1, 1), rng),
         )
         .push("bn1", BatchNorm2d::new(c_out))
         .push("relu", Relu)
         .push(
             "conv2",
-            conv(c_out, c_out, 3, Conv2dConfig::new(1, 1, 1), rng),
+            kaiming_conv(c_out, c_out, 3, Conv2dConfig::new(1, 1, 1), rng),
         )
         .push("bn2", BatchNorm2d::new(c_out));
     let block = Residual::new(body).with_relu();
@@ -113,7 +113,10 @@ pub fn resnet_cifar<T: Element>(
     }
     let n = (depth - 2) / 6;
     let mut model = Sequential::new()
-        .push("conv1", conv(c, 16, 3, Conv2dConfig::new(1, 1, 1), rng))
+        .push(
+            "conv1",
+            kaiming_conv(c, 16, 3, Conv2dConfig::new(1, 1, 1), rng),
+        )
         .push("bn1", BatchNorm2d::new(16))
         .push("relu", Relu);
     let mut c_in = 16;
@@ -129,6 +132,81 @@ pub fn resnet_cifar<T: Element>(
     Ok(model
         .push("avgpool", GlobalAvgPool)
         .push("linear", Linear::new(64, classes, true, rng)))
+}
+
+/// A torchvision `BasicBlock` of `resnet18`: conv 3×3 (stride) – BN – ReLU – conv 3×3 – BN,
+/// plus the identity or, where the shape changes, `downsample` = 1×1 conv (stride) + BN.
+fn torchvision_block<T: Element>(
+    c_in: usize,
+    c_out: usize,
+    stride: usize,
+    rng: &mut StdRng,
+) -> Residual<T> {
+    let body = Sequential::new()
+        .push(
+            "conv1",
+            kaiming_conv(c_in, c_out, 3, Conv2dConfig::new(stride, 1, 1), rng),
+        )
+        .push("bn1", BatchNorm2d::new(c_out))
+        .push("relu", Relu)
+        .push(
+            "conv2",
+            kaiming_conv(c_out, c_out, 3, Conv2dConfig::new(1, 1, 1), rng),
+        )
+        .push("bn2", BatchNorm2d::new(c_out));
+    let block = Residual::new(body).with_relu();
+    if stride != 1 || c_in != c_out {
+        let projection = Sequential::new()
+            .push(
+                "0",
+                kaiming_conv(c_in, c_out, 1, Conv2dConfig::new(stride, 0, 1), rng),
+            )
+            .push("1", BatchNorm2d::new(c_out));
+        block.with_shortcut("downsample", projection)
+    } else {
+        block
+    }
+}
+
+/// torchvision's `resnet18` for images `[c, h, w]` and `classes` outputs: a 7×7/2 stem
+/// (64 channels), BN, ReLU, 3×3/2 max-pool, four stages of two basic blocks (64, 128,
+/// 256, 512 channels; stages 2–4 start with stride 2 and a 1×1 projection), global
+/// average pooling and `fc`. Names and shapes are torchvision's (11,689,512 parameters
+/// at 1000 classes).
+pub fn resnet18<T: Element>(
+    input: [usize; 3],
+    classes: usize,
+    rng: &mut StdRng,
+) -> Result<Sequential<T>> {
+    // Every stage pads enough that any input of at least one pixel fits (as in PyTorch).
+    let c = input[0];
+    let mut model = Sequential::new()
+        .push(
+            "conv1",
+            kaiming_conv(c, 64, 7, Conv2dConfig::new(2, 3, 1), rng),
+        )
+        .push("bn1", BatchNorm2d::new(64))
+        .push("relu", Relu)
+        .push(
+            "maxpool",
+            super::MaxPool2d(Pool2dConfig {
+                kernel: 3,
+                stride: 2,
+                padding: 1,
+            }),
+        );
+    let mut c_in = 64;
+    for (stage, c_out) in [64, 128, 256, 512].into_iter().enumerate() {
+        let stride = if stage == 0 { 1 } else { 2 };
+        let layer = Sequential::new()
+            .push("0", torchvision_block(c_in, c_out, stride, rng))
+            .push("1", torchvision_block(c_out, c_out, 1, rng));
+        model = model.push(&format!("layer{}", stage + 1), layer);
+        c_in = c_out;
+    }
+    Ok(model
+        .push("avgpool", GlobalAvgPool)
+        .push("fc", Linear::new(512, classes, true, rng)))
 }
 
 #[cfg(test)]
@@ -177,6 +255,29 @@ mod tests {
             assert!(names.iter().any(|n| n == want), "{want} missing");
         }
         assert!(resnet_cifar::<f32>(21, [3, 32, 32], 10, &mut StdRng::seed_from_u64(0)).is_err());
+    }
+
+    /// torchvision's count (`sum(p.numel() for p in resnet18().parameters())`) and key
+    /// names; MNIST-sized inputs too.
+    #[test]
+    fn resnet18_is_torchvisions() {
+        let m = resnet18::<f32>([3, 64, 64], 1000, &mut StdRng::seed_from_u64(0)).unwrap();
+        assert_eq!(m.num_parameters(), 11_689_512);
+        let names: Vec<String> = m.named_tensors().into_iter().map(|(n, _, _)| n).collect();
+        for want in [
+            "conv1.weight",
+            "bn1.running_mean",
+            "layer1.0.conv1.weight",
+            "layer2.0.downsample.0.weight",
+            "layer2.0.downsample.1.running_var",
+            "layer4.1.bn2.bias",
+            "fc.weight",
+        ] {
+            assert!(names.iter().any(|n| n == want), "{want} missing");
+        }
+        let mut small = resnet18::<f32>([1, 28, 28], 10, &mut StdRng::seed_from_u64(0)).unwrap();
+        let y = small.forward(&Tensor::zeros(&[2, 1, 28, 28])).unwrap();
+        assert_eq!(y.shape(), &[2, 10]);
     }
 
     #[test]
