@@ -15,6 +15,10 @@ pub struct BatchNorm2d<T: Element> {
     pub running_mean: Tensor<T>,
     /// Running (unbiased) variance, initialised to 1.
     pub running_var: Tensor<T>,
+    /// Training-mode batches seen (a 0-d tensor, PyTorch's `num_batches_tracked`, kept so
+    /// that state dicts carry every key PyTorch's module has; the running averages use
+    /// `momentum`, not this count).
+    pub num_batches_tracked: Tensor<T>,
     /// Weight of the newest batch in the running averages (PyTorch's default 0.1).
     pub momentum: f64,
     /// Added to the variance before the square root.
@@ -30,6 +34,7 @@ impl<T: Element> BatchNorm2d<T> {
             bias: Tensor::zeros(&[channels]).with_grad(),
             running_mean: Tensor::zeros(&[channels]),
             running_var: Tensor::ones(&[channels]),
+            num_batches_tracked: Tensor::zeros(&[]),
             momentum: 0.1,
             eps: 1e-5,
             training: true,
@@ -65,6 +70,7 @@ impl<T: Element> Module<T> for BatchNorm2d<T> {
                 *r = keep * *r + m * b;
             }
         });
+        self.num_batches_tracked.update_data(|n| n[0] += T::one());
         Ok(y)
     }
 
@@ -82,6 +88,11 @@ impl<T: Element> Module<T> for BatchNorm2d<T> {
                 TensorKind::Buffer,
                 self.running_var.clone(),
             ),
+            (
+                "num_batches_tracked".into(),
+                TensorKind::Buffer,
+                self.num_batches_tracked.clone(),
+            ),
         ]
     }
 
@@ -98,6 +109,11 @@ impl<T: Element> Module<T> for BatchNorm2d<T> {
                 "running_var".into(),
                 TensorKind::Buffer,
                 &mut self.running_var,
+            ),
+            (
+                "num_batches_tracked".into(),
+                TensorKind::Buffer,
+                &mut self.num_batches_tracked,
             ),
         ]
     }
@@ -134,6 +150,12 @@ mod tests {
         assert!((y[0] - expect0).abs() < 1e-12);
         assert_close(&bn.running_mean.to_vec(), &want_mean, 1e-15);
         let names: Vec<String> = bn.named_tensors().into_iter().map(|(n, _, _)| n).collect();
-        assert_eq!(names, ["weight", "bias", "running_mean", "running_var"]);
+        assert_eq!(
+            names,
+            ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
+        );
+        // One training batch counted, none in eval mode; a 0-d tensor as PyTorch's.
+        assert_eq!(bn.num_batches_tracked.shape(), &[] as &[usize]);
+        assert_eq!(bn.num_batches_tracked.to_vec(), [1.0]);
     }
 }
