@@ -152,7 +152,13 @@ mod tests {
         let names: Vec<String> = bn.named_tensors().into_iter().map(|(n, _, _)| n).collect();
         assert_eq!(
             names,
-            ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
+            [
+                "weight",
+                "bias",
+                "running_mean",
+                "running_var",
+                "num_batches_tracked"
+            ]
         );
         // One training batch counted, none in eval mode; a 0-d tensor as PyTorch's.
         assert_eq!(bn.num_batches_tracked.shape(), &[] as &[usize]);
