@@ -121,9 +121,10 @@ impl<T: Element> Tensor<T> {
     ///
     /// ```
     /// use tensorgrad::Tensor;
-    /// let x = Tensor::<f64>::from_vec(vec![1.0, 3.0, 10.0, 20.0], &[2, 2, 1, 1])?;
+    /// // Two images of two 1×1 channels: channel 0 holds {1, 3}, channel 1 {10, 20}.
+    /// let x = Tensor::<f64>::from_vec(vec![1.0, 10.0, 3.0, 20.0], &[2, 2, 1, 1])?;
     /// let (y, stats) = x.batch_norm2d_train(&Tensor::ones(&[2]), &Tensor::zeros(&[2]), 0.0)?;
-    /// assert_eq!(y.to_vec(), [-1.0, 1.0, -1.0, 1.0]); // each channel to mean 0, variance 1
+    /// assert_eq!(y.to_vec(), [-1.0, -1.0, 1.0, 1.0]); // each channel to mean 0, variance 1
     /// assert_eq!(stats.mean, [2.0, 15.0]);
     /// assert_eq!(stats.var_unbiased, [2.0, 50.0]);
     /// # Ok::<(), tensorgrad::TensorError>(())
