@@ -56,11 +56,22 @@ pub(crate) fn kaiming_conv<T: Element>(
     layer
 }
 
-/// A basic block: conv 3×3 – BN – ReLU – conv 3×3 – BN, plus the shortcut, then ReLU.
+/// How a basic block that changes the shape gets its shortcut.
+#[derive(Clone, Copy)]
+enum Shortcut {
+    /// He et al.'s option A ([`ZeroPadShortcut`], named `shortcut`): no parameters.
+    ZeroPad,
+    /// torchvision's `downsample`: 1×1 conv (stride) + BN.
+    Projection,
+}
+
+/// A basic block: conv 3×3 (stride) – BN – ReLU – conv 3×3 – BN, plus the identity or,
+/// where the shape changes, the `kind` of shortcut; then ReLU.
 fn basic_block<T: Element>(
     c_in: usize,
     c_out: usize,
     stride: usize,
+    kind: Shortcut,
     rng: &mut StdRng,
 ) -> Residual<T> {
     let body = Sequential::new()
@@ -76,15 +87,25 @@ fn basic_block<T: Element>(
         )
         .push("bn2", BatchNorm2d::new(c_out));
     let block = Residual::new(body).with_relu();
-    if stride != 1 || c_in != c_out {
-        block.with_shortcut(
+    if stride == 1 && c_in == c_out {
+        return block;
+    }
+    match kind {
+        Shortcut::ZeroPad => block.with_shortcut(
             "shortcut",
             ZeroPadShortcut {
                 pad: (c_out - c_in) / 2,
             },
-        )
-    } else {
-        block
+        ),
+        Shortcut::Projection => {
+            let projection = Sequential::new()
+                .push(
+                    "0",
+                    kaiming_conv(c_in, c_out, 1, Conv2dConfig::new(stride, 0, 1), rng),
+                )
+                .push("1", BatchNorm2d::new(c_out));
+            block.with_shortcut("downsample", projection)
+        }
     }
 }
 
@@ -124,7 +145,10 @@ pub fn resnet_cifar<T: Element>(
         let mut layer = Sequential::new();
         for i in 0..n {
             let stride = if stage > 0 && i == 0 { 2 } else { 1 };
-            layer = layer.push(&i.to_string(), basic_block(c_in, c_out, stride, rng));
+            layer = layer.push(
+                &i.to_string(),
+                basic_block(c_in, c_out, stride, Shortcut::ZeroPad, rng),
+            );
             c_in = c_out;
         }
         model = model.push(&format!("layer{}", stage + 1), layer);
@@ -132,40 +156,6 @@ pub fn resnet_cifar<T: Element>(
     Ok(model
         .push("avgpool", GlobalAvgPool)
         .push("linear", Linear::new(64, classes, true, rng)))
-}
-
-/// A torchvision `BasicBlock` of `resnet18`: conv 3×3 (stride) – BN – ReLU – conv 3×3 – BN,
-/// plus the identity or, where the shape changes, `downsample` = 1×1 conv (stride) + BN.
-fn torchvision_block<T: Element>(
-    c_in: usize,
-    c_out: usize,
-    stride: usize,
-    rng: &mut StdRng,
-) -> Residual<T> {
-    let body = Sequential::new()
-        .push(
-            "conv1",
-            kaiming_conv(c_in, c_out, 3, Conv2dConfig::new(stride, 1, 1), rng),
-        )
-        .push("bn1", BatchNorm2d::new(c_out))
-        .push("relu", Relu)
-        .push(
-            "conv2",
-            kaiming_conv(c_out, c_out, 3, Conv2dConfig::new(1, 1, 1), rng),
-        )
-        .push("bn2", BatchNorm2d::new(c_out));
-    let block = Residual::new(body).with_relu();
-    if stride != 1 || c_in != c_out {
-        let projection = Sequential::new()
-            .push(
-                "0",
-                kaiming_conv(c_in, c_out, 1, Conv2dConfig::new(stride, 0, 1), rng),
-            )
-            .push("1", BatchNorm2d::new(c_out));
-        block.with_shortcut("downsample", projection)
-    } else {
-        block
-    }
 }
 
 /// torchvision's `resnet18` for images `[c, h, w]` and `classes` outputs: a 7×7/2 stem
@@ -199,8 +189,11 @@ pub fn resnet18<T: Element>(
     for (stage, c_out) in [64, 128, 256, 512].into_iter().enumerate() {
         let stride = if stage == 0 { 1 } else { 2 };
         let layer = Sequential::new()
-            .push("0", torchvision_block(c_in, c_out, stride, rng))
-            .push("1", torchvision_block(c_out, c_out, 1, rng));
+            .push(
+                "0",
+                basic_block(c_in, c_out, stride, Shortcut::Projection, rng),
+            )
+            .push("1", basic_block(c_out, c_out, 1, Shortcut::Projection, rng));
         model = model.push(&format!("layer{}", stage + 1), layer);
         c_in = c_out;
     }
