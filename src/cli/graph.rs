@@ -127,4 +127,27 @@ mod tests {
             "--beta: does not apply to sml (only to lgl-inr)"
         );
     }
+
+    /// Every model of the zoo renders its step graph at its native input: the residual
+    /// networks show their batch norms, the option-A shortcut and the depthwise convs.
+    #[test]
+    fn every_model_renders_its_step_graph() {
+        for model in ModelKind::ALL {
+            let text = graph(&["--batch-size", "2", "--model", model.as_str()]);
+            assert!(
+                text.contains("buffers kept for backward"),
+                "{model}:\n{text}"
+            );
+        }
+        let r20 = graph(&["--batch-size", "2", "--model", "resnet20"]);
+        assert!(
+            r20.contains("batch_norm2d [2, 16, 32, 32]") && r20.contains("concat"),
+            "{r20}"
+        );
+        let mobile = graph(&["--batch-size", "2", "--model", "mobilenet-v2"]);
+        assert!(
+            mobile.contains("leaf features.2.conv.1.0.weight [96, 1, 3, 3]"),
+            "{mobile}"
+        );
+    }
 }
