@@ -1,9 +1,11 @@
 //! tensorgrad's resnet18 and mobilenet-v2, trained for a few steps so that batch norm's
 //! running statistics are not the defaults, load into torchvision's models with
-//! `load_state_dict(strict=True)`, and PyTorch's logits on the same real MNIST images
-//! equal ours to 1e-4 relative. Needs a Python with torch and torchvision:
-//! `$TORCH_PYTHON`, else `../torch-venv/bin/python` (what benches/compare/run.py
-//! creates); without one the test prints why and passes without checking.
+//! `load_state_dict(strict=True)`, and resnet20 into the README's PyTorch class; PyTorch's
+//! logits on the same real MNIST images equal ours to 1e-4 relative. Needs a Python with
+//! torch and torchvision: `$TORCH_PYTHON`, else `../torch-venv/bin/python` (what
+//! benches/compare/run.py creates); without one the test prints why and passes without
+//! checking — unless `TENSORGRAD_REQUIRE_TORCH=1` (set by CI, which installs them), when a
+//! missing PyTorch fails it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -36,8 +38,12 @@ fn save(path: &Path, tensors: Vec<(String, Vec<usize>, Vec<f32>)>) {
 }
 
 #[test]
-fn torchvision_loads_resnet18_and_mobilenet_v2_strictly_with_equal_logits() {
+fn pytorch_loads_resnet18_mobilenet_v2_and_resnet20_strictly_with_equal_logits() {
     let Some(python) = python_with_torch() else {
+        assert!(
+            std::env::var_os("TENSORGRAD_REQUIRE_TORCH").is_none(),
+            "TENSORGRAD_REQUIRE_TORCH is set but no Python with torch and torchvision was found"
+        );
         println!("skipped: no Python with torch and torchvision (set TORCH_PYTHON or create ../torch-venv)");
         return;
     };
@@ -57,18 +63,23 @@ fn torchvision_loads_resnet18_and_mobilenet_v2_strictly_with_equal_logits() {
             rgb.extend_from_slice(img);
         }
     }
-    let x = Tensor::<f32>::from_vec(rgb, &[8, 3, 28, 28]).unwrap();
-    for (kind, name) in [
-        (ModelKind::Resnet18, "resnet18"),
-        (ModelKind::MobilenetV2, "mobilenet-v2"),
-    ] {
-        let mut model = kind.build::<f32>([3, 28, 28], 10, 0).unwrap();
+    let rgb = Tensor::<f32>::from_vec(rgb, &[8, 3, 28, 28]).unwrap();
+    // The CIFAR ResNet takes the 1-channel images as they are.
+    let models = [
+        (ModelKind::Resnet18, rgb.clone()),
+        (ModelKind::MobilenetV2, rgb),
+        (ModelKind::Resnet20, grey),
+    ];
+    for (kind, x) in &models {
+        let name = kind.as_str();
+        let [c, h, w] = [x.shape()[1], x.shape()[2], x.shape()[3]];
+        let mut model = kind.build::<f32>([c, h, w], 10, 0).unwrap();
         // Two training-mode forwards move the running statistics and the batch counts.
         for _ in 0..2 {
-            model.forward(&x).unwrap();
+            model.forward(x).unwrap();
         }
         model.set_training(false);
-        let logits = model.forward(&x).unwrap();
+        let logits = model.forward(x).unwrap();
         let tensors = model
             .named_tensors()
             .into_iter()
@@ -88,6 +99,7 @@ fn torchvision_loads_resnet18_and_mobilenet_v2_strictly_with_equal_logits() {
     let out = Command::new(python)
         .arg(script)
         .arg(dir.path())
+        .args(models.iter().map(|(kind, _)| kind.as_str()))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -97,5 +109,5 @@ fn torchvision_loads_resnet18_and_mobilenet_v2_strictly_with_equal_logits() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(stdout.matches(" ok").count(), 2, "{stdout}");
+    assert_eq!(stdout.matches(" ok").count(), models.len(), "{stdout}");
 }

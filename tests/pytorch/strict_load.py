@@ -1,12 +1,16 @@
-"""Loads tensorgrad's resnet18 / mobilenet-v2 tensors into torchvision's models with
-load_state_dict(strict=True) and compares the logits on the same images.
+"""Loads tensorgrad's resnet18 / mobilenet-v2 tensors into torchvision's models, and its
+resnet20 tensors into the README's ~30-line PyTorch class (run from README.md itself, so
+the printed class is the tested one), with load_state_dict(strict=True), and compares the
+logits on the same images.
 
-Usage: strict_load.py DIR, where DIR holds, per model, NAME.safetensors (the model's
+Usage: strict_load.py DIR NAME..., where DIR holds, per model NAME, NAME.safetensors (the model's
 tensors, under PyTorch's names), NAME.input.safetensors (tensor "x") and
 NAME.logits.safetensors (tensor "logits", tensorgrad's eval-mode output). Prints one
 line per model and exits non-zero on any mismatch. Run by tests/torchvision.rs.
 """
 import json
+import os
+import re
 import struct
 import sys
 
@@ -32,18 +36,30 @@ def read_safetensors(path):
     return out
 
 
+def readme_resnet_cifar():
+    """The ResNetCifar class from the README's python block that defines it."""
+    readme = os.path.join(os.path.dirname(__file__), "..", "..", "README.md")
+    blocks = re.findall(r"```python\n(.*?)```", open(readme).read(), re.S)
+    source = next(b for b in blocks if "class ResNetCifar" in b)
+    scope = {}
+    exec(source, scope)
+    return scope["ResNetCifar"]
+
+
 def main():
-    folder = sys.argv[1]
+    folder, names = sys.argv[1], sys.argv[2:]
     builders = {
-        "resnet18": torchvision.models.resnet18,
-        "mobilenet-v2": torchvision.models.mobilenet_v2,
+        "resnet18": lambda c, k: torchvision.models.resnet18(num_classes=k),
+        "mobilenet-v2": lambda c, k: torchvision.models.mobilenet_v2(num_classes=k),
     }
+    for depth in (20, 32, 56):
+        builders[f"resnet{depth}"] = lambda c, k, d=depth: readme_resnet_cifar()(d, c, k)
     failed = False
-    for name, build in builders.items():
+    for name in names:
         state = read_safetensors(f"{folder}/{name}.safetensors")
         x = read_safetensors(f"{folder}/{name}.input.safetensors")["x"]
         ours = read_safetensors(f"{folder}/{name}.logits.safetensors")["logits"]
-        model = build(num_classes=ours.shape[1])
+        model = builders[name](x.shape[1], ours.shape[1])
         model.load_state_dict(state, strict=True)
         model.eval()
         with torch.no_grad():
