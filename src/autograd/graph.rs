@@ -41,6 +41,23 @@ pub struct GraphNode {
     pub saved_bytes: usize,
     /// A name given with [`Graph::with_label`].
     pub label: Option<String>,
+    /// The kept buffers themselves, (address, bytes), to count shared ones once.
+    buffers: Vec<(usize, usize)>,
+}
+
+/// What one layer's nodes keep for backward ([`Graph::kept_by_scope`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScopeKept {
+    /// The layer's path, or its kind for an unnamed layer at the top.
+    pub name: String,
+    /// Nesting depth (1: a layer of the outermost module).
+    pub depth: usize,
+    /// Shape of the layer's last node in the graph (its output).
+    pub output: Vec<usize>,
+    /// Bytes its nodes keep, each buffer counted once within the layer.
+    pub kept_bytes: usize,
+    /// Per op, in graph order, the bytes it keeps (ops that keep nothing left out).
+    pub ops: Vec<(&'static str, usize)>,
 }
 
 /// The graph that produced a tensor, root last, inputs before the nodes that read them.
@@ -101,6 +118,7 @@ impl<T: Element> Tensor<T> {
                     inputs,
                     saved_bytes: kept.iter().map(|&(_, b)| b).sum(),
                     label: None,
+                    buffers: kept,
                 }
             })
             .collect();
@@ -127,6 +145,89 @@ impl Graph {
             n.label = Some(label.to_string());
         }
         self
+    }
+
+    /// What the nodes made by each recorded layer ([`super::scope::record`]) of depth at
+    /// most `max_depth` keep for backward. A buffer two layers keep (a block's output,
+    /// kept by the next block's first conv as its input) counts in both; the graph's
+    /// total counts it once.
+    pub fn kept_by_scope(
+        &self,
+        scopes: &[super::scope::Scope],
+        max_depth: usize,
+    ) -> Vec<ScopeKept> {
+        scopes
+            .iter()
+            .filter(|s| s.depth <= max_depth)
+            .filter_map(|s| {
+                let nodes: Vec<&GraphNode> = self
+                    .nodes
+                    .iter()
+                    .filter(|n| s.ids.contains(&n.id))
+                    .collect();
+                let last = nodes.iter().max_by_key(|n| n.id)?;
+                let mut seen = HashSet::new();
+                let mut ops = Vec::new();
+                let mut kept_bytes = 0;
+                let mut in_order = nodes.clone();
+                in_order.sort_by_key(|n| n.id);
+                for n in in_order {
+                    let fresh: usize = n
+                        .buffers
+                        .iter()
+                        .filter(|b| seen.insert(b.0))
+                        .map(|b| b.1)
+                        .sum();
+                    kept_bytes += fresh;
+                    if let (Some(op), true) = (n.op, n.saved_bytes > 0) {
+                        ops.push((op, n.saved_bytes));
+                    }
+                }
+                let name = if s.path.is_empty() {
+                    s.kind.to_string()
+                } else {
+                    s.path.clone()
+                };
+                Some(ScopeKept {
+                    name,
+                    depth: s.depth.max(1),
+                    output: last.shape.clone(),
+                    kept_bytes,
+                    ops,
+                })
+            })
+            .collect()
+    }
+
+    /// [`Graph::kept_by_scope`] as text: one line per layer, indented by depth, with what
+    /// each of its ops keeps.
+    pub fn kept_by_scope_text(&self, scopes: &[super::scope::Scope], max_depth: usize) -> String {
+        let mut out = String::from("kept for backward, by layer:\n");
+        let layers = self.kept_by_scope(scopes, max_depth);
+        for (i, k) in layers.iter().enumerate() {
+            let indent = "  ".repeat(k.depth);
+            // A layer whose sublayers follow gets its total; they list their ops.
+            let has_children = layers.get(i + 1).is_some_and(|next| next.depth > k.depth);
+            let ops: Vec<String> = k
+                .ops
+                .iter()
+                .map(|(op, b)| format!("{op} {}", human_bytes(*b)))
+                .collect();
+            let ops = if ops.is_empty() || has_children {
+                String::new()
+            } else {
+                format!(" ({})", ops.join(", "))
+            };
+            writeln!(
+                out,
+                "{indent}{} → {:?}: {}{ops}",
+                k.name,
+                k.output,
+                human_bytes(k.kept_bytes)
+            )
+            .expect("writing to a String");
+        }
+        out
     }
 
     fn describe(n: &GraphNode) -> String {
@@ -219,6 +320,36 @@ impl Graph {
 #[cfg(test)]
 mod tests {
     use crate::testing::*;
+
+    /// Per layer: each layer's nodes and what they keep; a buffer shared by two layers
+    /// counts in each layer but once in the total.
+    #[test]
+    fn kept_by_scope_sums_each_layers_nodes() {
+        use crate::autograd::scope;
+        use crate::nn::{Module, Relu, Sequential};
+        let mut net = Sequential::new()
+            .push("a", Relu)
+            .push("inner", Sequential::new().push("b", Relu));
+        let x = rand_input(&[2, 3], 1).detach().with_grad();
+        let (y, scopes) = scope::record(|| net.forward(&x));
+        let y = y.unwrap().exp(); // outside every layer: attributed to none
+        let g = y.graph();
+        let layers = g.kept_by_scope(&scopes, 2);
+        let names: Vec<(&str, usize)> = layers.iter().map(|k| (k.name.as_str(), k.depth)).collect();
+        assert_eq!(names, [("a", 1), ("inner", 1), ("inner.b", 2)]);
+        // Each ReLU keeps its output, 6 f64 = 48 B; exp keeps its own output too.
+        for k in &layers {
+            assert_eq!(
+                (k.kept_bytes, k.output.as_slice()),
+                (48, &[2, 3][..]),
+                "{k:?}"
+            );
+        }
+        assert_eq!(layers[0].ops, [("relu", 48)]);
+        assert_eq!(g.total_saved_bytes, 3 * 48);
+        let text = g.kept_by_scope_text(&scopes, 1);
+        assert_eq!(text, "kept for backward, by layer:\n  a → [2, 3]: 48 B (relu 48 B)\n  inner → [2, 3]: 48 B (relu 48 B)\n");
+    }
 
     #[test]
     fn diamond_is_one_node_reached_twice_and_shared_buffers_count_once() {

@@ -10,6 +10,7 @@ mod gradcheck;
 pub mod graph;
 mod op;
 pub mod profile;
+pub mod scope;
 
 pub(crate) use backward::binary_operands_read;
 pub use backward::Gradients;

@@ -71,14 +71,19 @@ pub fn render(args: &GraphArgs) -> Result<String, GraphError> {
     let labels: Vec<usize> = (0..args.batch_size)
         .map(|_| rng.random_range(0..args.classes))
         .collect();
-    let logits = model.forward(&x).map_err(|e| run(e.into()))?;
+    let (logits, scopes) = tensorgrad::autograd::scope::record(|| model.forward(&x));
+    let logits = logits.map_err(|e| run(e.into()))?;
     let l = loss.forward(&logits, &labels).map_err(|e| run(e.into()))?;
     let mut graph = l.graph().with_label(&x, "input batch");
     for (name, _, t) in model.named_tensors() {
         graph = graph.with_label(&t, &name);
     }
     Ok(match args.format {
-        GraphFormat::Text => graph.to_text(),
+        GraphFormat::Text => format!(
+            "{}\n{}",
+            graph.to_text(),
+            graph.kept_by_scope_text(&scopes, 2)
+        ),
         GraphFormat::Dot => graph.to_dot(),
     })
 }
@@ -141,7 +146,19 @@ mod tests {
         }
         let r20 = graph(&["--batch-size", "2", "--model", "resnet20"]);
         assert!(
-            r20.contains("batch_norm2d [2, 16, 32, 32]") && r20.contains("concat"),
+            r20.contains("batch_norm2d+relu [2, 16, 32, 32]")
+                && r20.contains("batch_norm2d [2, 16, 32, 32]")
+                && r20.contains("concat"),
+            "{r20}"
+        );
+        // What each block keeps: a basic block of batch 2 at 16×32×32 (131.1 kB a map):
+        // conv1 its input and weights (9.2 kB), bn1+relu x̂ alone, conv2 its input, bn2 x̂, the
+        // closing ReLU its output.
+        assert!(
+            r20.contains(
+                "    layer1.1 → [2, 16, 32, 32]: 673.8 kB (conv2d 140.3 kB, \
+                 batch_norm2d+relu 131.1 kB, conv2d 140.3 kB, batch_norm2d 131.1 kB, relu 131.1 kB)"
+            ),
             "{r20}"
         );
         let mobile = graph(&["--batch-size", "2", "--model", "mobilenet-v2"]);

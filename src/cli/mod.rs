@@ -160,6 +160,10 @@ pub struct TrainArgs {
     /// Model (the names of `ModelKind`).
     #[arg(long, default_value = "lenet", help = format!("Model: {}", ModelKind::keywords()))]
     pub model: ModelKind,
+    /// Start each residual block's last batch norm at γ = 0, so every block begins as the
+    /// identity (torchvision's zero_init_residual; the ResNets only).
+    #[arg(long)]
+    pub zero_init_residual: bool,
     /// Loss options.
     #[command(flatten)]
     pub loss: LossArgs,
@@ -320,12 +324,19 @@ impl TrainArgs {
                 })
             }
         };
+        if self.zero_init_residual && !self.model.is_resnet() {
+            return Err(FlagError {
+                flag: "--zero-init-residual".into(),
+                reason: format!("applies to the ResNets only, not to {}", self.model),
+            });
+        }
         Ok(TrainConfig {
             dataset: self.dataset,
             data_dir,
             image_size: self.image_size,
             channels: self.channels,
             model: self.model,
+            zero_init_residual: self.zero_init_residual,
             loss,
             imbalance: self.imbalance.clone(),
             epochs: self.epochs,
@@ -512,6 +523,8 @@ mod tests {
         assert_eq!(c.model, ModelKind::CifarCnn);
         assert_eq!(c.image_size.to_string(), "64x48");
         assert_eq!(c.data_dir, Some(PathBuf::from("/x")));
+        let r = parse(&["--model", "resnet20", "--zero-init-residual"]).unwrap();
+        assert!(r.zero_init_residual && r.model_spec().options.zero_init_residual);
     }
 
     #[test]
@@ -540,6 +553,11 @@ mod tests {
             (&["--channels", "1"], "--channels"),
             (&["--image-size", "64x64"], "--image-size"),
             (&["--optimizer", "adam", "--nesterov"], "--nesterov"),
+            (&["--zero-init-residual"], "--zero-init-residual"),
+            (
+                &["--model", "mobilenet-v2", "--zero-init-residual"],
+                "--zero-init-residual",
+            ),
             (&["--optimizer", "adamw", "--momentum", "0.5"], "--momentum"),
             (
                 &[

@@ -2,6 +2,7 @@
 
 use super::{Module, TensorKind};
 use crate::error::Result;
+use crate::ops::batch_norm::BnActivation;
 use crate::tensor::{Element, Tensor};
 
 /// Batch norm over the channels of NCHW input: learnable `weight` (scale) and `bias`
@@ -23,6 +24,8 @@ pub struct BatchNorm2d<T: Element> {
     pub momentum: f64,
     /// Added to the variance before the square root.
     pub eps: f64,
+    /// The activation applied to the output, fused into the op ([`BatchNorm2d::with_relu`]).
+    pub activation: BnActivation,
     training: bool,
 }
 
@@ -37,27 +40,60 @@ impl<T: Element> BatchNorm2d<T> {
             num_batches_tracked: Tensor::zeros(&[]),
             momentum: 0.1,
             eps: 1e-5,
+            activation: BnActivation::Identity,
             training: true,
         }
+    }
+
+    /// The same layer followed by a ReLU, fused into one op in training mode
+    /// (`batch_norm2d+relu`: one pass less, and backward keeps `x̂` alone instead of `x̂`
+    /// and the ReLU's output). The result equals batch norm followed by [`super::Relu`].
+    ///
+    /// ```
+    /// use tensorgrad::nn::{BatchNorm2d, Module};
+    /// use tensorgrad::Tensor;
+    /// let x = Tensor::<f64>::from_vec(vec![1.0, 10.0, 3.0, 20.0], &[2, 2, 1, 1])?;
+    /// let mut bn = BatchNorm2d::new(2).with_relu();
+    /// assert_eq!(Module::<f64>::kind(&bn), "batch_norm2d+relu");
+    /// let y = bn.forward(&x)?.to_vec();
+    /// assert!((y[2] - 1.0).abs() < 1e-4 && y[0] == 0.0); // normalised, then rectified
+    /// # Ok::<(), tensorgrad::TensorError>(())
+    /// ```
+    pub fn with_relu(mut self) -> Self {
+        self.activation = BnActivation::Relu;
+        self
+    }
+
+    /// The same layer followed by ReLU6 (`min(max(x, 0), 6)`), fused as in
+    /// [`BatchNorm2d::with_relu`]; equals batch norm followed by [`super::Relu6`].
+    pub fn with_relu6(mut self) -> Self {
+        self.activation = BnActivation::Relu6;
+        self
     }
 }
 
 impl<T: Element> Module<T> for BatchNorm2d<T> {
     fn kind(&self) -> &'static str {
-        "batch_norm2d"
+        match self.activation {
+            BnActivation::Identity => "batch_norm2d",
+            BnActivation::Relu => "batch_norm2d+relu",
+            BnActivation::Relu6 => "batch_norm2d+relu6",
+        }
     }
 
     fn forward(&mut self, x: &Tensor<T>) -> Result<Tensor<T>> {
         if !self.training {
-            return x.batch_norm2d_eval(
+            let y = x.batch_norm2d_eval(
                 &self.weight,
                 &self.bias,
                 &self.running_mean,
                 &self.running_var,
                 self.eps,
-            );
+            )?;
+            return Ok(self.activation.apply_tensor(y));
         }
-        let (y, stats) = x.batch_norm2d_train(&self.weight, &self.bias, self.eps)?;
+        let (y, stats) =
+            x.batch_norm2d_train_with(&self.weight, &self.bias, self.eps, self.activation)?;
         let m = T::from_f64(self.momentum);
         let keep = T::one() - m;
         self.running_mean.update_data(|r| {

@@ -7,13 +7,14 @@
 //! 3,504,872 parameters at 1000 classes); at 32×32 the last feature map is 1×1.
 
 use super::resnet::kaiming_conv;
-use super::{BatchNorm2d, Dropout, GlobalAvgPool, Linear, Module, Relu6, Residual, Sequential};
+use super::{BatchNorm2d, ConvBn, Dropout, GlobalAvgPool, Linear, Module, Residual, Sequential};
 use crate::error::Result;
 use crate::ops::conv::Conv2dConfig;
 use crate::tensor::{Element, Tensor};
 use rand::rngs::StdRng;
 
-/// torchvision's `Conv2dNormActivation`: conv (no bias) `0`, batch norm `1`, ReLU6 `2`.
+/// torchvision's `Conv2dNormActivation`: conv (no bias) `0`, batch norm `1`, ReLU6 `2`
+/// (no tensors), as one [`ConvBn`] with the ReLU6 fused into the batch norm.
 fn conv_bn_relu6<T: Element>(
     c_in: usize,
     c_out: usize,
@@ -21,12 +22,14 @@ fn conv_bn_relu6<T: Element>(
     stride: usize,
     groups: usize,
     rng: &mut StdRng,
-) -> Sequential<T> {
+) -> ConvBn<T> {
     let cfg = Conv2dConfig::new(stride, (kernel - 1) / 2, 1).with_groups(groups);
-    Sequential::new()
-        .push("0", kaiming_conv(c_in, c_out, kernel, cfg, rng))
-        .push("1", BatchNorm2d::new(c_out))
-        .push("2", Relu6)
+    ConvBn::new(
+        "0",
+        kaiming_conv(c_in, c_out, kernel, cfg, rng),
+        "1",
+        BatchNorm2d::new(c_out).with_relu6(),
+    )
 }
 
 /// One inverted residual block, its layers under `conv` as torchvision names them.
@@ -44,16 +47,18 @@ fn inverted_residual<T: Element>(
         conv = conv.push("0", conv_bn_relu6(c_in, hidden, 1, 1, 1, rng));
         i = 1;
     }
+    // The linear projection: conv `i + 1` and batch norm `i + 2`, no activation.
     conv = conv
         .push(
             &i.to_string(),
             conv_bn_relu6(hidden, hidden, 3, stride, hidden, rng),
         )
-        .push(
+        .push_unprefixed(ConvBn::new(
             &(i + 1).to_string(),
             kaiming_conv(hidden, c_out, 1, Conv2dConfig::default(), rng),
-        )
-        .push(&(i + 2).to_string(), BatchNorm2d::new(c_out));
+            &(i + 2).to_string(),
+            BatchNorm2d::new(c_out),
+        ));
     if stride == 1 && c_in == c_out {
         Box::new(Residual::new(conv).body_named("conv"))
     } else {

@@ -11,6 +11,7 @@
 
 mod architecture;
 mod batch_norm;
+mod conv_bn;
 pub mod init;
 mod layers;
 mod linear;
@@ -21,6 +22,7 @@ pub mod resnet;
 
 pub use architecture::Architecture;
 pub use batch_norm::BatchNorm2d;
+pub use conv_bn::ConvBn;
 pub use layers::{AvgPool2d, Conv2d, Dropout, Flatten, GlobalAvgPool, MaxPool2d, Relu, Relu6};
 pub use linear::Linear;
 pub use residual::Residual;
@@ -174,6 +176,12 @@ impl<T: Element> Sequential<T> {
         }
     }
 
+    /// Appends a layer whose tensors keep the names it gives them, with no prefix: for
+    /// a layer that stands for several named modules, such as [`ConvBn`].
+    pub fn push_unprefixed(self, layer: impl Module<T> + 'static) -> Self {
+        self.push("", layer)
+    }
+
     /// Appends a layer under `name` (the prefix of its tensors' names).
     pub fn push(mut self, name: &str, layer: impl Module<T> + 'static) -> Self {
         self.layers.push((name.to_string(), Box::new(layer)));
@@ -203,6 +211,15 @@ impl<T: Element> Sequential<T> {
     }
 }
 
+/// `prefix.name`, or `name` alone for a layer pushed without a prefix.
+fn prefixed(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
 /// Applies `layers` in order, each timed for the profile under its [`Module::kind`].
 fn run_layers<T: Element>(
     layers: &mut [(String, Box<dyn Module<T>>)],
@@ -210,8 +227,11 @@ fn run_layers<T: Element>(
 ) -> Result<Tensor<T>> {
     use crate::autograd::profile::{time, Phase};
     let mut h = x.clone();
-    for (_, layer) in layers {
-        h = time(Phase::Forward, layer.kind(), || layer.forward(&h))?;
+    for (name, layer) in layers {
+        let kind = layer.kind();
+        h = crate::autograd::scope::within(name, kind, || {
+            time(Phase::Forward, kind, || layer.forward(&h))
+        })?;
     }
     Ok(h)
 }
@@ -227,7 +247,7 @@ impl<T: Element> Module<T> for Sequential<T> {
             .flat_map(|(prefix, l)| {
                 l.named_tensors()
                     .into_iter()
-                    .map(move |(n, k, t)| (format!("{prefix}.{n}"), k, t))
+                    .map(move |(n, k, t)| (prefixed(prefix, &n), k, t))
             })
             .collect()
     }
@@ -239,7 +259,7 @@ impl<T: Element> Module<T> for Sequential<T> {
                 let prefix = prefix.clone();
                 l.named_tensors_mut()
                     .into_iter()
-                    .map(move |(n, k, t)| (format!("{prefix}.{n}"), k, t))
+                    .map(move |(n, k, t)| (prefixed(&prefix, &n), k, t))
             })
             .collect()
     }

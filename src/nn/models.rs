@@ -1,6 +1,7 @@
 //! The networks of the reproduction protocol (`docs/EXPERIMENTS.md`), for any class count and
 //! input shape. Layer names match the equivalent PyTorch module's attributes.
 
+use super::resnet::{resnet18_with, resnet_cifar_with, ResnetOptions};
 use super::{Architecture, Conv2d, Flatten, Linear, MaxPool2d, Module, Relu, Sequential};
 use crate::error::{Result, TensorError};
 use crate::ops::conv::Conv2dConfig;
@@ -69,19 +70,82 @@ impl ModelKind {
         classes: usize,
         seed: u64,
     ) -> Result<Sequential<T>> {
+        self.build_with(input, classes, seed, ResnetOptions::default())
+    }
+
+    /// Whether the model is built of residual basic blocks (what [`ResnetOptions`] applies to).
+    pub fn is_resnet(self) -> bool {
+        matches!(
+            self,
+            ModelKind::Resnet20 | ModelKind::Resnet32 | ModelKind::Resnet56 | ModelKind::Resnet18
+        )
+    }
+
+    /// [`ModelKind::build`] with the residual networks' construction options; an error when
+    /// an option is set for a model it does not apply to.
+    ///
+    /// ```
+    /// use tensorgrad::nn::{models::ModelKind, resnet::ResnetOptions, Module};
+    /// let zero = ResnetOptions { zero_init_residual: true };
+    /// let m = ModelKind::Resnet20.build_with::<f32>([3, 32, 32], 10, 0, zero)?;
+    /// let bn2 = m.named_tensors().into_iter().find(|(n, _, _)| n == "layer1.0.bn2.weight");
+    /// assert!(bn2.unwrap().2.to_vec().iter().all(|&g| g == 0.0));
+    /// assert!(ModelKind::Lenet.build_with::<f32>([1, 28, 28], 10, 0, zero).is_err());
+    /// # Ok::<(), tensorgrad::TensorError>(())
+    /// ```
+    pub fn build_with<T: Element>(
+        self,
+        input: [usize; 3],
+        classes: usize,
+        seed: u64,
+        options: ResnetOptions,
+    ) -> Result<Sequential<T>> {
+        if options != ResnetOptions::default() && !self.is_resnet() {
+            return Err(TensorError::InvalidArgument {
+                op: "model",
+                reason: format!("zero_init_residual applies to the ResNets, not to {self}"),
+            });
+        }
         let mut rng = StdRng::seed_from_u64(seed);
+        let cifar =
+            |depth, rng: &mut StdRng| resnet_cifar_with(depth, input, classes, options, rng);
         match self {
             ModelKind::Lenet => lenet(input, classes, &mut rng),
             ModelKind::CifarCnn => cifar_cnn(input, classes, &mut rng),
             ModelKind::Linear => linear(input, classes, &mut rng),
-            ModelKind::Resnet20 => super::resnet::resnet_cifar(20, input, classes, &mut rng),
-            ModelKind::Resnet32 => super::resnet::resnet_cifar(32, input, classes, &mut rng),
-            ModelKind::Resnet56 => super::resnet::resnet_cifar(56, input, classes, &mut rng),
-            ModelKind::Resnet18 => super::resnet::resnet18(input, classes, &mut rng),
+            ModelKind::Resnet20 => cifar(20, &mut rng),
+            ModelKind::Resnet32 => cifar(32, &mut rng),
+            ModelKind::Resnet56 => cifar(56, &mut rng),
+            ModelKind::Resnet18 => resnet18_with(input, classes, options, &mut rng),
             ModelKind::MobilenetV2 => {
                 super::mobilenet::mobilenet_v2(input, classes, seed, &mut rng)
             }
         }
+    }
+}
+
+/// A built-in model with its construction options, as the run machinery builds it (the
+/// name recorded is the model's own).
+#[derive(Clone, Copy, Debug)]
+pub struct ModelSpec {
+    /// The model.
+    pub kind: ModelKind,
+    /// Its options.
+    pub options: ResnetOptions,
+}
+
+impl Architecture for ModelSpec {
+    fn name(&self) -> String {
+        self.kind.to_string()
+    }
+
+    fn build(&self, input: [usize; 3], outputs: usize, seed: u64) -> Result<Box<dyn Module<f32>>> {
+        Ok(Box::new(self.kind.build_with::<f32>(
+            input,
+            outputs,
+            seed,
+            self.options,
+        )?))
     }
 }
 

@@ -9,7 +9,9 @@
 //! 0.46 M / 0.85 M parameters. Names follow the common PyTorch definition of these
 //! networks (`conv1`, `bn1`, `layer1.0.conv1`, …, `linear`), so a state dict loads into it.
 
-use super::{init, BatchNorm2d, Conv2d, GlobalAvgPool, Linear, Module, Relu, Residual, Sequential};
+use super::{
+    init, BatchNorm2d, Conv2d, ConvBn, GlobalAvgPool, Linear, Module, Residual, Sequential,
+};
 use crate::error::{Result, TensorError};
 use crate::ops::conv::Conv2dConfig;
 use crate::ops::pool::Pool2dConfig;
@@ -56,6 +58,14 @@ pub(crate) fn kaiming_conv<T: Element>(
     layer
 }
 
+/// Options of the residual networks' construction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResnetOptions {
+    /// Start each basic block's last batch norm at `γ = 0`, so every block begins as the
+    /// identity (torchvision's `zero_init_residual`; Goyal et al. 2017).
+    pub zero_init_residual: bool,
+}
+
 /// How a basic block that changes the shape gets its shortcut.
 #[derive(Clone, Copy)]
 enum Shortcut {
@@ -66,26 +76,32 @@ enum Shortcut {
 }
 
 /// A basic block: conv 3×3 (stride) – BN – ReLU – conv 3×3 – BN, plus the identity or,
-/// where the shape changes, the `kind` of shortcut; then ReLU.
+/// where the shape changes, the `kind` of shortcut; then ReLU. Each conv and its batch
+/// norm are one [`ConvBn`] (the ReLU fused into the first batch norm; folded in eval mode).
 fn basic_block<T: Element>(
     c_in: usize,
     c_out: usize,
     stride: usize,
-    kind: Shortcut,
+    (kind, options): (Shortcut, ResnetOptions),
     rng: &mut StdRng,
 ) -> Residual<T> {
+    let mut bn2 = BatchNorm2d::new(c_out);
+    if options.zero_init_residual {
+        bn2.weight = Tensor::zeros(&[c_out]).with_grad();
+    }
     let body = Sequential::new()
-        .push(
+        .push_unprefixed(ConvBn::new(
             "conv1",
             kaiming_conv(c_in, c_out, 3, Conv2dConfig::new(stride, 1, 1), rng),
-        )
-        .push("bn1", BatchNorm2d::new(c_out))
-        .push("relu", Relu)
-        .push(
+            "bn1",
+            BatchNorm2d::new(c_out).with_relu(),
+        ))
+        .push_unprefixed(ConvBn::new(
             "conv2",
             kaiming_conv(c_out, c_out, 3, Conv2dConfig::new(1, 1, 1), rng),
-        )
-        .push("bn2", BatchNorm2d::new(c_out));
+            "bn2",
+            bn2,
+        ));
     let block = Residual::new(body).with_relu();
     if stride == 1 && c_in == c_out {
         return block;
@@ -98,12 +114,12 @@ fn basic_block<T: Element>(
             },
         ),
         Shortcut::Projection => {
-            let projection = Sequential::new()
-                .push(
-                    "0",
-                    kaiming_conv(c_in, c_out, 1, Conv2dConfig::new(stride, 0, 1), rng),
-                )
-                .push("1", BatchNorm2d::new(c_out));
+            let projection = ConvBn::new(
+                "0",
+                kaiming_conv(c_in, c_out, 1, Conv2dConfig::new(stride, 0, 1), rng),
+                "1",
+                BatchNorm2d::new(c_out),
+            );
             block.with_shortcut("downsample", projection)
         }
     }
@@ -116,6 +132,17 @@ pub fn resnet_cifar<T: Element>(
     depth: usize,
     input: [usize; 3],
     classes: usize,
+    rng: &mut StdRng,
+) -> Result<Sequential<T>> {
+    resnet_cifar_with(depth, input, classes, ResnetOptions::default(), rng)
+}
+
+/// [`resnet_cifar`] with construction options.
+pub fn resnet_cifar_with<T: Element>(
+    depth: usize,
+    input: [usize; 3],
+    classes: usize,
+    options: ResnetOptions,
     rng: &mut StdRng,
 ) -> Result<Sequential<T>> {
     let [c, h, w] = input;
@@ -133,13 +160,12 @@ pub fn resnet_cifar<T: Element>(
         });
     }
     let n = (depth - 2) / 6;
-    let mut model = Sequential::new()
-        .push(
-            "conv1",
-            kaiming_conv(c, 16, 3, Conv2dConfig::new(1, 1, 1), rng),
-        )
-        .push("bn1", BatchNorm2d::new(16))
-        .push("relu", Relu);
+    let mut model = Sequential::new().push_unprefixed(ConvBn::new(
+        "conv1",
+        kaiming_conv(c, 16, 3, Conv2dConfig::new(1, 1, 1), rng),
+        "bn1",
+        BatchNorm2d::new(16).with_relu(),
+    ));
     let mut c_in = 16;
     for (stage, c_out) in [16, 32, 64].into_iter().enumerate() {
         let mut layer = Sequential::new();
@@ -147,7 +173,7 @@ pub fn resnet_cifar<T: Element>(
             let stride = if stage > 0 && i == 0 { 2 } else { 1 };
             layer = layer.push(
                 &i.to_string(),
-                basic_block(c_in, c_out, stride, Shortcut::ZeroPad, rng),
+                basic_block(c_in, c_out, stride, (Shortcut::ZeroPad, options), rng),
             );
             c_in = c_out;
         }
@@ -168,15 +194,25 @@ pub fn resnet18<T: Element>(
     classes: usize,
     rng: &mut StdRng,
 ) -> Result<Sequential<T>> {
+    resnet18_with(input, classes, ResnetOptions::default(), rng)
+}
+
+/// [`resnet18`] with construction options.
+pub fn resnet18_with<T: Element>(
+    input: [usize; 3],
+    classes: usize,
+    options: ResnetOptions,
+    rng: &mut StdRng,
+) -> Result<Sequential<T>> {
     // Every stage pads enough that any input of at least one pixel fits (as in PyTorch).
     let c = input[0];
     let mut model = Sequential::new()
-        .push(
+        .push_unprefixed(ConvBn::new(
             "conv1",
             kaiming_conv(c, 64, 7, Conv2dConfig::new(2, 3, 1), rng),
-        )
-        .push("bn1", BatchNorm2d::new(64))
-        .push("relu", Relu)
+            "bn1",
+            BatchNorm2d::new(64).with_relu(),
+        ))
         .push(
             "maxpool",
             super::MaxPool2d(Pool2dConfig {
@@ -191,9 +227,12 @@ pub fn resnet18<T: Element>(
         let layer = Sequential::new()
             .push(
                 "0",
-                basic_block(c_in, c_out, stride, Shortcut::Projection, rng),
+                basic_block(c_in, c_out, stride, (Shortcut::Projection, options), rng),
             )
-            .push("1", basic_block(c_out, c_out, 1, Shortcut::Projection, rng));
+            .push(
+                "1",
+                basic_block(c_out, c_out, 1, (Shortcut::Projection, options), rng),
+            );
         model = model.push(&format!("layer{}", stage + 1), layer);
         c_in = c_out;
     }
@@ -248,6 +287,51 @@ mod tests {
             assert!(names.iter().any(|n| n == want), "{want} missing");
         }
         assert!(resnet_cifar::<f32>(21, [3, 32, 32], 10, &mut StdRng::seed_from_u64(0)).is_err());
+    }
+
+    /// With `zero_init_residual` every block's last batch norm starts at γ = 0, so a block
+    /// starts as ReLU(shortcut(x)): the identity on its (non-negative) input; without it
+    /// γ = 1. Either way no batch-norm parameter (nor any bias) is weight-decayed, and
+    /// every conv and linear weight is.
+    #[test]
+    fn zero_init_residual_blocks_start_as_the_identity_and_norms_are_not_decayed() {
+        let zero = ResnetOptions {
+            zero_init_residual: true,
+        };
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut block = basic_block::<f64>(4, 4, 1, (Shortcut::ZeroPad, zero), &mut rng);
+        let x = rand_input(&[2, 4, 5, 5], 9).relu();
+        assert_close(&block.forward(&x).unwrap().to_vec(), &x.to_vec(), 0.0);
+        for (options, gamma) in [(zero, 0.0), (ResnetOptions::default(), 1.0)] {
+            for m in [
+                resnet_cifar_with::<f32>(20, [3, 32, 32], 10, options, &mut rng).unwrap(),
+                resnet18_with::<f32>([3, 64, 64], 10, options, &mut rng).unwrap(),
+            ] {
+                for (name, t) in m.parameters() {
+                    if name.ends_with("bn2.weight") {
+                        assert!(t.to_vec().iter().all(|&g| g == gamma), "{name}");
+                    }
+                    let is_norm_or_bias = name.contains("bn")
+                        || name.contains("downsample.1")
+                        || name.ends_with("bias");
+                    assert_eq!(crate::optim::decays(&t), !is_norm_or_bias, "{name}");
+                }
+            }
+        }
+    }
+
+    /// In eval mode every conv of the network runs with its batch norm folded in.
+    #[test]
+    fn eval_mode_folds_every_batch_norm_into_its_conv() {
+        let mut m =
+            resnet_cifar::<f32>(20, [3, 32, 32], 10, &mut StdRng::seed_from_u64(0)).unwrap();
+        let x = Tensor::<f32>::normal(&[2, 3, 32, 32], 0.0, 1.0, &mut StdRng::seed_from_u64(1));
+        m.forward(&x).unwrap();
+        m.set_training(false);
+        let y = m.forward(&x).unwrap();
+        let text = y.graph().to_text();
+        assert!(!text.contains("batch_norm2d"), "{text}");
+        assert_eq!(text.matches("conv2d+relu").count(), 1 + 9, "{text}");
     }
 
     /// torchvision's count (`sum(p.numel() for p in resnet18().parameters())`) and key

@@ -25,10 +25,17 @@ use std::sync::{Arc, Mutex};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TensorId(u64);
 
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
 impl TensorId {
     fn fresh() -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        TensorId(NEXT.fetch_add(1, Ordering::Relaxed))
+        TensorId(NEXT_ID.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The id the next tensor made will get: tensors made between two readings have ids
+    /// in between (what [`crate::autograd::scope`] attributes nodes to layers by).
+    pub(crate) fn next() -> Self {
+        TensorId(NEXT_ID.load(Ordering::Relaxed))
     }
 }
 

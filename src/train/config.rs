@@ -98,6 +98,10 @@ pub struct TrainConfig {
     pub channels: usize,
     /// Model.
     pub model: ModelKind,
+    /// Start each residual block's last batch norm at `γ = 0` (the ResNets only; see
+    /// [`crate::nn::resnet::ResnetOptions`]). Recorded only when set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub zero_init_residual: bool,
     /// Loss and its options.
     pub loss: LossOptions,
     /// Imbalance profile applied to the training set.
@@ -171,6 +175,7 @@ impl Default for TrainConfig {
             },
             channels: 3,
             model: ModelKind::Lenet,
+            zero_init_residual: false,
             loss: LossOptions::new(LossKind::default()),
             imbalance: Imbalance::None,
             epochs: 5,
@@ -321,6 +326,16 @@ impl TrainConfig {
             norm,
             self.augmentation(),
         )
+    }
+
+    /// The model with its construction options, as [`crate::train::assemble`] builds it.
+    pub fn model_spec(&self) -> crate::nn::models::ModelSpec {
+        crate::nn::models::ModelSpec {
+            kind: self.model,
+            options: crate::nn::resnet::ResnetOptions {
+                zero_init_residual: self.zero_init_residual,
+            },
+        }
     }
 
     /// `runs/<model>-<loss>-seed<seed>-<unix time>`, the output directory when none is given.

@@ -66,7 +66,7 @@ pub struct Assembly {
 
 /// Builds model, loss and optimizer of `config` for the training set `train`.
 pub fn assemble(config: &TrainConfig, train: &Dataset) -> Result<Assembly, TrainError> {
-    assemble_with(config, &config.model, train)
+    assemble_with(config, &config.model_spec(), train)
 }
 
 /// [`assemble`] with the model built by `architecture` instead of `config.model`.
