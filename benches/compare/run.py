@@ -25,14 +25,17 @@ PY = os.path.join(VENV, "bin", "python")
 TG = os.path.join(ROOT, "target", "release", "tensorgrad")
 TORCH = os.path.join(ROOT, "benches", "compare", "torch_bench.py")
 WORKLOADS = [("train-step", "lenet", 64), ("train-step", "cifar-cnn", 128),
-             ("infer", "lenet", 64), ("infer", "cifar-cnn", 128)]
+             ("train-step", "resnet20", 128), ("train-step", "mobilenet-v2", 128),
+             ("infer", "lenet", 64), ("infer", "cifar-cnn", 128),
+             ("infer", "resnet20", 128), ("infer", "mobilenet-v2", 128)]
 
 
 def ensure_torch():
     if not os.path.exists(PY):
         subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
-    if subprocess.run([PY, "-c", "import torch"], capture_output=True).returncode != 0:
-        subprocess.run([PY, "-m", "pip", "install", "-q", "torch", "numpy"], check=True)
+    if subprocess.run([PY, "-c", "import torch, torchvision"], capture_output=True).returncode != 0:
+        subprocess.run([PY, "-m", "pip", "install", "-q", "torch", "torchvision", "numpy"],
+                       check=True)
 
 
 def measure(cmd):
@@ -46,13 +49,18 @@ def main():
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--threads", default="1,2")
     p.add_argument("--out", default=None)
+    p.add_argument("--models", default=None,
+                   help="comma-separated subset of the workloads' models (default: all)")
     a = p.parse_args()
+    wanted = set(a.models.split(",")) if a.models else None
     ensure_torch()
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     torch_version = subprocess.run([PY, "-c", "import torch; print(torch.__version__)"],
                                    capture_output=True, text=True).stdout.strip()
     results = []
     for mode, model, batch in WORKLOADS:
+        if wanted and model not in wanted:
+            continue
         for threads in [int(t) for t in a.threads.split(",")]:
             common = [mode, "--model", model, "--batch-size", str(batch),
                       "--threads", str(threads), "--seconds", str(a.seconds)]

@@ -3,11 +3,16 @@
 `tensorgrad bench` (random N(0,1) inputs, 10 classes, SGD momentum 0.9, lr 0.01, weight decay
 5e-4 on weights only, softmax cross-entropy; warm-up, then a timed loop).
 
-    python torch_bench.py train-step|infer --model lenet|cifar-cnn|linear \\
+    python torch_bench.py train-step|infer --model lenet|cifar-cnn|linear|resnet20|mobilenet-v2 \\
         --batch-size N --threads T [--seconds S]
+
+resnet20 is the README's `ResNetCifar` class (read from README.md, the one
+tests/torchvision.rs loads tensorgrad's checkpoints into); mobilenet-v2 is torchvision's.
 """
 import argparse
 import json
+import os
+import re
 import time
 
 import torch
@@ -49,10 +54,30 @@ class Linear(nn.Module):
         return self.fc(x.flatten(1))
 
 
+def readme_resnet_cifar():
+    """The ResNetCifar class from the README's python block that defines it."""
+    readme = os.path.join(os.path.dirname(__file__), "..", "..", "README.md")
+    blocks = re.findall(r"```python\n(.*?)```", open(readme).read(), re.S)
+    scope = {}
+    exec(next(b for b in blocks if "class ResNetCifar" in b), scope)
+    return scope["ResNetCifar"]
+
+
+def resnet20():
+    return readme_resnet_cifar()(20, 3, 10)
+
+
+def mobilenet_v2():
+    import torchvision
+    return torchvision.models.mobilenet_v2(num_classes=10)
+
+
 MODELS = {
     "lenet": (LeNet, (1, 28, 28)),
     "cifar-cnn": (CifarCnn, (3, 32, 32)),
     "linear": (Linear, (1, 28, 28)),
+    "resnet20": (resnet20, (3, 32, 32)),
+    "mobilenet-v2": (mobilenet_v2, (3, 32, 32)),
 }
 
 
