@@ -7,7 +7,11 @@
 //! convolution ([`super::grouped`] over [`super::direct`]).
 
 use super::{ConvBackward, ConvForward};
+use crate::kernels::transpose::copy_transposed;
 use crate::kernels::{Element, Geometry};
+
+/// Output rows narrower than this take the channels-last path of [`Depthwise::forward`].
+const NARROW: usize = 16;
 
 /// The outputs `j` of one axis whose input `j·stride + tap − pad` lies in `0..size`,
 /// as a range (`tap` already multiplied by the dilation).
@@ -50,28 +54,34 @@ fn for_each_row(
 pub struct Depthwise<'a, T> {
     geometry: Geometry,
     weight: &'a [T],
+    /// The weights tap-major (`kh·kw × c`), for the channels-last path.
+    weight_by_tap: Vec<T>,
 }
 
 impl<'a, T: Element> Depthwise<'a, T> {
     /// A depthwise convolution of geometry `g` with the `c × 1 × kh × kw` weights `w`
     /// (empty for a backward pass that wants no input gradient).
     pub fn new(g: &Geometry, w: &'a [T]) -> Self {
+        let taps = g.kernel.0 * g.kernel.1;
+        let mut weight_by_tap = Vec::new();
+        if g.ow < NARROW && w.len() == g.c * taps {
+            weight_by_tap = vec![T::zero(); w.len()];
+            copy_transposed(w, (g.c, taps, taps), &mut weight_by_tap, g.c);
+        }
         Depthwise {
             geometry: *g,
             weight: w,
+            weight_by_tap,
         }
     }
-}
 
-impl<T: Element> ConvForward<T> for Depthwise<'_, T> {
-    fn workspace(&self) -> usize {
-        0
-    }
-
-    fn forward(&self, x: &[T], bias: Option<&[T]>, y: &mut [T], _workspace: &mut [T]) {
+    /// The plane-by-plane path (see [`ConvForward::forward`]): one image.
+    fn forward_planes(&self, x: &[T], bias: Option<&[T]>, y: &mut [T], workspace: &mut [T]) {
         let g = &self.geometry;
         let (plane, out, taps) = (g.h * g.w, g.p(), g.kernel.0 * g.kernel.1);
-        let sw = g.stride.1;
+        let ((kh, kw), (sh, sw), (dh, dw)) = (g.kernel, g.stride, g.dilation);
+        let (ph, pw) = g.padding;
+        let (hp, wp) = padded(g);
         for (ch, (x_c, y_c)) in x
             .chunks_exact(plane)
             .zip(y.chunks_exact_mut(out))
@@ -81,22 +91,118 @@ impl<T: Element> ConvForward<T> for Depthwise<'_, T> {
             if let Some(b) = bias {
                 y_c.fill(b[ch]);
             }
+            let src: &[T] = if (ph, pw) == (0, 0) {
+                x_c
+            } else {
+                let xp = &mut workspace[..hp * wp];
+                xp.fill(T::zero());
+                for (r, row) in x_c.chunks_exact(g.w).enumerate() {
+                    xp[(r + ph) * wp + pw..][..g.w].copy_from_slice(row);
+                }
+                xp
+            };
             let w_c = &self.weight[ch * taps..(ch + 1) * taps];
-            for_each_row(g, |tap, i, ih, cols, first| {
-                let wv = w_c[tap];
-                let x_row = &x_c[ih * g.w..(ih + 1) * g.w];
-                let y_row = &mut y_c[i * g.ow + cols.start..i * g.ow + cols.end];
-                if sw == 1 {
-                    let len = y_row.len();
-                    for (y, &x) in y_row.iter_mut().zip(&x_row[first..first + len]) {
-                        *y += wv * x;
-                    }
-                } else {
-                    for (n, y) in y_row.iter_mut().enumerate() {
-                        *y += wv * x_row[first + n * sw];
+            for (i, y_row) in y_c.chunks_exact_mut(g.ow).enumerate() {
+                for a in 0..kh {
+                    let row = &src[(i * sh + a * dh) * wp..];
+                    for b in 0..kw {
+                        let (wv, from) = (w_c[a * kw + b], &row[b * dw..]);
+                        if sw == 1 {
+                            for (y, &x) in y_row.iter_mut().zip(&from[..g.ow]) {
+                                *y += wv * x;
+                            }
+                        } else {
+                            for (j, y) in y_row.iter_mut().enumerate() {
+                                *y += wv * from[j * sw];
+                            }
+                        }
                     }
                 }
-            });
+            }
+        }
+    }
+
+    /// The channels-last path: the image transposed to `pixels × c`, then for every
+    /// output pixel and tap inside the image `y[pixel][·] += w[tap][·] · x[input pixel][·]`
+    /// over all channels at once (contiguous, vectorised), then transposed back.
+    fn forward_channels_last(&self, x: &[T], bias: Option<&[T]>, y: &mut [T], ws: &mut [T]) {
+        let g = &self.geometry;
+        let (c, plane, out) = (g.c, g.h * g.w, g.p());
+        let ((kh, kw), (sh, sw), (dh, dw)) = (g.kernel, g.stride, g.dilation);
+        let (ph, pw) = g.padding;
+        let (xt, rest) = ws.split_at_mut(plane * c);
+        let yt = &mut rest[..out * c];
+        copy_transposed(x, (c, plane, plane), xt, c);
+        for y_pix in yt.chunks_exact_mut(c) {
+            match bias {
+                Some(b) => y_pix.copy_from_slice(&b[..c]),
+                None => y_pix.fill(T::zero()),
+            }
+        }
+        for i in 0..g.oh {
+            for j in 0..g.ow {
+                let y_pix = &mut yt[(i * g.ow + j) * c..][..c];
+                for a in 0..kh {
+                    let Some(ih) = (i * sh + a * dh).checked_sub(ph).filter(|&r| r < g.h) else {
+                        continue;
+                    };
+                    for b in 0..kw {
+                        let Some(iw) = (j * sw + b * dw).checked_sub(pw).filter(|&q| q < g.w)
+                        else {
+                            continue;
+                        };
+                        let x_pix = &xt[(ih * g.w + iw) * c..][..c];
+                        let w_tap = &self.weight_by_tap[(a * kw + b) * c..][..c];
+                        for ((y, &xv), &wv) in y_pix.iter_mut().zip(x_pix).zip(w_tap) {
+                            *y += wv * xv;
+                        }
+                    }
+                }
+            }
+        }
+        copy_transposed(yt, (out, c, c), y, out);
+    }
+}
+
+/// The side lengths of a plane with its padding, `(h + 2·ph, w + 2·pw)`.
+fn padded(g: &Geometry) -> (usize, usize) {
+    (g.h + 2 * g.padding.0, g.w + 2 * g.padding.1)
+}
+
+impl<T: Element> ConvForward<T> for Depthwise<'_, T> {
+    /// One padded plane, when the layer pads; for the channels-last path, the image and
+    /// its output transposed.
+    fn workspace(&self) -> usize {
+        let g = &self.geometry;
+        if !self.weight_by_tap.is_empty() {
+            g.c * (g.h * g.w + g.p())
+        } else if g.padding == (0, 0) {
+            0
+        } else {
+            let (hp, wp) = padded(g);
+            hp * wp
+        }
+    }
+
+    /// Per channel, the plane is first copied into a zero-bordered buffer, so that every
+    /// tap of every output reads inside it: the loops carry no bounds, only
+    /// `y[i][j] += w[a][b] · xp[i·sh + a·dh][j·sw + b·dw]`, row by row. Rows narrower than
+    /// 16 outputs (MobileNet's planes at 32×32 go down to 1 pixel) leave nothing to
+    /// vectorise and pay the per-plane overhead hundreds of thousands of times a batch:
+    /// they take the channels-last path, vectorised across channels instead. Both add the
+    /// taps of each output in the same order.
+    fn forward(&self, x: &[T], bias: Option<&[T]>, y: &mut [T], workspace: &mut [T]) {
+        let g = &self.geometry;
+        let per_image = (g.c * g.h * g.w, g.c * g.p());
+        for (x_i, y_i) in x
+            .chunks_exact(per_image.0)
+            .zip(y.chunks_exact_mut(per_image.1))
+        {
+            if self.weight_by_tap.is_empty() {
+                self.forward_planes(x_i, bias, y_i, workspace);
+            } else {
+                self.forward_channels_last(x_i, bias, y_i, workspace);
+            }
         }
     }
 }
@@ -155,6 +261,94 @@ impl<T: Element> ConvBackward<T> for Depthwise<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `y[c][i][j] = b[c] + Σ w[c][a][b] · x[c][i·s + a·d − p][j·s + b·d − p]` over the taps
+    /// inside the image: the definition, one output at a time.
+    fn by_definition(g: &Geometry, x: &[f64], w: &[f64], bias: &[f64]) -> Vec<f64> {
+        let (kh, kw) = g.kernel;
+        let mut y = vec![0.0; g.c * g.p()];
+        for c in 0..g.c {
+            for i in 0..g.oh {
+                for j in 0..g.ow {
+                    let mut acc = bias[c];
+                    for a in 0..kh {
+                        for b in 0..kw {
+                            let ih =
+                                (i * g.stride.0 + a * g.dilation.0) as isize - g.padding.0 as isize;
+                            let iw =
+                                (j * g.stride.1 + b * g.dilation.1) as isize - g.padding.1 as isize;
+                            if ih >= 0 && iw >= 0 && (ih as usize) < g.h && (iw as usize) < g.w {
+                                acc += w[(c * kh + a) * kw + b]
+                                    * x[(c * g.h + ih as usize) * g.w + iw as usize];
+                            }
+                        }
+                    }
+                    y[(c * g.oh + i) * g.ow + j] = acc;
+                }
+            }
+        }
+        y
+    }
+
+    /// Both forward paths — plane by plane and channels-last — equal the definition, for
+    /// wide and narrow planes, stride 2 on odd sizes, padding 0–2, dilation 2, two images.
+    #[test]
+    fn both_forward_paths_equal_the_definition() {
+        for (c, h, w, k, s, p, d) in [
+            (3, 5, 40, 3, 1, 1, 1),
+            (3, 7, 33, 3, 2, 1, 1),
+            (2, 6, 20, 3, 1, 2, 2),
+            (5, 4, 3, 3, 2, 1, 1),
+            (4, 1, 1, 3, 1, 1, 1),
+            (3, 6, 7, 2, 1, 0, 1),
+        ] {
+            let g = Geometry {
+                c,
+                h,
+                w,
+                kernel: (k, k),
+                stride: (s, s),
+                padding: (p, p),
+                dilation: (d, d),
+                oh: Geometry::out_size(h, k, s, p, d).unwrap(),
+                ow: Geometry::out_size(w, k, s, p, d).unwrap(),
+            };
+            let x: Vec<f64> = (0..2 * c * h * w)
+                .map(|i| (i as f64 * 0.37).sin())
+                .collect();
+            let wt: Vec<f64> = (0..c * k * k).map(|i| (i as f64 * 0.71).cos()).collect();
+            let bias: Vec<f64> = (0..c).map(|i| i as f64 - 1.0).collect();
+            let want: Vec<f64> = x
+                .chunks_exact(c * h * w)
+                .flat_map(|x_i| by_definition(&g, x_i, &wt, &bias))
+                .collect();
+            let kernel = Depthwise::new(&g, &wt);
+            let mut tap_major = vec![0.0; wt.len()];
+            copy_transposed(&wt, (c, k * k, k * k), &mut tap_major, c);
+            for channels_last in [false, true] {
+                let kernel = Depthwise {
+                    weight_by_tap: if channels_last {
+                        tap_major.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    ..Depthwise::new(&g, &wt)
+                };
+                let mut ws = vec![0.0; ConvForward::<f64>::workspace(&kernel)];
+                let mut y = vec![0.0; want.len()];
+                kernel.forward(&x, Some(&bias), &mut y, &mut ws);
+                for (a, b) in y.iter().zip(&want) {
+                    assert!(
+                        (a - b).abs() < 1e-12,
+                        "{:?} channels_last {channels_last}",
+                        (c, h, w, k, s, p, d)
+                    );
+                }
+            }
+            // The automatic choice: channels-last exactly for rows narrower than NARROW.
+            assert_eq!(kernel.weight_by_tap.is_empty(), g.ow >= NARROW);
+        }
+    }
 
     /// The valid output range of one axis, against checking every output by hand.
     #[test]

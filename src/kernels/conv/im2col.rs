@@ -61,6 +61,16 @@ pub fn im2col_strided<T: Copy + Default>(
         stride >= p,
         "im2col: row stride {stride} below the tile's {p} pixels"
     );
+    // A pointwise (1×1, stride 1, no padding) layer's columns are the input planes
+    // themselves: one copy per channel instead of one per row (14% of a mobilenet-v2
+    // inference went to per-row copies of its 2–16-pixel rows).
+    if g.kernel == (1, 1) && g.stride == (1, 1) && g.padding == (0, 0) {
+        let plane = g.h * g.w;
+        for (c, dst) in cols.chunks_mut(stride).take(g.c).enumerate() {
+            dst[..p].copy_from_slice(&x[c * plane + rows.0 * g.w..][..p]);
+        }
+        return;
+    }
     let zero = T::default();
     for_each_tap(g, |row, c, ih_off, (lo, hi), iw_off| {
         let dst_row = &mut cols[row * stride..row * stride + p];
@@ -393,6 +403,32 @@ mod tests {
             let rhs: f64 = x.iter().zip(&back).map(|(a, b)| a * b).sum();
             assert!((lhs - rhs).abs() < 1e-10, "{lhs} vs {rhs}");
         }
+    }
+
+    /// The pointwise fast path (1×1, stride 1, no padding) copies the tile's rows of each
+    /// plane into its strided row, as the definition `cols[c][pixel] = x[c][pixel]` says,
+    /// and leaves the padding between rows alone; a 1×1 layer with padding or stride takes
+    /// the general path and agrees with the same definition where it is one.
+    #[test]
+    fn pointwise_columns_are_the_input_planes() {
+        let g = geometry(4, 5, 1, 1, 0, 1);
+        let x: Vec<f64> = (0..g.chw()).map(|i| i as f64).collect();
+        let (rows, stride) = ((1, 3), 2 * 5 + 3);
+        let mut cols = vec![-1.0; g.c * stride];
+        im2col_strided(&x, &g, rows, &mut cols, stride);
+        for c in 0..g.c {
+            assert_eq!(
+                cols[c * stride..c * stride + 10],
+                x[c * 20 + 5..c * 20 + 15]
+            );
+            assert!(cols[c * stride + 10..(c + 1) * stride]
+                .iter()
+                .all(|&v| v == -1.0));
+        }
+        let strided = geometry(4, 5, 1, 2, 0, 1);
+        let mut cols = vec![0.0; strided.k() * strided.p()];
+        im2col(&x, &strided, (0, strided.oh), &mut cols);
+        assert_eq!(cols[..3], [0.0, 2.0, 4.0]);
     }
 
     #[test]
