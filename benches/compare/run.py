@@ -27,7 +27,10 @@ TORCH = os.path.join(ROOT, "benches", "compare", "torch_bench.py")
 WORKLOADS = [("train-step", "lenet", 64), ("train-step", "cifar-cnn", 128),
              ("train-step", "resnet20", 128), ("train-step", "mobilenet-v2", 128),
              ("infer", "lenet", 64), ("infer", "cifar-cnn", 128),
-             ("infer", "resnet20", 128), ("infer", "mobilenet-v2", 128)]
+             ("infer", "resnet20", 128), ("infer", "mobilenet-v2", 128),
+             # The rest of the zoo, train step only (resnet18 at its native 64×64).
+             ("train-step", "resnet32", 128), ("train-step", "resnet56", 128),
+             ("train-step", "resnet18", 128)]
 
 
 def ensure_torch():

@@ -3,11 +3,12 @@
 `tensorgrad bench` (random N(0,1) inputs, 10 classes, SGD momentum 0.9, lr 0.01, weight decay
 5e-4 on weights only, softmax cross-entropy; warm-up, then a timed loop).
 
-    python torch_bench.py train-step|infer --model lenet|cifar-cnn|linear|resnet20|mobilenet-v2 \\
+    python torch_bench.py train-step|infer --model lenet|cifar-cnn|linear|resnet20|resnet32|resnet56|resnet18|mobilenet-v2 \\
         --batch-size N --threads T [--seconds S]
 
-resnet20 is the README's `ResNetCifar` class (read from README.md, the one
-tests/torchvision.rs loads tensorgrad's checkpoints into); mobilenet-v2 is torchvision's.
+resnet20/32/56 are the README's `ResNetCifar` class (read from README.md, the one
+tests/torchvision.rs loads tensorgrad's checkpoints into); resnet18 (at 64×64) and
+mobilenet-v2 (at 32×32) are torchvision's.
 """
 import argparse
 import json
@@ -67,6 +68,19 @@ def resnet20():
     return readme_resnet_cifar()(20, 3, 10)
 
 
+def resnet32():
+    return readme_resnet_cifar()(32, 3, 10)
+
+
+def resnet56():
+    return readme_resnet_cifar()(56, 3, 10)
+
+
+def resnet18():
+    import torchvision
+    return torchvision.models.resnet18(num_classes=10)
+
+
 def mobilenet_v2():
     import torchvision
     return torchvision.models.mobilenet_v2(num_classes=10)
@@ -77,6 +91,9 @@ MODELS = {
     "cifar-cnn": (CifarCnn, (3, 32, 32)),
     "linear": (Linear, (1, 28, 28)),
     "resnet20": (resnet20, (3, 32, 32)),
+    "resnet32": (resnet32, (3, 32, 32)),
+    "resnet56": (resnet56, (3, 32, 32)),
+    "resnet18": (resnet18, (3, 64, 64)),
     "mobilenet-v2": (mobilenet_v2, (3, 32, 32)),
 }
 
