@@ -1,5 +1,5 @@
-//! The model zoo trained, not only built: `resnet18` (64×64), `mobilenet-v2` and
-//! `resnet20` (32×32) each train one epoch on a small image folder generated here — two
+//! The model zoo trained, not only built: `resnet18` (64×64), `mobilenet-v2`, `resnet20`,
+//! `resnet32` and `resnet56` (32×32) each train one epoch on a small image folder generated here — two
 //! classes, a horizontal or a vertical bar at a random place on noise — and learn (the
 //! loss of the last steps is below that of the first); then the command line evaluates,
 //! audits, graphs and benchmarks each, as a user would.
@@ -65,12 +65,14 @@ fn cli(args: &[&str]) -> String {
 }
 
 #[test]
-fn resnet18_mobilenet_v2_and_resnet20_learn_in_one_epoch_and_run_every_command() {
+fn every_residual_network_learns_in_one_epoch_and_runs_every_command() {
     let dir = tempfile::tempdir().unwrap();
     for (model, side) in [
         (ModelKind::Resnet18, 64),
         (ModelKind::MobilenetV2, 32),
         (ModelKind::Resnet20, 32),
+        (ModelKind::Resnet32, 32),
+        (ModelKind::Resnet56, 32),
     ] {
         let data = dir.path().join(format!("bars{side}"));
         if !data.exists() {
