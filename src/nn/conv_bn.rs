@@ -11,7 +11,7 @@
 //! or trained after the switch to eval mode, and the fold is differentiable in `W`, `γ`
 //! and `β` like any composite of primitives.
 
-use super::{BatchNorm2d, Conv2d, Module, TensorKind};
+use super::{prefixed, BatchNorm2d, Conv2d, Module, TensorKind};
 use crate::error::Result;
 use crate::ops::batch_norm::BnActivation;
 use crate::tensor::{Element, Tensor};
@@ -109,31 +109,35 @@ impl<T: Element> Module<T> for ConvBn<T> {
     }
 
     fn named_tensors(&self) -> Vec<(String, TensorKind, Tensor<T>)> {
-        let prefixed = |prefix: &str, v: Vec<(String, TensorKind, Tensor<T>)>| {
-            v.into_iter()
-                .map(|(n, k, t)| (format!("{prefix}.{n}"), k, t))
-                .collect::<Vec<_>>()
-        };
-        let mut v = prefixed(&self.conv_name, self.conv.named_tensors());
-        v.extend(prefixed(&self.bn_name, self.bn.named_tensors()));
-        v
+        let conv = self
+            .conv
+            .named_tensors()
+            .into_iter()
+            .map(|t| (&self.conv_name, t));
+        let bn = self
+            .bn
+            .named_tensors()
+            .into_iter()
+            .map(|t| (&self.bn_name, t));
+        conv.chain(bn)
+            .map(|(prefix, (n, k, t))| (prefixed(prefix, &n), k, t))
+            .collect()
     }
 
     fn named_tensors_mut(&mut self) -> Vec<(String, TensorKind, &mut Tensor<T>)> {
-        let (cn, bn) = (self.conv_name.clone(), self.bn_name.clone());
-        let mut v: Vec<_> = self
+        let conv = self
             .conv
             .named_tensors_mut()
             .into_iter()
-            .map(|(n, k, t)| (format!("{cn}.{n}"), k, t))
-            .collect();
-        v.extend(
-            self.bn
-                .named_tensors_mut()
-                .into_iter()
-                .map(|(n, k, t)| (format!("{bn}.{n}"), k, t)),
-        );
-        v
+            .map(|t| (&self.conv_name, t));
+        let bn = self
+            .bn
+            .named_tensors_mut()
+            .into_iter()
+            .map(|t| (&self.bn_name, t));
+        conv.chain(bn)
+            .map(|(prefix, (n, k, t))| (prefixed(prefix, &n), k, t))
+            .collect()
     }
 
     fn set_training(&mut self, training: bool) {

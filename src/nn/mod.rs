@@ -212,7 +212,7 @@ impl<T: Element> Sequential<T> {
 }
 
 /// `prefix.name`, or `name` alone for a layer pushed without a prefix.
-fn prefixed(prefix: &str, name: &str) -> String {
+pub(crate) fn prefixed(prefix: &str, name: &str) -> String {
     if prefix.is_empty() {
         name.to_string()
     } else {

@@ -302,17 +302,7 @@ mod tests {
             (4, 1, 1, 3, 1, 1, 1),
             (3, 6, 7, 2, 1, 0, 1),
         ] {
-            let g = Geometry {
-                c,
-                h,
-                w,
-                kernel: (k, k),
-                stride: (s, s),
-                padding: (p, p),
-                dilation: (d, d),
-                oh: Geometry::out_size(h, k, s, p, d).unwrap(),
-                ow: Geometry::out_size(w, k, s, p, d).unwrap(),
-            };
+            let g = Geometry::new(c, (h, w), (k, k), (s, s), (p, p), (d, d)).unwrap();
             let x: Vec<f64> = (0..2 * c * h * w)
                 .map(|i| (i as f64 * 0.37).sin())
                 .collect();
