@@ -43,12 +43,28 @@ enum Failure {
     Flag(FlagError),
     /// The run failed.
     Run(TrainError),
+    /// The run finished but broke the divergence rule.
+    Diverged(String),
 }
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Failure::Flag(e) => write!(f, "{e}"),
+            Failure::Diverged(text) => write!(f, "{text}"),
+            // The library names its config fields; here they are the flags that set them.
+            Failure::Run(e @ TrainError::Diverged { .. }) => write!(
+                f,
+                "{}",
+                e.to_string()
+                    .replace("allow_divergence", "--allow-divergence")
+                    .replace("(lr)", "(--lr with --resume)")
+            ),
+            Failure::Run(TrainError::ResumeConflict { field, reason }) => write!(
+                f,
+                "--resume: {field}: {}",
+                reason.replace("allow_rank_change", "--allow-rank-change")
+            ),
             // A loss option out of range is reported against its flag.
             Failure::Run(TrainError::Loss(e)) => write!(f, "{}", FlagError::from(e.clone())),
             Failure::Run(TrainError::Config(e)) => {
@@ -120,11 +136,23 @@ fn run(cli: Cli, given: &[String]) -> Result<(), Failure> {
             let config = args.to_config(given).map_err(Failure::Flag)?;
             let mut console = Console::new(args.quiet);
             let stop = stop_flag();
-            if args.distributed {
+            let summary = if args.distributed {
                 let comm = distributed::world().map_err(Failure::Flag)?;
-                train_with(&config, comm, &stop, &mut |e| console.on_event(e))?;
+                train_with(&config, comm, &stop, &mut |e| console.on_event(e))?
             } else {
-                train_until(&config, &stop, &mut |e| console.on_event(e))?;
+                train_until(&config, &stop, &mut |e| console.on_event(e))?
+            };
+            // A run that ended at chance is not reported as a success.
+            if let Some(d) = &summary.divergence {
+                if !config.allow_divergence {
+                    return Err(Failure::Diverged(format!(
+                        "the run diverged: {} (the divergence rule; --allow-divergence accepts it); \
+                         its outputs are in {}, marked \"divergence\" in metrics.json",
+                        d.rule,
+                        summary.out_dir.display()
+                    )));
+                }
+                say!("note: the run diverged: {} (allowed)", d.rule);
             }
         }
         Command::Eval(args) => {
@@ -199,6 +227,11 @@ fn main() -> ExitCode {
         Err(e @ Failure::Run(TrainError::Interrupted { .. })) => {
             eprintln!("{e}");
             ExitCode::from(130)
+        }
+        // A distinct code for a diverged run, so that scripts can tell it from a crash.
+        Err(e @ (Failure::Diverged(_) | Failure::Run(TrainError::Diverged { .. }))) => {
+            eprintln!("error: {e}");
+            ExitCode::from(3)
         }
         Err(e) => {
             eprintln!("error: {e}");

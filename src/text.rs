@@ -53,6 +53,45 @@ macro_rules! serde_as_text {
 }
 pub(crate) use serde_as_text;
 
+/// Serde for `Option<f64>` that keeps every value: finite numbers as JSON numbers, and
+/// `inf`, `-inf` and `NaN` as those strings (JSON has no literal for them, and serde_json
+/// would write `null`, which reads back as "not given"). Use with
+/// `#[serde(default, with = "crate::text::option_f64")]`.
+pub mod option_f64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `value` as a number, a non-finite string, or `null` for `None`.
+    pub fn serialize<S: Serializer>(value: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            None => s.serialize_none(),
+            Some(v) if v.is_finite() => s.serialize_some(v),
+            Some(v) => s.serialize_some(&v.to_string()),
+        }
+    }
+
+    /// Reads what [`serialize`] writes (and any number or `null`).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum NumberOrText {
+            Number(f64),
+            Text(String),
+        }
+        match Option::<NumberOrText>::deserialize(d)? {
+            None => Ok(None),
+            Some(NumberOrText::Number(v)) => Ok(Some(v)),
+            Some(NumberOrText::Text(t)) => match t.as_str() {
+                "inf" => Ok(Some(f64::INFINITY)),
+                "-inf" => Ok(Some(f64::NEG_INFINITY)),
+                "NaN" => Ok(Some(f64::NAN)),
+                _ => Err(serde::de::Error::custom(format!(
+                    "{t:?}: expected a number, \"inf\", \"-inf\" or \"NaN\""
+                ))),
+            },
+        }
+    }
+}
+
 /// An enum of keywords (`sgd`, `adam`, …): the enum, `ALL`, `FromStr`, `Display`, serde.
 macro_rules! keyword_enum {
     (
@@ -133,6 +172,46 @@ mod tests {
             /// Dark blue.
             DarkBlue = "dark-blue",
         }
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize, Debug)]
+    struct Optional {
+        #[serde(default, with = "super::option_f64")]
+        x: Option<f64>,
+    }
+
+    #[test]
+    fn optional_floats_keep_non_finite_values_through_json() {
+        for x in [
+            None,
+            Some(0.5),
+            Some(-3.0),
+            Some(f64::INFINITY),
+            Some(f64::NEG_INFINITY),
+        ] {
+            let json = serde_json::to_string(&Optional { x }).unwrap();
+            assert_eq!(
+                serde_json::from_str::<Optional>(&json).unwrap().x,
+                x,
+                "{json}"
+            );
+        }
+        let json = serde_json::to_string(&Optional { x: Some(f64::NAN) }).unwrap();
+        assert_eq!(json, r#"{"x":"NaN"}"#);
+        assert!(serde_json::from_str::<Optional>(&json)
+            .unwrap()
+            .x
+            .unwrap()
+            .is_nan());
+        assert_eq!(
+            serde_json::to_string(&Optional {
+                x: Some(f64::INFINITY)
+            })
+            .unwrap(),
+            r#"{"x":"inf"}"#
+        );
+        assert!(serde_json::from_str::<Optional>("{}").unwrap().x.is_none());
+        assert!(serde_json::from_str::<Optional>(r#"{"x":"lots"}"#).is_err());
     }
 
     #[test]

@@ -182,3 +182,61 @@ fn ranks_with_different_configurations_are_refused_without_hanging() {
     let stderr = String::from_utf8_lossy(&child.stderr);
     assert!(stderr.contains("different configurations"), "{stderr}");
 }
+
+#[test]
+fn a_change_of_rank_count_is_refused_for_a_loss_that_depends_on_the_split() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = |dir: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap()
+    };
+    // LGL-INR normalises its weights over each shard's batch: 2 ranks of 32 are not 1 of 64.
+    for (loss, refused) in [("lgl-inr", true), ("sml", false)] {
+        let dir = tmp.path().join(loss);
+        let d = dir.to_str().unwrap();
+        let first = mpirun(
+            2,
+            &[
+                &["train", "--loss", loss],
+                &RUN[3..],
+                &["--distributed", "--stop-after", "1", "--out", d],
+            ]
+            .concat(),
+        );
+        assert!(
+            first.status.success(),
+            "{}",
+            String::from_utf8_lossy(&first.stderr)
+        );
+        assert_eq!(config(&dir)["ranks"], 2);
+        let alone = Command::new(BIN)
+            .args(["train", "--resume", d, "--quiet"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&alone.stderr);
+        if refused {
+            assert!(!alone.status.success(), "{loss}: resumed on 1 process");
+            assert!(
+                stderr.contains("ranks") && stderr.contains("--allow-rank-change"),
+                "{stderr}"
+            );
+            let forced = Command::new(BIN)
+                .args(["train", "--resume", d, "--allow-rank-change", "--quiet"])
+                .output()
+                .unwrap();
+            assert!(
+                forced.status.success(),
+                "{}",
+                String::from_utf8_lossy(&forced.stderr)
+            );
+        } else {
+            assert!(alone.status.success(), "{loss}: {stderr}");
+        }
+        let recorded = config(&dir);
+        assert_eq!(recorded["ranks"], 1, "{loss}");
+        assert_eq!(
+            recorded["history"][0]["changed"]["ranks"],
+            serde_json::json!([2, 1]),
+            "{loss}"
+        );
+    }
+}

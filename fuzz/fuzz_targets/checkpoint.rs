@@ -1,5 +1,6 @@
-//! The checkpoint (safetensors) reader on arbitrary bytes; whatever it accepts must
-//! encode and decode back to the same checkpoint.
+//! The checkpoint (safetensors) reader on arbitrary bytes: whatever it accepts is a
+//! checkpoint exactly as tensorgrad writes it (re-encoding gives the same bytes back), and
+//! it never panics.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -7,14 +8,6 @@ use tensorgrad::train::checkpoint::{decode_checkpoint, encode_checkpoint};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(ck) = decode_checkpoint(data) {
-        let again = decode_checkpoint(&encode_checkpoint(&ck)).expect("re-encoded checkpoint");
-        let bits = |c: &tensorgrad::train::Checkpoint| -> Vec<(String, Vec<usize>, Vec<u32>)> {
-            c.tensors
-                .iter()
-                .map(|(n, s, v)| (n.clone(), s.clone(), v.iter().map(|x| x.to_bits()).collect()))
-                .collect()
-        };
-        assert_eq!(bits(&ck), bits(&again));
-        assert_eq!(ck.metadata, again.metadata);
+        assert_eq!(encode_checkpoint(&ck), data, "an accepted file is canonical");
     }
 });

@@ -46,7 +46,11 @@ impl Console {
                 class_counts,
                 threads,
                 out_dir,
+                warnings,
             } => {
+                for w in warnings.iter() {
+                    eprintln!("warning: {w}");
+                }
                 self.train_images = *train_images as u64;
                 self.epochs = config.epochs;
                 if !self.quiet {

@@ -30,6 +30,8 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Train a model (defaults: MNIST, lenet, lgl-inr, SGD momentum 0.9, lr 0.01 cosine, 5 epochs).
+    // Negative numbers are values (`--lr -1` reaches the range check that names the flag).
+    #[command(allow_negative_numbers = true)]
     Train(Box<TrainArgs>),
     /// Test-set metrics of a saved run.
     Eval(SavedRunArgs),
@@ -227,6 +229,15 @@ pub struct TrainArgs {
     /// Replace an earlier run's files in --out (otherwise a non-empty --out is refused).
     #[arg(long)]
     pub force: bool,
+    /// Train on when the run diverges (its loss after epoch 1 above 1.5 × epoch 1's), and
+    /// exit 0 when it ends at chance (balanced test accuracy ≤ 1.5/K): for studying
+    /// divergence. metrics.json records the divergence either way.
+    #[arg(long)]
+    pub allow_divergence: bool,
+    /// With --resume: continue on another number of ranks although the loss depends on
+    /// how a batch is split among them (lgl-inr, weighted means); recorded in config.json.
+    #[arg(long)]
+    pub allow_rank_change: bool,
     /// Data-parallel training as one rank of an MPI job (`mpirun -np N tensorgrad train
     /// --distributed …`; needs a build with `--features mpi`).
     #[arg(long)]
@@ -357,6 +368,8 @@ impl TrainArgs {
             out: self.out.clone(),
             resume: self.resume.clone(),
             overwrite: self.force,
+            allow_divergence: self.allow_divergence,
+            allow_rank_change: self.allow_rank_change,
         })
         .and_then(|config| {
             config.validate().map_err(|e| FlagError {
@@ -469,10 +482,11 @@ mod tests {
         assert!(parse(&["--resume", r, "--epochs", "3", "--threads", "1"]).is_ok());
         assert_eq!(parse(&["--resume", r]).unwrap().epochs, 1);
         assert!(parse(&["--resume", r, "--lr", "0.01", "--loss", "lgl-inr"]).is_ok());
+        // A new learning rate (to continue after a divergence) is a change the run records.
+        assert_eq!(parse(&["--resume", r, "--lr", "0.5"]).unwrap().lr, 0.5);
         // What it may not.
         for (args, flag) in [
-            (&["--lr", "0.5"][..], "--lr"),
-            (&["--loss", "sml"], "--loss"),
+            (&["--loss", "sml"][..], "--loss"),
             (&["--beta", "2"], "--beta"),
             (&["--seed", "3"], "--seed"),
             (&["--out", "/tmp/elsewhere"], "--out"),

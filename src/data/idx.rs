@@ -4,7 +4,7 @@
 //! them are verified when present.
 
 use super::{numbered_classes, DataError, Dataset, Split};
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Read;
@@ -42,7 +42,8 @@ pub fn read_idx(path: &Path) -> Result<IdxFile, DataError> {
     };
     if gzip {
         let capacity = Capacity::Gzip(on_disk.saturating_mul(GZIP_MAX_EXPANSION));
-        read_idx_from(path, GzDecoder::new(peek), capacity)
+        // Every member, as gunzip reads them: a corrupt later member is found, not ignored.
+        read_idx_from(path, MultiGzDecoder::new(peek), capacity)
     } else {
         read_idx_from(path, peek, Capacity::Plain(on_disk))
     }
@@ -64,6 +65,22 @@ pub fn read_idx_from(
     capacity: Capacity,
 ) -> Result<IdxFile, DataError> {
     let mut hasher = Sha256::new();
+    let gzip = matches!(capacity, Capacity::Gzip(_));
+    // A decoder's complaint about its input is corruption of the compressed file, not an
+    // I/O failure.
+    let failed = |e: std::io::Error| -> DataError {
+        let corrupt = matches!(
+            e.kind(),
+            std::io::ErrorKind::InvalidData
+                | std::io::ErrorKind::InvalidInput
+                | std::io::ErrorKind::UnexpectedEof
+        );
+        if gzip && corrupt {
+            DataError::inconsistent(path, format!("corrupt or truncated gzip data: {e}"))
+        } else {
+            DataError::io(path, e)
+        }
+    };
     let mut read_exact = |buf: &mut [u8], so_far: u64| -> Result<(), DataError> {
         let mut filled = 0;
         while filled < buf.len() {
@@ -77,7 +94,7 @@ pub fn read_idx_from(
                 }
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(DataError::io(path, e)),
+                Err(e) => return Err(failed(e)),
             }
         }
         Ok(())
@@ -144,12 +161,21 @@ pub fn read_idx_from(
     match reader.read(&mut extra) {
         Ok(0) => {}
         Ok(_) => {
+            // A compressed stream that goes on may be a corrupt one: decode the rest (at
+            // most what the file can expand to) so that its checksum speaks first.
+            if gzip {
+                let limit = match capacity {
+                    Capacity::Gzip(max) | Capacity::Plain(max) => max,
+                };
+                std::io::copy(&mut reader.by_ref().take(limit), &mut std::io::sink())
+                    .map_err(failed)?;
+            }
             return Err(DataError::inconsistent(
                 path,
                 format!("dimensions {dims:?} need {expected} bytes but the file has more"),
-            ))
+            ));
         }
-        Err(e) => return Err(DataError::io(path, e)),
+        Err(e) => return Err(failed(e)),
     }
     Ok(IdxFile {
         dims,
@@ -298,6 +324,69 @@ mod tests {
         gz.write_all(&bytes).unwrap();
         let p = write(dir.path(), "a.gz", &gz.finish().unwrap());
         assert_eq!(read_idx(&p).unwrap().data[11], 12);
+    }
+
+    #[test]
+    fn corrupt_gzip_is_reported_as_corruption_in_every_member() {
+        let dir = tempfile::tempdir().unwrap();
+        let gz = |bytes: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(bytes).unwrap();
+            e.finish().unwrap()
+        };
+        let data: Vec<u8> = (0..200u32).map(|i| (i * 7 % 256) as u8).collect();
+        let bytes = idx_bytes(&[200], &data);
+        // Two members (as `cat a.gz b.gz` makes) are one file, as gunzip reads it.
+        let (head, tail) = bytes.split_at(100);
+        let mut two = gz(head);
+        two.extend(gz(tail));
+        let p = write(dir.path(), "two.gz", &two);
+        assert_eq!(read_idx(&p).unwrap().data, data);
+        // A corrupt second member (its checksum flipped, then its data) is corruption.
+        let first = gz(head).len();
+        let second_crc = two.len() - 8;
+        for at in [second_crc, first + 12] {
+            let mut bad = two.clone();
+            bad[at] ^= 0x55;
+            let p = write(dir.path(), "bad.gz", &bad);
+            let e = read_idx(&p).unwrap_err();
+            assert!(e.to_string().contains("gzip data"), "byte {at}: {e}");
+        }
+        // Garbage after a complete member, and a member whose data decodes to more bytes
+        // than the header needs with a wrong checksum: corruption, not "has more".
+        let one = gz(&bytes);
+        let mut trailing = one.clone();
+        trailing.extend([0x1f, 0x8b, 8, 0, 1, 2, 3]);
+        let p = write(dir.path(), "trailing.gz", &trailing);
+        let e = read_idx(&p).unwrap_err();
+        assert!(e.to_string().contains("gzip data"), "{e}");
+        let mut longer = gz(&[&bytes[..], &[9; 50]].concat());
+        let crc = longer.len() - 8;
+        longer[crc] ^= 1;
+        let p = write(dir.path(), "longer.gz", &longer);
+        let e = read_idx(&p).unwrap_err();
+        assert!(e.to_string().contains("gzip data"), "{e}");
+        // A valid stream that holds more than the header needs is still "has more".
+        let p = write(dir.path(), "more.gz", &gz(&[&bytes[..], &[9; 50]].concat()));
+        let e = read_idx(&p).unwrap_err();
+        assert!(e.to_string().contains("has more"), "{e}");
+        // A flipped byte of a one-member file is an error, or (where deflate's encoding has
+        // slack, e.g. a code length of an unused symbol) the very same data: the checksum
+        // never lets other data through.
+        let mut errors = 0;
+        for at in 10..one.len() {
+            let mut bad = one.clone();
+            bad[at] ^= 0x20;
+            let p = write(dir.path(), "flip.gz", &bad);
+            match read_idx(&p) {
+                Ok(f) => assert_eq!(f.data, data, "byte {at} flipped"),
+                Err(e) => {
+                    errors += 1;
+                    assert!(!e.to_string().contains("has more"), "byte {at}: {e}")
+                }
+            }
+        }
+        assert!(errors > (one.len() - 10) / 2, "{errors} errors");
     }
 
     #[test]

@@ -11,9 +11,18 @@ use rand::{Rng, SeedableRng};
 pub struct Normalization {
     /// Mean per channel.
     pub mean: Vec<f32>,
-    /// Standard deviation per channel.
+    /// Standard deviation per channel (1 for a constant channel: centred, not scaled).
     pub std: Vec<f32>,
+    /// Channels constant over the training set (standard deviation below
+    /// [`MIN_CHANNEL_STD`]): dividing by their deviation would multiply every other
+    /// image's differences by a million, so they are only centred. A run warns about them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constant_channels: Vec<usize>,
 }
+
+/// The smallest per-channel standard deviation (of pixels scaled to `[0, 1]`) a training
+/// set may have and still be scaled by it: a quarter of one grey level of 255.
+pub const MIN_CHANNEL_STD: f64 = 0.25 / 255.0;
 
 impl Normalization {
     /// The statistics of a (training) set.
@@ -33,15 +42,36 @@ impl Normalization {
         }
         let n = (data.len() * plane).max(1) as f64;
         let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
-        let std = sq
+        let std: Vec<f64> = sq
             .iter()
             .zip(&mean)
-            .map(|(s, m)| ((s / n - m * m).max(0.0).sqrt().max(1e-6)) as f32)
+            .map(|(s, m)| (s / n - m * m).max(0.0).sqrt())
             .collect();
+        let constant_channels: Vec<usize> =
+            (0..c).filter(|&ch| std[ch] < MIN_CHANNEL_STD).collect();
         Normalization {
             mean: mean.iter().map(|&m| m as f32).collect(),
-            std,
+            std: std
+                .iter()
+                .map(|&s| if s < MIN_CHANNEL_STD { 1.0 } else { s as f32 })
+                .collect(),
+            constant_channels,
         }
+    }
+
+    /// A sentence for each constant channel, for a run's warnings (none when there are none).
+    pub fn warnings(&self) -> Vec<String> {
+        self.constant_channels
+            .iter()
+            .map(|&ch| {
+                format!(
+                    "channel {ch} of the training images is constant (value {:.4}, standard \
+                     deviation below {MIN_CHANNEL_STD:.2e}): it is centred but not scaled, and \
+                     carries no information to learn from",
+                    self.mean[ch]
+                )
+            })
+            .collect()
     }
 }
 
@@ -185,6 +215,7 @@ mod tests {
         let norm = Normalization {
             mean: vec![0.0],
             std: vec![1.0],
+            constant_channels: vec![],
         };
         let a: Vec<usize> = Batches::new(&d, 4, Some(1), 0, &norm, Augment::default())
             .flat_map(|b| b.1)
@@ -208,6 +239,42 @@ mod tests {
         let mut counts = [0; 3];
         a.iter().for_each(|&l| counts[l] += 1);
         assert_eq!(counts, [4, 3, 3]);
+    }
+
+    #[test]
+    fn a_constant_channel_is_centred_not_scaled_by_a_million() {
+        // Channel 0 constant (grey 100), channel 1 varies.
+        let d = Dataset {
+            pixels: vec![100, 100, 100, 100, 0, 255, 0, 255],
+            labels: vec![0],
+            shape: [2, 2, 2],
+            classes: 1,
+            class_names: vec!["a".into()],
+        };
+        let norm = Normalization::of(&d);
+        assert_eq!(norm.constant_channels, vec![0]);
+        assert_eq!(norm.std[0], 1.0);
+        assert!((norm.std[1] - 0.5).abs() < 1e-6);
+        let warnings = norm.warnings();
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].starts_with("channel 0 of the training images is constant"));
+        // A test image one grey level away is one grey level away, not 10⁶/255.
+        let other = Dataset {
+            pixels: vec![101, 101, 101, 101, 0, 255, 0, 255],
+            ..d.clone()
+        };
+        let x = Batches::new(&other, 1, None, 0, &norm, Augment::default())
+            .next()
+            .unwrap()
+            .0
+            .to_vec();
+        assert!((x[0] - 1.0 / 255.0).abs() < 1e-6, "{x:?}");
+        assert_eq!(Normalization::of(&other).warnings().len(), 1);
+        // Round trip through JSON; a record without the field reads as none.
+        let json = serde_json::to_string(&norm).unwrap();
+        assert_eq!(serde_json::from_str::<Normalization>(&json).unwrap(), norm);
+        let old: Normalization = serde_json::from_str(r#"{"mean":[0.5],"std":[0.5]}"#).unwrap();
+        assert!(old.constant_channels.is_empty());
     }
 
     #[test]

@@ -113,6 +113,10 @@ pub enum DataError {
     /// A data set that needs a directory was given none.
     #[error("data set {0}: no data directory given")]
     NoDirectory(String),
+    /// A training or test set left with no image, or a class left with no training image,
+    /// by the files or by the run's options (`--train-limit` after an imbalance profile).
+    #[error("{0}")]
+    Empty(String),
     /// An image that cannot be decoded.
     #[error("{path}: {reason}")]
     Image {

@@ -64,6 +64,9 @@ impl Default for AlphaLoss {
 }
 
 impl<T: Element> Loss<T> for AlphaLoss {
+    fn splits_exactly(&self) -> bool {
+        self.weights.is_none() && self.reduction == Reduction::Mean
+    }
     fn name(&self) -> &'static str {
         ENTRY.name
     }

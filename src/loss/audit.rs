@@ -138,8 +138,7 @@ pub fn audit(spec: &AuditSpec, probs: &[f64], outputs: usize, labels: &[usize]) 
                 (weight(weights, 0), weight(weights, 1))
             }
             AuditSpec::LglPosNeg { pos, neg } => {
-                check_len(pos, 1)?;
-                check_len(neg, 1)?;
+                let (pos, neg) = crate::loss::lgl::binary_problem_weights("audit", pos, neg)?;
                 (neg[0], pos[0])
             }
             other => {

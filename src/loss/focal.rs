@@ -97,6 +97,9 @@ fn modulating<T: Element>(one_minus: Tensor<T>, gamma: f64) -> Option<Tensor<T>>
 }
 
 impl<T: Element> Loss<T> for Focal {
+    fn splits_exactly(&self) -> bool {
+        self.weights.is_none() && self.reduction == Reduction::Mean
+    }
     fn name(&self) -> &'static str {
         FOCAL_ENTRY.name
     }
@@ -156,6 +159,9 @@ impl Default for FocalSigmoid {
 }
 
 impl<T: Element> Loss<T> for FocalSigmoid {
+    fn splits_exactly(&self) -> bool {
+        self.weights.is_none() && self.reduction == Reduction::Mean
+    }
     fn name(&self) -> &'static str {
         FOCAL_SIGMOID_ENTRY.name
     }

@@ -6,7 +6,7 @@ use super::weights::ClassWeighting;
 use super::{
     apply_reduction, check_inputs, check_weights, targets, AuditSpec, Family, Loss, Reduction,
 };
-use crate::error::Result;
+use crate::error::{Result, TensorError};
 use crate::tensor::{Element, Tensor};
 
 /// LGL in the loss registry.
@@ -26,12 +26,9 @@ fn build_lgl(o: &LossOptions, counts: &[usize]) -> BuildResult {
         (_, ClassWeighting::None) => LglWeights::None,
         (WeightForm::Sample, w) => LglWeights::PerSample(w.weights(counts).unwrap_or_default()),
         (WeightForm::PosNeg, w) => {
-            let (mut pos, mut neg) = w.pos_neg_weights(counts).unwrap_or_default();
-            // Two classes are one problem on one logit (`one_logit_for_two_classes`):
-            // class 1 against class 0, weighted by class 1's w⁺ and w⁻.
-            if counts.len() == 2 {
-                (pos, neg) = (pos.split_off(1), neg.split_off(1));
-            }
+            // Every class's weights are kept: a model with two logits uses both problems,
+            // one with a single logit (`one_logit_for_two_classes`) class 1's.
+            let (pos, neg) = w.pos_neg_weights(counts).unwrap_or_default();
             LglWeights::PosNeg { pos, neg }
         }
     };
@@ -48,7 +45,9 @@ pub enum LglWeights {
     None,
     /// Every term of sample `i` is multiplied by `w[y_i]` (binary: `[w_0, w_1]`).
     PerSample(Vec<f64>),
-    /// Problem `k`: positives (class `k`) weighted `pos[k]`, negatives `neg[k]`.
+    /// Problem `k`: positives (class `k`) weighted `pos[k]`, negatives `neg[k]`. On a
+    /// single logit (the binary problem, class 1 against class 0) the weights are class
+    /// 1's: `pos[1]`, `neg[1]` of two classes' weights, or the one entry given.
     PosNeg {
         /// `w⁺_k`.
         pos: Vec<f64>,
@@ -103,8 +102,13 @@ pub(crate) fn one_vs_all_coefficients(
             }
         }
         LglWeights::PosNeg { pos, neg } => {
-            check_weights(op, pos, k)?;
-            check_weights(op, neg, k)?;
+            let (pos, neg) = if k == 1 {
+                binary_problem_weights(op, pos, neg)?
+            } else {
+                check_weights(op, pos, k)?;
+                check_weights(op, neg, k)?;
+                (&pos[..], &neg[..])
+            };
             for e in 0..a.len() {
                 a[e] *= pos[e % k];
                 b[e] *= neg[e % k];
@@ -112,6 +116,28 @@ pub(crate) fn one_vs_all_coefficients(
         }
     }
     Ok((a, b, weight_sum))
+}
+
+/// The weights of the one problem a single logit solves (class 1 against class 0): class
+/// 1's entry of two classes' weights, or a single entry.
+pub(crate) fn binary_problem_weights<'a>(
+    op: &'static str,
+    pos: &'a [f64],
+    neg: &'a [f64],
+) -> Result<(&'a [f64], &'a [f64])> {
+    match (pos.len(), neg.len()) {
+        (1, 1) => Ok((pos, neg)),
+        (2, 2) => Ok((&pos[1..], &neg[1..])),
+        _ => Err(TensorError::InvalidArgument {
+            op,
+            reason: format!(
+                "{} positive and {} negative weights for the binary problem on one logit \
+                 (give one or two of each)",
+                pos.len(),
+                neg.len()
+            ),
+        }),
+    }
 }
 
 /// A one-vs-all loss's view of a batch whose terms depend on the margin only.
@@ -157,6 +183,9 @@ impl<T: Element> Margins<T> {
 }
 
 impl<T: Element> Loss<T> for Lgl {
+    fn splits_exactly(&self) -> bool {
+        self.reduction == Reduction::Mean && !matches!(self.weights, LglWeights::PerSample(_))
+    }
     fn name(&self) -> &'static str {
         ENTRY.name
     }
@@ -305,6 +334,63 @@ mod tests {
         assert!(Loss::<f64>::forward(&per_sample, &z, &[2, 0, 0, 1, 0, 0]).is_err());
         check_loss(&per_sample, &[6], &labels);
         check_loss(&Lgl::default(), &[6, 1], &labels);
+    }
+
+    #[test]
+    fn pos_neg_weights_of_two_classes_serve_one_logit_and_two() {
+        // The registry's weights for two classes, on a one-logit model (the binary problem,
+        // class 1's weights) and on a two-logit model (two one-vs-all problems).
+        let counts = [40, 10];
+        let o = LossOptions {
+            class_weights: Some(ClassWeighting::Inverse),
+            weight_form: Some(WeightForm::PosNeg),
+            ..LossOptions::new("lgl".parse().unwrap())
+        };
+        let loss: Box<dyn Loss<f64>> = crate::loss::build_loss(&o, &counts).unwrap();
+        let (pos, neg) = ClassWeighting::Inverse.pos_neg_weights(&counts).unwrap();
+        let labels = [1, 0, 0, 1, 0];
+        let z2 = rand_input(&[5, 2], 7);
+        let two = loss.forward(&z2, &labels).unwrap().item();
+        let zs = z2.to_vec();
+        let softplus = |x: f64| x.exp().ln_1p();
+        let want: f64 = (0..10)
+            .map(|e| {
+                let (i, k) = (e / 2, e % 2);
+                if labels[i] == k {
+                    pos[k] * softplus(-zs[e])
+                } else {
+                    neg[k] * softplus(zs[e])
+                }
+            })
+            .sum::<f64>()
+            / 5.0;
+        assert!((two - want).abs() < 1e-13, "{two} vs {want}");
+        check_loss(loss.as_ref(), &[5, 2], &labels);
+        let z1 = rand_input(&[5, 1], 8);
+        let one = loss.forward(&z1, &labels).unwrap().item();
+        let zs = z1.to_vec();
+        let want: f64 = (0..5)
+            .map(|i| {
+                if labels[i] == 1 {
+                    pos[1] * softplus(-zs[i])
+                } else {
+                    neg[1] * softplus(zs[i])
+                }
+            })
+            .sum::<f64>()
+            / 5.0;
+        assert!((one - want).abs() < 1e-13, "{one} vs {want}");
+        check_loss(loss.as_ref(), &[5, 1], &labels);
+        // Three weights cannot describe one problem.
+        let three = Lgl {
+            weights: LglWeights::PosNeg {
+                pos: vec![1.0; 3],
+                neg: vec![1.0; 3],
+            },
+            reduction: Reduction::Mean,
+        };
+        let e = Loss::<f64>::forward(&three, &z1, &labels).unwrap_err();
+        assert!(e.to_string().contains("binary problem"), "{e}");
     }
 
     #[test]

@@ -84,6 +84,14 @@ pub trait Loss<T: Element>: Send + Sync {
     fn one_logit_for_two_classes(&self) -> bool {
         false
     }
+    /// Whether the loss of a batch is the size-weighted mean of the losses of any split of
+    /// it into shards: true for an unweighted mean of per-sample terms. A data-parallel run
+    /// computes the loss per shard, so for a loss where this is false (LGL-INR, and means
+    /// over the shard's own sum of class weights) the objective depends on the number of
+    /// ranks, and a resume on another count is refused unless asked for.
+    fn splits_exactly(&self) -> bool {
+        false
+    }
     /// The stationarity condition that applies to this loss, if the paper gives one.
     fn audit_spec(&self) -> Option<AuditSpec> {
         None

@@ -149,17 +149,22 @@ pub struct LossOptions {
     /// LGL's weighted form [default: sample].
     pub weight_form: Option<WeightForm>,
     /// LGL-INR's inverse temperature β ≥ 0 [default: 1].
+    #[serde(default, with = "crate::text::option_f64")]
     pub beta: Option<f64>,
     /// LGL-INR: treat the weights ω as constants in backward.
     #[serde(default)]
     pub detach_weight: bool,
     /// Focal losses' focusing parameter γ ≥ 0 [default: 2].
+    #[serde(default, with = "crate::text::option_f64")]
     pub gamma: Option<f64>,
     /// focal: scale α > 0; focal-sigmoid: balance α ∈ [0, 1]; alpha-loss: α ∈ (0, ∞].
+    #[serde(default, with = "crate::text::option_f64")]
     pub alpha: Option<f64>,
     /// SML label smoothing ε ∈ [0, 1).
+    #[serde(default, with = "crate::text::option_f64")]
     pub label_smoothing: Option<f64>,
     /// SML logit adjustment τ: adds τ·log(class prior) to the logits.
+    #[serde(default, with = "crate::text::option_f64")]
     pub logit_adjust: Option<f64>,
     /// Mean (over the total sample weight) or sum [default: mean].
     pub reduction: Option<Reduction>,
@@ -218,6 +223,15 @@ impl LossOptions {
             }
         }
         Ok(())
+    }
+
+    /// Every check [`build_loss`] makes that does not depend on the data: each option
+    /// given applies to the loss and is in its range. Runs call it before the options are
+    /// recorded or sent anywhere, so a bad value is refused naming its flag.
+    pub fn validate(&self) -> Result<(), LossOptionError> {
+        // The builders hold the range rules; the class counts only feed class weights and
+        // logit adjustment, which any positive counts accept.
+        build_loss(self, &[1, 1, 1]).map(drop)
     }
 
     /// The class weighting given, or none.

@@ -82,6 +82,9 @@ impl Sml {
 }
 
 impl<T: Element> Loss<T> for Sml {
+    fn splits_exactly(&self) -> bool {
+        self.weights.is_none() && self.reduction == Reduction::Mean
+    }
     fn name(&self) -> &'static str {
         ENTRY.name
     }

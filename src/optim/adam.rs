@@ -104,6 +104,12 @@ impl<T: Element> Optimizer<T> for Adam<T> {
         Ok(())
     }
 
+    fn state_entries_for(&self, name: &str) -> Vec<String> {
+        ["step", "exp_avg", "exp_avg_sq"]
+            .map(|kind| format!("{kind}.{name}"))
+            .to_vec()
+    }
+
     fn state(&self) -> OptimizerState<T> {
         let mut out = Vec::new();
         for (name, s) in &self.state {

@@ -52,6 +52,11 @@ pub trait Optimizer<T: Element>: Send {
     /// parameters it belongs to (`params`: name and element count): an entry for an
     /// unknown parameter, or of the wrong length, is an error and nothing is loaded.
     fn load_state(&mut self, state: OptimizerState<T>, params: &[(String, usize)]) -> Result<()>;
+    /// The names of the state entries [`Optimizer::state`] holds for parameter `name` once
+    /// it has been updated (none for SGD without momentum): a resume checks that a
+    /// checkpoint of a run that has taken steps carries them, rather than silently
+    /// restarting momentum or moments from zero.
+    fn state_entries_for(&self, name: &str) -> Vec<String>;
 }
 
 keyword_enum! {

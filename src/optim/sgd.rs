@@ -108,6 +108,14 @@ impl<T: Element> Optimizer<T> for Sgd<T> {
             .collect()
     }
 
+    fn state_entries_for(&self, name: &str) -> Vec<String> {
+        if self.config.momentum == 0.0 {
+            Vec::new()
+        } else {
+            vec![format!("momentum_buffer.{name}")]
+        }
+    }
+
     fn load_state(&mut self, state: OptimizerState<T>, params: &[(String, usize)]) -> Result<()> {
         let mut buffers = HashMap::new();
         for (key, values) in state {

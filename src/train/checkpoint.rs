@@ -1,15 +1,28 @@
 //! Checkpoints as safetensors files: model tensors under their PyTorch names and layouts
 //! (f32), optimizer state under `optimizer.…`, run position in the metadata. Written
 //! atomically: temporary file, fsync, rename, fsync of the directory.
+//!
+//! Neither safetensors nor `torch.save` stores a checksum, so a flipped bit would load
+//! silently. Every checkpoint therefore carries, in the metadata entry [`INTEGRITY_KEY`],
+//! the SHA-256 of every tensor's bytes and of the rest of the header (the other metadata
+//! entries and the tensor table); [`decode_checkpoint`] verifies them all, and that the
+//! header is byte for byte the one [`encode_checkpoint`] writes, before it returns
+//! anything. The file stays a plain safetensors file (PyTorch's `safetensors` loads it;
+//! the digests are one more string in its metadata).
 
 use super::TrainError;
 use safetensors::tensor::{Dtype, SafeTensors};
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
 /// Prefix of optimizer-state entries (PyTorch users drop them before `load_state_dict`).
 pub const OPTIMIZER_PREFIX: &str = "optimizer.";
+
+/// The metadata entry holding the digests: `{"algorithm": "sha256", "header": HEX,
+/// "tensors": {NAME: HEX, …}}`, as a JSON string.
+pub const INTEGRITY_KEY: &str = "integrity";
 
 /// The contents of a checkpoint file.
 #[derive(Clone, Debug, PartialEq)]
@@ -29,38 +42,79 @@ impl Checkpoint {
 
 /// The safetensors encoding of `checkpoint`, byte for byte the same for the same contents:
 /// the header's keys are sorted (the `safetensors` crate writes its metadata map in hash
-/// order, so two identical runs would differ), tensors are laid out in name order, and the
-/// header is padded with spaces to a multiple of 8 bytes, as the format recommends.
+/// order, so two identical runs would differ), tensors are laid out in name order, the
+/// header is padded with spaces to a multiple of 8 bytes, as the format recommends, and
+/// the metadata gains the digests of [`INTEGRITY_KEY`] (replacing any it held).
 pub fn encode_checkpoint(checkpoint: &Checkpoint) -> Vec<u8> {
     let mut order: Vec<&(String, Vec<usize>, Vec<f32>)> = checkpoint.tensors.iter().collect();
     order.sort_by(|a, b| a.0.cmp(&b.0));
+    let bytes: Vec<Vec<u8>> = order
+        .iter()
+        .map(|(_, _, values)| values.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let table: Vec<(&str, &[usize], usize)> = order
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), b)| (name.as_str(), shape.as_slice(), b.len()))
+        .collect();
+    let mut metadata = checkpoint.metadata.clone();
+    metadata.remove(INTEGRITY_KEY);
+    let integrity = serde_json::json!({
+        "algorithm": "sha256",
+        "header": header_digest(&metadata, &table),
+        "tensors": table
+            .iter()
+            .zip(&bytes)
+            .map(|((name, _, _), b)| (name.to_string(), hex_sha256(b).into()))
+            .collect::<serde_json::Map<String, serde_json::Value>>(),
+    });
+    metadata.insert(INTEGRITY_KEY.into(), integrity.to_string());
+    let json = encode_header(&metadata, &table);
+    let mut out = Vec::with_capacity(8 + json.len() + bytes.iter().map(Vec::len).sum::<usize>());
+    out.extend((json.len() as u64).to_le_bytes());
+    out.extend(json.as_bytes());
+    for b in &bytes {
+        out.extend(b);
+    }
+    out
+}
+
+/// The header JSON (padded with spaces to a multiple of 8 bytes) for `metadata` and the
+/// tensor table `(name, shape, byte length)` in file order.
+fn encode_header(metadata: &BTreeMap<String, String>, table: &[(&str, &[usize], usize)]) -> String {
     let mut header = serde_json::Map::new();
-    if !checkpoint.metadata.is_empty() {
+    if !metadata.is_empty() {
         header.insert(
             "__metadata__".into(),
-            serde_json::to_value(&checkpoint.metadata).expect("strings serialise"),
+            serde_json::to_value(metadata).expect("strings serialise"),
         );
     }
     let mut offset = 0usize;
-    for (name, shape, values) in &order {
-        let end = offset + 4 * values.len();
+    for (name, shape, len) in table {
         header.insert(
-            name.clone(),
-            serde_json::json!({ "dtype": "F32", "shape": shape, "data_offsets": [offset, end] }),
+            name.to_string(),
+            serde_json::json!({ "dtype": "F32", "shape": shape, "data_offsets": [offset, offset + len] }),
         );
-        offset = end;
+        offset += len;
     }
     let mut json = serde_json::to_string(&header).expect("header serialises");
     while !json.len().is_multiple_of(8) {
         json.push(' ');
     }
-    let mut out = Vec::with_capacity(8 + json.len() + offset);
-    out.extend((json.len() as u64).to_le_bytes());
-    out.extend(json.as_bytes());
-    for (_, _, values) in &order {
-        out.extend(values.iter().flat_map(|x| x.to_le_bytes()));
-    }
-    out
+    json
+}
+
+/// The digest of everything in the header but the digests: the metadata (without
+/// [`INTEGRITY_KEY`]) and the tensor table, in the canonical encoding.
+fn header_digest(metadata: &BTreeMap<String, String>, table: &[(&str, &[usize], usize)]) -> String {
+    hex_sha256(encode_header(metadata, table).trim_end().as_bytes())
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Writes `checkpoint` to `path` atomically: readers see the old file or the new one,
@@ -106,7 +160,8 @@ pub fn write_atomically(path: &Path, data: &[u8]) -> Result<(), TrainError> {
     Ok(())
 }
 
-/// Reads a checkpoint written by [`save_checkpoint`] (or any f32 safetensors file).
+/// Reads and verifies a checkpoint written by [`save_checkpoint`] (see
+/// [`decode_checkpoint`]).
 pub fn load_checkpoint(path: &Path) -> Result<Checkpoint, TrainError> {
     let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
     decode_checkpoint(&bytes).map_err(|reason| TrainError::Checkpoint {
@@ -115,22 +170,84 @@ pub fn load_checkpoint(path: &Path) -> Result<Checkpoint, TrainError> {
     })
 }
 
-/// Parses checkpoint bytes; every header field is checked by the `safetensors` reader
-/// against the bytes actually present before any tensor is copied.
+/// Parses checkpoint bytes and verifies them: every header field is checked by the
+/// `safetensors` reader against the bytes present, every tensor's bytes and the rest of
+/// the header against the digests recorded at save time, and the header against its
+/// canonical encoding. The error names the tensor (or the part of the header) that does
+/// not match. The returned metadata does not include [`INTEGRITY_KEY`].
 pub fn decode_checkpoint(bytes: &[u8]) -> Result<Checkpoint, String> {
-    let bad = |reason: String| reason;
-    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
-    let st = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
+    let mut checkpoint = decode_unverified(bytes)?;
+    let Some(integrity) = checkpoint.metadata.remove(INTEGRITY_KEY) else {
+        return Err(format!(
+            "no {INTEGRITY_KEY} digests in the metadata: not a checkpoint of this version of \
+             tensorgrad (an older one, or a file saved by another program), so its bytes \
+             cannot be verified (`checkpoint::decode_unverified` reads it without checks)"
+        ));
+    };
+    let integrity: serde_json::Value =
+        serde_json::from_str(&integrity).map_err(|e| format!("metadata {INTEGRITY_KEY}: {e}"))?;
+    if integrity["algorithm"] != "sha256" {
+        return Err(format!(
+            "metadata {INTEGRITY_KEY}: algorithm {}, expected \"sha256\"",
+            integrity["algorithm"]
+        ));
+    }
+    let digests = integrity["tensors"]
+        .as_object()
+        .ok_or_else(|| format!("metadata {INTEGRITY_KEY}: no tensor digests"))?;
+    let bytes_of =
+        |values: &[f32]| -> Vec<u8> { values.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let mut table = Vec::new();
+    for (name, shape, values) in &checkpoint.tensors {
+        let recorded = digests
+            .get(name)
+            .and_then(|d| d.as_str())
+            .ok_or_else(|| format!("tensor {name}: no digest recorded for it"))?;
+        let data = bytes_of(values);
+        if hex_sha256(&data) != recorded {
+            return Err(format!(
+                "tensor {name}: its bytes do not match the SHA-256 recorded when it was saved \
+                 (the file is corrupt)"
+            ));
+        }
+        table.push((name.as_str(), shape.as_slice(), data.len()));
+    }
+    if let Some(stray) = digests.keys().find(|n| checkpoint.get(n).is_none()) {
+        return Err(format!(
+            "metadata {INTEGRITY_KEY}: a digest for tensor {stray}, which the file does not hold"
+        ));
+    }
+    if integrity["header"].as_str() != Some(header_digest(&checkpoint.metadata, &table).as_str()) {
+        return Err(
+            "the metadata or the tensor table does not match the SHA-256 recorded when it \
+             was saved (the file is corrupt)"
+                .into(),
+        );
+    }
+    // What the digests cannot see: the header's formatting (spacing, key order, how a
+    // number is spelled). A checkpoint's header is exactly what encode_checkpoint writes.
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let mut canonical = checkpoint.metadata.clone();
+    canonical.insert(INTEGRITY_KEY.into(), integrity.to_string());
+    if encode_header(&canonical, &table).as_bytes() != &bytes[8..8 + header_len] {
+        return Err("the header is not in the form tensorgrad writes (it was edited)".into());
+    }
+    Ok(checkpoint)
+}
+
+/// Parses safetensors bytes (f32 tensors) without verifying digests: for files written
+/// by other programs, which carry none. Every header field is still checked by the
+/// `safetensors` reader against the bytes actually present before any tensor is copied.
+pub fn decode_unverified(bytes: &[u8]) -> Result<Checkpoint, String> {
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
     let mut tensors = Vec::new();
     let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
     names.sort();
     for name in names {
-        let view = st.tensor(&name).map_err(|e| bad(e.to_string()))?;
+        let view = st.tensor(&name).map_err(|e| e.to_string())?;
         if view.dtype() != Dtype::F32 {
-            return Err(bad(format!(
-                "{name}: dtype {:?}, expected F32",
-                view.dtype()
-            )));
+            return Err(format!("{name}: dtype {:?}, expected F32", view.dtype()));
         }
         let values = view
             .data()

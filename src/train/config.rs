@@ -92,9 +92,11 @@ pub struct TrainConfig {
     pub dataset: DatasetKind,
     /// Directory of the data; required (the binary fills in the bundled MNIST).
     pub data_dir: Option<PathBuf>,
-    /// Image size for [`DatasetKind::Folder`].
+    /// Image size for [`DatasetKind::Folder`] (recorded for that data set only).
+    #[serde(default = "default_image_size")]
     pub image_size: ImageSize,
-    /// Channels (1 or 3) for [`DatasetKind::Folder`].
+    /// Channels (1 or 3) for [`DatasetKind::Folder`] (recorded for that data set only).
+    #[serde(default = "default_channels")]
     pub channels: usize,
     /// Model.
     pub model: ModelKind,
@@ -104,6 +106,10 @@ pub struct TrainConfig {
     pub zero_init_residual: bool,
     /// Loss and its options.
     pub loss: LossOptions,
+    /// Train on when the run breaks the divergence rule ([`super::divergence`]): for
+    /// studying divergence. The run still records that it diverged. Recorded only when set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_divergence: bool,
     /// Imbalance profile applied to the training set.
     pub imbalance: Imbalance,
     /// Epochs to train (the total, when resuming).
@@ -145,6 +151,11 @@ pub struct TrainConfig {
     /// Replace the files of an earlier run in `out` (otherwise a non-empty `out` is refused).
     #[serde(skip)]
     pub overwrite: bool,
+    /// Resume on another number of ranks although the loss depends on how a batch is split
+    /// (see [`crate::loss::Loss::splits_exactly`]); the change is recorded in the run's
+    /// history.
+    #[serde(skip)]
+    pub allow_rank_change: bool,
 }
 
 /// Largest batch size a run accepts.
@@ -164,16 +175,24 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+fn default_image_size() -> ImageSize {
+    ImageSize {
+        height: 32,
+        width: 32,
+    }
+}
+
+fn default_channels() -> usize {
+    3
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             dataset: DatasetKind::Mnist,
             data_dir: None,
-            image_size: ImageSize {
-                height: 32,
-                width: 32,
-            },
-            channels: 3,
+            image_size: default_image_size(),
+            channels: default_channels(),
             model: ModelKind::Lenet,
             zero_init_residual: false,
             loss: LossOptions::new(LossKind::default()),
@@ -196,6 +215,8 @@ impl Default for TrainConfig {
             out: None,
             resume: None,
             overwrite: false,
+            allow_divergence: false,
+            allow_rank_change: false,
         }
     }
 }
@@ -258,6 +279,10 @@ impl TrainConfig {
         if self.stop_after == Some(0) {
             return err("stop_after", "0 epochs would train nothing".into());
         }
+        // Before anything is recorded: a JSON round trip would turn NaN into "not given".
+        if let Err(e) = self.loss.validate() {
+            return err(e.param.as_str(), e.reason);
+        }
         if self.nesterov && self.optimizer != OptimizerKind::Sgd {
             return err(
                 "nesterov",
@@ -281,6 +306,20 @@ impl TrainConfig {
             }
         }
         Ok(())
+    }
+
+    /// The configuration as `config.json` records it: every field as the command line
+    /// spells it, without the folder-only `image_size` and `channels` for other data sets
+    /// (they read back as their defaults).
+    pub fn record(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).expect("configs serialise");
+        if self.dataset != DatasetKind::Folder {
+            if let Some(fields) = v.as_object_mut() {
+                fields.remove("image_size");
+                fields.remove("channels");
+            }
+        }
+        v
     }
 
     /// The optimizer's settings.
@@ -406,6 +445,49 @@ mod tests {
             e.contains("\"rmsprop\": expected one of sgd, adam, adamw"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn non_finite_loss_options_are_refused_or_kept_never_dropped() {
+        let with = |loss: &str, f: &dyn Fn(&mut LossOptions)| {
+            let mut options = LossOptions::new(loss.parse::<LossKind>().unwrap());
+            f(&mut options);
+            TrainConfig {
+                loss: options,
+                ..TrainConfig::default()
+            }
+        };
+        let refused = [
+            (with("lgl-inr", &|o| o.beta = Some(f64::NAN)), "beta"),
+            (with("lgl-inr", &|o| o.beta = Some(f64::INFINITY)), "beta"),
+            (with("focal", &|o| o.gamma = Some(f64::INFINITY)), "gamma"),
+            (with("focal", &|o| o.alpha = Some(f64::NAN)), "alpha"),
+            (
+                with("focal-sigmoid", &|o| o.alpha = Some(f64::NAN)),
+                "alpha",
+            ),
+            (
+                with("sml", &|o| o.label_smoothing = Some(f64::NAN)),
+                "label-smoothing",
+            ),
+            (
+                with("sml", &|o| o.logit_adjust = Some(f64::INFINITY)),
+                "logit-adjust",
+            ),
+        ];
+        for (config, field) in refused {
+            let e = config.validate().unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.reason.contains("is not"), "{e}");
+        }
+        // α = ∞ is allowed for the alpha-loss, and the record reads back equal.
+        let infinite = with("alpha-loss", &|o| o.alpha = Some(f64::INFINITY));
+        infinite.validate().unwrap();
+        let json = serde_json::to_string(&infinite).unwrap();
+        assert!(json.contains(r#""alpha":"inf""#), "{json}");
+        let back: TrainConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, infinite);
+        back.validate().unwrap();
     }
 
     #[test]

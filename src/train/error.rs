@@ -79,8 +79,8 @@ pub enum TrainError {
         /// Why, with the saved value.
         reason: String,
     },
-    /// The loss became NaN or infinite; the previous epoch's checkpoint is intact.
-    #[error("the training loss became {loss} at epoch {epoch}, step {step}; the checkpoint of the last completed epoch is kept")]
+    /// The loss became NaN or infinite; the checkpoint on disk (if any) is intact.
+    #[error("the training loss became {loss} at epoch {epoch}, step {step}{}", kept_text(.kept))]
     NonFinite {
         /// Epoch (1-based).
         epoch: usize,
@@ -88,7 +88,24 @@ pub enum TrainError {
         step: usize,
         /// The value.
         loss: f64,
+        /// What the run directory keeps, when the error comes from a run (set by `train`;
+        /// `None` from a bare [`super::Trainer`]).
+        kept: Option<String>,
     },
+    /// The run broke the divergence rule ([`super::divergence`]) and was stopped; the
+    /// checkpoint of the last good epoch (if any) is kept.
+    #[error("the run diverged at epoch {}: {} (the divergence rule; allow_divergence turns it off){}", .divergence.epoch, .divergence.rule, kept_text(.kept))]
+    Diverged {
+        /// The epoch and the rule.
+        divergence: super::divergence::Divergence,
+        /// What the run directory keeps.
+        kept: Option<String>,
+    },
+}
+
+/// `; <what is kept>`, or nothing.
+fn kept_text(kept: &Option<String>) -> String {
+    kept.as_ref().map_or(String::new(), |k| format!("; {k}"))
 }
 
 impl TrainError {

@@ -107,6 +107,7 @@ impl Trainer {
             epoch: step / self.schedule.steps_per_epoch.max(1) + 1,
             step: step % self.schedule.steps_per_epoch.max(1),
             loss,
+            kept: None,
         };
         if self.comm.size() == 1 {
             let z = self.model.forward(x)?;
@@ -247,10 +248,11 @@ impl Trainer {
             // With several ranks, `y.len()` counts the global batch: images are counted
             // globally too.
             let (loss, step_lr) = self.step_reporting_lr(&x, &y).map_err(|e| match e {
-                TrainError::NonFinite { loss, .. } => TrainError::NonFinite {
+                TrainError::NonFinite { loss, kept, .. } => TrainError::NonFinite {
                     epoch: epoch + 1,
                     step: batch,
                     loss,
+                    kept,
                 },
                 other => other,
             })?;

@@ -9,6 +9,7 @@
 //!   the benchmarks share;
 //! - [`eval`]: [`evaluate`], and [`evaluate_run`]/[`audit_run`] of a saved run;
 //! - [`run_dir`]: the files of a run; [`checkpoint`]: safetensors with atomic writes;
+//! - [`divergence`]: the rule that stops (or marks) a run that diverged;
 //! - [`train`] (here): a whole run, reporting [`Event`]s to the caller.
 
 pub mod bench;
@@ -17,6 +18,7 @@ pub mod collective;
 pub mod config;
 #[allow(unsafe_code)] // FFI: the MXCSR flush-to-zero bits
 pub mod denormals;
+pub mod divergence;
 mod error;
 pub mod eval;
 pub mod fit;
@@ -79,8 +81,13 @@ pub struct RunSummary {
     pub train: Evaluation,
     /// Training-set class counts.
     pub train_class_counts: Vec<usize>,
-    /// Total wall time (seconds) of this invocation.
+    /// Total wall time (seconds) of the invocation that finished the run.
     pub seconds: f64,
+    /// Set when the run broke the divergence rule: a finished run whose final balanced
+    /// test accuracy is at chance, or (with `allow_divergence`) one whose loss grew. The
+    /// command line exits with an error for it unless divergence is allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub divergence: Option<divergence::Divergence>,
 }
 
 /// What a run reports while it goes, for a console, a log or a test.
@@ -102,6 +109,9 @@ pub enum Event<'a> {
         threads: usize,
         /// The run directory.
         out_dir: &'a Path,
+        /// What the run does that the user should know and did not ask for (a constant
+        /// input channel that is centred but not scaled); also in `config.json`.
+        warnings: &'a [String],
     },
     /// One optimisation step was taken.
     Step(&'a StepEvent),

@@ -8,17 +8,36 @@ use serde_json::Value;
 use std::path::Path;
 
 /// The fields (their `config.json` names) a resumed run may change: how long it trains
-/// (`epochs`), on how many threads, when this invocation stops, where its data is when the
-/// saved run recorded none, and the resume/overwrite flags themselves. Every other field is
-/// the saved run's.
-pub const RESUMABLE_FIELDS: [&str; 6] = [
+/// (`epochs`), its base learning rate (`lr`: to continue after a divergence), whether the
+/// divergence rule stops it, on how many threads, when this invocation stops, where its
+/// data is when the saved run recorded none, and the request flags themselves. Every other
+/// field is the saved run's. A change is recorded in `config.json`'s `history`.
+pub const RESUMABLE_FIELDS: [&str; 9] = [
     "epochs",
+    "lr",
+    "allow_divergence",
     "threads",
     "stop_after",
     "data_dir",
     "resume",
     "overwrite",
+    "allow_rank_change",
 ];
+
+/// Whether `a` and `b` describe the same run: equal in every field but the resumable ones
+/// and the output directory.
+pub fn same_run(a: &TrainConfig, b: &TrainConfig) -> bool {
+    let identity = |c: &TrainConfig| {
+        let mut v = as_json(c);
+        if let Some(fields) = v.as_object_mut() {
+            for f in RESUMABLE_FIELDS.iter().chain(&["out"]) {
+                fields.remove(*f);
+            }
+        }
+        v
+    };
+    identity(a) == identity(b)
+}
 
 /// The configuration resuming the run saved in `dir` (whose configuration is `saved`)
 /// trains with, for the request `request`.
@@ -35,16 +54,17 @@ pub const RESUMABLE_FIELDS: [&str; 6] = [
 /// use std::path::Path;
 /// use tensorgrad::train::{resume::resumed_config, TrainConfig};
 ///
-/// let saved = TrainConfig { lr: 0.01, epochs: 5, ..TrainConfig::default() };
-/// let more = TrainConfig { epochs: 8, ..saved.clone() };
+/// let saved = TrainConfig { batch_size: 64, epochs: 5, ..TrainConfig::default() };
+/// let more = TrainConfig { epochs: 8, lr: 0.005, ..saved.clone() };
 /// let dir = Path::new("runs/a");
-/// assert_eq!(resumed_config(&saved, &more, dir, &|_| true).unwrap().epochs, 8);
-/// let other_lr = TrainConfig { lr: 0.1, ..saved.clone() };
-/// let e = resumed_config(&saved, &other_lr, dir, &|_| true).unwrap_err();
-/// assert!(e.to_string().starts_with("lr: the resumed run was trained with 0.01"));
+/// let resumed = resumed_config(&saved, &more, dir, &|_| true).unwrap();
+/// assert_eq!((resumed.epochs, resumed.lr), (8, 0.005));
+/// let other_batch = TrainConfig { batch_size: 128, ..saved.clone() };
+/// let e = resumed_config(&saved, &other_batch, dir, &|_| true).unwrap_err();
+/// assert!(e.to_string().starts_with("batch_size: the resumed run was trained with 64"));
 /// // Not given (a default the caller did not choose): the saved value stands.
-/// let kept = resumed_config(&saved, &other_lr, dir, &|f| f != "lr").unwrap();
-/// assert_eq!(kept.lr, 0.01);
+/// let kept = resumed_config(&saved, &other_batch, dir, &|f| f != "batch_size").unwrap();
+/// assert_eq!(kept.batch_size, 64);
 /// ```
 pub fn resumed_config(
     saved: &TrainConfig,
@@ -81,6 +101,13 @@ pub fn resumed_config(
     if given("epochs") {
         config.epochs = request.epochs;
     }
+    if given("lr") {
+        config.lr = request.lr;
+    }
+    if given("allow_divergence") {
+        config.allow_divergence = request.allow_divergence;
+    }
+    config.allow_rank_change = request.allow_rank_change;
     config.threads = request.threads.or(saved.threads);
     config.data_dir = saved.data_dir.clone().or_else(|| request.data_dir.clone());
     config.stop_after = request.stop_after;
@@ -88,12 +115,12 @@ pub fn resumed_config(
     Ok(config)
 }
 
-fn as_json(config: &TrainConfig) -> Value {
+pub(crate) fn as_json(config: &TrainConfig) -> Value {
     serde_json::to_value(config).expect("configs serialise")
 }
 
 /// Every field as `(name, value)`, the loss's options as `loss.<option>`.
-fn fields(v: &Value) -> Vec<(String, Value)> {
+pub(crate) fn fields(v: &Value) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     for (key, value) in v.as_object().into_iter().flatten() {
         match value.as_object() {
@@ -108,7 +135,7 @@ fn fields(v: &Value) -> Vec<(String, Value)> {
     out
 }
 
-fn lookup<'a>(v: &'a Value, field: &str) -> Option<&'a Value> {
+pub(crate) fn lookup<'a>(v: &'a Value, field: &str) -> Option<&'a Value> {
     match field.split_once('.') {
         Some((outer, inner)) => v.get(outer)?.get(inner),
         None => v.get(field),

@@ -7,7 +7,8 @@ use super::eval::evaluate_sharded;
 use super::fit::{EpochEnd, Trainer};
 use super::setup::{assemble_with, load_data, model_outputs, with_threads};
 use super::{
-    plots, run_dir, EpochRecord, Event, Progress, RunDir, RunSummary, TrainConfig, TrainError,
+    divergence, plots, run_dir, EpochRecord, Event, Progress, RunDir, RunSummary, TrainConfig,
+    TrainError,
 };
 use crate::data::{Normalization, Split};
 use crate::nn::{Architecture, Module};
@@ -39,6 +40,10 @@ pub fn train_model_with(
     stop: &AtomicBool,
     on_event: &mut (dyn FnMut(&Event) + Send),
 ) -> Result<RunSummary, TrainError> {
+    // Checked before anything is serialised: a JSON round trip would turn a NaN option
+    // into "not given" and train with the default.
+    config.loss.validate()?;
+    config.validate()?;
     // A new run's options must agree across ranks; a resumed run takes rank 0's saved one.
     if comm.size() > 1 && config.resume.is_none() {
         let identity = |c: &TrainConfig| {
@@ -81,8 +86,9 @@ pub fn train_model_with(
     comm.broadcast(&mut message);
     let (mut resolved_config, path, stop_after): (TrainConfig, PathBuf, Option<usize>) =
         serde_json::from_slice(&message).map_err(|e| TrainError::Invalid(e.to_string()))?;
-    // Fields that are not recorded: rank 0's stop, this rank's own resume flag.
+    // Fields that are not recorded: rank 0's stop, this rank's own request flags.
     resolved_config.resume = config.resume.clone();
+    resolved_config.allow_rank_change = config.allow_rank_change;
     resolved_config.stop_after = stop_after;
     resolved_config.threads = config.threads.or(resolved_config.threads);
     let run = RunDir::new(path);
@@ -157,10 +163,26 @@ fn run_epochs(
     if config.resume.is_some() {
         on_root(comm, &mut || run.check_architecture(architecture))?;
         progress = restore_progress(config, run, comm, &mut assembly)?;
+        // A finished run resumed to its own length: nothing to train, nothing rewritten.
+        // (A data-parallel job evaluates again: its ranks would have to agree first.)
+        if comm.size() == 1 && progress.epoch == config.epochs && progress.partial.is_none() {
+            if let Some(summary) = run.finished_summary(&progress) {
+                on_event(&Event::Finished(&summary));
+                return Ok(summary);
+            }
+        }
+        let splits_exactly = assembly.loss.splits_exactly();
+        on_root(comm, &mut || {
+            run.record_resume(config, &progress, comm.size(), splits_exactly)
+        })?;
     } else {
-        let record = run_record(config, architecture, &split, &norm, &assembly);
+        let record = run_record(config, architecture, &split, &norm, &assembly, comm.size());
         on_root(comm, &mut || run.write_json("config.json", &record))?;
     }
+    // What the run directory holds, for the messages of a run that stops on an error.
+    let mut on_disk = (config.resume.is_some()
+        && (progress.epoch > 0 || progress.partial.is_some()))
+    .then(|| (progress.epoch, progress.partial.as_ref().map(|p| p.batches)));
     // metrics.json mirrors the checkpoint's records (it may lag after a kill).
     let records = serde_json::json!({ "epochs": progress.records });
     on_root(comm, &mut || run.write_json("metrics.json", &records))?;
@@ -177,19 +199,33 @@ fn run_epochs(
         class_counts: &counts,
         threads: rayon::current_num_threads(),
         out_dir: &run.path,
+        warnings: &norm.warnings(),
     });
     let mut trainer = Trainer::new(assembly, schedule);
     trainer.step = progress.step;
     trainer.comm = Arc::clone(comm_arc);
+    let mut diverged = None;
     let last_epoch = config
         .stop_after
         .map_or(config.epochs, |n| (progress.epoch + n).min(config.epochs));
     for epoch in progress.epoch..last_epoch {
         let batches = config.epoch_batches(&split.train, &norm, epoch);
         let partial = progress.partial.take();
-        let end = trainer.fit_epoch_from(batches, epoch, partial.as_ref(), stop, |s| {
-            report(&Event::Step(s))
-        })?;
+        let end = trainer
+            .fit_epoch_from(batches, epoch, partial.as_ref(), stop, |s| {
+                report(&Event::Step(s))
+            })
+            .map_err(|e| match e {
+                TrainError::NonFinite {
+                    epoch, step, loss, ..
+                } => TrainError::NonFinite {
+                    epoch,
+                    step,
+                    loss,
+                    kept: Some(kept_checkpoint(on_disk)),
+                },
+                other => other,
+            })?;
         let stats = match end {
             EpochEnd::Complete(stats) => stats,
             EpochEnd::Stopped(partial) => {
@@ -203,6 +239,23 @@ fn run_epochs(
                 ))
             }
         };
+        // The divergence rule, before this epoch's checkpoint replaces the last good one.
+        let grew = progress
+            .records
+            .first()
+            .and_then(|first| divergence::loss_rule(first.train_loss, epoch + 1, stats.mean_loss));
+        if let Some(d) = grew {
+            if !config.allow_divergence {
+                return Err(TrainError::Diverged {
+                    divergence: d,
+                    kept: Some(format!(
+                        "{}; resume it with a smaller learning rate (lr)",
+                        kept_checkpoint(on_disk)
+                    )),
+                });
+            }
+            diverged.get_or_insert(d);
+        }
         let (test, _) = evaluate_sharded(
             comm,
             trainer.model.as_mut(),
@@ -237,6 +290,7 @@ fn run_epochs(
             )?;
             run.write_json("metrics.json", &records)
         })?;
+        on_disk = Some((progress.epoch, None));
         report(&Event::Epoch {
             record: progress.records.last().expect("just pushed"),
             test: &test,
@@ -252,6 +306,7 @@ fn run_epochs(
         progress,
         counts,
         started,
+        diverged,
     )?;
     report(&Event::Finished(&summary));
     Ok(summary)
@@ -327,9 +382,11 @@ fn run_record(
     split: &Split,
     norm: &Normalization,
     assembly: &super::Assembly,
+    ranks: usize,
 ) -> serde_json::Value {
     let mut record = serde_json::json!({
-        "train": config,
+        "train": config.record(),
+        "ranks": ranks,
         "git_revision": run_dir::git_revision()
             .unwrap_or_else(|| "unknown".into()),
         "threads": rayon::current_num_threads(),
@@ -341,12 +398,29 @@ fn run_record(
         "model_outputs": model_outputs(split.train.classes, assembly.loss.as_ref()),
         "parameters": assembly.model.num_parameters(),
     });
+    if !norm.constant_channels.is_empty() {
+        record["warnings"] = norm.warnings().into();
+    }
     // A model other than `config.model` is named beside it (built-in runs' files are
     // unchanged).
     if architecture.name() != config.model.name() {
         record["architecture"] = architecture.name().into();
     }
     record
+}
+
+/// What a stopped run's directory holds: `on_disk` is the checkpoint's (completed epochs,
+/// batches of the next epoch when it was written mid-epoch).
+fn kept_checkpoint(on_disk: Option<(usize, Option<usize>)>) -> String {
+    match on_disk {
+        None => "no epoch was completed, so the run has no checkpoint".into(),
+        Some((0, None)) => "the run has no checkpoint".into(),
+        Some((epochs, None)) => format!("the checkpoint of epoch {epochs} is kept"),
+        Some((epochs, Some(batches))) => format!(
+            "the checkpoint after batch {batches} of epoch {} is kept",
+            epochs + 1
+        ),
+    }
 }
 
 /// Saves the checkpoint of a run stopped inside `epoch` (every step so far) and returns
@@ -391,12 +465,17 @@ fn finish(
     progress: Progress,
     counts: Vec<usize>,
     started: Instant,
+    diverged: Option<divergence::Divergence>,
 ) -> Result<RunSummary, TrainError> {
     let loss = trainer.loss.as_ref();
     let model = trainer.model.as_mut();
     let (test, _) = evaluate_sharded(comm, model, loss, &split.test, norm, 500)?;
     let (train_eval, _) = evaluate_sharded(comm, model, loss, &split.train, norm, 500)?;
+    let divergence = diverged.or_else(|| {
+        divergence::accuracy_rule(test.balanced_accuracy, split.test.classes, progress.epoch)
+    });
     let summary = RunSummary {
+        divergence,
         out_dir: run.path.clone(),
         epochs: progress.records,
         test,

@@ -99,11 +99,9 @@ impl RunDir {
         if ck_path.exists() {
             let ck = load_checkpoint(&ck_path)?;
             if let Some(saved) = checkpoint_config(&ck, &ck_path)? {
-                let here = TrainConfig {
-                    out: None,
-                    ..config.clone()
-                };
-                if saved != here {
+                // Resumable fields (epochs, lr) may be newer in config.json: a resume
+                // records its request before the next checkpoint is written.
+                if !super::resume::same_run(&saved, &config) {
                     return Err(TrainError::RunConfig {
                         path: self.config_path(),
                         reason: format!(
@@ -115,6 +113,104 @@ impl RunDir {
             }
         }
         Ok(config)
+    }
+
+    /// The summary in `metrics.json` when it is the finished run's: written at the end of
+    /// the run whose epoch records `progress` holds (same epochs, bitwise the same losses).
+    pub fn finished_summary(&self, progress: &Progress) -> Option<super::RunSummary> {
+        let text = std::fs::read_to_string(self.metrics_path()).ok()?;
+        let summary: super::RunSummary = serde_json::from_str(&text).ok()?;
+        let same = summary.epochs.len() == progress.records.len()
+            && summary.epochs.iter().zip(&progress.records).all(|(a, b)| {
+                a.epoch == b.epoch && a.train_loss.to_bits() == b.train_loss.to_bits()
+            });
+        same.then_some(summary)
+    }
+
+    /// Records in `config.json` what a resume changes: the configuration it continues
+    /// with replaces `train`, the rank count replaces `ranks`, and an entry of `history`
+    /// lists each changed field as `[before, after]` with the epoch and step it applies
+    /// from. Nothing is written when nothing changed.
+    ///
+    /// A change of rank count is refused (a [`TrainError::ResumeConflict`] on `ranks`)
+    /// when the loss depends on how a batch is split (`splits_exactly` false), unless
+    /// `config.allow_rank_change`.
+    pub fn record_resume(
+        &self,
+        config: &TrainConfig,
+        progress: &Progress,
+        ranks: usize,
+        splits_exactly: bool,
+    ) -> Result<(), TrainError> {
+        let path = self.config_path();
+        let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
+        let mut record: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| TrainError::RunConfig {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        let mut changed = serde_json::Map::new();
+        // Runs recorded before the rank count was kept trained on one process.
+        let saved_ranks = record["ranks"].as_u64().unwrap_or(1) as usize;
+        if saved_ranks != ranks {
+            if !splits_exactly && !config.allow_rank_change {
+                return Err(TrainError::ResumeConflict {
+                    field: "ranks".into(),
+                    reason: format!(
+                        "the run was trained on {saved_ranks} process(es) and its loss ({}) \
+                         depends on how each batch is split among them; resuming on {ranks} \
+                         would change the objective (allow_rank_change accepts and records it)",
+                        config.loss.loss
+                    ),
+                });
+            }
+            changed.insert("ranks".into(), serde_json::json!([saved_ranks, ranks]));
+            record["ranks"] = ranks.into();
+        }
+        // Compared as read back, so that a field an older record omits counts as its default.
+        let then: TrainConfig =
+            serde_json::from_value(record["train"].clone()).map_err(|e| TrainError::RunConfig {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        let (then, now) = (
+            super::resume::as_json(&then),
+            super::resume::as_json(config),
+        );
+        let mut names: Vec<String> = super::resume::fields(&then)
+            .into_iter()
+            .chain(super::resume::fields(&now))
+            .map(|(name, _)| name)
+            .collect();
+        names.sort();
+        names.dedup();
+        for field in names {
+            let value = |v: &serde_json::Value| {
+                super::resume::lookup(v, &field)
+                    .cloned()
+                    .unwrap_or(serde_json::Value::Null)
+            };
+            let (was, is) = (value(&then), value(&now));
+            if was != is {
+                changed.insert(field, serde_json::json!([was, is]));
+            }
+        }
+        if changed.is_empty() {
+            return Ok(());
+        }
+        record["train"] = config.record();
+        let entry = serde_json::json!({
+            "resumed_at_epoch": progress.epoch,
+            "resumed_at_step": progress.step,
+            "changed": changed,
+            "command": std::env::args().collect::<Vec<_>>(),
+            "git_revision": git_revision().unwrap_or_else(|| "unknown".into()),
+        });
+        match record["history"].as_array_mut() {
+            Some(history) => history.push(entry),
+            None => record["history"] = serde_json::json!([entry]),
+        }
+        self.write_json("config.json", &record)
     }
 
     /// The name of the model the run trains: `config.json`'s `architecture` when it was
@@ -252,6 +348,23 @@ impl RunDir {
                 })
         };
         let (epoch, step) = (meta("epoch")?, meta("step")?);
+        if step > 0 {
+            // A run that has taken steps has momentum or moments: a checkpoint without them
+            // would resume on a different trajectory with no word.
+            for (name, _) in &params {
+                for entry in optimizer.state_entries_for(name) {
+                    if ck.get(&format!("{OPTIMIZER_PREFIX}{entry}")).is_none() {
+                        return Err(TrainError::Checkpoint {
+                            path: path.clone(),
+                            reason: format!(
+                                "no optimizer state {OPTIMIZER_PREFIX}{entry} after {step} steps; \
+                                 resuming would silently restart the optimizer from zero"
+                            ),
+                        });
+                    }
+                }
+            }
+        }
         let parse = |key: &str| -> Result<Option<serde_json::Value>, TrainError> {
             ck.metadata
                 .get(key)

@@ -28,6 +28,16 @@ pub fn load_data(config: &TrainConfig) -> Result<Split, TrainError> {
             ],
         )?,
     };
+    if split.train.is_empty() || split.test.is_empty() {
+        let which = if split.train.is_empty() {
+            "training"
+        } else {
+            "test"
+        };
+        return Err(
+            DataError::Empty(format!("{}: the {which} set holds no image", dir.display())).into(),
+        );
+    }
     prepare_split(config, &split)
 }
 
@@ -40,6 +50,28 @@ pub fn prepare_split(config: &TrainConfig, split: &Split) -> Result<Split, Train
     }
     if let Some(n) = config.test_limit {
         split.test = first(&split.test, n);
+    }
+    // A class without a training image has no gradient pulling it up, and its class
+    // weight (inverse frequency) would be infinite: never a silent part of a run.
+    let counts = split.train.class_counts();
+    if let Some(empty) = counts.iter().position(|&n| n == 0) {
+        let by = match config.train_limit {
+            Some(n) => format!("the first {n} training images (--train-limit)"),
+            None => "the training set".into(),
+        };
+        let after = if config.imbalance == crate::data::imbalance::Imbalance::None {
+            String::new()
+        } else {
+            format!(" after imbalance profile {}", config.imbalance)
+        };
+        return Err(DataError::Empty(format!(
+            "{by}{after} hold no image of class {empty} ({}); every class needs one",
+            split.train.class_names[empty]
+        ))
+        .into());
+    }
+    if split.train.is_empty() {
+        return Err(DataError::Empty("the training set holds no image".into()).into());
     }
     Ok(split)
 }
