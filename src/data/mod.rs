@@ -16,7 +16,7 @@ pub mod parse {
 }
 pub use folder::load_image_folder;
 pub use idx::{load_idx_dir, read_idx, IdxFile};
-pub use loader::{Augment, Batches, Normalization};
+pub use loader::{Augment, Batches, Normalization, MIN_CHANNEL_STD};
 
 use std::path::{Path, PathBuf};
 use thiserror::Error;
