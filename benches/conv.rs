@@ -50,8 +50,6 @@ const LAYERS: [Layer; 6] = [
 ];
 
 fn bench_conv(c: &mut Criterion) {
-    // As the CLI: freed buffers are reused, not page-faulted in again.
-    tensorgrad::memory::retain_freed_memory();
     let mut group = c.benchmark_group("conv2d_f32");
     group.sample_size(20);
     let mut rng = StdRng::seed_from_u64(0);

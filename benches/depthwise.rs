@@ -17,7 +17,6 @@ const LAYERS: [(&str, [usize; 4], usize); 3] = [
 ];
 
 fn bench_depthwise(c: &mut Criterion) {
-    tensorgrad::memory::retain_freed_memory();
     let mut group = c.benchmark_group("depthwise_f32");
     group.sample_size(20);
     let mut rng = StdRng::seed_from_u64(0);

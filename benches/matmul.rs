@@ -9,8 +9,6 @@ use std::hint::black_box;
 use tensorgrad::Tensor;
 
 fn bench_matmul(c: &mut Criterion) {
-    // As the CLI: freed buffers are reused, not page-faulted in again.
-    tensorgrad::memory::retain_freed_memory();
     let mut group = c.benchmark_group("matmul_f32");
     group.sample_size(10);
     let mut rng = StdRng::seed_from_u64(0);

@@ -16,8 +16,6 @@ use tensorgrad::train::denormals::flush_denormals_on_this_thread;
 use tensorgrad::Tensor;
 
 fn bench_train_step(c: &mut Criterion) {
-    // As the CLI: freed buffers are reused, not page-faulted in again.
-    tensorgrad::memory::retain_freed_memory();
     let mut group = c.benchmark_group("train_step_f32");
     group.sample_size(10);
     // Pools like the trainer's: subnormals flushed to zero on every worker.

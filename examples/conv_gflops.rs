@@ -40,8 +40,6 @@ fn median_seconds(mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
-    // As the CLI: freed buffers are reused, not page-faulted in again.
-    tensorgrad::memory::retain_freed_memory();
     let mut rng = StdRng::seed_from_u64(0);
     for threads in [1, 2] {
         with_threads(Some(threads), || {

@@ -72,7 +72,6 @@ impl Architecture for TinyResNet {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tensorgrad::memory::retain_freed_memory();
     let out = std::env::temp_dir().join("tensorgrad-residual-cnn");
     let config = TrainConfig {
         epochs: 2,

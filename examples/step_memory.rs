@@ -38,6 +38,9 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The buffer cache off: the allocator then sees exactly what the step holds (with it
+    // on, the step's buffers stay allocated between steps, idle, for the next one).
+    tensorgrad::memory::set_pool_budget(0);
     // One thread, so per-thread workspaces do not depend on the core count.
     rayon::ThreadPoolBuilder::new()
         .num_threads(1)

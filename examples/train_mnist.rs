@@ -7,8 +7,6 @@ use tensorgrad::data::Normalization;
 use tensorgrad::train::{assemble, evaluate, load_data, TrainConfig, Trainer};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Reuse freed buffers instead of page-faulting fresh ones every step (as the CLI does).
-    tensorgrad::memory::retain_freed_memory();
     // The default run (LeNet, LGL-INR with β = 1, SGD momentum 0.9, lr 0.01 cosine, batch
     // 64), for 2 epochs, on the bundled MNIST, verified against its checksums.
     let config = TrainConfig {

@@ -36,7 +36,7 @@
 //!   [`train::train_model_until`]), checkpoints, evaluation, audit of saved runs.
 //! - [`reproduce`]: the paper's experiments as one command — the protocol, training and
 //!   analysis queues, the last-layer refit, the report and its verdict rules.
-//! - [`memory`]: the allocator switch that keeps freed buffers for reuse.
+//! - [`memory`]: the framework's cache of freed tensor buffers (reuse without set-up).
 //! - [`text`]: how typed options are spelled on the command line and in `config.json`.
 //! - [`error`]: [`TensorError`], the typed error of every fallible tensor operation.
 //!
@@ -72,8 +72,8 @@
 
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
-// `unsafe` is allowed only in the kernels floor and the FFI modules (`memory`,
-// `train/denormals.rs`, `train/mpi.rs`), each of which says so with an `allow`.
+// `unsafe` is allowed only in the kernels floor and the FFI modules
+// (`train/denormals.rs`, `train/mpi.rs`), each of which says so with an `allow`.
 #![deny(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
@@ -83,7 +83,6 @@ pub mod error;
 #[allow(unsafe_code)]
 pub mod kernels;
 pub mod loss;
-#[allow(unsafe_code)]
 pub mod memory;
 pub mod nn;
 pub mod ops;

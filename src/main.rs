@@ -216,8 +216,6 @@ fn run(cli: Cli, given: &[String]) -> Result<(), Failure> {
 }
 
 fn main() -> ExitCode {
-    // Training reallocates the same large buffers every step: keep them (src/memory.rs).
-    tensorgrad::memory::retain_freed_memory();
     let (cli, given) = match cli::parse_with_given(std::env::args_os()) {
         Ok(parsed) => parsed,
         Err(e) => e.exit(),

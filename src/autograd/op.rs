@@ -97,7 +97,7 @@ pub enum Op<T: Element> {
         /// The function and its derivative.
         f: Arc<dyn UnaryFn<T>>,
         /// The output's values, when `f` saves the output.
-        output: Option<Arc<Vec<T>>>,
+        output: Option<crate::memory::SharedBuffer<T>>,
     },
     /// Elementwise `op(lhs, rhs)` on operands of equal shape.
     Binary {

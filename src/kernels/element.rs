@@ -42,6 +42,9 @@ pub trait Element:
     /// buffer if this thread's is already in use. Contents on entry are unspecified.
     fn with_workspace<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
 
+    /// The cache of freed buffers of this type ([`crate::memory::pool`]).
+    fn buffer_pool() -> &'static crate::memory::pool::BufferPool<Self>;
+
     /// `C ← α·A·B + β·C` for strided row/column layouts (matrixmultiply's sgemm/dgemm).
     /// Kernels call it through the checked wrapper `kernels::gemm::gemm`.
     ///
@@ -98,6 +101,12 @@ macro_rules! impl_element {
 
             fn with_workspace<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
                 with_thread_workspace(&$workspace, len, f)
+            }
+
+            fn buffer_pool() -> &'static crate::memory::pool::BufferPool<Self> {
+                static POOL: crate::memory::pool::BufferPool<$t> =
+                    crate::memory::pool::BufferPool::new();
+                &POOL
             }
 
             fn from_f64(x: f64) -> Self {

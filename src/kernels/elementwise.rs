@@ -22,7 +22,7 @@ pub fn par_chunks_zeroed<T: Element, R: Send>(
 ) -> (Vec<T>, Vec<R>) {
     use rayon::prelude::*;
     use std::mem::MaybeUninit;
-    let mut out: Vec<T> = Vec::with_capacity(len);
+    let mut out: Vec<T> = crate::memory::take(len);
     let results = out.spare_capacity_mut()[..len]
         .par_chunks_mut(chunk.max(1))
         .enumerate()
@@ -44,10 +44,11 @@ pub fn par_chunks_zeroed<T: Element, R: Send>(
 /// [`PARALLEL_ELEMENTS`] for large inputs (elementwise, so the same on any thread count).
 pub fn map_elements<T: Element>(a: &[T], f: impl Fn(T) -> T + Sync + Send) -> Vec<T> {
     use rayon::prelude::*;
+    let mut out = crate::memory::take(a.len());
     if a.len() < 2 * PARALLEL_ELEMENTS {
-        return a.iter().map(|&x| f(x)).collect();
+        out.extend(a.iter().map(|&x| f(x)));
+        return out;
     }
-    let mut out = Vec::with_capacity(a.len());
     a.par_iter()
         .with_min_len(PARALLEL_ELEMENTS)
         .map(|&x| f(x))
@@ -58,10 +59,11 @@ pub fn map_elements<T: Element>(a: &[T], f: impl Fn(T) -> T + Sync + Send) -> Ve
 /// `f` of every pair of elements of `a` and `b` (equal lengths), as [`map_elements`].
 pub fn zip_elements<T: Element>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync + Send) -> Vec<T> {
     use rayon::prelude::*;
+    let mut out = crate::memory::take(a.len());
     if a.len() < 2 * PARALLEL_ELEMENTS {
-        return a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect();
+        out.extend(a.iter().zip(b).map(|(&x, &y)| f(x, y)));
+        return out;
     }
-    let mut out = Vec::with_capacity(a.len());
     a.par_iter()
         .zip(b.par_iter())
         .with_min_len(PARALLEL_ELEMENTS)

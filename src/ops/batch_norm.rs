@@ -68,7 +68,7 @@ struct BatchNormTrain<T: Element> {
     input: Tensor<T>,
     gamma: Tensor<T>,
     beta: Tensor<T>,
-    x_hat: Arc<Vec<T>>,
+    x_hat: crate::memory::SharedBuffer<T>,
     inv_std: Vec<T>,
     scale: Vec<T>,
     shift: Vec<T>,
@@ -167,8 +167,8 @@ fn normalise<A: Act, T: Element>(
     c: usize,
     hw: usize,
 ) -> (Vec<T>, Vec<T>) {
-    let mut x_hat = vec![T::zero(); x.len()];
-    let mut y = vec![T::zero(); x.len()];
+    let mut x_hat = crate::memory::take_zeroed(x.len());
+    let mut y = crate::memory::take_zeroed(x.len());
     x_hat
         .par_chunks_mut(hw.max(1))
         .zip(y.par_chunks_mut(hw.max(1)))
@@ -223,7 +223,7 @@ fn input_grad<A: Act, T: Element>(
     sums: &[(T, T)],
     (c, hw, count): (usize, usize, T),
 ) -> Vec<T> {
-    let mut dx = vec![T::zero(); dy.len()];
+    let mut dx = crate::memory::take_zeroed(dy.len());
     dx.par_chunks_mut(hw.max(1))
         .enumerate()
         .for_each(|(plane, out)| {
@@ -396,7 +396,7 @@ impl<T: Element> Tensor<T> {
             input: self.graph_handle(),
             gamma: gamma.graph_handle(),
             beta: beta.graph_handle(),
-            x_hat: Arc::new(x_hat),
+            x_hat: crate::memory::SharedBuffer::owned(x_hat),
             inv_std,
             scale: g.to_vec(),
             shift: b.to_vec(),

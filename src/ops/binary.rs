@@ -8,20 +8,21 @@ use crate::error::Result;
 use crate::tensor::{broadcast_shapes, for_each_run_zip, Element, Layout, Tensor};
 
 /// Applies `f` to pairs of elements of two views of one shape, into a row-major buffer.
-pub(crate) fn zip_map<T: Element, U: Copy>(
+pub(crate) fn zip_map<T: Element>(
     a: (&[T], &Layout),
     b: (&[T], &Layout),
-    f: impl Fn(T, T) -> U,
-) -> Vec<U> {
+    f: impl Fn(T, T) -> T,
+) -> Vec<T> {
     let (sa, la) = a;
     let (sb, lb) = b;
     let n = la.numel();
+    let mut out = crate::memory::take(n);
     if la.is_contiguous() && lb.is_contiguous() {
         let xa = &sa[la.offset()..la.offset() + n];
         let xb = &sb[lb.offset()..lb.offset() + n];
-        return xa.iter().zip(xb).map(|(&x, &y)| f(x, y)).collect();
+        out.extend(xa.iter().zip(xb).map(|(&x, &y)| f(x, y)));
+        return out;
     }
-    let mut out = Vec::with_capacity(n);
     let run = la.run_len();
     for_each_run_zip([la, lb], |[pa, pb], [ia, ib]| match (ia, ib) {
         (1, 1) => out.extend(

@@ -92,7 +92,7 @@ impl<T: Element> Tensor<T> {
             });
         }
         let x = self.values();
-        let mut out = vec![T::zero(); planes * p];
+        let mut out = crate::memory::take_zeroed(planes * p);
         let mut argmax = vec![0u32; planes * p];
         out.par_chunks_mut(p.max(1))
             .zip(argmax.par_chunks_mut(p.max(1)))
@@ -115,7 +115,7 @@ impl<T: Element> Tensor<T> {
         let planes = self.shape()[0] * self.shape()[1];
         let (hw, p) = (g.h * g.w, g.p());
         let x = self.values();
-        let mut out = vec![T::zero(); planes * p];
+        let mut out = crate::memory::take_zeroed(planes * p);
         out.par_chunks_mut(p.max(1))
             .enumerate()
             .for_each(|(plane, out)| {
@@ -204,7 +204,7 @@ impl<T: Element> CustomOp<T> for AvgPoolBackward<T> {
         let g = self.geometry;
         let (hw, p) = (g.h * g.w, g.p());
         let dy = grad.values();
-        let mut dx = vec![T::zero(); self.input.numel()];
+        let mut dx = crate::memory::take_zeroed(self.input.numel());
         dx.par_chunks_mut(hw.max(1))
             .enumerate()
             .for_each(|(plane, dxp)| {

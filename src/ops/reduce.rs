@@ -68,7 +68,7 @@ impl<T: Element> Tensor<T> {
         let axes = normalize_axes("sum", axes, self.ndim())?;
         let c = self.reduction_chunks(&axes, keepdim);
         let data: Vec<T> = if c.chunk == 0 {
-            vec![T::zero(); c.out_shape.iter().product()]
+            crate::memory::take_zeroed(c.out_shape.iter().product())
         } else {
             c.values
                 .chunks(c.chunk)

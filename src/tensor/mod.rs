@@ -55,6 +55,15 @@ pub(crate) struct Node<T: Element> {
     is_handle: bool,
 }
 
+impl<T: Element> Drop for Node<T> {
+    /// The last holder of a storage gives its buffer back for reuse ([`crate::memory`]).
+    fn drop(&mut self) {
+        if let Some(data) = Arc::get_mut(&mut self.storage) {
+            crate::memory::give(std::mem::take(data));
+        }
+    }
+}
+
 /// An n-dimensional array of `T` that records the operations applied to it for autodiff.
 pub struct Tensor<T: Element> {
     node: Arc<Node<T>>,
@@ -185,7 +194,10 @@ impl<T: Element> Tensor<T> {
 
     /// A tensor of `shape` filled with `value`.
     pub fn full(shape: &[usize], value: T) -> Self {
-        Self::from_contiguous(vec![value; shape.iter().product()], shape)
+        let n = shape.iter().product();
+        let mut data = crate::memory::take(n);
+        data.resize(n, value);
+        Self::from_contiguous(data, shape)
     }
 
     /// A tensor of zeros.
@@ -510,6 +522,25 @@ mod tests {
         assert!(mean.abs() < 0.35, "mean {mean}");
         let u = Tensor::<f32>::uniform(&[1000], -2.0, 3.0, &mut r1).to_vec();
         assert!(u.iter().all(|&x| (-2.0..3.0).contains(&x)));
+    }
+
+    #[test]
+    fn a_dropped_tensor_gives_its_buffer_to_the_next_of_its_size() {
+        // A size no other test uses, so that no concurrent test takes the buffer between.
+        let n = 123_457;
+        let t = Tensor::<f64>::full(&[n], 2.0);
+        let address = t.values().as_ptr();
+        let view = t.reshape(&[1, n]).unwrap();
+        drop(t);
+        // Still referenced by the view: not given back.
+        let u = Tensor::<f64>::zeros(&[n]);
+        assert_ne!(u.values().as_ptr(), address);
+        assert!(view.to_vec().iter().all(|&x| x == 2.0));
+        drop(view);
+        let w = Tensor::<f64>::full(&[n], 3.0);
+        assert_eq!(w.values().as_ptr(), address, "the freed buffer is reused");
+        assert!(w.to_vec().iter().all(|&x| x == 3.0), "and filled anew");
+        drop(u);
     }
 
     #[test]

@@ -110,16 +110,23 @@ impl Trainer {
             kept: None,
         };
         if self.comm.size() == 1 {
-            let z = self.model.forward(x)?;
-            let l = profile::time(Phase::Forward, "loss", || self.loss.forward(&z, y))?;
-            let value = l.item() as f64;
+            let (model, loss, optimizer) = (&mut self.model, &self.loss, &mut self.optimizer);
+            let value = on_pool_worker(|| -> Result<f64, TrainError> {
+                let z = model.forward(x)?;
+                let l = profile::time(Phase::Forward, "loss", || loss.forward(&z, y))?;
+                let value = l.item() as f64;
+                if !value.is_finite() {
+                    return Ok(value);
+                }
+                let grads = l.backward()?;
+                profile::time(Phase::Update, "optimizer", || {
+                    optimizer.step(model.parameters_mut(), &grads, lr)
+                })?;
+                Ok(value)
+            })?;
             if !value.is_finite() {
                 return Err(non_finite(self.step, value));
             }
-            let grads = l.backward()?;
-            profile::time(Phase::Update, "optimizer", || {
-                self.optimizer.step(self.model.parameters_mut(), &grads, lr)
-            })?;
             self.step += 1;
             return Ok((value, lr));
         }
@@ -291,5 +298,19 @@ impl Trainer {
             seconds: start.seconds + t0.elapsed().as_secs_f64(),
             lr: lr.unwrap_or_else(|| self.schedule.lr(self.step)),
         }))
+    }
+}
+
+/// Runs `f` on a worker of the current rayon pool (at once, when already on one).
+///
+/// Called from a thread outside the pool (a program's main thread), every parallel
+/// section of every op would be injected into the pool and waited for: one cross-thread
+/// hand-off per op, 2–5% of a LeNet or cifar-cnn step at 1 thread. Run on a worker, the
+/// whole step makes one hand-off and its ops' parallel sections are nested calls.
+pub fn on_pool_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        f()
+    } else {
+        rayon::join(f, || ()).0
     }
 }

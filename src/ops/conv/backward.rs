@@ -10,7 +10,6 @@ use crate::kernels::{Element, Geometry};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 use std::borrow::Cow;
-use std::sync::Arc;
 
 /// Chunks of a batch whose partial weight gradients backward sums, in order. Fixed (not
 /// the thread count) so results are bitwise the same on any number of threads; 4 keeps
@@ -58,7 +57,7 @@ pub(super) struct Conv2dBackward<T: Element> {
     /// The algorithm the forward pass ran by (resolved), which the backward pass uses too.
     pub(super) algorithm: ConvAlgorithm,
     /// With a fused ReLU, its output (the op's output), whose sign masks the gradient.
-    pub(super) output: Option<Arc<Vec<T>>>,
+    pub(super) output: Option<crate::memory::SharedBuffer<T>>,
 }
 
 /// One chunk of images' share of the parameter gradients.
@@ -125,7 +124,7 @@ impl<T: Element> CustomOp<T> for Conv2dBackward<T> {
         // Task `t`: the chunk's images, writing their dX into `dx_chunk` (zeroed) if wanted.
         let task = |t: usize, mut dx_chunk: Option<&mut [T]>| {
             let mut part = ChunkGrads {
-                weight: vec![T::zero(); dw_len],
+                weight: crate::memory::take_zeroed(dw_len),
                 bias: vec![T::zero(); if need_db { o } else { 0 }],
             };
             T::with_workspace(workspace + mask_len, |ws| {
@@ -169,7 +168,7 @@ impl<T: Element> CustomOp<T> for Conv2dBackward<T> {
 
         // Partial sums in chunk order.
         let sum_parts = |len: usize, part: fn(&ChunkGrads<T>) -> &[T]| {
-            let mut total = vec![T::zero(); len];
+            let mut total = crate::memory::take_zeroed(len);
             for p in &partials {
                 for (t, &v) in total.iter_mut().zip(part(p)) {
                     *t += v;
@@ -186,6 +185,9 @@ impl<T: Element> CustomOp<T> for Conv2dBackward<T> {
             .as_ref()
             .filter(|_| need_db)
             .map(|b| Tensor::from_contiguous(sum_parts(o, |p| &p.bias), b.shape()));
+        for part in partials {
+            crate::memory::give(part.weight);
+        }
         let dx = need_dx.then(|| Tensor::from_contiguous(dx, self.input.shape()));
         let mut grads = vec![dx, dw];
         if self.bias.is_some() {

@@ -115,7 +115,7 @@ impl<T: Element> Tensor<T> {
             geometry: g,
             groups: cfg.groups,
             algorithm,
-            output: relu.then(|| Arc::clone(&out)),
+            output: relu.then(|| crate::memory::SharedBuffer::new(&out)),
         };
         Tensor::from_custom_op_storage(out, &[n, o, g.oh, g.ow], Box::new(op))
     }

@@ -56,7 +56,7 @@ impl<T: Element> Tensor<T> {
         let saves = f.saves();
         let op = Op::Unary {
             input: self.kept_if(saves == Saved::Input),
-            output: (saves == Saved::Output).then(|| Arc::clone(&data)),
+            output: (saves == Saved::Output).then(|| crate::memory::SharedBuffer::new(&data)),
             f: Arc::new(f),
         };
         Tensor::from_op(data, Layout::contiguous(self.shape()), op)
