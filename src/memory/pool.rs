@@ -14,7 +14,7 @@
 //! [`MIN_POOLED_BYTES`] up (the allocator's own free lists serve small blocks well). The
 //! idle bytes of all pools together never exceed a process-wide budget
 //! ([`set_pool_budget`], [`DEFAULT_POOL_BUDGET`]); a buffer that would exceed it is freed.
-//! [`release_pooled`] frees every idle buffer at once.
+//! [`super::release_pooled`] frees every idle buffer at once.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -134,7 +134,7 @@ pub fn class_at_most(capacity: usize) -> usize {
 }
 
 /// Sets the most idle bytes the pools keep (0 keeps none); idle buffers above a lowered
-/// budget are freed as they come back, or at once with [`release_pooled`].
+/// budget are freed as they come back, or at once with [`super::release_pooled`].
 pub fn set_pool_budget(bytes: usize) {
     BUDGET.store(bytes, Ordering::Relaxed);
 }
