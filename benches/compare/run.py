@@ -1,15 +1,22 @@
 #!/usr/bin/env python3
-"""Same-run comparison of tensorgrad and PyTorch on this machine.
+"""Same-run comparison of tensorgrad against PyTorch at its best on this machine.
 
-Alternates the two (A B A B …) for every workload and thread count, so that drift of the
-machine's speed hits both alike, and prints the median images/s of each, their min–max,
-and the median ratio tensorgrad / PyTorch as a markdown table (also written as JSON).
+For every thread count and round, runs each implementation over every workload, in turn
+(tensorgrad's command line, tensorgrad as a plain library program, then PyTorch eager,
+channels-last, channels-last with tcmalloc preloaded, and torch.compile), so that drift of
+the machine's speed hits all alike. Each PyTorch variant runs all its workloads in one
+process, training first (the same warm-up for every variant); tensorgrad runs one process
+per workload. Prints the median images/s of each (min–max), tensorgrad against the best
+PyTorch variant per row, the library program against the command line, and the peak
+resident set of each step loop, as markdown (and JSON with --out).
 
-    python3 benches/compare/run.py [--rounds 5] [--seconds 4] [--threads 1,2] [--out FILE]
+    python3 benches/compare/run.py [--rounds 5] [--seconds 4] [--threads 1,2]
+        [--models lenet,cifar-cnn,…] [--variants eager,channels-last,…] [--out FILE]
 
-PyTorch comes from PyPI into a virtual environment outside the repository
-(`$TORCH_VENV`, default ../torch-venv), created on first use; tensorgrad itself never
-depends on Python.
+PyTorch and torchvision come from PyPI into a virtual environment outside the repository
+(`$TORCH_VENV`, default ../torch-venv), created on first use; tcmalloc is Debian's
+libgoogle-perftools4 (installed with apt-get when missing). tensorgrad itself never depends
+on Python.
 """
 import argparse
 import json
@@ -23,27 +30,88 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 VENV = os.environ.get("TORCH_VENV", os.path.join(os.path.dirname(ROOT), "torch-venv"))
 PY = os.path.join(VENV, "bin", "python")
 TG = os.path.join(ROOT, "target", "release", "tensorgrad")
+TG_LIB = os.path.join(ROOT, "target", "release", "examples", "library_speed")
 TORCH = os.path.join(ROOT, "benches", "compare", "torch_bench.py")
+TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4"
+# Training first, then inference: every PyTorch variant is warmed the same way.
 WORKLOADS = [("train-step", "lenet", 64), ("train-step", "cifar-cnn", 128),
              ("train-step", "resnet20", 128), ("train-step", "mobilenet-v2", 128),
              ("infer", "lenet", 64), ("infer", "cifar-cnn", 128),
-             ("infer", "resnet20", 128), ("infer", "mobilenet-v2", 128),
-             # The rest of the zoo, train step only (resnet18 at its native 64×64).
-             ("train-step", "resnet32", 128), ("train-step", "resnet56", 128),
-             ("train-step", "resnet18", 128)]
+             ("infer", "resnet20", 128), ("infer", "mobilenet-v2", 128)]
+TORCH_VARIANTS = ["eager", "channels-last", "channels-last+tcmalloc", "compile"]
 
 
-def ensure_torch():
+def ensure_tools():
     if not os.path.exists(PY):
         subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
     if subprocess.run([PY, "-c", "import torch, torchvision"], capture_output=True).returncode != 0:
         subprocess.run([PY, "-m", "pip", "install", "-q", "torch", "torchvision", "numpy"],
                        check=True)
+    if not os.path.exists(TCMALLOC):
+        subprocess.run(["apt-get", "install", "-y", "-qq", "libgoogle-perftools4"], check=True,
+                       env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
 
 
-def measure(cmd):
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])["images_per_sec"]
+def max_rss_of(cmd, env=None):
+    """Runs a command and returns (last JSON line, peak RSS in KiB) via wait4."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    out = proc.stdout.read().decode()
+    err = proc.stderr.read().decode()
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{cmd} failed: {err[-2000:]}")
+    line = [l for l in out.splitlines() if l.startswith("{")][-1]
+    return json.loads(line), usage.ru_maxrss
+
+
+def tensorgrad(workloads, threads, seconds, library):
+    """{(mode, model, batch): (images/s, peak RSS KiB)} from one process per workload."""
+    out = {}
+    for mode, model, batch in workloads:
+        if library:
+            if mode != "train-step":
+                continue
+            cmd = [TG_LIB, model, str(batch), str(seconds)]
+            env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+        else:
+            cmd = [TG, "bench", mode, "--model", model, "--batch-size", str(batch),
+                   "--threads", str(threads), "--seconds", str(seconds)]
+            env = None
+        row, rss = max_rss_of(cmd, env)
+        out[(mode, model, batch)] = (row["images_per_sec"], rss)
+    return out
+
+
+def pytorch(workloads, threads, seconds, variant):
+    """{(mode, model, batch): (images/s, peak RSS KiB)} from one process for all workloads."""
+    env = dict(os.environ)
+    base = variant
+    if variant == "channels-last+tcmalloc":
+        env["LD_PRELOAD"] = TCMALLOC
+        base = "channels-last"
+    spec = ",".join(f"{m}:{n}:{b}" for m, n, b in workloads)
+    cmd = [PY, TORCH, "suite", "--workloads", spec, "--threads", str(threads),
+           "--seconds", str(seconds), "--variant", base]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd} failed: {proc.stderr[-2000:]}")
+    out = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            r = json.loads(line)
+            out[(r["mode"], r["model"], r["batch_size"])] = (r["images_per_sec"],
+                                                             r.get("peak_rss_kb"))
+    return out
+
+
+def med(values):
+    return statistics.median(values) if values else None
+
+
+def fmt(values):
+    if not values:
+        return "–"
+    return f"{statistics.median(values):,.0f} ({min(values):,.0f}–{max(values):,.0f})"
 
 
 def main():
@@ -51,45 +119,84 @@ def main():
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--threads", default="1,2")
-    p.add_argument("--out", default=None)
     p.add_argument("--models", default=None,
                    help="comma-separated subset of the workloads' models (default: all)")
+    p.add_argument("--variants", default=",".join(TORCH_VARIANTS),
+                   help="PyTorch variants to run (default: all four)")
+    p.add_argument("--out", default=None)
     a = p.parse_args()
     wanted = set(a.models.split(",")) if a.models else None
-    ensure_torch()
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    workloads = [w for w in WORKLOADS if not wanted or w[1] in wanted]
+    variants = a.variants.split(",")
+    ensure_tools()
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "tensorgrad",
+                    "--example", "library_speed"], cwd=ROOT, check=True)
     torch_version = subprocess.run([PY, "-c", "import torch; print(torch.__version__)"],
                                    capture_output=True, text=True).stdout.strip()
-    results = []
-    for mode, model, batch in WORKLOADS:
-        if wanted and model not in wanted:
-            continue
+    impls = ["tensorgrad", "library"] + variants
+    # speed[(threads, workload)][impl] = [images/s per round]; rss likewise.
+    speed, rss = {}, {}
+    started = time.time()
+    for r in range(a.rounds):
         for threads in [int(t) for t in a.threads.split(",")]:
-            common = [mode, "--model", model, "--batch-size", str(batch),
-                      "--threads", str(threads), "--seconds", str(a.seconds)]
-            tg, pt = [], []
-            for _ in range(a.rounds):
-                tg.append(measure([TG, "bench", *common]))
-                pt.append(measure([PY, TORCH, *common]))
-            ratios = [x / y for x, y in zip(tg, pt)]
-            row = {"mode": mode, "model": model, "batch_size": batch, "threads": threads,
-                   "tensorgrad": tg, "pytorch": pt, "ratio_median": statistics.median(ratios)}
-            results.append(row)
-            print(f"{mode} {model} b{batch} {threads}t: ratio {row['ratio_median']:.2f}",
-                  file=sys.stderr)
+            for impl in impls:
+                if impl == "tensorgrad":
+                    got = tensorgrad(workloads, threads, a.seconds, library=False)
+                elif impl == "library":
+                    got = tensorgrad(workloads, threads, a.seconds, library=True)
+                else:
+                    got = pytorch(workloads, threads, a.seconds, impl)
+                for w, (ips, kib) in got.items():
+                    speed.setdefault((threads, w), {}).setdefault(impl, []).append(ips)
+                    if kib is not None:
+                        rss.setdefault((threads, w), {}).setdefault(impl, []).append(kib)
+                print(f"round {r + 1}/{a.rounds}, {threads} thread(s), {impl}: done "
+                      f"({time.time() - started:.0f} s)", file=sys.stderr, flush=True)
+
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
                 if l.startswith("model name")), "unknown CPU")
-    print(f"{time.strftime('%Y-%m-%d')}, {cpu}, {os.cpu_count()} cores, PyTorch {torch_version}, "
-          f"{a.rounds} alternating rounds of {a.seconds:g} s, images/s (median, min–max)\n")
-    print("| workload | threads | tensorgrad | PyTorch | ratio |")
+    print(f"{time.strftime('%Y-%m-%d')}, {cpu}, {os.cpu_count()} cores, PyTorch "
+          f"{torch_version}, {a.rounds} rounds of {a.seconds:g} s, images/s (median, min–max)\n")
+    print("| workload | threads | tensorgrad | " + " | ".join(variants) +
+          " | best PyTorch | tensorgrad / best |")
+    print("|---|---|---|" + "---|" * len(variants) + "---|---|")
+    rows = []
+    for w in workloads:
+        for threads in [int(t) for t in a.threads.split(",")]:
+            s = speed.get((threads, w), {})
+            best = max(variants, key=lambda v: med(s.get(v, [])) or 0)
+            ratio = (med(s.get("tensorgrad", [])) or 0) / (med(s.get(best, [])) or float("nan"))
+            rows.append({"mode": w[0], "model": w[1], "batch_size": w[2], "threads": threads,
+                         "images_per_sec": s, "peak_rss_kb": rss.get((threads, w), {}),
+                         "best_pytorch": best, "ratio_to_best": ratio})
+            print(f"| {w[0]} {w[1]} b{w[2]} | {threads} | {fmt(s.get('tensorgrad'))} | " +
+                  " | ".join(fmt(s.get(v)) for v in variants) +
+                  f" | {best} | **{ratio:.2f}×** |")
+    print("\nThe library program (`examples/library_speed.rs`) against the command line:\n")
+    print("| workload | threads | command line | library | library / command line |")
     print("|---|---|---|---|---|")
-    for r in results:
-        fmt = lambda v: f"{statistics.median(v):,.0f} ({min(v):,.0f}–{max(v):,.0f})"
-        print(f"| {r['mode']} {r['model']} b{r['batch_size']} | {r['threads']} | "
-              f"{fmt(r['tensorgrad'])} | {fmt(r['pytorch'])} | {r['ratio_median']:.2f}× |")
+    for row in rows:
+        s = row["images_per_sec"]
+        if s.get("library"):
+            print(f"| {row['mode']} {row['model']} b{row['batch_size']} | {row['threads']} | "
+                  f"{fmt(s.get('tensorgrad'))} | {fmt(s.get('library'))} | "
+                  f"{med(s['library']) / med(s['tensorgrad']):.3f} |")
+    print("\nPeak resident set of each step loop, MiB (median over rounds; PyTorch's suite "
+          "process resets its peak before each workload):\n")
+    print("| workload | threads | tensorgrad | " + " | ".join(variants) + " |")
+    print("|---|---|---|" + "---|" * len(variants))
+    for row in rows:
+        r = row["peak_rss_kb"]
+        cell = lambda impl: f"{med(r[impl]) / 1024:,.0f}" if r.get(impl) else "–"
+        print(f"| {row['mode']} {row['model']} b{row['batch_size']} | {row['threads']} | "
+              f"{cell('tensorgrad')} | " + " | ".join(cell(v) for v in variants) + " |")
     if a.out:
         with open(a.out, "w") as f:
-            json.dump({"torch_version": torch_version, "cpu": cpu, "results": results}, f, indent=1)
+            json.dump({"torch_version": torch_version, "cpu": cpu, "rounds": a.rounds,
+                       "seconds": a.seconds,
+                       "results": [dict(r, images_per_sec=r["images_per_sec"],
+                                        peak_rss_kb=r["peak_rss_kb"]) for r in rows]},
+                      f, indent=1)
 
 
 if __name__ == "__main__":

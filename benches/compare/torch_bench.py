@@ -4,7 +4,17 @@
 5e-4 on weights only, softmax cross-entropy; warm-up, then a timed loop).
 
     python torch_bench.py train-step|infer --model lenet|cifar-cnn|linear|resnet20|resnet32|resnet56|resnet18|mobilenet-v2 \\
-        --batch-size N --threads T [--seconds S]
+        --batch-size N --threads T [--seconds S] [--variant eager|channels-last|compile]
+    python torch_bench.py suite --workloads train-step:lenet:64,infer:lenet:64,… --threads T \\
+        [--seconds S] [--variant …]
+
+Variants, as PyTorch's CPU performance guide configures it: `eager` (NCHW, the default),
+`channels-last` (model and inputs in `torch.channels_last` memory format) and `compile`
+(`torch.compile`, inductor on the CPU, channels-last too). The guide's third advice, a
+better allocator, is the runner's business: it preloads tcmalloc into a channels-last
+process. `suite` runs several workloads in one process, one JSON line each, so that every
+variant is warmed the same way (a process that only runs inference is about half as fast
+as one that has trained first: glibc's heap).
 
 resnet20/32/56 are the README's `ResNetCifar` class (read from README.md, the one
 tests/torchvision.rs loads tensorgrad's checkpoints into); resnet18 (at 64×64) and
@@ -98,50 +108,93 @@ MODELS = {
 }
 
 
-def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["train-step", "infer"])
-    p.add_argument("--model", default="lenet", choices=list(MODELS))
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seconds", type=float, default=5.0)
-    a = p.parse_args()
-    torch.set_num_threads(a.threads)
+def measure(mode, model_name, batch_size, threads, seconds, variant):
+    """Images/s of `mode` on a fresh model of `model_name`, as one JSON-able dict."""
     torch.manual_seed(0)
-    cls, shape = MODELS[a.model]
+    cls, shape = MODELS[model_name]
     model = cls()
-    x = torch.randn(a.batch_size, *shape)
-    y = torch.randint(0, 10, (a.batch_size,))
+    x = torch.randn(batch_size, *shape)
+    y = torch.randint(0, 10, (batch_size,))
+    if variant in ("channels-last", "compile"):
+        model = model.to(memory_format=torch.channels_last)
+        if x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
     decay = [q for q in model.parameters() if q.ndim > 1]
     no_decay = [q for q in model.parameters() if q.ndim <= 1]
     opt = torch.optim.SGD([{"params": decay, "weight_decay": 5e-4},
                            {"params": no_decay, "weight_decay": 0.0}], lr=0.01, momentum=0.9)
+    run = torch.compile(model) if variant == "compile" else model
 
     def step():
-        if a.mode == "train-step":
+        if mode == "train-step":
             opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x), y).backward()
+            F.cross_entropy(run(x), y).backward()
             opt.step()
         else:
             with torch.no_grad():
-                model(x).softmax(-1)
+                run(x).softmax(-1)
 
-    if a.mode == "infer":
+    if mode == "infer":
         model.eval()
+    # Warm-up: at least 2 steps and 0.5 s (torch.compile compiles in the first steps).
     t = time.perf_counter()
     n = 0
-    while n < 2 or time.perf_counter() - t < 0.5:
+    while n < 3 or time.perf_counter() - t < 0.5:
         step()
         n += 1
     t0, steps = time.perf_counter(), 0
-    while steps == 0 or time.perf_counter() - t0 < a.seconds:
+    while steps == 0 or time.perf_counter() - t0 < seconds:
         step()
         steps += 1
-    seconds = time.perf_counter() - t0
-    print(json.dumps({"mode": a.mode, "model": a.model, "batch_size": a.batch_size,
-                      "threads": a.threads, "images_per_sec": steps * a.batch_size / seconds,
-                      "steps": steps, "seconds": seconds, "framework": "pytorch",
-                      "torch_version": torch.__version__}))
+    elapsed = time.perf_counter() - t0
+    return {"mode": mode, "model": model_name, "batch_size": batch_size, "threads": threads,
+            "images_per_sec": steps * batch_size / elapsed, "steps": steps, "seconds": elapsed,
+            "framework": "pytorch", "variant": variant, "torch_version": torch.__version__,
+            "tcmalloc": "tcmalloc" in os.environ.get("LD_PRELOAD", "")}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("mode", choices=["train-step", "infer", "suite"])
+    p.add_argument("--model", default="lenet", choices=list(MODELS))
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workloads", default="",
+                   help="suite: comma-separated MODE:MODEL:BATCH, run in this order")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--variant", default="eager", choices=["eager", "channels-last", "compile"])
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    if a.mode == "suite":
+        work = [w.split(":") for w in a.workloads.split(",") if w]
+    else:
+        work = [(a.mode, a.model, a.batch_size)]
+    for mode, model_name, batch in work:
+        reset_peak_rss()
+        row = measure(mode, model_name, int(batch), a.threads, a.seconds, a.variant)
+        row["peak_rss_kb"] = peak_rss_kb()
+        print(json.dumps(row), flush=True)
+
+
+def reset_peak_rss():
+    """Resets this process's peak resident set to its current size (Linux), so that each
+    workload of a suite reports its own peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_kb():
+    """The peak resident set since the last reset, in KiB (Linux's VmHWM)."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
 
 
 if __name__ == "__main__":
