@@ -67,6 +67,28 @@ fn idx_dir(dir: &Path, train: u32, pixel: &dyn Fn(usize, usize) -> u8) -> PathBu
     dir.to_path_buf()
 }
 
+/// A small linear model on 500 training and 200 test images of the bundled MNIST.
+const LINEAR_500: [&str; 6] = [
+    "--model",
+    "linear",
+    "--train-limit",
+    "500",
+    "--test-limit",
+    "200",
+];
+
+/// A 2-epoch `LINEAR_500` run stopped after its first epoch, in `dir`.
+fn half_trained(dir: &Path) {
+    let r = train(
+        &[
+            &LINEAR_500[..],
+            &["--epochs", "2", "--stop-after", "1", "--out", s(dir)],
+        ]
+        .concat(),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
 #[test]
 fn non_finite_loss_options_are_refused_naming_the_flag_or_kept() {
     let tmp = tempfile::tempdir().unwrap();
@@ -294,18 +316,7 @@ fn checkpoints_prove_their_integrity() {
     use tensorgrad::train::checkpoint::{decode_checkpoint, decode_unverified, save_checkpoint};
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("run");
-    let common = [
-        "--model",
-        "linear",
-        "--train-limit",
-        "500",
-        "--test-limit",
-        "200",
-        "--epochs",
-        "2",
-    ];
-    let r = train(&[&common[..], &["--stop-after", "1", "--out", s(&dir)]].concat());
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    half_trained(&dir);
     let path = dir.join("model.safetensors");
     let good = std::fs::read(&path).unwrap();
     // Every tensor's bytes: one flipped bit anywhere in the data is refused by eval,
@@ -377,21 +388,7 @@ fn a_checkpoint_without_its_optimizer_state_does_not_resume() {
     use tensorgrad::train::checkpoint::{load_checkpoint, save_checkpoint, OPTIMIZER_PREFIX};
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("run");
-    let r = train(&[
-        "--model",
-        "linear",
-        "--train-limit",
-        "500",
-        "--test-limit",
-        "200",
-        "--epochs",
-        "2",
-        "--stop-after",
-        "1",
-        "--out",
-        s(&dir),
-    ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    half_trained(&dir);
     let path = dir.join("model.safetensors");
     let mut ck = load_checkpoint(&path).unwrap();
     ck.tensors.retain(|t| !t.0.starts_with(OPTIMIZER_PREFIX));
@@ -411,15 +408,7 @@ fn a_checkpoint_without_its_optimizer_state_does_not_resume() {
 fn resume_records_what_changed_and_leaves_a_finished_run_alone() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("run");
-    let common = [
-        "--model",
-        "linear",
-        "--train-limit",
-        "500",
-        "--test-limit",
-        "200",
-    ];
-    let r = train(&[&common[..], &["--epochs", "1", "--out", s(&dir)]].concat());
+    let r = train(&[&LINEAR_500[..], &["--epochs", "1", "--out", s(&dir)]].concat());
     assert_eq!(r.code, 0, "{}", r.stderr);
     let config = json(&dir.join("config.json"));
     // An MNIST run records no fields of the image-folder data set.
