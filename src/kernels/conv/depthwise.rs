@@ -207,9 +207,94 @@ impl<T: Element> ConvForward<T> for Depthwise<'_, T> {
     }
 }
 
+impl<T: Element> Depthwise<'_, T> {
+    /// The channels-last backward of one image (rows narrower than [`NARROW`], as in the
+    /// forward): `dy` and `x` transposed to `pixels × c`, then for every output pixel and
+    /// tap inside the image `dx[input pixel][·] += w[tap][·] · dy[pixel][·]` and
+    /// `dw[tap][·] += dy[pixel][·] · x[input pixel][·]` over all channels at once, then `dx`
+    /// and `dw` transposed back. Each dX and dW element sums its terms in the order of
+    /// the plane path (pixels ascending), but dW adds them one by one instead of row by
+    /// row, so the two paths agree to rounding.
+    fn backward_channels_last(
+        &self,
+        dy: &[T],
+        x: &[T],
+        dx: Option<&mut [T]>,
+        dw: Option<&mut [T]>,
+        ws: &mut [T],
+    ) {
+        let g = &self.geometry;
+        let (c, plane, out, taps) = (g.c, g.h * g.w, g.p(), g.kernel.0 * g.kernel.1);
+        let ((kh, kw), (sh, sw), (dh, dwl)) = (g.kernel, g.stride, g.dilation);
+        let (ph, pw) = g.padding;
+        let (dyt, rest) = ws.split_at_mut(out * c);
+        let (xt, rest) = rest.split_at_mut(plane * c);
+        let (dxt, rest) = rest.split_at_mut(plane * c);
+        let (dwt, rest) = rest.split_at_mut(taps * c);
+        let dw_part = &mut rest[..taps * c];
+        copy_transposed(dy, (c, out, out), dyt, c);
+        let (want_dx, want_dw) = (dx.is_some(), dw.is_some());
+        if want_dw {
+            copy_transposed(x, (c, plane, plane), xt, c);
+            dwt.fill(T::zero());
+        }
+        if want_dx {
+            dxt.fill(T::zero());
+        }
+        for i in 0..g.oh {
+            for j in 0..g.ow {
+                let dy_pix = &dyt[(i * g.ow + j) * c..][..c];
+                for a in 0..kh {
+                    let Some(ih) = (i * sh + a * dh).checked_sub(ph).filter(|&r| r < g.h) else {
+                        continue;
+                    };
+                    for b in 0..kw {
+                        let Some(iw) = (j * sw + b * dwl).checked_sub(pw).filter(|&q| q < g.w)
+                        else {
+                            continue;
+                        };
+                        let (at, tap) = ((ih * g.w + iw) * c, (a * kw + b) * c);
+                        if want_dx {
+                            let w_tap = &self.weight_by_tap[tap..][..c];
+                            for ((d, &gy), &wv) in dxt[at..][..c].iter_mut().zip(dy_pix).zip(w_tap)
+                            {
+                                *d += wv * gy;
+                            }
+                        }
+                        if want_dw {
+                            let x_pix = &xt[at..][..c];
+                            for ((d, &gy), &xv) in dwt[tap..][..c].iter_mut().zip(dy_pix).zip(x_pix)
+                            {
+                                *d += gy * xv;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(dx) = dx {
+            copy_transposed(dxt, (plane, c, c), dx, plane);
+        }
+        if let Some(dw) = dw {
+            // dW is accumulated over images: transpose this image's part, then add.
+            copy_transposed(dwt, (taps, c, c), dw_part, taps);
+            for (d, &v) in dw.iter_mut().zip(dw_part.iter()) {
+                *d += v;
+            }
+        }
+    }
+}
+
 impl<T: Element> ConvBackward<T> for Depthwise<'_, T> {
+    /// For the channels-last path: `dy`, `x` and `dx` transposed, and one image's `dw`
+    /// in both layouts.
     fn workspace(&self) -> usize {
-        0
+        let g = &self.geometry;
+        if g.ow < NARROW {
+            g.c * (g.p() + 2 * g.h * g.w + 2 * g.kernel.0 * g.kernel.1)
+        } else {
+            0
+        }
     }
 
     fn weight_grad_len(&self) -> usize {
@@ -222,9 +307,14 @@ impl<T: Element> ConvBackward<T> for Depthwise<'_, T> {
         x: &[T],
         mut dx: Option<&mut [T]>,
         mut dw: Option<&mut [T]>,
-        _workspace: &mut [T],
+        workspace: &mut [T],
     ) {
         let g = &self.geometry;
+        // Narrow rows: vectorised across channels (the weights by tap exist when dX is
+        // wanted, as the forward's).
+        if g.ow < NARROW && (dx.is_none() || !self.weight_by_tap.is_empty()) {
+            return self.backward_channels_last(dy, x, dx, dw, workspace);
+        }
         let (plane, out, taps) = (g.h * g.w, g.p(), g.kernel.0 * g.kernel.1);
         let sw = g.stride.1;
         for ch in 0..g.c {
