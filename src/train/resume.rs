@@ -115,12 +115,33 @@ pub fn resumed_config(
     Ok(config)
 }
 
-pub(crate) fn as_json(config: &TrainConfig) -> Value {
+/// The fields (`config.json` names, the loss's options as `loss.<option>`) whose values
+/// differ between `then` and `now`, each as `[then's, now's]` (`null` where one lacks it).
+pub fn changed_fields(then: &TrainConfig, now: &TrainConfig) -> serde_json::Map<String, Value> {
+    let (then, now) = (as_json(then), as_json(now));
+    let mut names: Vec<String> = fields(&then)
+        .into_iter()
+        .chain(fields(&now))
+        .map(|(name, _)| name)
+        .collect();
+    names.sort();
+    names.dedup();
+    let value = |v: &Value, field: &str| lookup(v, field).cloned().unwrap_or(Value::Null);
+    names
+        .into_iter()
+        .filter_map(|field| {
+            let (was, is) = (value(&then, &field), value(&now, &field));
+            (was != is).then(|| (field, serde_json::json!([was, is])))
+        })
+        .collect()
+}
+
+fn as_json(config: &TrainConfig) -> Value {
     serde_json::to_value(config).expect("configs serialise")
 }
 
 /// Every field as `(name, value)`, the loss's options as `loss.<option>`.
-pub(crate) fn fields(v: &Value) -> Vec<(String, Value)> {
+fn fields(v: &Value) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     for (key, value) in v.as_object().into_iter().flatten() {
         match value.as_object() {
@@ -135,7 +156,7 @@ pub(crate) fn fields(v: &Value) -> Vec<(String, Value)> {
     out
 }
 
-pub(crate) fn lookup<'a>(v: &'a Value, field: &str) -> Option<&'a Value> {
+fn lookup<'a>(v: &'a Value, field: &str) -> Option<&'a Value> {
     match field.split_once('.') {
         Some((outer, inner)) => v.get(outer)?.get(inner),
         None => v.get(field),

@@ -215,16 +215,11 @@ fn run_epochs(
             .fit_epoch_from(batches, epoch, partial.as_ref(), stop, |s| {
                 report(&Event::Step(s))
             })
-            .map_err(|e| match e {
-                TrainError::NonFinite {
-                    epoch, step, loss, ..
-                } => TrainError::NonFinite {
-                    epoch,
-                    step,
-                    loss,
-                    kept: Some(kept_checkpoint(on_disk)),
-                },
-                other => other,
+            .map_err(|mut e| {
+                if let TrainError::NonFinite { kept, .. } = &mut e {
+                    *kept = Some(kept_checkpoint(on_disk));
+                }
+                e
             })?;
         let stats = match end {
             EpochEnd::Complete(stats) => stats,

@@ -173,28 +173,7 @@ impl RunDir {
                 path: path.clone(),
                 reason: e.to_string(),
             })?;
-        let (then, now) = (
-            super::resume::as_json(&then),
-            super::resume::as_json(config),
-        );
-        let mut names: Vec<String> = super::resume::fields(&then)
-            .into_iter()
-            .chain(super::resume::fields(&now))
-            .map(|(name, _)| name)
-            .collect();
-        names.sort();
-        names.dedup();
-        for field in names {
-            let value = |v: &serde_json::Value| {
-                super::resume::lookup(v, &field)
-                    .cloned()
-                    .unwrap_or(serde_json::Value::Null)
-            };
-            let (was, is) = (value(&then), value(&now));
-            if was != is {
-                changed.insert(field, serde_json::json!([was, is]));
-            }
-        }
+        changed.extend(super::resume::changed_fields(&then, config));
         if changed.is_empty() {
             return Ok(());
         }

@@ -50,6 +50,29 @@ fn for_each_row(
     }
 }
 
+/// For every output pixel and every tap that reads inside the image, in the order output
+/// row, column, tap row, tap column: `f(output pixel, tap index, input pixel)` (pixels as
+/// `row · width + column`). The channels-last paths' loop.
+fn for_each_pixel_tap(g: &Geometry, mut f: impl FnMut(usize, usize, usize)) {
+    let ((kh, kw), (sh, sw), (dh, dw)) = (g.kernel, g.stride, g.dilation);
+    let (ph, pw) = g.padding;
+    for i in 0..g.oh {
+        for j in 0..g.ow {
+            for a in 0..kh {
+                let Some(ih) = (i * sh + a * dh).checked_sub(ph).filter(|&r| r < g.h) else {
+                    continue;
+                };
+                for b in 0..kw {
+                    let Some(iw) = (j * sw + b * dw).checked_sub(pw).filter(|&q| q < g.w) else {
+                        continue;
+                    };
+                    f(i * g.ow + j, a * kw + b, ih * g.w + iw);
+                }
+            }
+        }
+    }
+}
+
 /// The depthwise kernel for geometry `g` (`g.c` channels in, the same number out).
 pub struct Depthwise<'a, T> {
     geometry: Geometry,
@@ -128,8 +151,6 @@ impl<'a, T: Element> Depthwise<'a, T> {
     fn forward_channels_last(&self, x: &[T], bias: Option<&[T]>, y: &mut [T], ws: &mut [T]) {
         let g = &self.geometry;
         let (c, plane, out) = (g.c, g.h * g.w, g.p());
-        let ((kh, kw), (sh, sw), (dh, dw)) = (g.kernel, g.stride, g.dilation);
-        let (ph, pw) = g.padding;
         let (xt, rest) = ws.split_at_mut(plane * c);
         let yt = &mut rest[..out * c];
         copy_transposed(x, (c, plane, plane), xt, c);
@@ -139,27 +160,14 @@ impl<'a, T: Element> Depthwise<'a, T> {
                 None => y_pix.fill(T::zero()),
             }
         }
-        for i in 0..g.oh {
-            for j in 0..g.ow {
-                let y_pix = &mut yt[(i * g.ow + j) * c..][..c];
-                for a in 0..kh {
-                    let Some(ih) = (i * sh + a * dh).checked_sub(ph).filter(|&r| r < g.h) else {
-                        continue;
-                    };
-                    for b in 0..kw {
-                        let Some(iw) = (j * sw + b * dw).checked_sub(pw).filter(|&q| q < g.w)
-                        else {
-                            continue;
-                        };
-                        let x_pix = &xt[(ih * g.w + iw) * c..][..c];
-                        let w_tap = &self.weight_by_tap[(a * kw + b) * c..][..c];
-                        for ((y, &xv), &wv) in y_pix.iter_mut().zip(x_pix).zip(w_tap) {
-                            *y += wv * xv;
-                        }
-                    }
-                }
+        for_each_pixel_tap(g, |out_pix, tap, in_pix| {
+            let y_pix = &mut yt[out_pix * c..][..c];
+            let x_pix = &xt[in_pix * c..][..c];
+            let w_tap = &self.weight_by_tap[tap * c..][..c];
+            for ((y, &xv), &wv) in y_pix.iter_mut().zip(x_pix).zip(w_tap) {
+                *y += wv * xv;
             }
-        }
+        });
         copy_transposed(yt, (out, c, c), y, out);
     }
 }
@@ -225,8 +233,6 @@ impl<T: Element> Depthwise<'_, T> {
     ) {
         let g = &self.geometry;
         let (c, plane, out, taps) = (g.c, g.h * g.w, g.p(), g.kernel.0 * g.kernel.1);
-        let ((kh, kw), (sh, sw), (dh, dwl)) = (g.kernel, g.stride, g.dilation);
-        let (ph, pw) = g.padding;
         let (dyt, rest) = ws.split_at_mut(out * c);
         let (xt, rest) = rest.split_at_mut(plane * c);
         let (dxt, rest) = rest.split_at_mut(plane * c);
@@ -241,37 +247,22 @@ impl<T: Element> Depthwise<'_, T> {
         if want_dx {
             dxt.fill(T::zero());
         }
-        for i in 0..g.oh {
-            for j in 0..g.ow {
-                let dy_pix = &dyt[(i * g.ow + j) * c..][..c];
-                for a in 0..kh {
-                    let Some(ih) = (i * sh + a * dh).checked_sub(ph).filter(|&r| r < g.h) else {
-                        continue;
-                    };
-                    for b in 0..kw {
-                        let Some(iw) = (j * sw + b * dwl).checked_sub(pw).filter(|&q| q < g.w)
-                        else {
-                            continue;
-                        };
-                        let (at, tap) = ((ih * g.w + iw) * c, (a * kw + b) * c);
-                        if want_dx {
-                            let w_tap = &self.weight_by_tap[tap..][..c];
-                            for ((d, &gy), &wv) in dxt[at..][..c].iter_mut().zip(dy_pix).zip(w_tap)
-                            {
-                                *d += wv * gy;
-                            }
-                        }
-                        if want_dw {
-                            let x_pix = &xt[at..][..c];
-                            for ((d, &gy), &xv) in dwt[tap..][..c].iter_mut().zip(dy_pix).zip(x_pix)
-                            {
-                                *d += gy * xv;
-                            }
-                        }
-                    }
+        for_each_pixel_tap(g, |out_pix, tap, in_pix| {
+            let dy_pix = &dyt[out_pix * c..][..c];
+            let (at, tap) = (in_pix * c, tap * c);
+            if want_dx {
+                let w_tap = &self.weight_by_tap[tap..][..c];
+                for ((d, &gy), &wv) in dxt[at..][..c].iter_mut().zip(dy_pix).zip(w_tap) {
+                    *d += wv * gy;
                 }
             }
-        }
+            if want_dw {
+                let x_pix = &xt[at..][..c];
+                for ((d, &gy), &xv) in dwt[tap..][..c].iter_mut().zip(dy_pix).zip(x_pix) {
+                    *d += gy * xv;
+                }
+            }
+        });
         if let Some(dx) = dx {
             copy_transposed(dxt, (plane, c, c), dx, plane);
         }
