@@ -55,11 +55,7 @@ pub fn profile_table(r: &BenchResult) -> String {
         r.mode, r.model, r.batch_size, r.threads, total, "phase", "op", "calls", "ms", "share"
     );
     for row in rows {
-        let phase = match row.phase {
-            Phase::Forward => "forward",
-            Phase::Backward => "backward",
-            Phase::Update => "update",
-        };
+        let phase = phase_name(row.phase);
         out += &format!(
             "{phase:<9} {:<14} {:>6} {:>9.3} {:>6.1}%\n",
             row.op,
@@ -68,7 +64,35 @@ pub fn profile_table(r: &BenchResult) -> String {
             100.0 * row.ms / total.max(f64::MIN_POSITIVE)
         );
     }
+    let Some(layers) = &r.layers else {
+        return out;
+    };
+    let sgemm = r.sgemm_gflops.unwrap_or(f64::NAN);
+    out += &format!(
+        "\nper layer (square 512³ sgemm: {sgemm:.1} GFLOP/s on the same threads)\n{:<9} {:<40} {:>5} {:>9} {:>8} {:>8} {:>6}\n",
+        "phase", "layer", "calls", "ms", "GFLOP", "GFLOP/s", "/sgemm"
+    );
+    for l in layers {
+        out += &format!(
+            "{:<9} {:<40} {:>5} {:>9.3} {:>8.3} {:>8.1} {:>6.2}\n",
+            phase_name(l.phase),
+            l.layer,
+            l.calls,
+            l.ms,
+            l.gflop,
+            l.gflops(),
+            l.gflops() / sgemm
+        );
+    }
     out
+}
+
+fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Forward => "forward",
+        Phase::Backward => "backward",
+        Phase::Update => "update",
+    }
 }
 
 #[cfg(test)]

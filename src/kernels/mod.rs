@@ -11,6 +11,7 @@
 //! | [`elementwise`] | maps split over the rayon pool, chunks zeroed by their filling thread | the serial loop (same results, tested) |
 //! | [`conv`] | im2col + GEMM, Winograd F(2×2, 3×3) | [`conv::direct`] (seven loops), [`conv::winograd::reference`] (one tile, `Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A`) |
 //! | [`pool`] | 2×2/2 max-pool unrolled, tiled windows | [`pool::max_pool_reference`] |
+//! | [`reduce`] | sums in 32 interleaved lanes (vectorised) | [`reduce::sum_by_reference`] (one serial chain) |
 //!
 //! **`unsafe` lives here and nowhere else** (apart from the FFI calls of `memory.rs`,
 //! `train/denormals.rs` and `train/mpi.rs`): the crate denies `unsafe_code` and allows it
@@ -22,6 +23,7 @@ pub mod element;
 pub mod elementwise;
 pub mod gemm;
 pub mod pool;
+pub mod reduce;
 pub mod transpose;
 pub mod window;
 

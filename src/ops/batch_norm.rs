@@ -15,6 +15,8 @@
 
 use crate::autograd::CustomOp;
 use crate::error::{Result, TensorError};
+use crate::kernels::elementwise::{par_chunk_pairs_zeroed, par_chunks_zeroed};
+use crate::kernels::reduce;
 use crate::tensor::{Element, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -75,19 +77,25 @@ struct BatchNormTrain<T: Element> {
     activation: BnActivation,
 }
 
-/// Per-channel `Σ a` over the planes of NCHW data.
-fn channel_sum<T: Element>(a: &[T], c: usize, hw: usize) -> Vec<T> {
-    let planes = a.len() / hw.max(1);
+/// Per-channel mean and biased variance over the planes of NCHW data, in two passes per
+/// channel (the mean, then the squared deviations from it: no cancellation), one channel
+/// per task so that the second pass reads the channel from cache.
+fn channel_mean_var<T: Element>(x: &[T], c: usize, hw: usize, count: T) -> Vec<(T, T)> {
+    let planes = x.len() / hw.max(1);
     (0..c)
         .into_par_iter()
         .map(|ch| {
+            let plane = |i: usize| &x[i * hw..(i + 1) * hw];
             let mut s = T::zero();
-            for plane in (ch..planes).step_by(c) {
-                for &u in &a[plane * hw..(plane + 1) * hw] {
-                    s += u;
-                }
+            for i in (ch..planes).step_by(c) {
+                s += reduce::sum(plane(i));
             }
-            s
+            let mean = s / count;
+            let mut sq = T::zero();
+            for i in (ch..planes).step_by(c) {
+                sq += reduce::sum_by(plane(i), |v| (v - mean) * (v - mean));
+            }
+            (mean, sq / count)
         })
         .collect()
 }
@@ -167,25 +175,18 @@ fn normalise<A: Act, T: Element>(
     c: usize,
     hw: usize,
 ) -> (Vec<T>, Vec<T>) {
-    let mut x_hat = crate::memory::take_zeroed(x.len());
-    let mut y = crate::memory::take_zeroed(x.len());
-    x_hat
-        .par_chunks_mut(hw.max(1))
-        .zip(y.par_chunks_mut(hw.max(1)))
-        .enumerate()
-        .for_each(|(plane, (xh, out))| {
-            let ch = plane % c;
-            let (m, s, g, b) = (p.mean[ch], p.inv_std[ch], p.gamma[ch], p.beta[ch]);
-            for ((h, o), &v) in xh
-                .iter_mut()
-                .zip(out.iter_mut())
-                .zip(&x[plane * hw..(plane + 1) * hw])
-            {
-                *h = (v - m) * s;
-                *o = A::apply(g * *h + b);
-            }
-        });
-    (x_hat, y)
+    par_chunk_pairs_zeroed(x.len(), hw.max(1), |plane, xh, out| {
+        let ch = plane % c;
+        let (m, s, g, b) = (p.mean[ch], p.inv_std[ch], p.gamma[ch], p.beta[ch]);
+        for ((h, o), &v) in xh
+            .iter_mut()
+            .zip(out.iter_mut())
+            .zip(&x[plane * hw..(plane + 1) * hw])
+        {
+            *h = (v - m) * s;
+            *o = A::apply(g * *h + b);
+        }
+    })
 }
 
 /// Per-channel `(Σ g, Σ g·x̂)`, `g` = `dy` through the activation's gate at `γx̂ + β`.
@@ -204,11 +205,12 @@ fn gated_sums<A: Act, T: Element>(
             let (ga, be) = (gamma[ch], beta[ch]);
             for plane in (ch..planes).step_by(c) {
                 let at = plane * hw..(plane + 1) * hw;
-                for (&g, &xh) in dy[at.clone()].iter().zip(&x_hat[at]) {
+                let (ps, psx) = reduce::sum2_by(&dy[at.clone()], &x_hat[at], |g, xh| {
                     let g = A::gate(g, ga * xh + be);
-                    s += g;
-                    sx += g * xh;
-                }
+                    (g, g * xh)
+                });
+                s += ps;
+                sx += psx;
             }
             (s, sx)
         })
@@ -223,21 +225,18 @@ fn input_grad<A: Act, T: Element>(
     sums: &[(T, T)],
     (c, hw, count): (usize, usize, T),
 ) -> Vec<T> {
-    let mut dx = crate::memory::take_zeroed(dy.len());
-    dx.par_chunks_mut(hw.max(1))
-        .enumerate()
-        .for_each(|(plane, out)| {
-            let ch = plane % c;
-            let (sdy, sdyx) = sums[ch];
-            let (mean_dy, mean_dyx) = (sdy / count, sdyx / count);
-            let (ga, be) = (p.gamma[ch], p.beta[ch]);
-            let scale = ga * p.inv_std[ch];
-            let at = plane * hw..(plane + 1) * hw;
-            for ((d, &g), &xh) in out.iter_mut().zip(&dy[at.clone()]).zip(&x_hat[at]) {
-                let g = A::gate(g, ga * xh + be);
-                *d = scale * (g - mean_dy - xh * mean_dyx);
-            }
-        });
+    let (dx, _) = par_chunks_zeroed(dy.len(), hw.max(1), |plane, out| {
+        let ch = plane % c;
+        let (sdy, sdyx) = sums[ch];
+        let (mean_dy, mean_dyx) = (sdy / count, sdyx / count);
+        let (ga, be) = (p.gamma[ch], p.beta[ch]);
+        let scale = ga * p.inv_std[ch];
+        let at = plane * hw..(plane + 1) * hw;
+        for ((d, &g), &xh) in out.iter_mut().zip(&dy[at.clone()]).zip(&x_hat[at]) {
+            let g = A::gate(g, ga * xh + be);
+            *d = scale * (g - mean_dy - xh * mean_dyx);
+        }
+    });
     dx
 }
 
@@ -361,22 +360,7 @@ impl<T: Element> Tensor<T> {
         let hw = self.shape()[2] * self.shape()[3];
         let x = self.values();
         let n = T::from_f64(count as f64);
-        // Two passes per channel: the mean, then the squared deviations from it.
-        let mean: Vec<T> = channel_sum(&x, c, hw).into_iter().map(|s| s / n).collect();
-        let planes = x.len() / hw.max(1);
-        let var: Vec<T> = (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                let mut s = T::zero();
-                for plane in (ch..planes).step_by(c) {
-                    for &v in &x[plane * hw..(plane + 1) * hw] {
-                        let d = v - mean[ch];
-                        s += d * d;
-                    }
-                }
-                s / n
-            })
-            .collect();
+        let (mean, var): (Vec<T>, Vec<T>) = channel_mean_var(&x, c, hw, n).into_iter().unzip();
         let eps = T::from_f64(eps);
         let inv_std: Vec<T> = var.iter().map(|&v| T::one() / (v + eps).sqrt()).collect();
         let (g, b) = (gamma.values(), beta.values());

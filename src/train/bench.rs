@@ -4,7 +4,7 @@
 
 use super::{with_threads, Assembly, TrainError, Trainer};
 use crate::autograd::no_grad;
-use crate::autograd::profile::{self, ProfileRow};
+use crate::autograd::profile::{self, LayerRow, ProfileRow};
 use crate::loss::Sml;
 use crate::nn::models::ModelKind;
 use crate::nn::Module;
@@ -62,6 +62,31 @@ pub struct BenchResult {
     /// Time per op of one step, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<Vec<ProfileRow>>,
+    /// Time and GFLOP/s per layer and pass of the profiled step, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layers: Option<Vec<LayerRow>>,
+    /// With the profile: the rate of a square 512³ f32 GEMM (`Tensor::matmul`) on the same
+    /// threads, measured in the same run, the limit the layers' rates are read against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sgemm_gflops: Option<f64>,
+}
+
+/// GFLOP/s of a square `n³` f32 matrix product through [`Tensor::matmul`] on the current
+/// threads: the median of at least 5 runs over about a quarter of a second.
+pub fn square_sgemm_gflops(n: usize) -> Result<f64, TrainError> {
+    let mut rng = StdRng::seed_from_u64(1);
+    let a = Tensor::<f32>::uniform(&[n, n], -1.0, 1.0, &mut rng);
+    let b = Tensor::<f32>::uniform(&[n, n], -1.0, 1.0, &mut rng);
+    std::hint::black_box(a.matmul(&b)?);
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while times.len() < 5 || (start.elapsed() < Duration::from_millis(250) && times.len() < 100) {
+        let t = Instant::now();
+        std::hint::black_box(a.matmul(&b)?);
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(2.0 * (n * n * n) as f64 / times[times.len() / 2] / 1e9)
 }
 
 /// The trainer every benchmark measures: `model` for its [`ModelKind::native_input`] and 10 classes,
@@ -135,14 +160,15 @@ fn bench_here(config: &BenchConfig) -> Result<BenchResult, TrainError> {
         steps += 1;
     }
     let seconds = t0.elapsed().as_secs_f64();
-    let profile = if config.profile {
+    let (profile, layers, sgemm_gflops) = if config.profile {
         profile::start();
         let r = step(&mut trainer);
         let rows = profile::finish();
+        let layers = profile::finish_layers();
         r?;
-        Some(rows)
+        (Some(rows), Some(layers), Some(square_sgemm_gflops(512)?))
     } else {
-        None
+        (None, None, None)
     };
     Ok(BenchResult {
         mode: config.mode.to_string(),
@@ -153,6 +179,8 @@ fn bench_here(config: &BenchConfig) -> Result<BenchResult, TrainError> {
         steps,
         seconds,
         profile,
+        layers,
+        sgemm_gflops,
     })
 }
 
@@ -179,6 +207,20 @@ mod tests {
         assert!(has(Phase::Forward, "conv2d+relu") && has(Phase::Forward, "loss"));
         assert!(has(Phase::Backward, "conv2d+relu") && has(Phase::Backward, "matmul"));
         assert!(has(Phase::Update, "optimizer"));
+        // LeNet's two convolutions, forward and backward, with their arithmetic:
+        // conv2 is 8 images × 50 × 8 × 8 outputs × 20 × 5 × 5 taps × 2 flops per pass.
+        let layers = r.layers.unwrap();
+        let conv2 = |phase| {
+            layers
+                .iter()
+                .find(|l| l.phase == phase && l.layer.starts_with("conv 20→50 5×5/1 g1 12×12"))
+                .unwrap_or_else(|| panic!("no {phase:?} conv2 in {layers:?}"))
+        };
+        // (Per call: the profiler is process-wide, and other tests may run LeNet meanwhile.)
+        let per_call = |l: &LayerRow| l.gflop / l.calls as f64;
+        assert!((per_call(conv2(Phase::Forward)) - 0.0256).abs() < 1e-12);
+        assert!((per_call(conv2(Phase::Backward)) - 0.0512).abs() < 1e-12);
+        assert!(conv2(Phase::Backward).gflops() > 0.0 && r.sgemm_gflops.unwrap() > 0.0);
         let infer = run_bench(&BenchConfig {
             mode: BenchMode::Infer,
             profile: false,

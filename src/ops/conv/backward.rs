@@ -3,6 +3,7 @@
 //! thread count.
 
 use super::ConvAlgorithm;
+use crate::autograd::profile::{self, Phase};
 use crate::autograd::CustomOp;
 use crate::error::Result;
 use crate::kernels::elementwise::par_chunks_zeroed;
@@ -30,20 +31,6 @@ fn mask_relu_grad<T: Element>(y: &[T], dy: &[T], masked: &mut [T]) {
     for ((m, &y), &g) in masked.iter_mut().zip(y).zip(dy) {
         *m = if y > T::zero() { g } else { T::zero() };
     }
-}
-
-/// `Σ row` in eight interleaved partial sums: vectorisable (a plain float sum is one
-/// dependent add per element), in a fixed order, so the same on any thread count.
-fn lane_sum<T: Element>(row: &[T]) -> T {
-    let mut lanes = [T::zero(); 8];
-    let chunks = row.chunks_exact(8);
-    let rest = chunks.remainder();
-    for chunk in chunks {
-        for (lane, &v) in lanes.iter_mut().zip(chunk) {
-            *lane += v;
-        }
-    }
-    lanes.iter().copied().sum::<T>() + rest.iter().copied().sum::<T>()
 }
 
 /// The record of a convolution, with its derivative.
@@ -91,6 +78,22 @@ impl<T: Element> CustomOp<T> for Conv2dBackward<T> {
     }
 
     fn backward(&self, grad: &Tensor<T>) -> Result<Vec<Option<Tensor<T>>>> {
+        let g = self.geometry;
+        let (n, o) = (self.input.shape()[0], self.weight.shape()[0]);
+        // dX and dW each cost what the forward pass did.
+        let passes = [self.input.requires_grad(), self.weight.requires_grad()]
+            .iter()
+            .filter(|&&b| b)
+            .count();
+        let flops = passes as f64 * super::layer_flops(&g, n, o, self.groups);
+        let name = || super::layer_name(&g, o, self.groups, self.algorithm);
+        profile::time_layer(Phase::Backward, name, flops, || self.gradients(grad))
+    }
+}
+
+impl<T: Element> Conv2dBackward<T> {
+    /// dX, dW and db (each where wanted).
+    fn gradients(&self, grad: &Tensor<T>) -> Result<Vec<Option<Tensor<T>>>> {
         let g = self.geometry;
         let n = self.input.shape()[0];
         let o = self.weight.shape()[0];
@@ -141,7 +144,7 @@ impl<T: Element> CustomOp<T> for Conv2dBackward<T> {
                     };
                     if need_db {
                         for (s, row) in part.bias.iter_mut().zip(dy_i.chunks(p.max(1))) {
-                            *s += lane_sum(row);
+                            *s += crate::kernels::reduce::sum(row);
                         }
                     }
                     let x_i = if need_dw {

@@ -20,6 +20,7 @@ pub use crate::kernels::conv::winograd;
 pub use crate::kernels::Geometry;
 pub use config::{Conv2dConfig, ConvAlgorithm};
 
+use crate::autograd::profile::{self, Phase};
 use crate::error::Result;
 use crate::kernels::elementwise::par_chunks_zeroed;
 use crate::tensor::{Element, Tensor};
@@ -98,13 +99,17 @@ impl<T: Element> Tensor<T> {
         let kernel = algorithm.forward_kernel(&g, o, cfg.groups, &w);
         let per_call = kernel.images_per_call().max(1);
         let workspace = kernel.workspace();
-        let (out, _) = par_chunks_zeroed(n * o * p, per_call * o * p, |i, y| {
-            let first = i * per_call;
-            let x_chunk = &x[first * g.chw()..(first + y.len() / (o * p)) * g.chw()];
-            T::with_workspace(workspace, |ws| kernel.forward(x_chunk, b.as_deref(), y, ws));
-            if relu {
-                relu_in_place(y);
-            }
+        let flops = layer_flops(&g, n, o, cfg.groups);
+        let name = || layer_name(&g, o, cfg.groups, algorithm);
+        let (out, _) = profile::time_layer(Phase::Forward, name, flops, || {
+            par_chunks_zeroed(n * o * p, per_call * o * p, |i, y| {
+                let first = i * per_call;
+                let x_chunk = &x[first * g.chw()..(first + y.len() / (o * p)) * g.chw()];
+                T::with_workspace(workspace, |ws| kernel.forward(x_chunk, b.as_deref(), y, ws));
+                if relu {
+                    relu_in_place(y);
+                }
+            })
         });
         let out = Arc::new(out);
         let op = Conv2dBackward {
@@ -119,6 +124,22 @@ impl<T: Element> Tensor<T> {
         };
         Tensor::from_custom_op_storage(out, &[n, o, g.oh, g.ow], Box::new(op))
     }
+}
+
+/// Floating-point operations of one pass of a convolution over `n` images, as its
+/// definition counts them: a multiply and an add per output, input channel of its group
+/// and tap (the profiler's measure of every algorithm, Winograd included).
+fn layer_flops(g: &Geometry, n: usize, o: usize, groups: usize) -> f64 {
+    2.0 * (n * o * g.p() * (g.c / groups) * g.kernel.0 * g.kernel.1) as f64
+}
+
+/// A convolution layer as the profiler names it: channels, kernel, stride, groups, input
+/// size and algorithm.
+fn layer_name(g: &Geometry, o: usize, groups: usize, algorithm: ConvAlgorithm) -> String {
+    format!(
+        "conv {}→{o} {}×{}/{} g{groups} {}×{} {algorithm:?}",
+        g.c, g.kernel.0, g.kernel.1, g.stride.0, g.h, g.w
+    )
 }
 
 #[cfg(test)]
