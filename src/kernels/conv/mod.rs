@@ -40,6 +40,12 @@ pub trait ConvBackward<T>: Sync {
     /// Elements of the weight-gradient accumulator `backward_image` adds into.
     fn weight_grad_len(&self) -> usize;
 
+    /// Images one [`ConvBackward::backward_images`] call takes at most (im2col shares its
+    /// products between images with few output pixels, as in the forward pass).
+    fn images_per_call(&self) -> usize {
+        1
+    }
+
     /// One image: with `dx` (`c × h × w`, zeroed), writes its input gradient; with `dw`
     /// ([`ConvBackward::weight_grad_len`] elements), adds its weight gradient, read from
     /// the image's input `x`.
@@ -51,6 +57,31 @@ pub trait ConvBackward<T>: Sync {
         dw: Option<&mut [T]>,
         workspace: &mut [T],
     );
+
+    /// [`ConvBackward::backward_image`] for `imgs` consecutive images (at most
+    /// [`ConvBackward::images_per_call`]): `dy`, `x` and `dx` hold all of theirs (`x` empty
+    /// without `dw`). By default one image after the other.
+    fn backward_images(
+        &self,
+        imgs: usize,
+        dy: &[T],
+        x: &[T],
+        mut dx: Option<&mut [T]>,
+        mut dw: Option<&mut [T]>,
+        workspace: &mut [T],
+    ) {
+        let per = |len: usize| len / imgs.max(1);
+        let (dy_len, x_len) = (per(dy.len()), per(x.len()));
+        let dx_len = dx.as_ref().map_or(0, |d| per(d.len()));
+        for i in 0..imgs {
+            let dx_i = dx
+                .as_deref_mut()
+                .map(|d| &mut d[i * dx_len..(i + 1) * dx_len]);
+            let x_i = &x[i * x_len..(i + 1) * x_len];
+            let dy_i = &dy[i * dy_len..(i + 1) * dy_len];
+            self.backward_image(dy_i, x_i, dx_i, dw.as_deref_mut(), workspace);
+        }
+    }
 
     /// The weight gradient `o × c × kh × kw` from the accumulator summed over the batch
     /// (Winograd accumulates in its transformed domain; the others already hold `dW`).

@@ -118,8 +118,14 @@ impl<T: Element> Conv2dBackward<T> {
         let kernel = self.algorithm.backward_kernel(&g, o, self.groups, &w);
         let dw_len = if need_dw { kernel.weight_grad_len() } else { 0 };
         let workspace = kernel.workspace();
-        // A fused ReLU's masked gradient of one image, built where it is read.
-        let mask_len = if self.output.is_some() { o * p } else { 0 };
+        // Images per kernel call (im2col shares its products between small images).
+        let per_call = kernel.images_per_call().max(1);
+        // A fused ReLU's masked gradient of one call's images, built where it is read.
+        let mask_len = if self.output.is_some() {
+            per_call * o * p
+        } else {
+            0
+        };
         // Chunks of images fixed by the batch size alone, not by the thread count: each
         // chunk's partial dW and db are summed in chunk order, so results are bitwise the
         // same on any number of threads.
@@ -132,31 +138,35 @@ impl<T: Element> Conv2dBackward<T> {
             };
             T::with_workspace(workspace + mask_len, |ws| {
                 let (ws, masked) = ws.split_at_mut(workspace);
-                for i in t * per_task..n.min((t + 1) * per_task) {
-                    let local = i - t * per_task;
-                    let dy_i = match &self.output {
+                let (start, end) = (t * per_task, n.min((t + 1) * per_task));
+                for first in (start..end).step_by(per_call) {
+                    let last = (first + per_call).min(end);
+                    let at = first * o * p..last * o * p;
+                    let dy_g = match &self.output {
                         Some(y) => {
-                            let at = i * o * p..(i + 1) * o * p;
+                            let masked = &mut masked[..at.len()];
                             mask_relu_grad(&y[at.clone()], &dy[at], masked);
                             &masked[..]
                         }
-                        None => &dy[i * o * p..(i + 1) * o * p],
+                        None => &dy[at],
                     };
                     if need_db {
-                        for (s, row) in part.bias.iter_mut().zip(dy_i.chunks(p.max(1))) {
-                            *s += crate::kernels::reduce::sum(row);
+                        for dy_i in dy_g.chunks_exact((o * p).max(1)) {
+                            for (s, row) in part.bias.iter_mut().zip(dy_i.chunks(p.max(1))) {
+                                *s += crate::kernels::reduce::sum(row);
+                            }
                         }
                     }
-                    let x_i = if need_dw {
-                        &x[i * chw..(i + 1) * chw]
+                    let x_g = if need_dw {
+                        &x[first * chw..last * chw]
                     } else {
                         &[][..]
                     };
-                    let dx_i = dx_chunk
+                    let dx_g = dx_chunk
                         .as_deref_mut()
-                        .map(|d| &mut d[local * chw..(local + 1) * chw]);
+                        .map(|d| &mut d[(first - start) * chw..(last - start) * chw]);
                     let dw = need_dw.then_some(&mut part.weight[..]);
-                    kernel.backward_image(dy_i, x_i, dx_i, dw, ws);
+                    kernel.backward_images(last - first, dy_g, x_g, dx_g, dw, ws);
                 }
             });
             part

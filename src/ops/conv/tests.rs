@@ -584,6 +584,55 @@ fn images_sharing_a_forward_gemm_match_each_image_alone() {
     }
 }
 
+/// Backward shares its products between small images too (`Im2colBackward::images`):
+/// dX, dW and db over batches split into groups (a last group shorter, chunks of several
+/// groups) equal the direct convolution's, for pointwise layers on 1×1 and 2×3 maps, a
+/// strided 1×1, a padded strided 3×3 and a 3×3 without padding (75 images: chunks of 19,
+/// groups of 16 and 3); with the fused ReLU too.
+#[test]
+fn images_sharing_backward_gemms_match_the_definition() {
+    // (batch, c_in, h, w, kernel, stride, padding)
+    let cases = [
+        (45, 7, 1, 1, 1, 1, 0),
+        (37, 6, 2, 3, 1, 1, 0),
+        (29, 4, 5, 5, 1, 2, 0),
+        (33, 3, 7, 7, 3, 2, 1),
+        (75, 3, 6, 6, 3, 1, 0),
+    ];
+    for (i, (batch, c, h, w, k, stride, pad)) in cases.into_iter().enumerate() {
+        let cfg = Conv2dConfig::new(stride, pad, 1).with_algorithm(ConvAlgorithm::Im2col);
+        let seed = 700 + 10 * i as u64;
+        let x = rand_input(&[batch, c, h, w], seed);
+        let wt = rand_input(&[5, c, k, k], seed + 1);
+        let b = rand_input(&[5], seed + 2);
+        let y = x.conv2d(&wt, Some(&b), cfg).unwrap();
+        let r = rand_input(y.shape(), seed + 3).detach();
+        let g = y.mul(&r).unwrap().sum_all().backward().unwrap();
+        let want = reference_grads(&x, &wt, &b, &r, cfg);
+        for (t, want) in [&x, &wt, &b].iter().zip(&want) {
+            assert_close(&g.get(t).unwrap().to_vec(), want, 1e-12);
+        }
+        // Fused ReLU: the gradient of Σ relu(conv) ⊙ r, against direct conv then relu.
+        let fused = x.conv2d_relu(&wt, Some(&b), cfg).unwrap();
+        let g = fused.mul(&r).unwrap().sum_all().backward().unwrap();
+        let (xd, wd, bd) = (
+            x.detach().with_grad(),
+            wt.detach().with_grad(),
+            b.detach().with_grad(),
+        );
+        let direct = cfg.with_algorithm(ConvAlgorithm::Direct);
+        let unfused = xd.conv2d(&wd, Some(&bd), direct).unwrap().relu();
+        let gd = unfused.mul(&r).unwrap().sum_all().backward().unwrap();
+        for (t, d) in [(&x, &xd), (&wt, &wd), (&b, &bd)] {
+            assert_close(
+                &g.get(t).unwrap().to_vec(),
+                &gd.get(d).unwrap().to_vec(),
+                1e-12,
+            );
+        }
+    }
+}
+
 #[test]
 fn convolution_keeps_its_input_only_for_the_weight_gradient() {
     let x = || rand_input(&[1, 2, 5, 5], 8).mul_scalar(1.0);
