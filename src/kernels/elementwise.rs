@@ -40,42 +40,6 @@ pub fn par_chunks_zeroed<T: Element, R: Send>(
     (out, results)
 }
 
-/// Two vectors of `len` elements built in parallel as [`par_chunks_zeroed`] builds one:
-/// `f(i, a, b)` fills chunk `i` of both (received zeroed, by the thread that fills them).
-pub fn par_chunk_pairs_zeroed<T: Element>(
-    len: usize,
-    chunk: usize,
-    f: impl Fn(usize, &mut [T], &mut [T]) + Sync + Send,
-) -> (Vec<T>, Vec<T>) {
-    use rayon::prelude::*;
-    use std::mem::MaybeUninit;
-    let (mut a, mut b): (Vec<T>, Vec<T>) = (crate::memory::take(len), crate::memory::take(len));
-    a.spare_capacity_mut()[..len]
-        .par_chunks_mut(chunk.max(1))
-        .zip(b.spare_capacity_mut()[..len].par_chunks_mut(chunk.max(1)))
-        .enumerate()
-        .for_each(|(i, (pa, pb))| {
-            pa.fill(MaybeUninit::new(T::zero()));
-            pb.fill(MaybeUninit::new(T::zero()));
-            // SAFETY: every element of both pieces was initialised just above, and
-            // `MaybeUninit<T>` has the size, alignment and layout of `T`.
-            let (pa, pb) = unsafe {
-                (
-                    &mut *(pa as *mut [MaybeUninit<T>] as *mut [T]),
-                    &mut *(pb as *mut [MaybeUninit<T>] as *mut [T]),
-                )
-            };
-            f(i, pa, pb)
-        });
-    // SAFETY: the chunks cover the first `len` elements of both capacities, and each was
-    // initialised by the task that received it (a panic in `f` propagates before this).
-    unsafe {
-        a.set_len(len);
-        b.set_len(len);
-    }
-    (a, b)
-}
-
 /// `f` of every element of `a`, on the rayon pool in pieces of at least
 /// [`PARALLEL_ELEMENTS`] for large inputs (elementwise, so the same on any thread count).
 pub fn map_elements<T: Element>(a: &[T], f: impl Fn(T) -> T + Sync + Send) -> Vec<T> {

@@ -42,19 +42,14 @@ pub fn give<T: Element>(v: Vec<T>) {
     T::buffer_pool().give(v)
 }
 
-/// A buffer an op's record shares with the tensor it computed (a saved output, batch
-/// norm's x̂): whichever of the two lets go last gives it back for reuse.
+/// A buffer an op's record shares with the tensor it computed (a saved output):
+/// whichever of the two lets go last gives it back for reuse.
 pub struct SharedBuffer<T: Element>(Option<std::sync::Arc<Vec<T>>>);
 
 impl<T: Element> SharedBuffer<T> {
     /// Shares `data` (its other holder is a tensor's storage, or nobody).
     pub(crate) fn new(data: &std::sync::Arc<Vec<T>>) -> Self {
         SharedBuffer(Some(std::sync::Arc::clone(data)))
-    }
-
-    /// Holds `data` alone.
-    pub(crate) fn owned(data: Vec<T>) -> Self {
-        SharedBuffer(Some(std::sync::Arc::new(data)))
     }
 }
 
