@@ -23,8 +23,7 @@ pub(crate) fn zip_map<T: Element>(
         out.extend(xa.iter().zip(xb).map(|(&x, &y)| f(x, y)));
         return out;
     }
-    let run = la.run_len();
-    for_each_run_zip([la, lb], |[pa, pb], [ia, ib]| match (ia, ib) {
+    for_each_run_zip([la, lb], |[pa, pb], [ia, ib], run| match (ia, ib) {
         (1, 1) => out.extend(
             sa[pa..pa + run]
                 .iter()

@@ -199,40 +199,71 @@ impl Layout {
         })
     }
 
-    /// Calls `f(storage_start, inner_stride)` for every run along the last dimension,
-    /// in row-major order; each run has [`Layout::run_len`] elements.
-    pub fn for_each_run(&self, mut f: impl FnMut(usize, usize)) {
-        for_each_run_zip([self], |starts, strides| f(starts[0], strides[0]));
-    }
-
-    /// Length of the runs visited by [`Layout::for_each_run`].
-    pub fn run_len(&self) -> usize {
-        self.shape.last().copied().unwrap_or(1)
+    /// Calls `f(storage_start, inner_stride, run)` for every run of `run` elements along
+    /// the innermost dimension (after merging dims that step as one, [`coalesce`]), in
+    /// row-major order.
+    pub fn for_each_run(&self, mut f: impl FnMut(usize, usize, usize)) {
+        for_each_run_zip([self], |starts, strides, run| f(starts[0], strides[0], run));
     }
 }
 
-/// Walks `N` layouts of one shape together, calling `f(starts, inner_strides)` for each
-/// run along the last dimension, in row-major order (an odometer over the outer dims).
+/// The dims of `layouts` (all of one shape) without unit dims, and with adjacent dims
+/// merged wherever every layout steps through the pair as through one dim
+/// (`stride[i] = stride[i + 1] · shape[i + 1]`, broadcast zeros included): fewer, longer
+/// runs. A `[960, 160, 1, 1]` weight times a `[960, 1, 1, 1]` scale walks 960 runs of 160
+/// instead of 153,600 runs of 1 (mobilenet-v2's batch-norm folding, 13% of its inference).
+/// Returns the merged shape and each layout's strides for it.
+fn coalesce<const N: usize>(layouts: [&Layout; N]) -> (Vec<usize>, [Vec<usize>; N]) {
+    let mut shape: Vec<usize> = Vec::new();
+    let mut strides: [Vec<usize>; N] = std::array::from_fn(|_| Vec::new());
+    for (d, &size) in layouts[0].shape.iter().enumerate() {
+        if size == 1 {
+            continue;
+        }
+        let merges = !shape.is_empty()
+            && layouts
+                .iter()
+                .zip(&strides)
+                .all(|(l, st)| st[st.len() - 1] == l.strides[d] * size);
+        if merges {
+            *shape.last_mut().expect("merging into a dim") *= size;
+            for (l, st) in layouts.iter().zip(strides.iter_mut()) {
+                *st.last_mut().expect("merging into a dim") = l.strides[d];
+            }
+        } else {
+            shape.push(size);
+            for (l, st) in layouts.iter().zip(strides.iter_mut()) {
+                st.push(l.strides[d]);
+            }
+        }
+    }
+    (shape, strides)
+}
+
+/// Walks `N` layouts of one shape together, calling `f(starts, inner_strides, run)` for
+/// each run of `run` elements along the innermost of their merged dims ([`coalesce`]), in
+/// row-major order (an odometer over the outer dims).
 pub fn for_each_run_zip<const N: usize>(
     layouts: [&Layout; N],
-    mut f: impl FnMut([usize; N], [usize; N]),
+    mut f: impl FnMut([usize; N], [usize; N], usize),
 ) {
-    let shape = &layouts[0].shape;
-    debug_assert!(layouts.iter().all(|l| &l.shape == shape));
-    if shape.iter().product::<usize>() == 0 {
+    debug_assert!(layouts.iter().all(|l| l.shape == layouts[0].shape));
+    if layouts[0].shape.iter().product::<usize>() == 0 {
         return;
     }
-    let nd = shape.len();
     let mut pos = layouts.map(|l| l.offset);
+    let (shape, strides) = coalesce(layouts);
+    let nd = shape.len();
     if nd == 0 {
-        f(pos, [1; N]);
+        f(pos, [1; N], 1);
         return;
     }
-    let inner = layouts.map(|l| l.strides[nd - 1]);
+    let inner = std::array::from_fn(|k| strides[k][nd - 1]);
+    let run = shape[nd - 1];
     let outer = &shape[..nd - 1];
     let mut idx = vec![0usize; outer.len()];
     loop {
-        f(pos, inner);
+        f(pos, inner, run);
         let mut d = outer.len();
         loop {
             if d == 0 {
@@ -240,14 +271,14 @@ pub fn for_each_run_zip<const N: usize>(
             }
             d -= 1;
             idx[d] += 1;
-            for (p, l) in pos.iter_mut().zip(&layouts) {
-                *p += l.strides[d];
+            for (p, st) in pos.iter_mut().zip(&strides) {
+                *p += st[d];
             }
             if idx[d] < outer[d] {
                 break;
             }
-            for (p, l) in pos.iter_mut().zip(&layouts) {
-                *p -= l.strides[d] * outer[d];
+            for (p, st) in pos.iter_mut().zip(&strides) {
+                *p -= st[d] * outer[d];
             }
             idx[d] = 0;
         }
@@ -282,11 +313,55 @@ mod tests {
     fn runs_visit_every_element_in_order() {
         let l = Layout::contiguous(&[2, 3]).permute(&[1, 0]);
         let mut seen = vec![];
-        l.for_each_run(|start, stride| {
-            for j in 0..l.run_len() {
+        l.for_each_run(|start, stride, run| {
+            for j in 0..run {
                 seen.push(start + j * stride);
             }
         });
         assert_eq!(seen, vec![0, 3, 1, 4, 2, 5]);
+    }
+
+    /// Merged dims visit the same elements in the same order as the plain odometer, in
+    /// fewer runs: unit dims dropped, contiguous and broadcast pairs merged, a permuted
+    /// pair kept apart.
+    #[test]
+    fn merged_runs_visit_what_the_plain_walk_visits() {
+        let weight = Layout::contiguous(&[4, 3, 1, 1]);
+        let scale = Layout {
+            shape: vec![4, 3, 1, 1],
+            strides: vec![1, 0, 0, 0],
+            offset: 0,
+        };
+        let permuted = Layout::contiguous(&[3, 4]).permute(&[1, 0]);
+        let permuted = Layout {
+            shape: vec![4, 3, 1, 1],
+            strides: vec![permuted.strides[0], permuted.strides[1], 5, 7],
+            offset: 2,
+        };
+        for pair in [[&weight, &scale], [&weight, &permuted], [&scale, &permuted]] {
+            let mut walked = vec![];
+            let mut runs = 0;
+            for_each_run_zip(pair, |[a, b], [ia, ib], run| {
+                runs += 1;
+                walked.extend((0..run).map(|j| (a + j * ia, b + j * ib)));
+            });
+            // The plain walk: every index of the shape in row-major order.
+            let at = |l: &Layout, i: [usize; 4]| {
+                l.offset + (0..4).map(|d| i[d] * l.strides[d]).sum::<usize>()
+            };
+            let mut plain = vec![];
+            for i in 0..4 {
+                for j in 0..3 {
+                    plain.push((at(pair[0], [i, j, 0, 0]), at(pair[1], [i, j, 0, 0])));
+                }
+            }
+            assert_eq!(walked, plain);
+            // Contiguous and broadcast: 4 runs of 3; with the permuted layout too.
+            assert_eq!(runs, 4);
+        }
+        // Both contiguous: one run.
+        let mut runs = vec![];
+        for_each_run_zip([&weight, &weight], |_, _, run| runs.push(run));
+        assert_eq!(runs, vec![12]);
     }
 }

@@ -450,8 +450,7 @@ pub(crate) fn gather_strided<T: Copy + Default + 'static>(
         }
     }
     let mut out = Vec::with_capacity(layout.numel());
-    let run = layout.run_len();
-    layout.for_each_run(|start, stride| {
+    layout.for_each_run(|start, stride, run| {
         if stride == 1 {
             out.extend_from_slice(&storage[start..start + run]);
         } else {
