@@ -104,7 +104,8 @@ impl<T: Element> Module<T> for ConvBn<T> {
         let config = self.conv.config;
         match self.bn.activation {
             BnActivation::Relu => x.conv2d_relu(&weight, Some(&bias), config),
-            act => Ok(act.apply_tensor(x.conv2d(&weight, Some(&bias), config)?)),
+            BnActivation::Relu6 => x.conv2d_relu6(&weight, Some(&bias), config),
+            BnActivation::Identity => x.conv2d(&weight, Some(&bias), config),
         }
     }
 

@@ -51,7 +51,7 @@ impl<T: Element> Tensor<T> {
         bias: Option<&Tensor<T>>,
         cfg: Conv2dConfig,
     ) -> Result<Tensor<T>> {
-        self.conv2d_then(weight, bias, cfg, false)
+        self.conv2d_then(weight, bias, cfg, Fused::None)
     }
 
     /// `relu(conv2d(x))` as one op: the rectifier is applied to each image's output while
@@ -79,16 +79,49 @@ impl<T: Element> Tensor<T> {
         bias: Option<&Tensor<T>>,
         cfg: Conv2dConfig,
     ) -> Result<Tensor<T>> {
-        self.conv2d_then(weight, bias, cfg, true)
+        self.conv2d_then(weight, bias, cfg, Fused::Relu)
     }
 
-    /// [`Tensor::conv2d`], followed by a fused ReLU if `relu`.
+    /// `clamp(conv2d(x), 0, 6)` (MobileNet's ReLU6). When no gradient is recorded
+    /// (inference: under [`no_grad`](crate::autograd::no_grad), or nothing requires one) the
+    /// clamp is applied to each image's output in cache, as [`Tensor::conv2d_relu`] does;
+    /// otherwise it is the separate [`Tensor::clamp`], whose gradient is recorded. The
+    /// values are the same either way.
+    /// ```
+    /// use tensorgrad::autograd::no_grad;
+    /// use tensorgrad::ops::conv::Conv2dConfig;
+    /// use tensorgrad::Tensor;
+    ///
+    /// let x = Tensor::<f32>::from_vec(vec![-1.0, 2.0, 7.0, 6.5], &[1, 1, 2, 2])?;
+    /// let w = Tensor::<f32>::ones(&[1, 1, 1, 1]);
+    /// let y = no_grad(|| x.conv2d_relu6(&w, None, Conv2dConfig::default()))?;
+    /// assert_eq!(y.to_vec(), vec![0.0, 2.0, 6.0, 6.0]);
+    /// # Ok::<(), tensorgrad::TensorError>(())
+    /// ```
+    pub fn conv2d_relu6(
+        &self,
+        weight: &Tensor<T>,
+        bias: Option<&Tensor<T>>,
+        cfg: Conv2dConfig,
+    ) -> Result<Tensor<T>> {
+        let recorded = crate::autograd::is_grad_enabled()
+            && (self.requires_grad()
+                || weight.requires_grad()
+                || bias.is_some_and(Tensor::requires_grad));
+        if recorded {
+            return Ok(self.conv2d(weight, bias, cfg)?.clamp(0.0, 6.0));
+        }
+        // Nothing records a gradient: clamped image by image, while in cache.
+        self.conv2d_then(weight, bias, cfg, Fused::Relu6)
+    }
+
+    /// [`Tensor::conv2d`], followed by the fused activation `act`.
     fn conv2d_then(
         &self,
         weight: &Tensor<T>,
         bias: Option<&Tensor<T>>,
         cfg: Conv2dConfig,
-        relu: bool,
+        act: Fused,
     ) -> Result<Tensor<T>> {
         let g = conv_geometry(self.shape(), weight.shape(), bias.map(|b| b.shape()), cfg)?;
         let (n, o, p) = (self.shape()[0], weight.shape()[0], g.p());
@@ -106,8 +139,10 @@ impl<T: Element> Tensor<T> {
                 let first = i * per_call;
                 let x_chunk = &x[first * g.chw()..(first + y.len() / (o * p)) * g.chw()];
                 T::with_workspace(workspace, |ws| kernel.forward(x_chunk, b.as_deref(), y, ws));
-                if relu {
-                    relu_in_place(y);
+                match act {
+                    Fused::None => {}
+                    Fused::Relu => relu_in_place(y),
+                    Fused::Relu6 => relu6_in_place(y),
                 }
             })
         });
@@ -120,9 +155,28 @@ impl<T: Element> Tensor<T> {
             geometry: g,
             groups: cfg.groups,
             algorithm,
-            output: relu.then(|| crate::memory::SharedBuffer::new(&out)),
+            output: (act == Fused::Relu).then(|| crate::memory::SharedBuffer::new(&out)),
         };
         Tensor::from_custom_op_storage(out, &[n, o, g.oh, g.ow], Box::new(op))
+    }
+}
+
+/// The activation applied to a convolution's output in cache.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fused {
+    None,
+    /// Recorded: backward masks the gradient by the output's sign.
+    Relu,
+    /// Only where no gradient is recorded ([`Tensor::conv2d_relu6`]).
+    Relu6,
+}
+
+/// `clamp(v, 0, 6)` for every element, computed as [`Tensor::clamp`] computes it.
+fn relu6_in_place<T: Element>(y: &mut [T]) {
+    let six = T::from_f64(6.0);
+    for v in y {
+        let low = if *v < T::zero() { T::zero() } else { *v };
+        *v = if low > six { six } else { low };
     }
 }
 

@@ -633,6 +633,53 @@ fn images_sharing_backward_gemms_match_the_definition() {
     }
 }
 
+/// ReLU6 fused where no gradient is recorded gives bitwise the values of conv2d then
+/// clamp(0, 6); where one is recorded, it is that pair, gradient included.
+#[test]
+fn relu6_fused_in_inference_equals_conv_then_clamp() {
+    let to32 = |t: &Tensor<f64>| {
+        Tensor::<f32>::from_vec(
+            t.to_vec().iter().map(|&v| 8.0 * v as f32).collect(),
+            t.shape(),
+        )
+        .unwrap()
+    };
+    let x = to32(&rand_input(&[9, 4, 5, 5], 41));
+    let w = to32(&rand_input(&[6, 4, 3, 3], 42));
+    let b = to32(&rand_input(&[6], 43));
+    let bits = |t: &Tensor<f32>| t.to_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    for cfg in [Conv2dConfig::new(1, 1, 1), Conv2dConfig::new(2, 0, 1)] {
+        let want = x.conv2d(&w, Some(&b), cfg).unwrap().clamp(0.0, 6.0);
+        let fused = crate::autograd::no_grad(|| x.conv2d_relu6(&w, Some(&b), cfg)).unwrap();
+        assert_eq!(bits(&fused), bits(&want));
+        // Some outputs on each side of the clamp, so the test can tell.
+        let v = want.to_vec();
+        assert!(v.contains(&0.0) && v.contains(&6.0) && v.iter().any(|&y| y > 0.0 && y < 6.0));
+    }
+    let xg = rand_input(&[2, 2, 4, 4], 44)
+        .mul_scalar(4.0)
+        .detach()
+        .with_grad();
+    let wg = rand_input(&[3, 2, 3, 3], 45).detach().with_grad();
+    let cfg = Conv2dConfig::new(1, 1, 1);
+    let g = xg
+        .conv2d_relu6(&wg, None, cfg)
+        .unwrap()
+        .sum_all()
+        .backward()
+        .unwrap();
+    let (xd, wd) = (xg.detach().with_grad(), wg.detach().with_grad());
+    let gd = xd
+        .conv2d(&wd, None, cfg)
+        .unwrap()
+        .clamp(0.0, 6.0)
+        .sum_all()
+        .backward()
+        .unwrap();
+    assert_eq!(g.get(&xg).unwrap().to_vec(), gd.get(&xd).unwrap().to_vec());
+    assert_eq!(g.get(&wg).unwrap().to_vec(), gd.get(&wd).unwrap().to_vec());
+}
+
 #[test]
 fn convolution_keeps_its_input_only_for_the_weight_gradient() {
     let x = || rand_input(&[1, 2, 5, 5], 8).mul_scalar(1.0);
