@@ -130,7 +130,13 @@ impl<T: Element> Tensor<T> {
         let b = bias.map(|b| b.values());
         let algorithm = cfg.algorithm.resolve(&g, o, cfg.groups)?;
         let kernel = algorithm.forward_kernel(&g, o, cfg.groups, &w);
-        let per_call = kernel.images_per_call().max(1);
+        // Small maps share one product between images, but at most a thread's share of the
+        // batch: mobilenet-v2's 1×1 layers on 1×1 maps put all 128 images into one product,
+        // which ran on one thread. A group's images are bitwise what they are alone
+        // (tested), so the split, unlike backward's, may follow the thread count.
+        let per_call = kernel
+            .images_per_call()
+            .clamp(1, n.div_ceil(rayon::current_num_threads()).max(1));
         let workspace = kernel.workspace();
         let flops = layer_flops(&g, n, o, cfg.groups);
         let name = || layer_name(&g, o, cfg.groups, algorithm);

@@ -446,6 +446,37 @@ fn winograd_is_deterministic_for_any_thread_count() {
     }
 }
 
+/// Backward groups of small images and the batch norm after them (lane sums, tasks of
+/// many small planes) give bitwise the same values and gradients on 1, 2 and 3 threads.
+#[test]
+fn small_maps_and_batch_norm_are_deterministic_for_any_thread_count() {
+    use crate::ops::batch_norm::BnActivation;
+    let x = rand_input(&[75, 12, 2, 2], 960).cast::<f32>().with_grad();
+    let w = rand_input(&[16, 12, 1, 1], 961).cast::<f32>().with_grad();
+    let gamma = rand_input(&[16], 962).cast::<f32>().with_grad();
+    let beta = rand_input(&[16], 963).cast::<f32>().with_grad();
+    let run = |threads| {
+        crate::train::with_threads(Some(threads), || {
+            let z = x.conv2d(&w, None, Conv2dConfig::default()).unwrap();
+            let (y, _) = z
+                .batch_norm2d_train_with(&gamma, &beta, 1e-5, BnActivation::Relu6)
+                .unwrap();
+            let g = y.square().sum_all().backward().unwrap();
+            [&x, &w, &gamma, &beta]
+                .map(|t| g.get(t).unwrap().to_vec())
+                .into_iter()
+                .chain([y.to_vec()])
+                .map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+        })
+        .unwrap()
+    };
+    let one = run(1);
+    for threads in [2, 3] {
+        assert!(run(threads) == one, "{threads} threads differ from 1");
+    }
+}
+
 #[test]
 fn winograd_refuses_geometries_it_cannot_compute() {
     let x = Tensor::<f32>::zeros(&[1, 2, 8, 8]);
