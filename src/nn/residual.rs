@@ -107,8 +107,11 @@ impl<T: Element> Module<T> for Residual<T> {
                 ),
             });
         }
-        let sum = y.add(&skip)?;
-        Ok(if self.relu { sum.relu() } else { sum })
+        if self.relu {
+            // One op: the sum rectified where it is computed.
+            return y.add_relu(&skip);
+        }
+        y.add(&skip)
     }
 
     fn named_tensors(&self) -> Vec<(String, TensorKind, Tensor<T>)> {

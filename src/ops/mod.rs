@@ -4,6 +4,7 @@
 //! `autograd/backward.rs`; composites (mean, logsumexp, softmax, …) are written in terms of
 //! primitives and get their gradients for free.
 
+pub mod add_relu;
 pub mod batch_norm;
 pub mod binary;
 pub mod compare;
