@@ -111,13 +111,11 @@ mod tests {
         let fused = a.add_relu(&b).unwrap();
         let plain = a.add(&b).unwrap().relu();
         assert_eq!(bits(&fused), bits(&plain));
-        assert!(
-            fused.to_vec().iter().any(|&v| v == 0.0) && fused.to_vec().iter().any(|&v| v > 0.0)
-        );
+        assert!(fused.to_vec().contains(&0.0) && fused.to_vec().iter().any(|&v| v > 0.0));
         let gf = fused.mul(&r).unwrap().sum_all().backward().unwrap();
         let gp = plain.mul(&r).unwrap().sum_all().backward().unwrap();
         for t in [&a, &b] {
-            assert_eq!(bits(&gf.get(t).unwrap()), bits(&gp.get(t).unwrap()));
+            assert_eq!(bits(gf.get(t).unwrap()), bits(gp.get(t).unwrap()));
         }
         let twice = a
             .add_relu(&a)
@@ -136,7 +134,7 @@ mod tests {
             .sum_all()
             .backward()
             .unwrap();
-        assert_eq!(bits(&twice.get(&a).unwrap()), bits(&plain.get(&a).unwrap()));
+        assert_eq!(bits(twice.get(&a).unwrap()), bits(plain.get(&a).unwrap()));
         // Only what requires a gradient gets one.
         let c = b.detach();
         let g = a.add_relu(&c).unwrap().sum_all().backward().unwrap();
