@@ -152,12 +152,12 @@ mod tests {
             "{r20}"
         );
         // What each block keeps: a basic block of batch 2 at 16×32×32 (131.1 kB a map):
-        // conv1 its input and weights (9.2 kB), bn1+relu x̂ alone, conv2 its input, bn2 x̂, the
-        // closing ReLU its output.
+        // conv1 its input and weights (9.2 kB), bn1+relu its input alone (it recomputes x̂),
+        // conv2 its input, bn2 its input, the closing add+relu its output.
         assert!(
             r20.contains(
                 "    layer1.1 → [2, 16, 32, 32]: 673.8 kB (conv2d 140.3 kB, \
-                 batch_norm2d+relu 131.1 kB, conv2d 140.3 kB, batch_norm2d 131.1 kB, relu 131.1 kB)"
+                 batch_norm2d+relu 131.1 kB, conv2d 140.3 kB, batch_norm2d 131.1 kB, add+relu 131.1 kB)"
             ),
             "{r20}"
         );

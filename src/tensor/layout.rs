@@ -200,7 +200,7 @@ impl Layout {
     }
 
     /// Calls `f(storage_start, inner_stride, run)` for every run of `run` elements along
-    /// the innermost dimension (after merging dims that step as one, [`coalesce`]), in
+    /// the innermost dimension (after merging dims that step as one, `coalesce`), in
     /// row-major order.
     pub fn for_each_run(&self, mut f: impl FnMut(usize, usize, usize)) {
         for_each_run_zip([self], |starts, strides, run| f(starts[0], strides[0], run));
@@ -241,7 +241,7 @@ fn coalesce<const N: usize>(layouts: [&Layout; N]) -> (Vec<usize>, [Vec<usize>; 
 }
 
 /// Walks `N` layouts of one shape together, calling `f(starts, inner_strides, run)` for
-/// each run of `run` elements along the innermost of their merged dims ([`coalesce`]), in
+/// each run of `run` elements along the innermost of their merged dims (`coalesce`), in
 /// row-major order (an odometer over the outer dims).
 pub fn for_each_run_zip<const N: usize>(
     layouts: [&Layout; N],
