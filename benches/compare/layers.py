@@ -15,6 +15,7 @@ whatever the algorithm, so Winograd layers can exceed the sgemm rate.
 import argparse
 import json
 import subprocess
+import time
 from collections import defaultdict
 
 WORKLOADS = [("lenet", 64), ("cifar-cnn", 128), ("resnet20", 128), ("mobilenet-v2", 128)]
@@ -26,6 +27,14 @@ def profile(binary, model, batch, threads, seconds):
          "--threads", str(threads), "--seconds", str(seconds), "--profile"],
         check=True, capture_output=True, text=True).stdout
     return json.loads(out)
+
+
+def cpu_model():
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown CPU"
 
 
 def algorithm(layer):
@@ -73,8 +82,11 @@ def main():
                 detail.append(f"| {l['phase']} | {l['layer']} | {l['calls']} | {l['ms']:.2f} | "
                               f"{l['gflop']:.3f} | {g:.1f} | {g / sgemm:.2f} |")
             print(summary[-1], flush=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
     with open(args.out, "w") as f:
         f.write("# Convolution layers against the sgemm limit\n\n")
+        f.write(f"Commit {commit}, {time.strftime('%Y-%m-%d')}, {cpu_model()}.\n\n")
         f.write("Written by `benches/compare/layers.py`: one profiled training step per "
                 "workload after the timed loop of `tensorgrad bench train-step --profile`. "
                 "GFLOP/s count each convolution's defining multiply-adds, whatever the "
