@@ -10,6 +10,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::time::Instant;
 use tensorgrad::ops::conv::{Conv2dConfig, ConvAlgorithm};
+use tensorgrad::train::bench::square_sgemm_gflops;
 use tensorgrad::train::with_threads;
 use tensorgrad::Tensor;
 
@@ -44,11 +45,7 @@ fn main() {
     for threads in [1, 2] {
         with_threads(Some(threads), || {
             let n = 512;
-            let a = Tensor::<f32>::uniform(&[n, n], -1.0, 1.0, &mut rng);
-            let b = Tensor::<f32>::uniform(&[n, n], -1.0, 1.0, &mut rng);
-            let square = 2.0 * (n * n * n) as f64 / median_seconds(|| {
-                std::hint::black_box(a.matmul(&b).unwrap());
-            }) / 1e9;
+            let square = square_sgemm_gflops(n).unwrap();
             println!("\n{threads} thread(s): square {n}³ sgemm {square:.1} GFLOP/s\n");
             println!("| layer | algorithm | GFLOP per pass | forward | dX | dW | dX + dW | forward/sgemm | dX/sgemm | dW/sgemm |");
             println!("|---|---|---|---|---|---|---|---|---|---|");

@@ -9,6 +9,7 @@ use crate::autograd::CustomOp;
 use crate::error::{Result, TensorError};
 use crate::kernels::elementwise::zip_elements;
 use crate::memory::SharedBuffer;
+use crate::ops::unary::relu::{relu_derivative, relu_value};
 use crate::tensor::{Element, Tensor};
 use std::sync::Arc;
 
@@ -39,9 +40,7 @@ impl<T: Element> CustomOp<T> for AddRelu<T> {
     fn backward(&self, grad: &Tensor<T>) -> Result<Vec<Option<Tensor<T>>>> {
         // As the ReLU's rule computes it: the gradient times the derivative (1 where the
         // output is positive, else 0), so a blocked negative gradient is −0 there too.
-        let masked = zip_elements(&grad.values(), &self.output, |g, y| {
-            g * if y > T::zero() { T::one() } else { T::zero() }
-        });
+        let masked = zip_elements(&grad.values(), &self.output, |g, y| g * relu_derivative(y));
         let masked = Tensor::from_contiguous(masked, grad.shape());
         let for_a = self.a.requires_grad().then(|| masked.clone());
         let for_b = self.b.requires_grad().then_some(masked);
@@ -73,15 +72,8 @@ impl<T: Element> Tensor<T> {
                 rhs: other.shape().to_vec(),
             });
         }
-        let out = zip_elements(&self.values(), &other.values(), |x, y| {
-            // As `relu` computes it, on the sum `add` computes.
-            let s = x + y;
-            if s > T::zero() {
-                s
-            } else {
-                T::zero()
-            }
-        });
+        // As `relu` computes it, on the sum `add` computes.
+        let out = zip_elements(&self.values(), &other.values(), |x, y| relu_value(x + y));
         let out = Arc::new(out);
         let op = AddRelu {
             a: self.graph_handle(),

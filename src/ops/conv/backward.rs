@@ -22,7 +22,7 @@ const BACKWARD_CHUNKS: usize = 4;
 pub(super) fn relu_in_place<T: Element>(y: &mut [T]) {
     for v in y {
         // As `Tensor::relu`, whose values the fused op reproduces exactly.
-        *v = if *v > T::zero() { *v } else { T::zero() };
+        *v = crate::ops::unary::relu::relu_value(*v);
     }
 }
 

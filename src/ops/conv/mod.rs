@@ -181,8 +181,7 @@ enum Fused {
 fn relu6_in_place<T: Element>(y: &mut [T]) {
     let six = T::from_f64(6.0);
     for v in y {
-        let low = if *v < T::zero() { T::zero() } else { *v };
-        *v = if low > six { six } else { low };
+        *v = crate::ops::unary::clamp::clamp_value(*v, T::zero(), six);
     }
 }
 

@@ -2,13 +2,13 @@
 
 mod abs;
 mod affine;
-mod clamp;
+pub(crate) mod clamp;
 mod exp;
 mod expm1;
 mod log;
 mod neg;
 mod powf;
-mod relu;
+pub(crate) mod relu;
 mod sigmoid;
 mod softplus;
 mod sqrt;

@@ -10,22 +10,32 @@ impl<T: Element> UnaryFn<T> for Relu {
         "relu"
     }
     fn f(&self, x: T) -> T {
-        if x > T::zero() {
-            x
-        } else {
-            T::zero()
-        }
+        relu_value(x)
     }
     fn saves(&self) -> Saved {
         // y > 0 exactly where x > 0; the output is kept anyway by most consumers.
         Saved::Output
     }
     fn df(&self, y: T) -> T {
-        if y > T::zero() {
-            T::one()
-        } else {
-            T::zero()
-        }
+        relu_derivative(y)
+    }
+}
+
+/// `max(x, 0)`, as every fused ReLU computes it (conv2d_relu, add_relu).
+pub(crate) fn relu_value<T: Element>(x: T) -> T {
+    if x > T::zero() {
+        x
+    } else {
+        T::zero()
+    }
+}
+
+/// The ReLU's derivative read from its output: 1 where `y > 0`, else 0.
+pub(crate) fn relu_derivative<T: Element>(y: T) -> T {
+    if y > T::zero() {
+        T::one()
+    } else {
+        T::zero()
     }
 }
 
