@@ -82,21 +82,49 @@ fn reproduce_all_quick_writes_the_report_and_continues_where_it_stopped() {
         }
     }
 
-    // Every run was analysed; a second invocation trains and refits nothing.
-    let runs: Vec<_> = ["e1", "e2", "e3"]
+    // Every run of E1–E5 was analysed (the sweep's are not: they only choose rates), and
+    // the run folders are the runs the summary line counts; a second invocation trains
+    // and refits nothing.
+    let folders = |e: &str| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(out.join(e).join("runs"))
+            .unwrap()
+            .map(|d| d.unwrap().path())
+            .collect()
+    };
+    let sweep = folders("lr-sweep");
+    assert_eq!(sweep.len(), 8 * 2, "8 loss families × 2 quick rates");
+    let runs: Vec<_> = ["e1", "e2", "e3", "e5"]
         .iter()
-        .flat_map(|e| std::fs::read_dir(out.join(e).join("runs")).unwrap())
-        .map(|d| d.unwrap().path())
+        .flat_map(|e| folders(e))
         .collect();
-    assert_eq!(runs.len(), 5 + 9 + 16);
+    assert_eq!(folders("e1").len(), 7);
+    assert_eq!(folders("e2").len(), 15);
+    assert_eq!(folders("e5").len(), 5);
+    let total = sweep.len() + runs.len();
+    assert!(
+        stdout.contains(&format!("{total} runs; report")),
+        "{stdout}"
+    );
     for r in &runs {
         assert!(r.join("result.json").is_file(), "{}", r.display());
+        let trained = json(&r.join("trained.json"));
+        let p = &trained["provenance"];
+        assert!(p["command"][1] == "reproduce" && p["jobs"] == 2, "{p}");
+        assert!(p["wall_seconds"].as_f64().unwrap() > 0.0, "{p}");
+        assert!(trained["git_revision"].is_string(), "{trained}");
+        // LGL-INR records its focus per epoch; the others have none.
+        let focus = &trained["summary"]["epochs"][0]["focus"];
+        let inr = r.to_string_lossy().contains("lgl-inr");
+        assert_eq!(focus.is_number(), inr, "{}", r.display());
+    }
+    for r in &sweep {
+        assert!(!r.join("result.json").exists(), "{}", r.display());
     }
     let second = reproduce(&out, &["all"]);
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(second.status.success(), "{stderr}");
     assert!(
-        stderr.contains("30 runs already trained: skipped"),
+        stderr.contains("16 runs already trained: skipped"),
         "{stderr}"
     );
     assert!(
@@ -116,6 +144,32 @@ fn reproduce_all_quick_writes_the_report_and_continues_where_it_stopped() {
         "{stderr}"
     );
     assert!(cut.join("result.json").is_file());
+
+    // A run recorded by another binary revision is not mixed into the report silently,
+    // and a run trained with another configuration than the plan is refused.
+    let path = out.join("e1/runs/balanced-sml-s0/trained.json");
+    let original = std::fs::read_to_string(&path).unwrap();
+    let mut other: serde_json::Value = serde_json::from_str(&original).unwrap();
+    other["git_revision"] = "0000000".into();
+    std::fs::write(&path, other.to_string()).unwrap();
+    let mixed = reproduce(&out, &["e1"]);
+    let stderr = String::from_utf8_lossy(&mixed.stderr);
+    assert!(!mixed.status.success(), "{stderr}");
+    assert!(stderr.contains("--allow-mixed-revisions"), "{stderr}");
+    assert!(stderr.contains("0000000"), "{stderr}");
+    let allowed = reproduce(&out, &["e1", "--allow-mixed-revisions"]);
+    assert!(
+        allowed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+    let mut changed: serde_json::Value = serde_json::from_str(&original).unwrap();
+    changed["run"]["config"]["lr"] = 0.5.into();
+    std::fs::write(&path, changed.to_string()).unwrap();
+    let stale = reproduce(&out, &["e1"]);
+    let stderr = String::from_utf8_lossy(&stale.stderr);
+    assert!(!stale.status.success(), "{stderr}");
+    assert!(stderr.contains("another configuration"), "{stderr}");
 }
 
 #[test]

@@ -214,6 +214,10 @@ pub struct TrainArgs {
     /// Use only the first N test images.
     #[arg(long)]
     pub test_limit: Option<usize>,
+    /// Hold out the last N training images and evaluate on them instead of the test set
+    /// (a validation split for choosing hyper-parameters).
+    #[arg(long)]
+    pub validation: Option<usize>,
     /// Stop after this many epochs in this invocation (resume later with --resume).
     #[arg(long)]
     pub stop_after: Option<usize>,
@@ -364,6 +368,7 @@ impl TrainArgs {
             threads: self.threads,
             train_limit: self.train_limit,
             test_limit: self.test_limit,
+            validation: self.validation,
             stop_after: self.stop_after,
             out: self.out.clone(),
             resume: self.resume.clone(),

@@ -11,10 +11,10 @@ use tensorgrad::reproduce::{Experiment, ReproduceConfig, ReproduceEvent};
 /// The options of `tensorgrad reproduce`.
 #[derive(Args, Clone, Debug)]
 pub struct ReproduceArgs {
-    /// e0, e0b, e1, e2, e3, e4 or all.
+    /// e0, e0b, lr-sweep, e1, e2, e3, e4, e5 or all.
     pub experiment: String,
-    /// Seeds of every configuration.
-    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+    /// Seeds of every configuration (E5 trains the first three, the sweep the first).
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2,3,4")]
     pub seeds: Vec<u64>,
     /// Small data and 2 epochs: the whole protocol in minutes (a smoke test, not a result).
     #[arg(long)]
@@ -34,6 +34,14 @@ pub struct ReproduceArgs {
     /// MNIST folder [default: the bundled one].
     #[arg(long)]
     pub mnist_dir: Option<PathBuf>,
+    /// Train and report although the results hold runs of other binary revisions (the
+    /// report says so); without it that is an error.
+    #[arg(long)]
+    pub allow_mixed_revisions: bool,
+    /// Train the runs and fit E0 only; analyse and report later (the same command without
+    /// this flag).
+    #[arg(long)]
+    pub train_only: bool,
 }
 
 impl ReproduceArgs {
@@ -67,6 +75,9 @@ impl ReproduceArgs {
             jobs: self.jobs,
             mnist_dir: self.mnist_dir.clone().unwrap_or_else(super::bundled_mnist),
             cifar_dir: self.data_dir.clone(),
+            command: std::env::args().collect(),
+            allow_mixed_revisions: self.allow_mixed_revisions,
+            train_only: self.train_only,
         })
     }
 }

@@ -151,6 +151,26 @@ impl LglInr {
     }
 }
 
+/// `(K − 1) · max_j ω_jk` averaged over the outputs `k` whose negative set is not empty:
+/// `omega` and `keep` are `[J, K]` row-major (rows: the classes present in the batch).
+/// `None` when no output has a negative class.
+pub fn focus_of(omega: &[f64], keep: &[f64], k: usize) -> Option<f64> {
+    let j = omega.len() / k.max(1);
+    let mut sum = 0.0;
+    let mut outputs = 0;
+    for col in 0..k {
+        let largest = (0..j)
+            .filter(|&row| keep[row * k + col] > 0.0)
+            .map(|row| omega[row * k + col])
+            .fold(None, |m: Option<f64>, w| Some(m.map_or(w, |m| m.max(w))));
+        if let Some(w) = largest {
+            sum += (k - 1) as f64 * w;
+            outputs += 1;
+        }
+    }
+    (outputs > 0).then(|| sum / outputs as f64)
+}
+
 impl<T: Element> Loss<T> for LglInr {
     fn name(&self) -> &'static str {
         ENTRY.name
@@ -162,6 +182,15 @@ impl<T: Element> Loss<T> for LglInr {
 
     fn audit_spec(&self) -> Option<AuditSpec> {
         Some(AuditSpec::LglInr { beta: self.beta })
+    }
+
+    fn focus(&self, logits: &Tensor<T>, labels: &[usize]) -> Result<Option<f64>> {
+        let (omega, keep) = crate::autograd::no_grad(|| -> Result<_> {
+            let pieces = self.pieces(logits, labels)?;
+            let omega = self.omega(&pieces.p_bar, &pieces.mask)?;
+            Ok((omega.to_f64_vec(), pieces.keep.to_f64_vec()))
+        })?;
+        Ok(focus_of(&omega, &keep, logits.shape()[1]))
     }
 
     fn forward(&self, logits: &Tensor<T>, labels: &[usize]) -> Result<Tensor<T>> {
@@ -353,5 +382,43 @@ mod tests {
             .unwrap()
             .item() as f64;
         assert!(((l32 - l64) / l64).abs() < 1e-5, "f32 {l32} vs f64 {l64}");
+    }
+
+    #[test]
+    fn focus_is_one_for_uniform_weights_and_grows_with_beta_on_a_hard_class() {
+        // 3 classes, all present; class 2's samples score high on output 0.
+        let z = Tensor::<f64>::from_vec(
+            vec![4.0, -4.0, -4.0, -4.0, 4.0, -4.0, 3.0, -4.0, 4.0],
+            &[3, 3],
+        )
+        .unwrap();
+        let labels = [0, 1, 2];
+        let at = |beta: f64| {
+            let loss = LglInr {
+                beta,
+                ..LglInr::default()
+            };
+            Loss::<f64>::focus(&loss, &z, &labels).unwrap().unwrap()
+        };
+        // β = 0: ω = 1/(K − 1) on every output, so (K − 1) · max ω = 1 exactly.
+        assert!((at(0.0) - 1.0).abs() < 1e-12, "{}", at(0.0));
+        // Output 0's negatives have p̄ = σ(−4) and σ(3): with β the weight moves to class 2.
+        // By hand: column 0 gives 2·e^{βσ(3)}/(e^{βσ(−4)} + e^{βσ(3)}); columns 1 and 2
+        // have equal p̄ over their negatives (σ(−4)), so they stay at 1.
+        let s = |x: f64| 1.0 / (1.0 + (-x).exp());
+        for beta in [1.0, 5.0, 100.0] {
+            let col0 =
+                2.0 * (beta * s(3.0)).exp() / ((beta * s(-4.0)).exp() + (beta * s(3.0)).exp());
+            let want = (col0 + 2.0) / 3.0;
+            assert!(
+                (at(beta) - want).abs() < 1e-12,
+                "β = {beta}: {} vs {want}",
+                at(beta)
+            );
+        }
+        assert!(at(100.0) > at(5.0) && at(5.0) > at(1.0));
+        // Losses without non-target weights have no focus.
+        let sml = crate::loss::Sml::default();
+        assert_eq!(Loss::<f64>::focus(&sml, &z, &labels).unwrap(), None);
     }
 }

@@ -96,6 +96,13 @@ pub trait Loss<T: Element>: Send + Sync {
     fn audit_spec(&self) -> Option<AuditSpec> {
         None
     }
+    /// How strongly the loss focuses its negative weights on one class in this batch, for
+    /// losses that weight the non-target classes (LGL-INR: `(K − 1) · max_j ω_jk` averaged
+    /// over the outputs `k`, 1 for uniform weights, `K − 1` for all weight on one class);
+    /// `None` for the others. Training records its mean over each epoch's batches.
+    fn focus(&self, _logits: &Tensor<T>, _labels: &[usize]) -> Result<Option<f64>> {
+        Ok(None)
+    }
     /// The modelled probabilities of each class (softmax or sigmoid of the logits).
     fn probabilities(&self, logits: &Tensor<T>) -> Result<Tensor<T>> {
         match self.family() {

@@ -59,6 +59,12 @@ pub struct ConvexResult {
     pub fits: Vec<ConvexFit>,
     /// Commit of the code.
     pub git_revision: Option<String>,
+    /// Worker threads.
+    #[serde(default)]
+    pub threads: usize,
+    /// Command, CPU and wall time (`jobs` is 1: E0 runs alone).
+    #[serde(default)]
+    pub provenance: super::Provenance,
 }
 
 fn options(name: &str, edit: impl FnOnce(&mut LossOptions)) -> LossOptions {
@@ -119,6 +125,7 @@ fn pixels(split: &Split, images: usize) -> Result<(Tensor<f64>, Vec<usize>), Tra
 
 /// Runs E0 on MNIST (`split`): every loss of [`convex_losses`], no penalty.
 pub fn run_convex(config: &ReproduceConfig, split: &Split) -> Result<ConvexResult, TrainError> {
+    let started = Instant::now();
     let images = if config.quick { 1000 } else { 10_000 };
     let (features, labels) = pixels(split, images)?;
     let k = split.train.classes;
@@ -168,5 +175,13 @@ pub fn run_convex(config: &ReproduceConfig, split: &Split) -> Result<ConvexResul
         counts,
         fits,
         git_revision: crate::train::run_dir::git_revision(),
+        threads: rayon::current_num_threads(),
+        provenance: super::Provenance {
+            command: config.command.clone(),
+            jobs: 1,
+            cpu_model: super::cpu_model(),
+            wall_seconds: started.elapsed().as_secs_f64(),
+            resumed: false,
+        },
     })
 }

@@ -68,6 +68,11 @@ pub fn write_e2(
         let (Some(trained), Some(refit)) = (&r.audit_trained, &r.refit) else {
             continue;
         };
+        // The relation is the one-output (sigmoid) model's; the softmax contrast runs
+        // have two outputs.
+        if trained.p_bar.first().map_or(0, |row| row.len()) != 1 {
+            continue;
+        }
         let (tp, ts, tres) = binary_sides(trained);
         let (rp, rs, rres) = binary_sides(&refit.audit);
         // w_1 n_1 = lhs / (1 − p̄_1), w_0 n_0 = rhs / p̄_0.

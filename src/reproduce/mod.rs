@@ -1,10 +1,12 @@
-//! The paper's experiments as one command (docs/EXPERIMENTS.md): the runs of E1–E4 are
-//! planned from the protocol, trained (skipping those already done, resuming interrupted
-//! ones), analysed (test metrics, the stationarity audit as trained and after a refit of
-//! the last layer, E0b), and summarised per experiment and in `REPORT.md`.
+//! The paper's experiments as one command (docs/EXPERIMENTS.md, version 2): the runs of
+//! the learning-rate sweep and E1–E5 are planned from the protocol, trained in stages (the
+//! sweep, then E1 and E2 at the chosen rates, then E3–E5 with E1's best β), skipping those
+//! already done and resuming interrupted ones, analysed (test metrics, the stationarity
+//! audit as trained and after a refit of the last layer, E0b), and summarised per
+//! experiment and in `REPORT.md`.
 //!
 //! - [`plan`]: the runs an experiment consists of, with their configurations;
-//! - [`train_planned`]: trains them, `jobs` at a time;
+//! - [`train_planned`]: trains them, `jobs` at a time, each recording its provenance;
 //! - [`analysis`]: one run's `result.json` (metrics, audits, the E0b refit);
 //! - [`convex`]: E0, the convex case on pixels;
 //! - [`report`]: tables, plots and `REPORT.md`.
@@ -33,6 +35,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+/// Where, how and by what a run was trained: the protocol's provenance fields.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Provenance {
+    /// The full command line of the invocation that finished the run.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Runs trained side by side (`--jobs`).
+    #[serde(default)]
+    pub jobs: usize,
+    /// The machine's CPU model.
+    #[serde(default)]
+    pub cpu_model: Option<String>,
+    /// Wall time of the training in that invocation (seconds; a resumed run's earlier
+    /// part is in its per-epoch records).
+    #[serde(default)]
+    pub wall_seconds: f64,
+    /// Whether that invocation continued an interrupted run.
+    #[serde(default)]
+    pub resumed: bool,
+}
+
 /// What a trained run leaves for the analysis: `trained.json` in its folder.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TrainedRun {
@@ -42,12 +65,86 @@ pub struct TrainedRun {
     pub summary: RunSummary,
     /// Worker threads it trained with.
     pub threads: usize,
-    /// Commit of the source tree it was trained from.
+    /// The revision the binary was built from (compiled in; `-dirty` for a changed tree).
     pub git_revision: Option<String>,
+    /// Command, jobs, CPU and wall time.
+    #[serde(default)]
+    pub provenance: Provenance,
+}
+
+/// A run that stopped on a non-finite loss: `failed.json` in its folder. It counts as
+/// diverged (docs/EXPERIMENTS.md), with the epochs it finished.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FailedRun {
+    /// The planned run.
+    pub run: PlannedRun,
+    /// The error, as the run reported it.
+    pub error: String,
+    /// The epochs it finished before that.
+    pub epochs: Vec<crate::train::EpochRecord>,
+    /// Worker threads it trained with.
+    pub threads: usize,
+    /// The revision the binary was built from.
+    pub git_revision: Option<String>,
+    /// Command, jobs, CPU and wall time.
+    pub provenance: Provenance,
+}
+
+/// How a planned run ended.
+#[derive(Clone, Debug)]
+pub enum RunOutcome {
+    /// It trained to the end (it may still have broken the divergence rule: see its
+    /// summary's `divergence`).
+    Trained(Box<TrainedRun>),
+    /// It stopped on a non-finite loss.
+    Failed(Box<FailedRun>),
+}
+
+impl RunOutcome {
+    /// The planned run.
+    pub fn run(&self) -> &PlannedRun {
+        match self {
+            RunOutcome::Trained(t) => &t.run,
+            RunOutcome::Failed(f) => &f.run,
+        }
+    }
+
+    /// The revision its binary was built from.
+    pub fn revision(&self) -> Option<&str> {
+        match self {
+            RunOutcome::Trained(t) => t.git_revision.as_deref(),
+            RunOutcome::Failed(f) => f.git_revision.as_deref(),
+        }
+    }
 }
 
 /// Name of a trained run's record in its folder.
 pub const TRAINED_FILE: &str = "trained.json";
+
+/// Name of a failed run's record in its folder.
+pub const FAILED_FILE: &str = "failed.json";
+
+/// How the run in `dir` ended, or `None` while it has not.
+pub fn read_outcome(dir: &Path) -> Result<Option<RunOutcome>, TrainError> {
+    let trained = dir.join(TRAINED_FILE);
+    if trained.is_file() {
+        return Ok(Some(RunOutcome::Trained(Box::new(read_json(&trained)?))));
+    }
+    let failed = dir.join(FAILED_FILE);
+    if failed.is_file() {
+        return Ok(Some(RunOutcome::Failed(Box::new(read_json(&failed)?))));
+    }
+    Ok(None)
+}
+
+/// The machine's CPU model (`model name` of /proc/cpuinfo), where the system says.
+pub fn cpu_model() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    text.lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+}
 
 /// Reads a JSON file.
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TrainError> {
@@ -116,9 +213,64 @@ pub enum ReproduceEvent<'a> {
     Note(&'a str),
 }
 
-/// Whether the run in `dir` has finished training (its `trained.json` exists).
+/// Whether the run has finished training (its `trained.json` or `failed.json` exists).
 pub fn is_trained(run: &PlannedRun) -> bool {
-    run.dir().join(TRAINED_FILE).is_file()
+    run.dir().join(TRAINED_FILE).is_file() || run.dir().join(FAILED_FILE).is_file()
+}
+
+/// The configuration as a run records it, without what may differ between invocations of
+/// the same run.
+fn identity(config: &crate::train::TrainConfig) -> serde_json::Value {
+    let mut v = config.record();
+    if let Some(fields) = v.as_object_mut() {
+        // Where the checkout and the data are, and the threads, may change between
+        // invocations of the same run.
+        for field in ["threads", "out", "data_dir"] {
+            fields.remove(field);
+        }
+    }
+    v
+}
+
+/// An error unless every finished run of `runs` was trained as planned now (a plan that
+/// changed since would otherwise mix its old runs into the new report) and, unless
+/// `allow_mixed` is set, by a binary of one revision.
+pub fn check_finished(runs: &[PlannedRun], allow_mixed: bool) -> Result<(), TrainError> {
+    let mut revisions: Vec<(String, PathBuf)> = Vec::new();
+    for run in runs {
+        let Some(outcome) = read_outcome(run.dir())? else {
+            continue;
+        };
+        if identity(&outcome.run().config) != identity(&run.config) {
+            return Err(TrainError::Invalid(format!(
+                "{} holds a run trained with another configuration than the protocol plans now; move it away (or use another --out) to train it as planned",
+                run.dir().display()
+            )));
+        }
+        let revision = outcome.revision().unwrap_or("unknown").to_string();
+        if !revisions.iter().any(|(r, _)| *r == revision) {
+            revisions.push((revision, run.dir().to_path_buf()));
+        }
+    }
+    // Runs still to train will record this binary's revision.
+    if let Some(todo) = runs.iter().find(|r| !is_trained(r)) {
+        let revision = git_revision().unwrap_or_else(|| "unknown".into());
+        if !revisions.iter().any(|(r, _)| *r == revision) {
+            revisions.push((revision, todo.dir().to_path_buf()));
+        }
+    }
+    if revisions.len() > 1 && !allow_mixed {
+        let list: Vec<String> = revisions
+            .iter()
+            .map(|(r, d)| format!("{r} (e.g. {})", d.display()))
+            .collect();
+        return Err(TrainError::Invalid(format!(
+            "the results mix runs of {} binary revisions: {}; give --allow-mixed-revisions to report them together anyway",
+            revisions.len(),
+            list.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 /// Train-set images × epochs of `run`: the unit of the ETA.
@@ -133,10 +285,11 @@ fn work_units(run: &PlannedRun, base: Option<&Split>) -> f64 {
 /// `trained.json`. An interrupted run (a checkpoint without `trained.json`) is resumed.
 pub fn train_planned(
     runs: &[PlannedRun],
-    jobs: usize,
+    config: &ReproduceConfig,
     stop: &AtomicBool,
     on_event: &(dyn Fn(&ReproduceEvent) + Sync),
 ) -> Result<(), TrainError> {
+    let jobs = config.jobs;
     let todo: Vec<&PlannedRun> = runs.iter().filter(|r| !is_trained(r)).collect();
     if todo.len() < runs.len() {
         on_event(&ReproduceEvent::Skipped {
@@ -197,7 +350,7 @@ pub fn train_planned(
             });
         }
         let started = Instant::now();
-        train_one(run, stop, on_event)?;
+        train_one(run, config, stop, on_event)?;
         let seconds = started.elapsed().as_secs_f64();
         let mut p = progress.lock().expect("progress lock");
         p.done_units += units[i];
@@ -214,18 +367,22 @@ pub fn train_planned(
     Ok(())
 }
 
-/// Trains (or resumes) one run and writes its `trained.json`.
+/// Trains (or resumes) one run and writes its `trained.json`, or its `failed.json` when
+/// the loss became non-finite.
 fn train_one(
     run: &PlannedRun,
+    reproduce: &ReproduceConfig,
     stop: &AtomicBool,
     on_event: &(dyn Fn(&ReproduceEvent) + Sync),
 ) -> Result<(), TrainError> {
     let dir = run.dir().to_path_buf();
     let mut config = run.config.clone();
-    if dir.join("model.safetensors").is_file() {
+    let resumed = dir.join("model.safetensors").is_file();
+    if resumed {
         config.resume = Some(dir.clone());
         config.overwrite = false;
     }
+    let started = Instant::now();
     let mut forward = |event: &Event| {
         if let Event::Epoch { record, .. } = event {
             on_event(&ReproduceEvent::Epoch {
@@ -236,15 +393,49 @@ fn train_one(
             });
         }
     };
-    let summary = train_until(&config, stop, &mut forward)?;
+    let result = train_until(&config, stop, &mut forward);
     let threads = config.threads.unwrap_or_else(rayon::current_num_threads);
-    let trained = TrainedRun {
-        run: run.clone(),
-        summary,
-        threads,
-        git_revision: git_revision(),
+    let provenance = Provenance {
+        command: reproduce.command.clone(),
+        jobs: reproduce.jobs,
+        cpu_model: cpu_model(),
+        wall_seconds: started.elapsed().as_secs_f64(),
+        resumed,
     };
-    write_json(&dir.join(TRAINED_FILE), &trained)
+    match result {
+        Ok(summary) => write_json(
+            &dir.join(TRAINED_FILE),
+            &TrainedRun {
+                run: run.clone(),
+                summary,
+                threads,
+                git_revision: git_revision(),
+                provenance,
+            },
+        ),
+        // A non-finite loss ends the run: the protocol counts it as diverged.
+        Err(e @ TrainError::NonFinite { .. }) => {
+            #[derive(Deserialize)]
+            struct Metrics {
+                epochs: Vec<crate::train::EpochRecord>,
+            }
+            let epochs = read_json::<Metrics>(&dir.join("metrics.json"))
+                .map(|m| m.epochs)
+                .unwrap_or_default();
+            write_json(
+                &dir.join(FAILED_FILE),
+                &FailedRun {
+                    run: run.clone(),
+                    error: e.to_string(),
+                    epochs,
+                    threads,
+                    git_revision: git_revision(),
+                    provenance,
+                },
+            )
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Analyses every trained run of `runs` that has no `result.json` yet, `jobs` at a time.
@@ -255,7 +446,9 @@ fn analyse_planned(
 ) -> Result<(), TrainError> {
     let todo: Vec<&PlannedRun> = runs
         .iter()
-        .filter(|r| !r.dir().join(analysis::RESULT_FILE).is_file())
+        .filter(|r| {
+            r.dir().join(TRAINED_FILE).is_file() && !r.dir().join(analysis::RESULT_FILE).is_file()
+        })
         .collect();
     if todo.is_empty() {
         return Ok(());
@@ -328,12 +521,20 @@ pub fn reproduce(
             "E4 left out: it trains on CIFAR-10, which is not shipped (give its folder with --data-dir)",
         ));
     }
+    // Stage by stage: each stage's plan reads the results of the one before.
     let mut runs = Vec::new();
-    for &e in &training {
-        runs.extend(plan(config, e)?);
+    for stage in 0..=2 {
+        let mut this = Vec::new();
+        for &e in training.iter().filter(|e| e.stage() == stage) {
+            this.extend(plan(config, e)?);
+        }
+        check_finished(&this, config.allow_mixed_revisions)?;
+        train_planned(&this, config, stop, on_event)?;
+        runs.extend(this);
     }
-    train_planned(&runs, config.jobs, stop, on_event)?;
-    analyse_planned(&runs, config, on_event)?;
+    check_finished(&runs, config.allow_mixed_revisions)?;
+    // E0 fits its linear models here, with the training, so that its result records the
+    // same binary as the runs.
     let convex = if config.experiments.contains(&Experiment::E0) {
         let path = config.out.join("e0").join("result.json");
         if path.is_file() {
@@ -352,6 +553,21 @@ pub fn reproduce(
         let path = config.out.join("e0").join("result.json");
         path.is_file().then(|| read_json(&path)).transpose()?
     };
+    if config.train_only {
+        return Ok(ReproduceOutcome {
+            runs: runs.len(),
+            verdicts: Vec::new(),
+            seconds: started.elapsed().as_secs_f64(),
+            report: config.out.join("REPORT.md"),
+        });
+    }
+    // The sweep's networks only choose rates: they are not audited.
+    let analysed: Vec<PlannedRun> = runs
+        .iter()
+        .filter(|r| r.experiment != Experiment::LrSweep)
+        .cloned()
+        .collect();
+    analyse_planned(&analysed, config, on_event)?;
     on_event(&ReproduceEvent::Analysing("tables, plots and REPORT.md"));
     let seconds = started.elapsed().as_secs_f64();
     let verdicts = report::write_report(config, convex.as_ref(), seconds)?;

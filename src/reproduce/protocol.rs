@@ -1,12 +1,17 @@
-//! The protocol of docs/EXPERIMENTS.md as data: the experiments, their data conditions,
-//! the loss variants (each with a typed [`VariantKey`] that the verdict rules select by,
-//! never by a display label), and [`plan`], which turns them into runs with their
-//! configurations.
+//! The protocol of docs/EXPERIMENTS.md (version 2) as data: the experiments, their data
+//! conditions, the loss variants (each with a typed [`VariantKey`] that the verdict rules
+//! select by, never by a display label), and [`plan`], which turns them into runs with
+//! their configurations.
+//!
+//! Two choices are made from earlier results, so the plan of a later experiment reads the
+//! runs of an earlier one: each loss's learning rate from the sweep ([`chosen_lrs`]), and
+//! LGL-INR's β for E3–E5 from E1 ([`best_beta`]).
 
 use crate::data::imbalance::Imbalance;
 use crate::loss::weights::ClassWeighting;
 use crate::loss::{LossKind, LossOptions, WeightForm};
 use crate::nn::models::ModelKind;
+use crate::optim::Schedule;
 use crate::train::{Augmentation, DatasetKind, TrainConfig, TrainError};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -34,6 +39,14 @@ impl VariantKey {
     pub const LGL_INV_SAMPLE: VariantKey = VariantKey::new("lgl-inv-sample");
     /// E2's LGL with inverse-frequency positive/negative weights.
     pub const LGL_INV_POSNEG: VariantKey = VariantKey::new("lgl-inv-posneg");
+    /// LGL with inverse-frequency (per-sample) weights, E3–E5.
+    pub const LGL_INV: VariantKey = VariantKey::new("lgl-inv");
+    /// Logit-adjusted softmax (τ = 1).
+    pub const SML_LA: VariantKey = VariantKey::new("sml-la");
+    /// Softmax focal loss (γ = 2).
+    pub const FOCAL: VariantKey = VariantKey::new("focal");
+    /// LGL-INR with β = 1 trained at the common learning rate 0.01 (E3), beside its own.
+    pub const LGL_INR_B1_COMMON_LR: VariantKey = VariantKey::new("lgl-inr-b1-lr0.01");
 
     /// A key from a folder-safe name.
     pub const fn new(key: &'static str) -> Self {
@@ -47,7 +60,17 @@ impl VariantKey {
 
     /// Whether the variant weights the classes by inverse frequency (E2's weighted runs).
     pub fn is_inverse_weighted(&self) -> bool {
-        *self == Self::LGL_INV_SAMPLE || *self == Self::LGL_INV_POSNEG
+        *self == Self::LGL_INV_SAMPLE || *self == Self::LGL_INV_POSNEG || *self == Self::SML_INV
+    }
+
+    /// LGL-INR with β = `beta` (E1's variants, and the learning-rate sweep's).
+    pub fn lgl_inr(beta: f64) -> VariantKey {
+        VariantKey(Cow::Owned(format!("lgl-inr-b{beta}")))
+    }
+
+    /// Whether the variant is an LGL-INR one.
+    pub fn is_lgl_inr(&self) -> bool {
+        self.0.starts_with("lgl-inr")
     }
 }
 
@@ -62,9 +85,11 @@ impl fmt::Display for VariantKey {
 pub enum Experiment {
     /// The conditions in the convex case (linear model on pixels, f64).
     E0,
-    /// The conditions on learned features (last-layer refits of E1–E3).
+    /// The conditions on learned features (last-layer refits of E1–E3 and E5).
     E0b,
-    /// Balanced MNIST: SML vs LGL vs LGL-INR.
+    /// Each loss's learning rate, chosen on a validation split of balanced MNIST.
+    LrSweep,
+    /// Balanced MNIST: SML vs LGL vs LGL-INR, and LGL-INR's focusing per β.
     E1,
     /// Binary imbalanced MNIST (4 vs 9): reweighting is deterministic.
     E2,
@@ -72,37 +97,56 @@ pub enum Experiment {
     E3,
     /// CIFAR-10, balanced and long-tailed (needs the data).
     E4,
+    /// A deeper network (resnet20) on long-tailed MNIST.
+    E5,
 }
 
 impl Experiment {
     /// Every experiment, in order.
-    pub const ALL: [Experiment; 6] = [
+    pub const ALL: [Experiment; 8] = [
         Experiment::E0,
         Experiment::E0b,
+        Experiment::LrSweep,
         Experiment::E1,
         Experiment::E2,
         Experiment::E3,
         Experiment::E4,
+        Experiment::E5,
     ];
 
-    /// Its name (`e0`, `e0b`, …), also its folder under the results.
+    /// Its name (`e0`, `lr-sweep`, …), also its folder under the results.
     pub fn name(self) -> &'static str {
         match self {
             Experiment::E0 => "e0",
             Experiment::E0b => "e0b",
+            Experiment::LrSweep => "lr-sweep",
             Experiment::E1 => "e1",
             Experiment::E2 => "e2",
             Experiment::E3 => "e3",
             Experiment::E4 => "e4",
+            Experiment::E5 => "e5",
         }
     }
 
-    /// The experiments whose trained networks it needs.
+    /// The experiments whose trained networks it needs, its own included: every trained
+    /// experiment needs the learning-rate sweep, and those with LGL-INR's chosen β need E1.
     pub fn trains(self) -> Vec<Experiment> {
+        use Experiment::*;
         match self {
-            Experiment::E0 => vec![],
-            Experiment::E0b => vec![Experiment::E1, Experiment::E2, Experiment::E3],
-            e => vec![e],
+            E0 => vec![],
+            E0b => vec![LrSweep, E1, E2, E3, E5],
+            LrSweep => vec![LrSweep],
+            E1 | E2 => vec![LrSweep, self],
+            E3 | E4 | E5 => vec![LrSweep, E1, self],
+        }
+    }
+
+    /// When its runs can be planned: after the sweep (stage 1) and after E1 (stage 2).
+    pub fn stage(self) -> usize {
+        match self {
+            Experiment::E0 | Experiment::E0b | Experiment::LrSweep => 0,
+            Experiment::E1 | Experiment::E2 => 1,
+            Experiment::E3 | Experiment::E4 | Experiment::E5 => 2,
         }
     }
 }
@@ -120,7 +164,10 @@ impl FromStr for Experiment {
             .into_iter()
             .find(|e| e.name() == s)
             .ok_or_else(|| {
-                crate::text::ParseError::new(s, "expected e0, e0b, e1, e2, e3, e4 or all")
+                crate::text::ParseError::new(
+                    s,
+                    "expected e0, e0b, lr-sweep, e1, e2, e3, e4, e5 or all",
+                )
             })
     }
 }
@@ -133,7 +180,7 @@ pub struct ReproduceConfig {
     /// Whether they were asked for as `all`: E4 is then left out, with a note, when no
     /// CIFAR-10 folder is given (asked for by name, it is an error).
     pub all: bool,
-    /// Seeds of every configuration.
+    /// Seeds of every configuration (E5 uses the first three; the sweep the first).
     pub seeds: Vec<u64>,
     /// Small data and few epochs: the whole protocol in minutes (a smoke test, not a result).
     pub quick: bool,
@@ -147,6 +194,13 @@ pub struct ReproduceConfig {
     pub mnist_dir: PathBuf,
     /// CIFAR-10 (binary batches), for E4.
     pub cifar_dir: Option<PathBuf>,
+    /// The command line that asked for this, as every run records it.
+    pub command: Vec<String>,
+    /// Train and report although runs of other binary revisions are in the results (the
+    /// report then says so); otherwise that is an error.
+    pub allow_mixed_revisions: bool,
+    /// Train (and fit E0) only: no analysis and no report, e.g. to analyse elsewhere.
+    pub train_only: bool,
 }
 
 impl ReproduceConfig {
@@ -154,11 +208,27 @@ impl ReproduceConfig {
     fn epochs(&self, experiment: Experiment) -> usize {
         match (self.quick, experiment) {
             (true, _) => 2,
+            (false, Experiment::LrSweep) => 5,
             (false, Experiment::E4) => 30,
             (false, _) => 10,
         }
     }
 }
+
+/// The learning rates of the sweep (docs/EXPERIMENTS.md, E1).
+pub const SWEEP_LRS: [f64; 5] = [0.0025, 0.005, 0.01, 0.02, 0.04];
+
+/// The sweep's rates in quick mode (a smoke test of the choice, not a choice).
+const QUICK_SWEEP_LRS: [f64; 2] = [0.01, 0.02];
+
+/// The rate every loss had before the sweep; LGL-INR β = 1 also runs at it in E3.
+pub const COMMON_LR: f64 = 0.01;
+
+/// Images of balanced MNIST's training set the sweep validates on (the last ones).
+pub const SWEEP_VALIDATION: usize = 5_000;
+
+/// LGL-INR's inverse temperatures of E1.
+pub const E1_BETAS: [f64; 5] = [0.0, 1.0, 5.0, 20.0, 100.0];
 
 /// One run of the protocol.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -187,63 +257,131 @@ impl PlannedRun {
     }
 }
 
-/// A loss variant of the protocol: folder key, table label, options.
+/// Where a variant's learning rate comes from.
+#[derive(Clone, Debug)]
+enum LrSource {
+    /// The rate the sweep chose for this sweep family.
+    Swept(VariantKey),
+    /// A fixed rate.
+    Fixed(f64),
+}
+
+/// A loss variant of the protocol: folder key, table label, options, learning rate.
 struct Variant {
     key: VariantKey,
-    label: &'static str,
+    label: String,
     options: LossOptions,
+    lr: LrSource,
 }
 
 fn loss(name: &str) -> LossOptions {
     LossOptions::new(LossKind::from_str(name).expect("registered loss"))
 }
 
+/// A variant whose rate is its sweep family's (`family`).
 fn variant(
     key: VariantKey,
-    label: &'static str,
+    label: &str,
     name: &str,
+    family: VariantKey,
     edit: impl FnOnce(&mut LossOptions),
 ) -> Variant {
     let mut options = loss(name);
     edit(&mut options);
     Variant {
         key,
-        label,
+        label: label.to_string(),
         options,
+        lr: LrSource::Swept(family),
     }
 }
 
-/// E1: SML, LGL, LGL-INR with β ∈ {0, 1, 5}.
-fn e1_variants() -> Vec<Variant> {
-    vec![
-        variant(VariantKey::SML, "SML", "sml", |_| {}),
-        variant(VariantKey::LGL, "LGL", "lgl", |_| {}),
-        variant(
-            VariantKey::new("lgl-inr-b0"),
-            "LGL-INR β=0",
-            "lgl-inr",
-            |o| o.beta = Some(0.0),
-        ),
-        variant(VariantKey::LGL_INR_B1, "LGL-INR β=1", "lgl-inr", |o| {
-            o.beta = Some(1.0)
-        }),
-        variant(
-            VariantKey::new("lgl-inr-b5"),
-            "LGL-INR β=5",
-            "lgl-inr",
-            |o| o.beta = Some(5.0),
-        ),
-    ]
+fn sml() -> Variant {
+    variant(VariantKey::SML, "SML", "sml", VariantKey::SML, |_| {})
 }
 
-/// E2: unweighted LGL and inverse-frequency LGL in both weighted forms (one output).
+fn lgl() -> Variant {
+    variant(VariantKey::LGL, "LGL", "lgl", VariantKey::LGL, |_| {})
+}
+
+fn lgl_inr(beta: f64) -> Variant {
+    let key = VariantKey::lgl_inr(beta);
+    variant(
+        key.clone(),
+        &format!("LGL-INR β={beta}"),
+        "lgl-inr",
+        key,
+        |o| o.beta = Some(beta),
+    )
+}
+
+fn sml_inv() -> Variant {
+    variant(
+        VariantKey::SML_INV,
+        "SML inv.",
+        "sml",
+        VariantKey::SML,
+        |o| o.class_weights = Some(ClassWeighting::Inverse),
+    )
+}
+
+fn sml_la() -> Variant {
+    variant(
+        VariantKey::SML_LA,
+        "SML LA τ=1",
+        "sml",
+        VariantKey::SML,
+        |o| o.logit_adjust = Some(1.0),
+    )
+}
+
+fn focal() -> Variant {
+    variant(
+        VariantKey::FOCAL,
+        "focal γ=2",
+        "focal",
+        VariantKey::FOCAL,
+        |o| o.gamma = Some(2.0),
+    )
+}
+
+fn lgl_inv() -> Variant {
+    variant(
+        VariantKey::LGL_INV,
+        "LGL inv.",
+        "lgl",
+        VariantKey::LGL,
+        |o| o.class_weights = Some(ClassWeighting::Inverse),
+    )
+}
+
+/// The sweep's families: each trained variant takes the rate of one of them. Weighted and
+/// logit-adjusted softmax take SML's and weighted LGL takes LGL's (on the balanced sweep
+/// data their weights are near uniform, so a sweep of their own would repeat their base
+/// loss's); every LGL-INR β has its own, since β changes how its gradient is spread.
+fn sweep_variants() -> Vec<Variant> {
+    let mut v = vec![sml(), focal(), lgl()];
+    v.extend(E1_BETAS.iter().map(|&b| lgl_inr(b)));
+    v
+}
+
+/// E1: SML, LGL, LGL-INR at every β of [`E1_BETAS`].
+fn e1_variants() -> Vec<Variant> {
+    let mut v = vec![sml(), lgl()];
+    v.extend(E1_BETAS.iter().map(|&b| lgl_inr(b)));
+    v
+}
+
+/// E2: unweighted LGL and inverse-frequency LGL in both weighted forms (one output), and
+/// the softmax contrast: SML with two outputs, unweighted and inverse-frequency.
 fn e2_variants() -> Vec<Variant> {
     vec![
-        variant(VariantKey::LGL, "LGL", "lgl", |_| {}),
+        lgl(),
         variant(
             VariantKey::LGL_INV_SAMPLE,
             "LGL inv. (sample)",
             "lgl",
+            VariantKey::LGL,
             |o| {
                 o.class_weights = Some(ClassWeighting::Inverse);
                 o.weight_form = Some(WeightForm::Sample);
@@ -253,38 +391,53 @@ fn e2_variants() -> Vec<Variant> {
             VariantKey::LGL_INV_POSNEG,
             "LGL inv. (pos-neg)",
             "lgl",
+            VariantKey::LGL,
             |o| {
                 o.class_weights = Some(ClassWeighting::Inverse);
                 o.weight_form = Some(WeightForm::PosNeg);
             },
         ),
+        sml(),
+        sml_inv(),
     ]
 }
 
-/// E3/E4: the long-tail baselines and the paper's losses.
-fn e3_variants() -> Vec<Variant> {
-    vec![
-        variant(VariantKey::SML, "SML", "sml", |_| {}),
-        variant(VariantKey::SML_INV, "SML inv.", "sml", |o| {
-            o.class_weights = Some(ClassWeighting::Inverse)
-        }),
-        variant(VariantKey::new("sml-cb"), "SML CB β=0.9999", "sml", |o| {
-            o.class_weights = Some(ClassWeighting::Effective(0.9999))
-        }),
-        variant(VariantKey::new("sml-la"), "SML LA τ=1", "sml", |o| {
-            o.logit_adjust = Some(1.0)
-        }),
-        variant(VariantKey::new("focal"), "focal γ=2", "focal", |o| {
-            o.gamma = Some(2.0)
-        }),
-        variant(VariantKey::LGL, "LGL", "lgl", |_| {}),
-        variant(VariantKey::new("lgl-inv"), "LGL inv.", "lgl", |o| {
-            o.class_weights = Some(ClassWeighting::Inverse)
-        }),
-        variant(VariantKey::LGL_INR_B1, "LGL-INR β=1", "lgl-inr", |o| {
-            o.beta = Some(1.0)
-        }),
-    ]
+/// E3/E4: the long-tail baselines and the paper's losses, with LGL-INR at β = 1 and at
+/// E1's best β (each at its own rate), and at β = 1 with the common rate.
+fn e3_variants(best_beta: f64, lrs: &ChosenLrs) -> Vec<Variant> {
+    let mut v = vec![
+        sml(),
+        sml_inv(),
+        variant(
+            VariantKey::new("sml-cb"),
+            "SML CB β=0.9999",
+            "sml",
+            VariantKey::SML,
+            |o| o.class_weights = Some(ClassWeighting::Effective(0.9999)),
+        ),
+        sml_la(),
+        focal(),
+        lgl(),
+        lgl_inv(),
+        lgl_inr(1.0),
+    ];
+    if best_beta != 1.0 {
+        v.push(lgl_inr(best_beta));
+    }
+    // At the common rate only when the sweep chose another: else it is the same run.
+    if lrs.get(&VariantKey::lgl_inr(1.0)) != Some(COMMON_LR) {
+        let mut common = lgl_inr(1.0);
+        common.key = VariantKey::LGL_INR_B1_COMMON_LR;
+        common.label = format!("LGL-INR β=1 (lr {COMMON_LR})");
+        common.lr = LrSource::Fixed(COMMON_LR);
+        v.push(common);
+    }
+    v
+}
+
+/// E5: SML, logit-adjusted SML, LGL, inverse-frequency LGL and LGL-INR at E1's best β.
+fn e5_variants(best_beta: f64) -> Vec<Variant> {
+    vec![sml(), sml_la(), lgl(), lgl_inv(), lgl_inr(best_beta)]
 }
 
 /// Data conditions of an experiment: group name and imbalance profile.
@@ -295,7 +448,7 @@ fn groups(experiment: Experiment) -> Vec<(String, Imbalance)> {
         ratio,
     };
     match experiment {
-        Experiment::E1 => vec![("balanced".into(), Imbalance::None)],
+        Experiment::LrSweep | Experiment::E1 => vec![("balanced".into(), Imbalance::None)],
         Experiment::E2 => [1.0, 10.0, 100.0]
             .into_iter()
             .map(|r| (format!("rho={r}"), pair(r)))
@@ -308,80 +461,308 @@ fn groups(experiment: Experiment) -> Vec<(String, Imbalance)> {
             ("balanced".into(), Imbalance::None),
             ("rho=100".into(), Imbalance::LongTail { ratio: 100.0 }),
         ],
+        Experiment::E5 => vec![("rho=100".into(), Imbalance::LongTail { ratio: 100.0 })],
         Experiment::E0 | Experiment::E0b => vec![],
     }
 }
 
-/// The runs of `experiment` (none for E0 and E0b, which train nothing of their own).
+/// One sweep family's rates and the one chosen.
+#[derive(Clone, Debug, Serialize)]
+pub struct SweptFamily {
+    /// The family (a variant key: `sml`, `lgl-inr-b5`, …).
+    pub family: VariantKey,
+    /// The chosen rate.
+    pub lr: f64,
+    /// Validation balanced accuracy per rate tried (`None`: the run diverged or failed).
+    pub tried: Vec<(f64, Option<f64>)>,
+}
+
+/// The sweep's choice: the learning rate of each sweep family.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ChosenLrs {
+    /// Every family, in the sweep's order.
+    pub families: Vec<SweptFamily>,
+}
+
+impl ChosenLrs {
+    /// The rate chosen for `family`.
+    pub fn get(&self, family: &VariantKey) -> Option<f64> {
+        self.families
+            .iter()
+            .find(|f| f.family == *family)
+            .map(|f| f.lr)
+    }
+}
+
+/// How a planned run ended, read from its folder: `None` while it is not trained.
+pub(crate) fn outcome(run: &PlannedRun) -> Result<Option<super::RunOutcome>, TrainError> {
+    super::read_outcome(run.dir())
+}
+
+/// The rate the sweep chose for each family: the highest validation balanced accuracy
+/// among the rates whose run neither diverged nor failed (the smaller rate on a tie).
+/// `None` while a sweep run is untrained.
+pub fn chosen_lrs(config: &ReproduceConfig) -> Result<Option<ChosenLrs>, TrainError> {
+    let runs = plan_sweep(config);
+    let mut families = Vec::new();
+    for v in sweep_variants() {
+        let mut tried = Vec::new();
+        for run in runs.iter().filter(|r| r.variant == v.key) {
+            let Some(o) = outcome(run)? else {
+                return Ok(None);
+            };
+            let accuracy = match o {
+                super::RunOutcome::Trained(t) if t.summary.divergence.is_none() => {
+                    Some(t.summary.test.balanced_accuracy)
+                }
+                _ => None,
+            };
+            tried.push((run.config.lr, accuracy));
+        }
+        let best = tried.iter().filter_map(|&(lr, a)| a.map(|a| (lr, a))).fold(
+            None,
+            |b: Option<(f64, f64)>, (lr, a)| match b {
+                Some((_, ba)) if ba >= a => b,
+                _ => Some((lr, a)),
+            },
+        );
+        let lr = match best {
+            Some((lr, _)) => lr,
+            // Quick mode's networks are too small to be judged: the pipeline goes on.
+            None if config.quick => COMMON_LR,
+            None => {
+                return Err(TrainError::Invalid(format!(
+                    "every learning rate of the sweep diverged for {}: no rate to train it at",
+                    v.key
+                )))
+            }
+        };
+        families.push(SweptFamily {
+            family: v.key,
+            lr,
+            tried,
+        });
+    }
+    Ok(Some(ChosenLrs { families }))
+}
+
+/// E1's best LGL-INR β: the lowest mean test error over seeds among the β none of whose
+/// runs diverged or failed (the smaller β on a tie). `None` while an E1 LGL-INR run is
+/// untrained or the sweep is not done.
+pub fn best_beta(config: &ReproduceConfig) -> Result<Option<f64>, TrainError> {
+    let Some(runs) = plan_if_ready(config, Experiment::E1)? else {
+        return Ok(None);
+    };
+    let mut best: Option<(f64, f64)> = None;
+    for &beta in &E1_BETAS {
+        let key = VariantKey::lgl_inr(beta);
+        let mut errors = Vec::new();
+        let mut failed = false;
+        for run in runs.iter().filter(|r| r.variant == key) {
+            match outcome(run)? {
+                None => return Ok(None),
+                Some(super::RunOutcome::Trained(t)) if t.summary.divergence.is_none() => {
+                    errors.push(1.0 - t.summary.test.accuracy)
+                }
+                Some(_) => failed = true,
+            }
+        }
+        if failed || errors.is_empty() {
+            continue;
+        }
+        let mean = errors.iter().sum::<f64>() / errors.len() as f64;
+        if best.is_none_or(|(_, e)| mean < e) {
+            best = Some((beta, mean));
+        }
+    }
+    match best {
+        Some((beta, _)) => Ok(Some(beta)),
+        None if config.quick => Ok(Some(1.0)),
+        None => Err(TrainError::Invalid(
+            "every LGL-INR β of E1 diverged in some seed: none to choose".into(),
+        )),
+    }
+}
+
+/// The sweep's runs: every family at every rate, on the first seed, validated on the last
+/// [`SWEEP_VALIDATION`] training images.
+fn plan_sweep(config: &ReproduceConfig) -> Vec<PlannedRun> {
+    let seed = config.seeds.first().copied().unwrap_or(0);
+    let lrs: &[f64] = if config.quick {
+        &QUICK_SWEEP_LRS
+    } else {
+        &SWEEP_LRS
+    };
+    let mut runs = Vec::new();
+    for v in sweep_variants() {
+        for &lr in lrs {
+            let name = format!("{}-lr{lr}-s{seed}", v.key);
+            let mut run = planned_run(
+                config,
+                Experiment::LrSweep,
+                "balanced",
+                Imbalance::None,
+                &v,
+                lr,
+                seed,
+                &name,
+            );
+            run.config.validation = Some(if config.quick { 200 } else { SWEEP_VALIDATION });
+            runs.push(run);
+        }
+    }
+    runs
+}
+
+/// A run of `experiment` with its configuration: the protocol's defaults (SGD, momentum
+/// 0.9, one epoch of warm-up then cosine, batch 64, weight decay 5e-4 on weights only),
+/// divergence recorded rather than stopping the run.
+#[allow(clippy::too_many_arguments)]
+fn planned_run(
+    config: &ReproduceConfig,
+    experiment: Experiment,
+    group: &str,
+    imbalance: Imbalance,
+    v: &Variant,
+    lr: f64,
+    seed: u64,
+    folder: &str,
+) -> PlannedRun {
+    let cifar = experiment == Experiment::E4;
+    let model = match experiment {
+        Experiment::E4 => ModelKind::Resnet32,
+        Experiment::E5 => ModelKind::Resnet20,
+        _ => ModelKind::Lenet,
+    };
+    let quick_images = if model == ModelKind::Lenet { 1000 } else { 300 };
+    let dir = config.out.join(experiment.name()).join("runs").join(folder);
+    let train_config = TrainConfig {
+        dataset: if cifar {
+            DatasetKind::Cifar10
+        } else {
+            DatasetKind::Mnist
+        },
+        data_dir: if cifar {
+            config.cifar_dir.clone()
+        } else {
+            Some(config.mnist_dir.clone())
+        },
+        model,
+        loss: v.options.clone(),
+        imbalance,
+        epochs: config.epochs(experiment),
+        batch_size: 64,
+        lr,
+        schedule: Schedule::Cosine,
+        warmup_epochs: 1.0,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        augment: if cifar {
+            Augmentation::CropFlip
+        } else {
+            Augmentation::None
+        },
+        seed,
+        threads: config.threads,
+        train_limit: config.quick.then_some(quick_images),
+        test_limit: config.quick.then_some(500),
+        out: Some(dir),
+        overwrite: true,
+        allow_divergence: true,
+        ..TrainConfig::default()
+    };
+    PlannedRun {
+        experiment,
+        group: group.to_string(),
+        variant: v.key.clone(),
+        label: v.label.clone(),
+        seed,
+        config: train_config,
+    }
+}
+
+/// The runs of `experiment` (none for E0 and E0b, which train nothing of their own), or
+/// `None` while the results it is planned from (the sweep; E1 for E3–E5) are not all
+/// trained.
+pub fn plan_if_ready(
+    config: &ReproduceConfig,
+    experiment: Experiment,
+) -> Result<Option<Vec<PlannedRun>>, TrainError> {
+    if experiment == Experiment::E4 && config.cifar_dir.is_none() {
+        return Err(TrainError::Invalid(
+            "e4 trains on CIFAR-10, which is not shipped: give its folder with --data-dir".into(),
+        ));
+    }
+    let (variants, seeds) = match experiment {
+        Experiment::E0 | Experiment::E0b => return Ok(Some(vec![])),
+        Experiment::LrSweep => return Ok(Some(plan_sweep(config))),
+        _ => {
+            let Some(lrs) = chosen_lrs(config)? else {
+                return Ok(None);
+            };
+            let variants = match experiment {
+                Experiment::E1 => e1_variants(),
+                Experiment::E2 => e2_variants(),
+                _ => {
+                    let Some(beta) = best_beta(config)? else {
+                        return Ok(None);
+                    };
+                    if experiment == Experiment::E5 {
+                        e5_variants(beta)
+                    } else {
+                        e3_variants(beta, &lrs)
+                    }
+                }
+            };
+            let seeds: Vec<u64> = if experiment == Experiment::E5 {
+                config.seeds.iter().take(3).copied().collect()
+            } else {
+                config.seeds.clone()
+            };
+            let variants: Vec<(Variant, f64)> = variants
+                .into_iter()
+                .map(|v| {
+                    let lr = match &v.lr {
+                        LrSource::Fixed(lr) => *lr,
+                        LrSource::Swept(family) => lrs.get(family).expect("every family swept"),
+                    };
+                    (v, lr)
+                })
+                .collect();
+            (variants, seeds)
+        }
+    };
+    let mut runs = Vec::new();
+    for (group, imbalance) in groups(experiment) {
+        for (v, lr) in &variants {
+            for &seed in &seeds {
+                let folder = format!("{}-{}-s{seed}", group.replace('=', ""), v.key);
+                runs.push(planned_run(
+                    config,
+                    experiment,
+                    &group,
+                    imbalance.clone(),
+                    v,
+                    *lr,
+                    seed,
+                    &folder,
+                ));
+            }
+        }
+    }
+    Ok(Some(runs))
+}
+
+/// The runs of `experiment`; an error naming what must be trained first when they are
+/// planned from results that are not there yet.
 pub fn plan(
     config: &ReproduceConfig,
     experiment: Experiment,
 ) -> Result<Vec<PlannedRun>, TrainError> {
-    let variants = match experiment {
-        Experiment::E1 => e1_variants(),
-        Experiment::E2 => e2_variants(),
-        Experiment::E3 | Experiment::E4 => e3_variants(),
-        Experiment::E0 | Experiment::E0b => return Ok(vec![]),
-    };
-    let cifar = experiment == Experiment::E4;
-    let data_dir = if cifar {
-        Some(config.cifar_dir.clone().ok_or_else(|| {
-            TrainError::Invalid(
-                "e4 trains on CIFAR-10, which is not shipped: give its folder with --data-dir"
-                    .into(),
-            )
-        })?)
-    } else {
-        Some(config.mnist_dir.clone())
-    };
-    let mut runs = Vec::new();
-    for (group, imbalance) in groups(experiment) {
-        for v in &variants {
-            for &seed in &config.seeds {
-                let dir = config
-                    .out
-                    .join(experiment.name())
-                    .join("runs")
-                    .join(format!("{}-{}-s{seed}", group.replace('=', ""), v.key));
-                let base = TrainConfig::default();
-                let train_config = TrainConfig {
-                    dataset: if cifar {
-                        DatasetKind::Cifar10
-                    } else {
-                        DatasetKind::Mnist
-                    },
-                    data_dir: data_dir.clone(),
-                    model: if cifar {
-                        ModelKind::CifarCnn
-                    } else {
-                        ModelKind::Lenet
-                    },
-                    loss: v.options.clone(),
-                    imbalance: imbalance.clone(),
-                    epochs: config.epochs(experiment),
-                    augment: if cifar {
-                        Augmentation::CropFlip
-                    } else {
-                        Augmentation::None
-                    },
-                    seed,
-                    threads: config.threads,
-                    train_limit: config.quick.then_some(2000),
-                    test_limit: config.quick.then_some(1000),
-                    out: Some(dir),
-                    overwrite: true,
-                    ..base
-                };
-                runs.push(PlannedRun {
-                    experiment,
-                    group: group.clone(),
-                    variant: v.key.clone(),
-                    label: v.label.to_string(),
-                    seed,
-                    config: train_config,
-                });
-            }
-        }
-    }
-    Ok(runs)
+    plan_if_ready(config, experiment)?.ok_or_else(|| {
+        TrainError::Invalid(format!(
+            "{experiment} is planned from the learning-rate sweep{}: train those first (`tensorgrad reproduce {experiment}` does)",
+            if experiment.stage() == 2 { " and E1" } else { "" }
+        ))
+    })
 }

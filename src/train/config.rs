@@ -140,6 +140,11 @@ pub struct TrainConfig {
     pub train_limit: Option<usize>,
     /// Use only the first N test images.
     pub test_limit: Option<usize>,
+    /// Hold out the last N training images (after the imbalance profile and the training
+    /// limit) and evaluate on them instead of the test set: a validation split, for
+    /// choosing hyper-parameters without looking at the test set. Recorded only when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<usize>,
     /// Stop after this many epochs in this invocation (resume later).
     #[serde(skip)]
     pub stop_after: Option<usize>,
@@ -211,6 +216,7 @@ impl Default for TrainConfig {
             threads: None,
             train_limit: None,
             test_limit: None,
+            validation: None,
             stop_after: None,
             out: None,
             resume: None,
@@ -271,6 +277,7 @@ impl TrainConfig {
         for (field, limit) in [
             ("train_limit", self.train_limit),
             ("test_limit", self.test_limit),
+            ("validation", self.validation),
         ] {
             if limit == Some(0) {
                 return err(field, "0 would leave no images".into());

@@ -45,6 +45,8 @@ pub struct EpochStats {
     pub seconds: f64,
     /// Learning rate of the last step.
     pub lr: f64,
+    /// Mean over the batches of the loss's focus ([`Loss::focus`]), when it has one.
+    pub focus: Option<f64>,
 }
 
 /// How [`Trainer::fit_epoch_from`] ended.
@@ -95,13 +97,13 @@ impl Trainer {
         Ok(self.step_reporting_lr(x, y)?.0)
     }
 
-    /// [`Trainer::train_step`], also returning the learning rate it used: the schedule is
-    /// evaluated once per step, here.
+    /// [`Trainer::train_step`], also returning the learning rate it used (the schedule is
+    /// evaluated once per step, here) and the loss's focus on this batch (single rank).
     fn step_reporting_lr(
         &mut self,
         x: &Tensor<f32>,
         y: &[usize],
-    ) -> Result<(f64, f64), TrainError> {
+    ) -> Result<(f64, f64, Option<f64>), TrainError> {
         let lr = self.schedule.lr(self.step);
         let non_finite = |step: usize, loss: f64| TrainError::NonFinite {
             epoch: step / self.schedule.steps_per_epoch.max(1) + 1,
@@ -111,24 +113,25 @@ impl Trainer {
         };
         if self.comm.size() == 1 {
             let (model, loss, optimizer) = (&mut self.model, &self.loss, &mut self.optimizer);
-            let value = on_pool_worker(|| -> Result<f64, TrainError> {
+            let (value, focus) = on_pool_worker(|| -> Result<_, TrainError> {
                 let z = model.forward(x)?;
                 let l = profile::time(Phase::Forward, "loss", || loss.forward(&z, y))?;
                 let value = l.item() as f64;
                 if !value.is_finite() {
-                    return Ok(value);
+                    return Ok((value, None));
                 }
+                let focus = loss.focus(&z, y)?;
                 let grads = l.backward()?;
                 profile::time(Phase::Update, "optimizer", || {
                     optimizer.step(model.parameters_mut(), &grads, lr)
                 })?;
-                Ok(value)
+                Ok((value, focus))
             })?;
             if !value.is_finite() {
                 return Err(non_finite(self.step, value));
             }
             self.step += 1;
-            return Ok((value, lr));
+            return Ok((value, lr, focus));
         }
         let n = y.len();
         let (lo, len) = shard(n, self.comm.rank(), self.comm.size());
@@ -172,7 +175,7 @@ impl Trainer {
         self.optimizer
             .step(self.model.parameters_mut(), &grads, lr)?;
         self.step += 1;
-        Ok((value, lr))
+        Ok((value, lr, None))
     }
 
     /// Trains on every batch of `batches` (epoch `epoch`, from 0), calling `on_step`
@@ -246,15 +249,18 @@ impl Trainer {
             loss_sum: 0.0,
             images: 0,
             seconds: 0.0,
+            focus_sum: 0.0,
+            focus_batches: 0,
         });
         let (mut loss_sum, mut images, mut count) = (start.loss_sum, start.images, start.batches);
+        let (mut focus_sum, mut focus_batches) = (start.focus_sum, start.focus_batches);
         // The rate of the last step taken (the schedule's at the current step for an
         // epoch without steps).
         let mut lr = None;
         for (batch, (x, y)) in batches.into_iter().enumerate().skip(start.batches) {
             // With several ranks, `y.len()` counts the global batch: images are counted
             // globally too.
-            let (loss, step_lr) = self.step_reporting_lr(&x, &y).map_err(|e| match e {
+            let (loss, step_lr, focus) = self.step_reporting_lr(&x, &y).map_err(|e| match e {
                 TrainError::NonFinite { loss, kept, .. } => TrainError::NonFinite {
                     epoch: epoch + 1,
                     step: batch,
@@ -264,6 +270,10 @@ impl Trainer {
                 other => other,
             })?;
             lr = Some(step_lr);
+            if let Some(f) = focus {
+                focus_sum += f;
+                focus_batches += 1;
+            }
             loss_sum += loss;
             images += y.len();
             count += 1;
@@ -288,6 +298,8 @@ impl Trainer {
                     loss_sum,
                     images,
                     seconds: start.seconds + t0.elapsed().as_secs_f64(),
+                    focus_sum,
+                    focus_batches,
                 }));
             }
         }
@@ -297,6 +309,7 @@ impl Trainer {
             batches: count,
             seconds: start.seconds + t0.elapsed().as_secs_f64(),
             lr: lr.unwrap_or_else(|| self.schedule.lr(self.step)),
+            focus: (focus_batches > 0).then(|| focus_sum / focus_batches as f64),
         }))
     }
 }

@@ -66,6 +66,10 @@ pub struct EpochRecord {
     pub images_per_second: Option<f64>,
     /// Learning rate at the epoch's last step.
     pub lr: f64,
+    /// Mean over the epoch's batches of the loss's focus on one negative class
+    /// ([`crate::loss::Loss::focus`]; LGL-INR only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub focus: Option<f64>,
 }
 
 /// What `train` leaves behind, also written to `metrics.json`.

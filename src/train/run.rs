@@ -270,6 +270,7 @@ fn run_epochs(
             } else {
                 stats.lr
             },
+            focus: stats.focus,
         });
         progress.epoch = epoch + 1;
         progress.step = trainer.step;

@@ -443,6 +443,12 @@ pub struct PartialEpoch {
     pub images: usize,
     /// Seconds spent on them.
     pub seconds: f64,
+    /// Sum of the loss's focus over them ([`crate::loss::Loss::focus`]; 0 when it has none).
+    #[serde(default)]
+    pub focus_sum: f64,
+    /// Batches that had a focus.
+    #[serde(default)]
+    pub focus_batches: usize,
 }
 
 /// The configuration a checkpoint carries, if it carries one.

@@ -51,6 +51,17 @@ pub fn prepare_split(config: &TrainConfig, split: &Split) -> Result<Split, Train
     if let Some(n) = config.test_limit {
         split.test = first(&split.test, n);
     }
+    if let Some(n) = config.validation {
+        let len = split.train.len();
+        if n >= len {
+            return Err(DataError::Empty(format!(
+                "a validation split of {n} images leaves none of the {len} training images to train on"
+            ))
+            .into());
+        }
+        split.test = split.train.subset(&(len - n..len).collect::<Vec<_>>());
+        split.train = first(&split.train, len - n);
+    }
     // A class without a training image has no gradient pulling it up, and its class
     // weight (inverse frequency) would be infinite: never a silent part of a run.
     let counts = split.train.class_counts();
@@ -137,4 +148,44 @@ pub fn with_threads<R: Send>(
         denormals::flush_denormals_on_this_thread();
         f()
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize, first_pixel: u8) -> Dataset {
+        Dataset {
+            pixels: (0..n).map(|i| first_pixel.wrapping_add(i as u8)).collect(),
+            labels: (0..n).map(|i| i % 2).collect(),
+            shape: [1, 1, 1],
+            classes: 2,
+            class_names: vec!["a".into(), "b".into()],
+        }
+    }
+
+    #[test]
+    fn validation_holds_out_the_last_training_images_in_place_of_the_test_set() {
+        let split = Split {
+            train: data(10, 0),
+            test: data(4, 100),
+        };
+        let config = TrainConfig {
+            train_limit: Some(8),
+            validation: Some(3),
+            ..TrainConfig::default()
+        };
+        let s = prepare_split(&config, &split).unwrap();
+        // The limit first (images 0..8), then the last 3 of those are held out.
+        assert_eq!(s.train.pixels, vec![0, 1, 2, 3, 4]);
+        assert_eq!(s.test.pixels, vec![5, 6, 7]);
+        assert_eq!(s.test.labels, vec![1, 0, 1]);
+        // Nothing left to train on is an error, not an empty run.
+        let all = TrainConfig {
+            validation: Some(10),
+            ..TrainConfig::default()
+        };
+        let err = prepare_split(&all, &split).unwrap_err().to_string();
+        assert!(err.contains("validation split of 10"), "{err}");
+    }
 }
