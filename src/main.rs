@@ -188,8 +188,16 @@ fn run(cli: Cli, given: &[String]) -> Result<(), Failure> {
                 }
                 r => r?,
             };
+            if config.quick {
+                say!("quick mode: small data and 2 epochs — a smoke test of the pipeline, not evidence; the verdicts below say nothing about the paper");
+            }
             for v in &outcome.verdicts {
                 say!("{}: {}", v.claim, v.verdict);
+            }
+            if config.train_only {
+                say!(
+                    "trained (--train-only): run the same command without it to analyse and report"
+                );
             }
             say!(
                 "{} runs; report: {} ({:.0} s)",

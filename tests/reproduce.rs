@@ -42,12 +42,27 @@ fn reproduce_all_quick_writes_the_report_and_continues_where_it_stopped() {
     assert!(stderr.contains("E4 left out"), "{stderr}");
     assert!(stderr.contains("runs left"), "{stderr}");
 
+    // Quick mode says, in the terminal and the report, that it is not evidence.
+    let warning = "smoke test of the pipeline, not evidence";
+    assert!(stdout.contains(warning), "{stdout}");
     let report = std::fs::read_to_string(out.join("REPORT.md")).unwrap();
-    assert!(report.contains("quick mode"));
-    for section in ["## Verdicts", "## E0 ", "## E0b ", "## Headline"] {
+    assert!(report.contains(warning));
+    for section in [
+        "## Provenance",
+        "## Verdicts",
+        "## Learning rates",
+        "## Claim (1)",
+        "## Claim (2)",
+        "## Claim (3)",
+        "## LGL-INR's focusing",
+        "## Divergence",
+        "## E0 ",
+        "## E0b ",
+        "## Headline",
+    ] {
         assert!(report.contains(section), "{section} missing");
     }
-    for exp in ["e0", "e0b", "e1", "e2", "e3"] {
+    for exp in ["e0", "e0b", "e1", "e2", "e3", "e5"] {
         assert!(out.join(exp).join("README.md").is_file(), "{exp}");
     }
     for png in [
@@ -58,6 +73,37 @@ fn reproduce_all_quick_writes_the_report_and_continues_where_it_stopped() {
         let bytes = std::fs::read(out.join(png)).unwrap();
         assert!(bytes.starts_with(b"\x89PNG"), "{png}");
     }
+
+    // The verdicts ran on these outputs: each claim has a verdict from its rule, and the
+    // evidence they read is written beside them.
+    let verdicts = json(&out.join("verdicts.json"));
+    for v in verdicts.as_array().unwrap() {
+        let verdict = v["verdict"].as_str().unwrap();
+        assert!(
+            ["confirmed", "not confirmed", "mixed", "not run"].contains(&verdict),
+            "{v}"
+        );
+        assert!(
+            v["reason"].as_str().unwrap().contains("Rule:") || verdict == "not run",
+            "{v}"
+        );
+    }
+    let evidence = json(&out.join("evidence.json"));
+    assert_eq!(
+        evidence["learning_rates"]["families"]
+            .as_array()
+            .unwrap()
+            .len(),
+        8
+    );
+    assert!(evidence["best_beta"].is_number(), "{evidence}");
+    assert_eq!(
+        evidence["provenance"]["revisions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 
     // E0: every fit reached the tolerance and satisfies its condition.
     let e0 = json(&out.join("e0/result.json"));
@@ -140,7 +186,7 @@ fn reproduce_all_quick_writes_the_report_and_continues_where_it_stopped() {
     let stderr = String::from_utf8_lossy(&third.stderr);
     assert!(third.status.success(), "{stderr}");
     assert!(
-        stderr.contains("resuming e1/balanced-lgl-s0 (1 runs left)"),
+        stderr.contains("resuming e1/balanced-lgl-s0 (1 runs left"),
         "{stderr}"
     );
     assert!(cut.join("result.json").is_file());

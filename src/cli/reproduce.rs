@@ -129,7 +129,7 @@ impl ReproduceConsole {
                 eta_seconds,
                 resumed,
             } => eprintln!(
-                "[{at}] {} {} ({} runs left{})",
+                "[{at}] {} {} ({} runs left in this stage{})",
                 if *resumed { "resuming" } else { "training" },
                 name(run),
                 left,

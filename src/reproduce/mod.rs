@@ -12,9 +12,11 @@
 //! - [`report`]: tables, plots and `REPORT.md`.
 
 pub mod analysis;
+pub mod claims;
 pub mod convex;
 pub mod e0;
 pub mod e2;
+pub mod evidence;
 pub mod markdown;
 pub mod protocol;
 mod queue;
@@ -177,9 +179,11 @@ pub enum ReproduceEvent<'a> {
     RunStarted {
         /// The run.
         run: &'a PlannedRun,
-        /// Runs of this invocation still to train, this one included.
+        /// Runs of this stage (the sweep; E1 and E2; E3–E5) still to train, this one
+        /// included.
         left: usize,
-        /// Estimated seconds until every run is trained (after the first run finishes).
+        /// Estimated seconds until every run of this stage is trained and analysed (after
+        /// the first run finishes).
         eta_seconds: Option<f64>,
         /// Whether it continues an interrupted run.
         resumed: bool,
@@ -318,7 +322,6 @@ pub fn train_planned(
             work_units(r, b)
         })
         .collect();
-    drop((base, cifar_base));
     let total_units: f64 = units.iter().sum();
     struct Progress {
         done_units: f64,
@@ -351,6 +354,25 @@ pub fn train_planned(
         }
         let started = Instant::now();
         train_one(run, config, stop, on_event)?;
+        // Each run is analysed as soon as it is trained, in the same job, so the ETA (the
+        // seconds per unit so far) covers the analysis too.
+        if !config.train_only
+            && run.experiment != Experiment::LrSweep
+            && run.dir().join(TRAINED_FILE).is_file()
+            && !stop.load(Ordering::SeqCst)
+        {
+            let b = match run.config.dataset {
+                DatasetKind::Cifar10 => cifar_base.as_ref(),
+                _ => base.as_ref(),
+            };
+            if let Some(b) = b {
+                let label = format!("audit and last-layer refit of {}", run.dir().display());
+                on_event(&ReproduceEvent::Analysing(&label));
+                crate::train::with_threads(config.threads, || {
+                    analysis::analyse(run.dir(), b).map(|_| ())
+                })??;
+            }
+        }
         let seconds = started.elapsed().as_secs_f64();
         let mut p = progress.lock().expect("progress lock");
         p.done_units += units[i];
@@ -466,25 +488,38 @@ fn analyse_planned(
         (Some(dir), true) => Some(load_cifar10(dir)?),
         _ => None,
     };
-    queue::for_each_job(todo.len(), config.jobs, &AtomicBool::new(false), |i| {
+    // ETA: the mean seconds of the analyses finished so far, spread over the jobs.
+    let done = Mutex::new((0usize, 0.0f64));
+    let jobs = config.jobs.clamp(1, todo.len());
+    queue::for_each_job(todo.len(), jobs, &AtomicBool::new(false), |i| {
         let run = todo[i];
         let base = match run.config.dataset {
             DatasetKind::Cifar10 => cifar.as_ref(),
             _ => mnist.as_ref(),
         };
+        let eta = {
+            let (n, seconds) = *done.lock().expect("analysis progress");
+            (n > 0).then(|| seconds / n as f64 * (todo.len() - i) as f64 / jobs as f64)
+        };
         let label = format!(
-            "audit and last-layer refit of {} ({} of {})",
+            "audit and last-layer refit of {} ({} of {}{})",
             run.dir().display(),
             i + 1,
-            todo.len()
+            todo.len(),
+            eta.map_or(String::new(), |s| format!(", ETA {s:.0} s"))
         );
         on_event(&ReproduceEvent::Analysing(&label));
-        match base {
+        let started = Instant::now();
+        let result = match base {
             Some(b) => crate::train::with_threads(config.threads, || {
                 analysis::analyse(run.dir(), b).map(|_| ())
             })?,
             None => Err(TrainError::Invalid("no data to analyse on".into())),
-        }
+        };
+        let mut d = done.lock().expect("analysis progress");
+        d.0 += 1;
+        d.1 += started.elapsed().as_secs_f64();
+        result
     })
 }
 
@@ -515,7 +550,14 @@ pub fn reproduce(
         config.experiments.iter().flat_map(|e| e.trains()).collect();
     training.sort();
     training.dedup();
-    if training.contains(&Experiment::E4) && config.cifar_dir.is_none() && config.all {
+    if training.contains(&Experiment::E4) && config.cifar_dir.is_none() {
+        if !config.all {
+            // Before anything trains: the stages before E4's would otherwise run first.
+            return Err(TrainError::Invalid(
+                "e4 trains on CIFAR-10, which is not shipped: give its folder with --data-dir"
+                    .into(),
+            ));
+        }
         training.retain(|&e| e != Experiment::E4);
         on_event(&ReproduceEvent::Note(
             "E4 left out: it trains on CIFAR-10, which is not shipped (give its folder with --data-dir)",

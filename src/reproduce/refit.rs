@@ -219,6 +219,22 @@ impl LastLayer<'_> {
         Ok(g.iter().map(|v| v * v).sum::<f64>().sqrt())
     }
 
+    /// The block-diagonal Gauss–Newton preconditioner at `theta`.
+    fn preconditioner(
+        &self,
+        loss: &LogitLoss,
+        theta: &[f64],
+        penalty: f64,
+    ) -> Result<BlockPreconditioner, TrainError> {
+        let z = self.logits(theta)?;
+        BlockPreconditioner::new(
+            self.features,
+            &logit_curvature(loss, &z)?,
+            self.outputs,
+            penalty,
+        )
+    }
+
     /// Preconditioned L-BFGS on `loss(z) + ½λ‖W‖²` from `theta`, at most `iterations`.
     fn descend(
         &self,
@@ -228,13 +244,21 @@ impl LastLayer<'_> {
         tolerance: f64,
         iterations: usize,
     ) -> Result<(Vec<f64>, usize), TrainError> {
-        let z = self.logits(&theta)?;
-        let p = BlockPreconditioner::new(
-            self.features,
-            &logit_curvature(loss, &z)?,
-            self.outputs,
-            penalty,
-        )?;
+        let p = self.preconditioner(loss, &theta, penalty)?;
+        self.descend_with(loss, theta, penalty, tolerance, iterations, &p)
+    }
+
+    /// [`LastLayer::descend`] with a preconditioner built earlier (it only shapes the
+    /// steps: a stale one costs iterations, never accuracy).
+    fn descend_with(
+        &self,
+        loss: &LogitLoss,
+        theta: Vec<f64>,
+        penalty: f64,
+        tolerance: f64,
+        iterations: usize,
+        p: &BlockPreconditioner,
+    ) -> Result<(Vec<f64>, usize), TrainError> {
         let options = LbfgsOptions {
             gradient_tolerance: tolerance,
             max_iterations: iterations,
@@ -292,15 +316,42 @@ impl LastLayer<'_> {
             RefitLoss::LglInrDetached(l) => {
                 let detached = |z: &Tensor<f64>| l.forward(z, self.labels);
                 let mut norm = self.gradient_norm(&theta, penalty, &detached)?;
+                // The weights held in each round move only part of the way to the weights at
+                // the new point: at large β the undamped update overshoots (ω is a softmax
+                // of β p̄) and cycles. The step halves when a round leaves the gradient
+                // norm larger and grows back while rounds shrink it.
+                // The preconditioner (a Cholesky factorisation per output) is rebuilt in
+                // the first rounds and then every tenth: late rounds move the curvature
+                // little, and rebuilding it was most of a round's time.
+                let mut omega = l.weights(&self.logits(&theta)?, self.labels)?;
+                let mut step: f64 = 1.0;
+                let mut p = None;
                 while norm >= REFIT_TOLERANCE && rounds < 200 {
                     rounds += 1;
-                    let omega = l.weights(&self.logits(&theta)?, self.labels)?;
                     let held = |z: &Tensor<f64>| l.forward_with_weights(z, self.labels, &omega);
+                    if rounds <= 3 || rounds % 10 == 0 || p.is_none() {
+                        p = Some(self.preconditioner(&held, &theta, penalty)?);
+                    }
                     let inner = (norm * 1e-2).max(REFIT_TOLERANCE / 10.0);
-                    let (next, its) = self.descend(&held, theta, penalty, inner, 100)?;
+                    let (next, its) = self.descend_with(
+                        &held,
+                        theta,
+                        penalty,
+                        inner,
+                        100,
+                        p.as_ref().expect("built above"),
+                    )?;
                     theta = next;
                     iterations += its;
-                    norm = self.gradient_norm(&theta, penalty, &detached)?;
+                    let next_norm = self.gradient_norm(&theta, penalty, &detached)?;
+                    step = if next_norm < norm {
+                        (step * 1.5).min(1.0)
+                    } else {
+                        (step * 0.5).max(1.0 / 64.0)
+                    };
+                    norm = next_norm;
+                    let target = l.weights(&self.logits(&theta)?, self.labels)?;
+                    omega = omega.add(&target.sub(&omega)?.mul_scalar(step))?.detach();
                 }
                 Ok((theta, norm, iterations, rounds))
             }

@@ -6,11 +6,16 @@ use super::analysis::{RunResult, RESULT_FILE};
 use super::convex::ConvexResult;
 use super::e0::{write_e0, write_e0b};
 use super::e2::write_e2;
+use super::evidence::{
+    claim_one_input, claim_one_section, claim_three_input, claim_three_section, claim_two_input,
+    claim_two_section, divergence_section, focus_section, headline_section, lr_section,
+    provenance_summary, Evidence,
+};
 use super::markdown::table;
 use super::stats::{confusion_spread, max_of, mean_matrix, opt_sci, pm, sci, stats, Stats};
 pub use super::verdicts::Verdict;
-use super::verdicts::{claim_one, claim_three, claim_two, find};
-use super::{plan, read_json, write_json, write_text, Experiment, ReproduceConfig, VariantKey};
+use super::verdicts::{claim_one, claim_three, claim_two};
+use super::{read_json, write_json, write_text, Experiment, ReproduceConfig, VariantKey};
 use crate::loss::Audit;
 use crate::train::plots::{grouped_bar_chart, multi_line_chart, off_diagonal_heatmap};
 use crate::train::TrainError;
@@ -19,15 +24,35 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-/// The results of `experiment`'s planned runs that have one, in plan order.
+/// The results of `experiment`'s planned runs that have one and did not diverge (the
+/// protocol leaves diverged runs out of every mean; the report lists them), in plan order.
+/// Empty while the experiment cannot be planned yet.
 pub fn load_results(
     config: &ReproduceConfig,
     experiment: Experiment,
 ) -> Result<Vec<RunResult>, TrainError> {
+    load_analysed(config, experiment, false)
+}
+
+/// The results of `experiment`'s analysed runs, those that diverged included when
+/// `with_diverged` (E2's relation table: a binary network the accuracy clause calls
+/// diverged is still the imbalanced network the relation is about).
+pub fn load_analysed(
+    config: &ReproduceConfig,
+    experiment: Experiment,
+    with_diverged: bool,
+) -> Result<Vec<RunResult>, TrainError> {
     let mut out = Vec::new();
-    for run in plan(config, experiment)? {
+    let Some(runs) = super::protocol::plan_if_ready(config, experiment)? else {
+        return Ok(out);
+    };
+    for run in runs {
         let path = run.dir().join(RESULT_FILE);
-        if path.is_file() {
+        let diverged = match super::read_outcome(run.dir())? {
+            Some(super::RunOutcome::Trained(t)) => t.summary.divergence.is_some(),
+            _ => true,
+        };
+        if path.is_file() && (with_diverged || !diverged) {
             out.push(read_json(&path)?);
         }
     }
@@ -130,8 +155,6 @@ pub struct VariantSummary {
     pub refit_gradient_norm: Option<f64>,
     /// LGL-INR: largest residual of the exact condition with `ε` kept, worst seed.
     pub refit_residual_with_eps: Option<f64>,
-    /// Seeds whose training diverged (last epoch's training loss above the first's).
-    pub diverged_seeds: Vec<u64>,
     /// Final training loss, mean over seeds.
     pub train_loss_curve: Vec<f64>,
     /// Test accuracy per epoch, mean over seeds.
@@ -207,14 +230,6 @@ pub(crate) fn summarise(
             runs.iter()
                 .filter_map(|r| r.refit.as_ref().and_then(|f| f.residual_with_eps)),
         ),
-        diverged_seeds: runs
-            .iter()
-            .filter(|r| match (r.epochs.first(), r.epochs.last()) {
-                (Some(a), Some(b)) => r.epochs.len() > 1 && b.train_loss > a.train_loss,
-                _ => false,
-            })
-            .map(|r| r.run.seed)
-            .collect(),
         train_loss_curve: curve(&|e| e.train_loss),
         test_accuracy_curve: curve(&|e| e.test_accuracy),
     }
@@ -293,14 +308,24 @@ pub fn write_multiclass(
     title: &str,
 ) -> Result<Vec<VariantSummary>, TrainError> {
     let results = load_results(config, experiment)?;
+    let dir = config.out.join(experiment.name());
     if results.is_empty() {
+        // Planned and trained, but no run counts (all diverged): say so.
+        if dir.join("runs").is_dir() {
+            write_text(
+                &dir.join("README.md"),
+                &format!(
+                    "# {} — {title}\n\nNo analysed run that did not diverge: REPORT.md lists the diverged ones.\n",
+                    experiment.name().to_uppercase()
+                ),
+            )?;
+        }
         return Ok(Vec::new());
     }
-    let dir = config.out.join(experiment.name());
     let summaries = summaries_of(&results);
     let mut md = format!("# {} — {title}\n\n", experiment.name().to_uppercase());
     let _ = writeln!(md, "{}.\n", provenance(&results));
-    let _ = writeln!(md, "Test metrics are mean ± std over seeds; residuals are the largest relative residual of the stationarity audit on the training set (docs/LOSSES.md §4) as trained (mean over seeds) and after the last-layer refit of E0b (worst seed). `hardest p̄` is the largest non-target class-averaged probability of each output on the test set, averaged over outputs; `mean p̄` the mean non-target one.\n");
+    let _ = writeln!(md, "Test metrics are mean ± standard error over the seeds that did not diverge (REPORT.md lists diverged runs); residuals are the largest relative residual of the stationarity audit on the training set (docs/LOSSES.md §4) as trained (mean over seeds) and after the last-layer refit of E0b (worst seed). `hardest p̄` is the largest non-target class-averaged probability of each output on the test set, averaged over outputs; `mean p̄` the mean non-target one.\n");
     for group in groups_of(&summaries) {
         let in_group: Vec<&VariantSummary> =
             summaries.iter().filter(|s| s.group == group).collect();
@@ -378,30 +403,79 @@ pub fn write_report(
     convex: Option<&ConvexResult>,
     wall_seconds: f64,
 ) -> Result<Vec<Verdict>, TrainError> {
-    let e1 = write_multiclass(
+    write_multiclass(
         config,
         Experiment::E1,
         "balanced MNIST: LGL vs SML vs LGL-INR",
     )?;
-    let (relations, _) = write_e2(config)?;
-    let e3 = write_multiclass(config, Experiment::E3, "long-tailed MNIST, 10 classes")?;
+    write_e2(config)?;
+    write_multiclass(config, Experiment::E3, "long-tailed MNIST, 10 classes")?;
+    write_multiclass(
+        config,
+        Experiment::E5,
+        "resnet20 on long-tailed MNIST (ρ = 100)",
+    )?;
+    if config.cifar_dir.is_some() {
+        write_multiclass(config, Experiment::E4, "CIFAR-10 on resnet32, 30 epochs")?;
+    }
     let e0b = write_e0b(config)?;
-    let e3_results = load_results(config, Experiment::E3)?;
     if let Some(c) = convex {
         write_e0(config, c)?;
     }
-    let verdicts = vec![
-        claim_one(&relations, &e3_results),
-        claim_two(&e1, &e3),
-        claim_three(&e1, &e3),
-    ];
+    let evidence = Evidence::load(config)?;
+    let one = claim_one_input(&evidence);
+    let two = claim_two_input(&evidence);
+    let three = claim_three_input(&evidence);
+    let verdicts = vec![claim_one(&one), claim_two(&two), claim_three(&three)];
+    let provenance = provenance_summary(&evidence);
     let mut md = String::from("# Reproducing Li et al., \"On the Learning Property of Logistic and Softmax Losses for Deep Neural Networks\" (AAAI 2020)\n\n");
+    if config.quick {
+        md.push_str("**Quick mode: small data and 2 epochs — a smoke test of the pipeline, not evidence. The verdicts below say nothing about the paper.**\n\n");
+    }
     let _ = writeln!(
         md,
-        "Produced by `tensorgrad reproduce` ({}seeds {:?}) from the protocol in docs/EXPERIMENTS.md; every number below comes from the `result.json` files under this folder. Verdicts follow the rule stated with each. Each experiment's README gives the commits its runs were trained and analysed at, the threads per run, and the run time summed over its runs (runs already done are skipped by later invocations, so no single invocation's wall time covers the whole; this one took {:.0} s).\n",
-        if config.quick { "**quick mode: small data, 2 epochs — a smoke test, not a result**; " } else { "" },
-        config.seeds,
+        "Produced by `tensorgrad reproduce` from protocol version 2 (docs/EXPERIMENTS.md), seeds {:?}; every number below is computed from the JSON records under this folder, and each verdict by the rule stated with it (unit-tested in `src/reproduce/verdicts.rs`).\n",
+        config.seeds
+    );
+    md.push_str("## Provenance\n\n");
+    let revisions: Vec<String> = provenance
+        .revisions
+        .iter()
+        .map(|(r, n)| format!("`{r}` ({n} runs)"))
+        .collect();
+    let mixed = provenance.revisions.len() > 1;
+    let _ = writeln!(
+        md,
+        "- Runs: {}, trained by a binary built from {}{}.",
+        provenance.runs,
+        revisions.join(", "),
+        if mixed {
+            " — **runs of different revisions are mixed in this report (--allow-mixed-revisions)**"
+        } else {
+            ""
+        }
+    );
+    for c in &provenance.commands {
+        let _ = writeln!(md, "- Trained by: `{c}`");
+    }
+    let _ = writeln!(
+        md,
+        "- Analysed and reported by: `{}` at revision `{}`; this invocation took {:.0} s.",
+        config.command.join(" "),
+        crate::train::run_dir::git_revision().unwrap_or_else(|| "unknown".into()),
         wall_seconds
+    );
+    let _ = writeln!(
+        md,
+        "- Runs side by side (--jobs): {:?}; threads per run: {:?}; CPU: {}.",
+        provenance.jobs,
+        provenance.threads,
+        provenance.cpus.join("; ")
+    );
+    let _ = writeln!(
+        md,
+        "- Training wall time summed over runs: {:.1} h (runs trained side by side, so the elapsed time is about this divided by --jobs; a resumed run counts its last invocation only).\n",
+        provenance.train_seconds / 3600.0
     );
     md.push_str("## Verdicts\n\n");
     md.push_str(&table(
@@ -413,10 +487,24 @@ pub fn write_report(
     for v in &verdicts {
         let _ = writeln!(md, "\n### {}\n\n**{}.** {}", v.claim, v.verdict, v.reason);
     }
+    md.push('\n');
+    md.push_str(&lr_section(&evidence));
+    md.push('\n');
+    md.push_str(&headline_section(&evidence));
+    md.push('\n');
+    md.push_str(&claim_one_section(&evidence, &one));
+    md.push('\n');
+    md.push_str(&claim_two_section(&evidence, &two));
+    md.push('\n');
+    md.push_str(&claim_three_section(&evidence, &three));
+    md.push('\n');
+    md.push_str(&focus_section(&evidence));
+    md.push('\n');
+    md.push_str(&divergence_section(&evidence));
     md.push_str("\n## E0 — the audit in the convex case\n\n");
     match convex {
         Some(c) => {
-            let _ = writeln!(md, "Linear model on {} MNIST images, f64, penalty λ = {} on the weights only ({}; [details](e0/README.md)).\n\n| loss | gradient norm | train acc. (%) | max residual | with ε kept (LGL-INR) |\n|---|---|---|---|---|", c.images, c.fits.first().map_or(0.0, |f| f.penalty), if c.separable { "the pixels are linearly separable" } else { "not separable" });
+            let _ = writeln!(md, "Linear model on {} MNIST images, f64, penalty λ = {} on the weights only ({}; revision `{}`; [details](e0/README.md)). For LGL-INR the exact condition with ε kept is the one checked; the ε-free limit is beside it.\n\n| loss | gradient norm | train acc. (%) | max residual (LGL-INR: ε-free limit) | exact, ε kept (LGL-INR) |\n|---|---|---|---|---|", c.images, c.fits.first().map_or(0.0, |f| f.penalty), if c.separable { "the pixels are linearly separable" } else { "not separable" }, c.git_revision.as_deref().unwrap_or("unknown"));
             for f in &c.fits {
                 let _ = writeln!(
                     md,
@@ -431,7 +519,7 @@ pub fn write_report(
         }
         None => md.push_str("Not run in this invocation.\n"),
     }
-    md.push_str("\n## E0b — the conditions on learned features\n\nLargest residual as trained (mean over seeds) and after the last-layer refit (worst seed); for LGL-INR also the exact condition with the loss's ε kept (the condition of docs/LOSSES.md §4 drops ε, which fails for training samples whose target probability is below about ε); [details](e0b/README.md).\n\n| experiment | data | loss | as trained | after refit | LGL-INR with ε kept | refit gradient norm |\n|---|---|---|---|---|---|---|\n");
+    md.push_str("\n## E0b — the conditions on learned features\n\nLargest residual as trained (mean over seeds) and after the last-layer refit (worst seed); for LGL-INR also the exact condition with the loss's ε kept. The refit shows that the audit's algebra holds on learned features; it is not by itself evidence for a claim (the refit drives the bias gradient, which is the condition, to zero). Degenerate networks are listed above. [Details](e0b/README.md).\n\n| experiment | data | loss | as trained | after refit | LGL-INR with ε kept | refit gradient norm |\n|---|---|---|---|---|---|---|\n");
     for (e, s, _, _) in &e0b {
         let _ = writeln!(
             md,
@@ -445,64 +533,27 @@ pub fn write_report(
             opt_sci(s.refit_gradient_norm)
         );
     }
-    let diverged: Vec<String> = e1
-        .iter()
-        .map(|s| ("E1", s))
-        .chain(e3.iter().map(|s| ("E3", s)))
-        .filter(|(_, s)| !s.diverged_seeds.is_empty())
-        .map(|(e, s)| {
-            format!(
-                "{e} {} {}: seed(s) {:?}",
-                s.group, s.label, s.diverged_seeds
-            )
-        })
-        .collect();
-    md.push_str("\n## Runs whose training diverged\n\nA run counts as diverged when its last epoch's training loss is above its first's. Such a run stays in every mean (nothing is dropped), which is why a mean can have a large std.\n\n");
-    if diverged.is_empty() {
-        md.push_str("None.\n");
-    }
-    for d in &diverged {
-        let _ = writeln!(md, "- {d}");
-    }
-    md.push_str("\n## Headline: test error (%), mean ± std over seeds\n\n| loss | E1 balanced | E3 ρ=10 (balanced acc. error) | E3 ρ=100 (balanced acc. error) |\n|---|---|---|---|\n");
-    let mut labels: Vec<(VariantKey, String)> = Vec::new();
-    for s in e1.iter().chain(&e3) {
-        if !labels.iter().any(|(v, _)| *v == s.variant) {
-            labels.push((s.variant.clone(), s.label.clone()));
-        }
-    }
-    for (v, l) in &labels {
-        let cell = |s: &[VariantSummary], g: &str, balanced: bool| {
-            find(s, g, v).map_or("—".to_string(), |x| {
-                let a = if balanced {
-                    x.balanced_accuracy
-                } else {
-                    x.accuracy
-                };
-                pm(
-                    Stats {
-                        mean: 1.0 - a.mean,
-                        ..a
-                    },
-                    100.0,
-                    2,
-                )
-            })
-        };
-        let _ = writeln!(
-            md,
-            "| {l} | {} | {} | {} |",
-            cell(&e1, "balanced", false),
-            cell(&e3, "rho=10", true),
-            cell(&e3, "rho=100", true)
-        );
-    }
-    md.push_str("\nPer experiment: [E1](e1/README.md), [E2](e2/README.md), [E3](e3/README.md), [E0b](e0b/README.md)");
+    md.push_str("\nPer experiment: [E1](e1/README.md), [E2](e2/README.md), [E3](e3/README.md), [E5](e5/README.md), [E0b](e0b/README.md)");
     if convex.is_some() {
         md.push_str(", [E0](e0/README.md)");
     }
-    md.push_str(". E4 (CIFAR-10) needs the data, which is not shipped.\n");
+    if config.cifar_dir.is_some() {
+        md.push_str(", [E4](e4/README.md).\n");
+    } else {
+        md.push_str(". E4 (CIFAR-10) needs the data, which is not shipped.\n");
+    }
     write_text(&config.out.join("REPORT.md"), &md)?;
     write_json(&config.out.join("verdicts.json"), &verdicts)?;
+    write_json(
+        &config.out.join("evidence.json"),
+        &serde_json::json!({
+            "provenance": provenance,
+            "learning_rates": evidence.lrs,
+            "best_beta": evidence.best_beta,
+            "claim_one": one,
+            "claim_two": two,
+            "claim_three": three,
+        }),
+    )?;
     Ok(verdicts)
 }

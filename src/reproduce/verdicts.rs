@@ -1,12 +1,8 @@
-//! The verdict rules of the paper's three claims, each a function of the experiments'
-//! summaries that states its rule in its reason. Runs are selected by [`VariantKey`], never
-//! by a display label.
+//! The verdict rules of the paper's three claims (docs/EXPERIMENTS.md, version 2, section
+//! "Verdicts"), each a function of small typed inputs that the report computes from the
+//! runs, and each stating its rule with the numbers it used.
 
-use super::analysis::RunResult;
-use super::e2::BinaryRelation;
-use super::report::VariantSummary;
-use super::stats::{pm, sci, stats, within_noise, Stats};
-use super::VariantKey;
+use super::stats::{paired, sci, stats, Paired};
 use serde::Serialize;
 use std::fmt::Write as _;
 
@@ -21,349 +17,415 @@ pub struct Verdict {
     pub reason: String,
 }
 
-pub(crate) fn find<'a>(
-    s: &'a [VariantSummary],
-    group: &str,
-    variant: &VariantKey,
-) -> Option<&'a VariantSummary> {
-    s.iter().find(|v| v.group == group && v.variant == *variant)
+fn verdict(claim: &str, verdict: &str, reason: String) -> Verdict {
+    Verdict {
+        claim: claim.to_string(),
+        verdict: verdict.to_string(),
+        reason,
+    }
 }
 
-/// Claim (1): E2's relation after the refit, and what weighting does to the minority.
-pub(crate) fn claim_one(relations: &[BinaryRelation], e3: &[RunResult]) -> Verdict {
-    let claim = "(1) binary logistic loss: reweighting has a deterministic effect fixed by weights and sample sizes; multi-class softmax: indeterministic".to_string();
-    if relations.is_empty() {
-        return Verdict {
-            claim,
-            verdict: "not run".into(),
-            reason: "E2 has no results".into(),
-        };
+/// Claim (1)'s text.
+pub const CLAIM_ONE: &str = "(1) binary logistic loss: reweighting has a deterministic effect fixed by weights and sample sizes; multi-class softmax: indeterministic";
+/// Claim (2)'s text.
+pub const CLAIM_TWO: &str =
+    "(2) one-vs-all logistic loss (LGL) suffers from an averaging effect on the non-target classes";
+/// Claim (3)'s text.
+pub const CLAIM_THREE: &str =
+    "(3) LGL-INR, focusing on hard non-target classes, is competitive with softmax (SML)";
+
+/// One E2 condition's as-trained ratio `(1 − p̄₁)/p̄₀` against its two predictions.
+#[derive(Clone, Debug, Serialize)]
+pub struct RatioCheck {
+    /// Data condition (`rho=100`).
+    pub group: String,
+    /// Loss variant (`LGL inv. (sample)`).
+    pub label: String,
+    /// The ratio per seed on the training set as trained, over the non-degenerate runs
+    /// whose training did not fail (see `RunRecord::binary_evidence`).
+    pub observed: Vec<f64>,
+    /// `w₀n₀ / (w₁n₁)`.
+    pub full_batch: f64,
+    /// The minibatch prediction for a batch mean over the batch's own sum of weights.
+    pub minibatch: f64,
+    /// Whether the loss divides each batch by its own sum of weights (then the minibatch
+    /// prediction applies; otherwise both predictions are the full-batch one).
+    pub divides_by_weights: bool,
+}
+
+impl RatioCheck {
+    /// The prediction for the reduction the loss uses.
+    pub fn predicted(&self) -> f64 {
+        if self.divides_by_weights {
+            self.minibatch
+        } else {
+            self.full_batch
+        }
     }
-    let worst = relations
+
+    /// Whether `prediction` is within the seeds' spread: `|mean − prediction| ≤ 2 std`.
+    pub fn agrees(&self, prediction: f64) -> bool {
+        let s = stats(&self.observed);
+        s.n > 0 && (s.mean - prediction).abs() <= 2.0 * s.std
+    }
+}
+
+/// Minority recall per seed at ρ = 100, unweighted against one weighted form.
+#[derive(Clone, Debug, Serialize)]
+pub struct RecallCheck {
+    /// The weighted form.
+    pub label: String,
+    /// `(seed, weighted recall, unweighted recall)`.
+    pub seeds: Vec<(u64, f64, f64)>,
+}
+
+/// What claim (1)'s rule reads.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ClaimOneInput {
+    /// `(network, residual)` after the refit, for every non-degenerate E2 LGL network.
+    pub refit_residuals: Vec<(String, f64)>,
+    /// The as-trained ratios of every E2 condition and LGL variant.
+    pub ratios: Vec<RatioCheck>,
+    /// Minority recall at ρ = 100, per weighted form.
+    pub recall: Vec<RecallCheck>,
+}
+
+/// Claim (1): confirmed if after the refit every E2 network meets the full-batch relation
+/// to ≤ 1e-6 *and* the as-trained ratios agree (within their seed spread) with the
+/// prediction for the reduction actually used *and* inverse weighting raises minority
+/// recall at ρ = 100 in every seed; not confirmed if the as-trained ratios follow neither
+/// prediction; mixed otherwise.
+pub fn claim_one(input: &ClaimOneInput) -> Verdict {
+    if input.refit_residuals.is_empty() && input.ratios.is_empty() {
+        return verdict(CLAIM_ONE, "not run", "E2 has no results".into());
+    }
+    let worst = input
+        .refit_residuals
         .iter()
-        .map(|b| b.refit_residual)
+        .map(|(_, r)| *r)
         .fold(0.0, f64::max);
-    let worst_ratio = relations
-        .iter()
-        .map(|b| ((b.observed_ratio - b.predicted_ratio) / b.predicted_ratio).abs())
-        .fold(0.0, f64::max);
-    let holds = worst <= 1e-6;
-    // What the relation predicts without any fitted quantity: 1 weighted, n₀/n₁ unweighted.
-    let off_one = relations
-        .iter()
-        .filter(|b| b.variant != VariantKey::LGL)
-        .map(|b| (b.observed_ratio - 1.0).abs())
-        .fold(0.0, f64::max);
-    let off_counts = relations
-        .iter()
-        .filter(|b| b.variant == VariantKey::LGL)
-        .map(|b| {
-            let want = b.counts[1] as f64 / b.counts[0] as f64;
-            ((b.observed_ratio - want) / want).abs()
-        })
-        .fold(0.0, f64::max);
+    let algebra = !input.refit_residuals.is_empty() && worst <= 1e-6;
     let mut reason = format!(
-        "After the last-layer refit every one of the {} E2 networks satisfies w₁n₁(1 − p̄₁) = w₀n₀p̄₀ with relative residual ≤ {} (largest relative gap between (1 − p̄₁)/p̄₀ and w₀n₀/(w₁n₁): {}). With inverse-frequency weights (both forms) (1 − p̄₁)/p̄₀ is within {} of 1; unweighted it is within {} (relative) of n₀/n₁.",
-        relations.len(),
-        sci(worst),
-        sci(worst_ratio),
-        sci(off_one),
-        sci(off_counts)
+        "After the last-layer refit the {} E2 LGL networks (non-degenerate, training not failed) meet w₁n₁(1 − p̄₁) = w₀n₀p̄₀ with relative residual ≤ {}. As trained, (1 − p̄₁)/p̄₀ per condition (mean ± std over seeds) against the full-batch prediction w₀n₀/(w₁n₁) and the minibatch one (each class weight w_c replaced by w_c·E[1/W_B | c ∈ B], batch 64): ",
+        input.refit_residuals.len(),
+        sci(worst)
     );
-    let recall = |group: &str, variant: &VariantKey| {
-        stats(
-            &relations
+    let mut agree_used = !input.ratios.is_empty();
+    let mut follow_neither = !input.ratios.is_empty();
+    for r in &input.ratios {
+        let s = stats(&r.observed);
+        let (full, mini) = (r.agrees(r.full_batch), r.agrees(r.minibatch));
+        agree_used &= r.agrees(r.predicted());
+        follow_neither &= !full && !mini;
+        let _ = write!(
+            reason,
+            "{} {}: {:.3} ± {:.3} (n = {}) vs {:.3} full-batch{} and {:.3} minibatch{} — the loss {} → {}. ",
+            r.group,
+            r.label,
+            s.mean,
+            s.std,
+            s.n,
+            r.full_batch,
+            if full { " (agrees)" } else { "" },
+            r.minibatch,
+            if mini { " (agrees)" } else { "" },
+            if r.divides_by_weights {
+                "divides each batch by its sum of weights"
+            } else {
+                "divides each batch by its size"
+            },
+            if r.agrees(r.predicted()) {
+                "follows its prediction"
+            } else {
+                "does not follow its prediction"
+            }
+        );
+    }
+    let mut recall_up = !input.recall.is_empty();
+    for c in &input.recall {
+        let raised = c.seeds.iter().filter(|(_, w, u)| w > u).count();
+        recall_up &= !c.seeds.is_empty() && raised == c.seeds.len();
+        let _ = write!(
+            reason,
+            "At ρ = 100 {} raises minority recall over unweighted LGL in {} of {} seeds ({}). ",
+            c.label,
+            raised,
+            c.seeds.len(),
+            c.seeds
                 .iter()
-                .filter(|b| b.group == group && b.variant == *variant)
-                .map(|b| b.minority_recall)
-                .collect::<Vec<_>>(),
-        )
-    };
-    for group in ["rho=10", "rho=100"] {
-        let (u, w) = (
-            recall(group, &VariantKey::LGL),
-            recall(group, &VariantKey::LGL_INV_SAMPLE),
+                .map(|(s, w, u)| format!("seed {s}: {:.1}% vs {:.1}%", 100.0 * w, 100.0 * u))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
-        if u.n > 0 && w.n > 0 {
-            let _ = write!(
-                reason,
-                " At ρ = {}, minority recall {} % unweighted vs {} % weighted.",
-                group.trim_start_matches("rho="),
-                pm(u, 100.0, 1),
-                pm(w, 100.0, 1)
-            );
+    }
+    let v = if algebra && agree_used && recall_up {
+        "confirmed"
+    } else if follow_neither {
+        "not confirmed"
+    } else {
+        "mixed"
+    };
+    reason.push_str("Rule: confirmed if every refit residual is ≤ 1e-6, every as-trained ratio agrees (|mean − prediction| ≤ 2 std over seeds) with the prediction for the reduction its loss uses, and inverse weighting raises minority recall at ρ = 100 in every seed; not confirmed if the as-trained ratios follow neither prediction; mixed otherwise.");
+    verdict(CLAIM_ONE, v, reason)
+}
+
+/// One data condition's paired comparison of two losses over seeds.
+#[derive(Clone, Debug, Serialize)]
+pub struct Comparison {
+    /// The condition (`E3 ρ=100`).
+    pub condition: String,
+    /// `a − b` over the seeds both have (None without a common seed).
+    pub paired: Option<Paired>,
+}
+
+impl Comparison {
+    /// A comparison of `(seed, value)` lists.
+    pub fn of(condition: &str, a: &[(u64, f64)], b: &[(u64, f64)]) -> Self {
+        Comparison {
+            condition: condition.to_string(),
+            paired: paired(a, b),
         }
     }
-    // Softmax: the weights fix w_k n_k, yet 1 − q̄_kk still varies by class.
-    let sml_inv: Vec<&RunResult> = e3
+}
+
+fn describe(p: &Option<Paired>, scale: f64) -> String {
+    match p {
+        Some(p) => format!(
+            "{:+.3} ± {:.3} (n = {}, p = {})",
+            scale * p.mean,
+            scale * p.se,
+            p.n,
+            if p.p.is_nan() {
+                "—".to_string()
+            } else {
+                format!("{:.3}", p.p)
+            }
+        ),
+        None => "no common seeds".into(),
+    }
+}
+
+/// Claim (2): LGL's concentration minus SML's (training set, after the refit) in E1, E3
+/// ρ=10 and E3 ρ=100. Confirmed if LGL is more concentrated than SML with p < 0.05 in at
+/// least two and not less concentrated (beyond noise) in any; not confirmed if it is
+/// within noise or less concentrated in all; mixed otherwise.
+pub fn claim_two(conditions: &[Comparison]) -> Verdict {
+    let cases: Vec<(&Comparison, Paired)> = conditions
         .iter()
-        .filter(|r| r.run.variant == VariantKey::SML_INV && r.refit.is_some())
+        .filter_map(|c| c.paired.filter(|p| p.n >= 2).map(|p| (c, p)))
         .collect();
-    if let Some(r) = sml_inv.first() {
-        let a = &r.refit.as_ref().expect("filtered").audit;
-        let miss: Vec<f64> = (0..a.p_bar.len()).map(|k| 1.0 - a.p_bar[k][k]).collect();
-        let (lo, hi) = miss
-            .iter()
-            .fold((f64::INFINITY, 0.0f64), |(l, h), &v| (l.min(v), h.max(v)));
-        let _ = write!(
-            reason,
-            " Softmax (E3, {}, inverse-frequency SML, seed {}, after the refit, largest residual {}): the K coupled conditions hold, but they do not pin any class: 1 − q̄_kk ranges from {:.4} to {:.4} across classes although every w_k n_k is equal, because each condition's right side Σ_{{j≠k}} w_j n_j q̄_jk depends on how the other classes' probability falls on k.",
-            r.run.group,
-            r.run.seed,
-            sci(a.max_residual),
-            lo,
-            hi
+    if cases.is_empty() {
+        return verdict(
+            CLAIM_TWO,
+            "not run",
+            "no condition has paired LGL and SML networks".into(),
         );
     }
-    Verdict {
-        claim,
-        verdict: if holds { "confirmed" } else { "not confirmed" }.into(),
-        reason: format!("{reason} Rule: confirmed when every E2 refit residual is ≤ 1e-6."),
+    let mut reason = String::from("Concentration max_j p̄_jk / mean_j p̄_jk of the non-target probability (mean over outputs k), training set after the refit, LGL minus SML paired by seed: ");
+    for c in conditions {
+        let _ = write!(reason, "{}: {}. ", c.condition, describe(&c.paired, 1.0));
     }
-}
-
-/// Claim (2): the averaging effect, LGL vs LGL-INR on the test-set `p̄`.
-pub(crate) fn claim_two(e1: &[VariantSummary], e3: &[VariantSummary]) -> Verdict {
-    let claim = "(2) one-vs-all logistic loss (LGL) suffers from an averaging effect on the non-target classes".to_string();
-    let mut lower = 0;
-    let mut clearly = 0;
-    let mut cases = 0;
-    let mut reason = String::new();
-    for (name, s, groups) in [
-        ("E1", e1, vec!["balanced"]),
-        ("E3", e3, vec!["rho=10", "rho=100"]),
-    ] {
-        for g in groups {
-            let (Some(lgl), Some(inr)) = (
-                find(s, g, &VariantKey::LGL),
-                find(s, g, &VariantKey::LGL_INR_B1),
-            ) else {
-                continue;
-            };
-            cases += 1;
-            let (a, b) = (lgl.hardest_confusion, inr.hardest_confusion);
-            if b.mean < a.mean {
-                lower += 1;
-                if !within_noise(a, b) {
-                    clearly += 1;
-                }
-            }
-            let _ = write!(
-                reason,
-                "{name} {g}: hardest non-target p̄ {} ‰ (LGL) vs {} ‰ (LGL-INR β=1), mean non-target p̄ {} ‰ vs {} ‰. ",
-                pm(a, 1000.0, 2),
-                pm(b, 1000.0, 2),
-                pm(lgl.mean_confusion, 1000.0, 3),
-                pm(inr.mean_confusion, 1000.0, 3)
-            );
-        }
-    }
-    if cases == 0 {
-        return Verdict {
-            claim,
-            verdict: "not run".into(),
-            reason: "E1/E3 have no LGL and LGL-INR results".into(),
-        };
-    }
-    let verdict = if clearly == cases {
+    let more = cases
+        .iter()
+        .filter(|(_, p)| p.mean > 0.0 && p.p < 0.05)
+        .count();
+    let less = cases.iter().any(|(_, p)| p.below());
+    let v = if more >= 2 && !less {
         "confirmed"
-    } else if lower == 0 {
+    } else if cases.iter().all(|(_, p)| p.within_noise() || p.below()) {
         "not confirmed"
     } else {
         "mixed"
     };
-    Verdict {
-        claim,
-        verdict: verdict.into(),
-        reason: format!("{reason}Rule: confirmed when LGL-INR lowers the hardest non-target p̄ (the probability a hard non-target class keeps) beyond seed noise (2 combined std) in every data condition; mixed when only in some or only within noise."),
-    }
+    reason.push_str("Rule: confirmed if LGL is more concentrated than SML with p < 0.05 (two-sided paired t-test) in at least two of E1, E3 ρ=10, E3 ρ=100 and not less concentrated beyond noise (2 standard errors of the paired difference) in any; not confirmed if within noise or less concentrated in all; mixed otherwise.");
+    verdict(CLAIM_TWO, v, reason)
 }
 
-/// Claim (3): LGL-INR no worse than LGL and within noise of SML.
-pub(crate) fn claim_three(e1: &[VariantSummary], e3: &[VariantSummary]) -> Verdict {
-    let claim = "(3) LGL-INR fixes it and is competitive with softmax (SML)".to_string();
-    let mut checks = Vec::new();
-    let mut reason = String::new();
-    for (name, s, g, metric) in [
-        ("E1", e1, "balanced", "test error"),
-        ("E3", e3, "rho=10", "balanced error"),
-        ("E3", e3, "rho=100", "balanced error"),
-    ] {
-        let pick = |v: &VariantSummary| {
-            let a = if metric == "test error" {
-                v.accuracy
-            } else {
-                v.balanced_accuracy
-            };
-            Stats {
-                mean: 1.0 - a.mean,
-                ..a
-            }
-        };
-        let (Some(sml), Some(lgl), Some(inr)) = (
-            find(s, g, &VariantKey::SML),
-            find(s, g, &VariantKey::LGL),
-            find(s, g, &VariantKey::LGL_INR_B1),
-        ) else {
-            continue;
-        };
-        let (es, el, ei) = (pick(sml), pick(lgl), pick(inr));
-        let vs_lgl = ei.mean <= el.mean || within_noise(ei, el);
-        let vs_sml = ei.mean <= es.mean || within_noise(ei, es);
-        checks.push(vs_lgl && vs_sml);
+/// One condition of claim (3): LGL-INR (E1's best β at its own rate) against SML.
+#[derive(Clone, Debug, Serialize)]
+pub struct Competition {
+    /// Balanced error, LGL-INR minus SML, paired by seed (diverged runs left out).
+    pub error: Comparison,
+    /// LGL-INR's runs that diverged, and its runs.
+    pub diverged: (usize, usize),
+}
+
+/// Claim (3): confirmed if the best-lr LGL-INR never diverges and is within noise of SML
+/// or better in balanced error in every condition; not confirmed if it is worse than SML
+/// beyond noise in at least two conditions or diverges in any; mixed otherwise.
+pub fn claim_three(conditions: &[Competition]) -> Verdict {
+    if conditions.iter().all(|c| c.diverged.1 == 0) {
+        return verdict(CLAIM_THREE, "not run", "no LGL-INR runs".into());
+    }
+    let mut reason = String::from("Balanced test error (percentage points), LGL-INR (E1's best β, its own learning rate) minus SML, paired by seed: ");
+    for c in conditions {
         let _ = write!(
             reason,
-            "{name} {g} {metric} (%): SML {}, LGL {}, LGL-INR β=1 {} — {} LGL, {} SML. ",
-            pm(es, 100.0, 2),
-            pm(el, 100.0, 2),
-            pm(ei, 100.0, 2),
-            if vs_lgl {
-                "no worse than"
-            } else {
-                "worse than"
-            },
-            if vs_sml {
-                "no worse than (or within noise of)"
-            } else {
-                "worse than"
-            },
+            "{}: {}, LGL-INR diverged in {} of {} runs. ",
+            c.error.condition,
+            describe(&c.error.paired, 100.0),
+            c.diverged.0,
+            c.diverged.1
         );
     }
-    let verdict = if checks.is_empty() {
-        "not run"
-    } else if checks.iter().all(|&c| c) {
-        "confirmed"
-    } else if checks.iter().any(|&c| c) {
-        "mixed"
-    } else {
+    let diverged = conditions.iter().any(|c| c.diverged.0 > 0);
+    let worse = conditions
+        .iter()
+        .filter(|c| c.error.paired.is_some_and(|p| p.above()))
+        .count();
+    let fine = conditions.iter().all(|c| {
+        c.error
+            .paired
+            .is_some_and(|p| p.mean <= 0.0 || p.within_noise())
+    });
+    let v = if diverged || worse >= 2 {
         "not confirmed"
+    } else if fine {
+        "confirmed"
+    } else {
+        "mixed"
     };
-    Verdict {
-        claim,
-        verdict: verdict.into(),
-        reason: format!("{reason}Rule: in each condition LGL-INR's error must be below, or within seed noise (2 combined std) of, both LGL's and SML's; confirmed when it is in every condition."),
-    }
+    reason.push_str("Rule: confirmed if LGL-INR never diverges and its balanced error is below SML's or within noise (2 standard errors of the paired difference) in every condition; not confirmed if it is worse beyond noise in at least two conditions or diverges in any; mixed otherwise.");
+    verdict(CLAIM_THREE, v, reason)
 }
 
 #[cfg(test)]
 mod tests {
-    //! Each rule on hand-made summaries: one that confirms, one that is mixed (where the
-    //! rule has that outcome), one that refutes, and one with nothing to judge.
+    //! Each rule on hand-made inputs: one that confirms, one mixed, one that refutes, and
+    //! one with nothing to judge.
     use super::*;
 
-    fn seeds(mean: f64) -> Stats {
-        stats(&[mean - 0.001, mean, mean + 0.001])
+    fn seeds(values: &[f64]) -> Vec<(u64, f64)> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(s, &v)| (s as u64, v))
+            .collect()
     }
 
-    fn summary(group: &str, variant: VariantKey, error: f64, hardest: f64) -> VariantSummary {
-        VariantSummary {
-            group: group.into(),
-            label: variant.to_string(),
-            variant,
-            seeds: 3,
-            accuracy: seeds(1.0 - error),
-            balanced_accuracy: seeds(1.0 - error),
-            rare_accuracy: seeds(1.0 - error),
-            per_class_accuracy: vec![],
-            test_p_bar: vec![],
-            hardest_confusion: seeds(hardest),
-            mean_confusion: seeds(hardest / 10.0),
-            residual_trained: None,
-            residual_refit: None,
-            refit_gradient_norm: None,
-            refit_residual_with_eps: None,
-            diverged_seeds: vec![],
-            train_loss_curve: vec![],
-            test_accuracy_curve: vec![],
+    fn ratio(observed: &[f64], minibatch: f64, divides: bool) -> RatioCheck {
+        RatioCheck {
+            group: "rho=100".into(),
+            label: "LGL inv.".into(),
+            observed: observed.to_vec(),
+            full_batch: 1.0,
+            minibatch,
+            divides_by_weights: divides,
         }
     }
 
-    /// E1 (balanced) and E3 (ρ = 10, 100) with LGL's and LGL-INR's hardest non-target
-    /// `p̄` and errors given per condition, SML at `sml_error` everywhere.
-    fn experiments(
-        lgl: [(f64, f64); 3],
-        inr: [(f64, f64); 3],
-        sml_error: f64,
-    ) -> (Vec<VariantSummary>, Vec<VariantSummary>) {
-        let groups = ["balanced", "rho=10", "rho=100"];
-        let mut e = [Vec::new(), Vec::new()];
-        for (i, g) in groups.iter().enumerate() {
-            let into = &mut e[usize::from(i > 0)];
-            into.push(summary(g, VariantKey::SML, sml_error, 0.1));
-            into.push(summary(g, VariantKey::LGL, lgl[i].0, lgl[i].1));
-            into.push(summary(g, VariantKey::LGL_INR_B1, inr[i].0, inr[i].1));
-        }
-        let [e1, e3] = e;
-        (e1, e3)
-    }
-
-    fn relation(variant: VariantKey, refit_residual: f64) -> BinaryRelation {
-        BinaryRelation {
-            group: "rho=10".into(),
-            label: variant.to_string(),
-            variant,
-            seed: 0,
-            counts: [100, 1000],
-            trained_p: [0.9, 0.1],
-            trained_sides: [1.0, 1.0],
-            refit_p: [0.9, 0.1],
-            refit_sides: [1.0, 1.0],
-            observed_ratio: 1.0,
-            predicted_ratio: 1.0,
-            refit_residual,
-            trained_residual: 1e-2,
-            minority_recall: 0.8,
-            balanced_accuracy: 0.9,
+    fn recall(up: bool) -> RecallCheck {
+        RecallCheck {
+            label: "LGL inv. (sample)".into(),
+            seeds: (0..5)
+                .map(|s| (s, if up { 0.9 } else { 0.5 }, 0.6))
+                .collect(),
         }
     }
 
     #[test]
-    fn claim_one_holds_when_every_refit_residual_is_tiny() {
-        let good = [
-            relation(VariantKey::LGL, 1e-9),
-            relation(VariantKey::LGL_INV_SAMPLE, 2e-8),
-        ];
-        let v = claim_one(&good, &[]);
-        assert_eq!(v.verdict, "confirmed");
-        assert!(v.reason.contains("2 E2 networks"), "{}", v.reason);
-        // One network whose refit did not reach the condition refutes it (the rule has no
-        // mixed outcome: the relation is exact or it is not).
-        let bad = [good[0].clone(), relation(VariantKey::LGL_INV_POSNEG, 1e-3)];
-        assert_eq!(claim_one(&bad, &[]).verdict, "not confirmed");
-        assert_eq!(claim_one(&[], &[]).verdict, "not run");
-    }
-
-    #[test]
-    fn claim_two_needs_lower_hardest_confusion_beyond_noise_everywhere() {
-        let lgl = [(0.01, 0.30); 3];
-        // LGL-INR's hardest non-target p̄ well below LGL's in all three conditions.
-        let (e1, e3) = experiments(lgl, [(0.01, 0.20); 3], 0.01);
-        assert_eq!(claim_two(&e1, &e3).verdict, "confirmed");
-        // Lower in one condition only; within noise (equal) in the others.
-        let (e1, e3) = experiments(lgl, [(0.01, 0.20), (0.01, 0.30), (0.01, 0.30)], 0.01);
-        assert_eq!(claim_two(&e1, &e3).verdict, "mixed");
-        // Lower, but only by less than the seeds' noise: still mixed, not confirmed.
-        let (e1, e3) = experiments(lgl, [(0.01, 0.2995); 3], 0.01);
-        assert_eq!(claim_two(&e1, &e3).verdict, "mixed");
-        // Higher everywhere.
-        let (e1, e3) = experiments(lgl, [(0.01, 0.40); 3], 0.01);
-        assert_eq!(claim_two(&e1, &e3).verdict, "not confirmed");
-        assert_eq!(claim_two(&[], &[]).verdict, "not run");
-    }
-
-    #[test]
-    fn claim_three_needs_lgl_inr_no_worse_than_lgl_and_sml_everywhere() {
-        let lgl = [(0.05, 0.3); 3];
-        // LGL-INR at SML's error (1%), LGL worse (5%): confirmed.
-        let (e1, e3) = experiments(lgl, [(0.01, 0.2); 3], 0.01);
-        let v = claim_three(&e1, &e3);
+    fn claim_one_confirms_mixes_and_refutes() {
+        let residuals = vec![("a".to_string(), 1e-9), ("b".to_string(), 3e-8)];
+        // Sample weights: the observed ratios scatter around the minibatch prediction 2.23.
+        let good = ClaimOneInput {
+            refit_residuals: residuals.clone(),
+            ratios: vec![
+                ratio(&[2.1, 2.3, 2.2, 2.4, 2.2], 2.23, true),
+                ratio(&[0.98, 1.01, 1.0, 1.02, 0.99], 2.23, false),
+            ],
+            recall: vec![recall(true)],
+        };
+        let v = claim_one(&good);
         assert_eq!(v.verdict, "confirmed", "{}", v.reason);
-        // Worse than SML beyond noise at ρ = 100 only.
-        let (e1, e3) = experiments(lgl, [(0.01, 0.2), (0.01, 0.2), (0.03, 0.2)], 0.01);
-        assert_eq!(claim_three(&e1, &e3).verdict, "mixed");
-        // Worse than both everywhere.
-        let (e1, e3) = experiments(lgl, [(0.09, 0.2); 3], 0.01);
-        assert_eq!(claim_three(&e1, &e3).verdict, "not confirmed");
-        assert_eq!(claim_three(&[], &[]).verdict, "not run");
+        assert!(v.reason.contains("2.240 ± 0.114"), "{}", v.reason);
+        // The same, but weighting lowers recall in every seed: mixed.
+        let mixed = ClaimOneInput {
+            recall: vec![recall(false)],
+            ..good.clone()
+        };
+        assert_eq!(claim_one(&mixed).verdict, "mixed");
+        // A residual above 1e-6: not confirmed by the algebra, mixed by the rule.
+        let loose = ClaimOneInput {
+            refit_residuals: vec![("a".to_string(), 1e-3)],
+            ..good.clone()
+        };
+        assert_eq!(claim_one(&loose).verdict, "mixed");
+        // Ratios near neither 1 nor 2.23: not confirmed.
+        let neither = ClaimOneInput {
+            ratios: vec![ratio(&[5.0, 5.1, 4.9], 2.23, true)],
+            ..good
+        };
+        assert_eq!(claim_one(&neither).verdict, "not confirmed");
+        assert_eq!(claim_one(&ClaimOneInput::default()).verdict, "not run");
+    }
+
+    #[test]
+    fn claim_two_counts_significant_conditions() {
+        let sml = seeds(&[1.5, 1.6, 1.55, 1.52, 1.58]);
+        let higher = seeds(&[1.9, 2.05, 1.95, 1.97, 2.0]);
+        let same = seeds(&[1.52, 1.58, 1.53, 1.5, 1.6]);
+        let lower = seeds(&[1.2, 1.25, 1.22, 1.19, 1.24]);
+        let c = |name: &str, a: &[(u64, f64)]| Comparison::of(name, a, &sml);
+        let v = claim_two(&[
+            c("E1", &higher),
+            c("E3 ρ=10", &higher),
+            c("E3 ρ=100", &same),
+        ]);
+        assert_eq!(v.verdict, "confirmed", "{}", v.reason);
+        assert!(v.reason.contains("p = 0.000"), "{}", v.reason);
+        // Higher in two but lower in the third: mixed.
+        let v = claim_two(&[
+            c("E1", &higher),
+            c("E3 ρ=10", &higher),
+            c("E3 ρ=100", &lower),
+        ]);
+        assert_eq!(v.verdict, "mixed");
+        // Higher in one only: mixed.
+        let v = claim_two(&[c("E1", &higher), c("E3 ρ=10", &same), c("E3 ρ=100", &same)]);
+        assert_eq!(v.verdict, "mixed");
+        // Within noise or lower everywhere: not confirmed.
+        let v = claim_two(&[c("E1", &same), c("E3 ρ=10", &lower), c("E3 ρ=100", &same)]);
+        assert_eq!(v.verdict, "not confirmed");
+        assert_eq!(claim_two(&[]).verdict, "not run");
+    }
+
+    #[test]
+    fn claim_three_needs_no_divergence_and_no_loss_beyond_noise() {
+        let sml = seeds(&[0.010, 0.012, 0.011, 0.013, 0.010]);
+        let equal = seeds(&[0.011, 0.011, 0.012, 0.012, 0.011]);
+        let worse = seeds(&[0.030, 0.031, 0.029, 0.033, 0.030]);
+        let c = |name: &str, a: &[(u64, f64)], diverged: usize| Competition {
+            error: Comparison::of(name, a, &sml),
+            diverged: (diverged, 5),
+        };
+        let v = claim_three(&[
+            c("E1", &equal, 0),
+            c("E3 ρ=10", &equal, 0),
+            c("E3 ρ=100", &equal, 0),
+        ]);
+        assert_eq!(v.verdict, "confirmed", "{}", v.reason);
+        // Worse beyond noise in one condition: mixed.
+        let v = claim_three(&[
+            c("E1", &equal, 0),
+            c("E3 ρ=10", &equal, 0),
+            c("E3 ρ=100", &worse, 0),
+        ]);
+        assert_eq!(v.verdict, "mixed");
+        // Worse in two: not confirmed.
+        let v = claim_three(&[
+            c("E1", &worse, 0),
+            c("E3 ρ=10", &equal, 0),
+            c("E3 ρ=100", &worse, 0),
+        ]);
+        assert_eq!(v.verdict, "not confirmed");
+        // One diverged run, otherwise level: not confirmed.
+        let v = claim_three(&[
+            c("E1", &equal, 0),
+            c("E3 ρ=10", &equal, 1),
+            c("E3 ρ=100", &equal, 0),
+        ]);
+        assert_eq!(v.verdict, "not confirmed");
+        assert!(v.reason.contains("diverged in 1 of 5"), "{}", v.reason);
+        assert_eq!(claim_three(&[]).verdict, "not run");
     }
 }
