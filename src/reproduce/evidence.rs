@@ -427,6 +427,20 @@ fn cell(values: &[f64], scale: f64, digits: usize) -> String {
     }
 }
 
+/// Balanced test error (%) of (group, variant) over the runs that count, with "n of N"
+/// when some diverged; `—` when it has no run.
+fn error_cell(records: &[RunRecord], group: &str, v: &VariantKey) -> String {
+    let runs = select(records, group, v).count();
+    let errors = values(&per_seed(records, group, v, false, balanced_error));
+    if runs == 0 {
+        "—".into()
+    } else if errors.len() < runs {
+        format!("{} ({} of {runs})", cell(&errors, 100.0, 2), errors.len())
+    } else {
+        cell(&errors, 100.0, 2)
+    }
+}
+
 fn values(v: &[(u64, f64)]) -> Vec<f64> {
     v.iter().map(|&(_, x)| x).collect()
 }
@@ -474,6 +488,13 @@ pub fn lr_section(e: &Evidence) -> String {
     });
     let header: Vec<&str> = header.iter().map(|s| s.as_str()).collect();
     md.push_str(&table(&header, rows));
+    if lrs.get(&VariantKey::lgl_inr(1.0)) == Some(super::protocol::COMMON_LR) {
+        let _ = writeln!(
+            md,
+            "\nLGL-INR β = 1 chose the common rate {} itself, so E3's run of β = 1 at the common rate is the same run as at its own rate and is not repeated.",
+            super::protocol::COMMON_LR
+        );
+    }
     md
 }
 
@@ -750,20 +771,7 @@ pub fn claim_three_section(e: &Evidence, input: &[Competition]) -> String {
     for (name, records, group) in e.conditions() {
         let mut row = vec![name];
         for v in &variants {
-            let runs = select(records, group, v).count();
-            let errors = per_seed(records, group, v, false, balanced_error);
-            row.push(if runs == 0 {
-                "—".into()
-            } else if errors.len() < runs {
-                format!(
-                    "{} ({} of {})",
-                    cell(&values(&errors), 100.0, 2),
-                    errors.len(),
-                    runs
-                )
-            } else {
-                cell(&values(&errors), 100.0, 2)
-            });
+            row.push(error_cell(records, group, v));
         }
         rows.push(row);
     }
@@ -809,20 +817,7 @@ pub fn headline_section(e: &Evidence) -> String {
     let rows = variants.iter().map(|(v, label)| {
         let mut row = vec![label.clone()];
         for (_, records, group) in &conditions {
-            let runs = select(records, group, v).count();
-            let errors = per_seed(records, group, v, false, balanced_error);
-            row.push(if runs == 0 {
-                "—".into()
-            } else if errors.len() < runs {
-                format!(
-                    "{} ({} of {})",
-                    cell(&values(&errors), 100.0, 2),
-                    errors.len(),
-                    runs
-                )
-            } else {
-                cell(&values(&errors), 100.0, 2)
-            });
+            row.push(error_cell(records, group, v));
         }
         row
     });
