@@ -7,11 +7,13 @@ use super::convex::ConvexResult;
 use super::e0::{write_e0, write_e0b};
 use super::e2::write_e2;
 use super::evidence::{
-    claim_one_input, claim_one_section, claim_three_input, claim_three_section, claim_two_input,
-    claim_two_section, divergence_section, focus_section, headline_section, lr_section,
-    provenance_summary, Evidence,
+    claim_one_input, claim_three_input, claim_two_input, provenance_summary, Evidence,
 };
 use super::markdown::table;
+use super::sections::{
+    claim_one_section, claim_three_section, claim_two_section, divergence_section, focus_section,
+    headline_section, lr_section,
+};
 use super::stats::{confusion_spread, max_of, mean_matrix, opt_sci, pm, sci, stats, Stats};
 pub use super::verdicts::Verdict;
 use super::verdicts::{claim_one, claim_three, claim_two};
