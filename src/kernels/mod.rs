@@ -7,9 +7,10 @@
 //! | kernel | fast path | readable reference |
 //! |---|---|---|
 //! | [`gemm`] | matrixmultiply's packed sgemm/dgemm behind checked [`gemm::MatRef`]/[`gemm::MatMut`] views | [`gemm::gemm_reference`] (three loops) |
+//! | [`microkernel`] | `mr × 16` register tiles over a left operand packed once (AVX-512 / AVX2 + FMA chosen at run time) | [`microkernel::multiply_reference`] (three loops) |
 //! | [`transpose`] | 8×8 blocks, AVX in-register shuffles for f32 | [`transpose::transpose_reference`] |
 //! | [`elementwise`] | maps split over the rayon pool, chunks zeroed by their filling thread | the serial loop (same results, tested) |
-//! | [`conv`] | im2col + GEMM, Winograd F(2×2, 3×3) | [`conv::direct`] (seven loops), [`conv::winograd::reference`] (one tile, `Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A`) |
+//! | [`conv`] | implicit GEMM, im2col + GEMM, Winograd F(2×2, 3×3) | [`conv::direct`] (seven loops), [`conv::winograd::reference`] (one tile, `Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A`) |
 //! | [`pool`] | 2×2/2 max-pool unrolled, tiled windows | [`pool::max_pool_reference`] |
 //! | [`reduce`] | sums in 32 interleaved lanes (vectorised) | [`reduce::sum_by_reference`] (one serial chain) |
 //!
@@ -22,6 +23,7 @@ pub mod conv;
 pub mod element;
 pub mod elementwise;
 pub mod gemm;
+pub mod microkernel;
 pub mod pool;
 pub mod reduce;
 pub mod transpose;

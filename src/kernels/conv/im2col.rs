@@ -10,7 +10,12 @@ use crate::kernels::{Element, Geometry};
 
 /// Output positions `lo..hi` along one axis whose input index `o·stride + offset` is in
 /// `0..len`.
-fn valid_range(offset: isize, stride: usize, len: usize, outputs: usize) -> (usize, usize) {
+pub(crate) fn valid_range(
+    offset: isize,
+    stride: usize,
+    len: usize,
+    outputs: usize,
+) -> (usize, usize) {
     let s = stride as isize;
     let lo = if offset >= 0 {
         0

@@ -9,12 +9,15 @@
 //! - [`direct`]: the definition in seven loops; the reference every other algorithm is
 //!   tested against.
 //! - [`im2col`]: columns of input taps, then one GEMM per tile of output rows.
+//! - [`implicit`]: the same product without the column matrix: each block of 16 output
+//!   pixels gathers its columns and runs the micro-kernel over weights packed once.
 //! - [`winograd`]: F(2×2, 3×3) for 3×3 stride-1 layers, 16 GEMMs over transformed tiles.
 
 pub mod depthwise;
 pub mod direct;
 pub mod grouped;
 pub mod im2col;
+pub mod implicit;
 pub mod winograd;
 
 /// The forward pass of one convolution layer with its weights prepared.

@@ -8,8 +8,10 @@ use crate::kernels::conv::grouped::{
     group_geometry, group_weights, GroupedBackward, GroupedForward,
 };
 use crate::kernels::conv::im2col::{Im2colBackward, Im2colForward};
+use crate::kernels::conv::implicit::ImplicitGemmForward;
 use crate::kernels::conv::winograd::{self, WinogradBackward, WinogradForward};
 use crate::kernels::conv::{ConvBackward, ConvForward};
+use crate::kernels::microkernel::NR;
 use crate::kernels::{Element, Geometry};
 
 /// Stride, padding and dilation of a convolution (vertical, horizontal), its channel
@@ -34,11 +36,16 @@ pub struct Conv2dConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ConvAlgorithm {
     /// Winograd where it applies and pays ([`ConvAlgorithm::auto_prefers_winograd`]),
-    /// im2col otherwise.
+    /// otherwise the implicit GEMM for maps of at least 16 output pixels and im2col for
+    /// smaller ones (whose images share one product).
     #[default]
     Auto,
     /// im2col + GEMM: any kernel, stride, padding and dilation.
     Im2col,
+    /// Forward by implicit GEMM ([`kernels::conv::implicit`](crate::kernels::conv::implicit):
+    /// columns gathered per block of 16 pixels, weights packed once), backward by im2col:
+    /// any geometry.
+    ImplicitGemm,
     /// Winograd F(2×2, 3×3): 3×3 kernels, stride 1, no dilation, padding ≤ 2; an error
     /// for other geometries.
     Winograd,
@@ -81,6 +88,7 @@ impl ConvAlgorithm {
             ConvAlgorithm::Auto if groups == 1 && Self::auto_prefers_winograd(g, c_out) => {
                 Ok(ConvAlgorithm::Winograd)
             }
+            ConvAlgorithm::Auto if g.p() >= NR => Ok(ConvAlgorithm::ImplicitGemm),
             ConvAlgorithm::Auto => Ok(ConvAlgorithm::Im2col),
             ConvAlgorithm::Depthwise if depthwise => Ok(ConvAlgorithm::Depthwise),
             ConvAlgorithm::Depthwise => Err(TensorError::InvalidArgument {
@@ -157,15 +165,18 @@ impl Conv2dConfig {
     }
 
     /// The algorithm a convolution of an `input` (NCHW) with a `weight` shape runs by under
-    /// this configuration: `Auto` resolved to [`ConvAlgorithm::Im2col`] or
-    /// [`ConvAlgorithm::Winograd`], any other choice as given.
+    /// this configuration: `Auto` resolved to [`ConvAlgorithm::Winograd`],
+    /// [`ConvAlgorithm::ImplicitGemm`] or [`ConvAlgorithm::Im2col`], any other choice as
+    /// given.
     /// ```
     /// use tensorgrad::ops::conv::{ConvAlgorithm, Conv2dConfig};
     ///
     /// let same = Conv2dConfig::new(1, 1, 1);
     /// assert_eq!(same.algorithm_for(&[8, 32, 16, 16], &[64, 32, 3, 3])?, ConvAlgorithm::Winograd);
     /// // An RGB first layer: too few input channels for Winograd to pay.
-    /// assert_eq!(same.algorithm_for(&[8, 3, 32, 32], &[32, 3, 3, 3])?, ConvAlgorithm::Im2col);
+    /// assert_eq!(same.algorithm_for(&[8, 3, 32, 32], &[32, 3, 3, 3])?, ConvAlgorithm::ImplicitGemm);
+    /// // A 1×1 layer on a 2×2 map: its images share one im2col product.
+    /// assert_eq!(Conv2dConfig::default().algorithm_for(&[8, 64, 2, 2], &[96, 64, 1, 1])?, ConvAlgorithm::Im2col);
     /// # Ok::<(), tensorgrad::TensorError>(())
     /// ```
     pub fn algorithm_for(&self, input: &[usize], weight: &[usize]) -> Result<ConvAlgorithm> {
@@ -196,6 +207,7 @@ impl ConvAlgorithm {
         match self {
             ConvAlgorithm::Winograd => Box::new(WinogradForward::new(g, o, w)),
             ConvAlgorithm::Direct => Box::new(Direct::new(g, o, w)),
+            ConvAlgorithm::ImplicitGemm => Box::new(ImplicitGemmForward::new(g, o, w)),
             ConvAlgorithm::Im2col | ConvAlgorithm::Auto | ConvAlgorithm::Depthwise => {
                 Box::new(Im2colForward::new(g, o, w))
             }
@@ -223,9 +235,10 @@ impl ConvAlgorithm {
         match self {
             ConvAlgorithm::Winograd => Box::new(WinogradBackward::new(g, o, w)),
             ConvAlgorithm::Direct => Box::new(Direct::new(g, o, w)),
-            ConvAlgorithm::Im2col | ConvAlgorithm::Auto | ConvAlgorithm::Depthwise => {
-                Box::new(Im2colBackward::new(g, o, w))
-            }
+            ConvAlgorithm::Im2col
+            | ConvAlgorithm::ImplicitGemm
+            | ConvAlgorithm::Auto
+            | ConvAlgorithm::Depthwise => Box::new(Im2colBackward::new(g, o, w)),
         }
     }
 }

@@ -91,14 +91,18 @@ fn forward_matches_direct_convolution() {
     assert!(checked > 250, "only {checked} cases fit");
 }
 
+/// im2col, and the implicit GEMM (its forward; backward is im2col's), in values and
+/// gradients.
 #[test]
 fn im2col_gradients_match_direct_convolution_over_the_sweep() {
     let mut checked = 0;
+    let algorithms = [ConvAlgorithm::Im2col, ConvAlgorithm::ImplicitGemm];
     for (i, (batch, c_in, k, s, p, d, _)) in sweep().into_iter().enumerate() {
         if d * (k - 1) + 1 > W + 2 * p {
             continue;
         }
-        let cfg = Conv2dConfig::new(s, p, d).with_algorithm(ConvAlgorithm::Im2col);
+        let algorithm = algorithms[i % 2];
+        let cfg = Conv2dConfig::new(s, p, d).with_algorithm(algorithm);
         let x = rand_input(&[batch, c_in, H, W], i as u64);
         let w = rand_input(&[3, c_in, k, k], 1000 + i as u64);
         let b = rand_input(&[3], 2000 + i as u64);
@@ -106,6 +110,9 @@ fn im2col_gradients_match_direct_convolution_over_the_sweep() {
         let r = rand_input(y.shape(), 3000 + i as u64).detach();
         let g = y.mul(&r).unwrap().sum_all().backward().unwrap();
         let want = reference_grads(&x, &w, &b, &r, cfg);
+        let direct = cfg.with_algorithm(ConvAlgorithm::Direct);
+        let want_y = x.conv2d(&w, Some(&b), direct).unwrap().to_vec();
+        assert_close(&y.to_vec(), &want_y, 1e-12);
         for (t, want) in [&x, &w, &b].iter().zip(&want) {
             assert_close(&g.get(t).unwrap().to_vec(), want, 1e-12);
         }
@@ -778,6 +785,7 @@ fn grouped_and_depthwise_convolutions_match_their_definition() {
             let mut algorithms = vec![
                 ConvAlgorithm::Auto,
                 ConvAlgorithm::Im2col,
+                ConvAlgorithm::ImplicitGemm,
                 ConvAlgorithm::Direct,
             ];
             if depthwise {

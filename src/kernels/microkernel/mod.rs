@@ -1,0 +1,316 @@
+//! A register-blocked GEMM micro-kernel over a left operand packed once: `C = bias + A·B`
+//! for a block of [`NR`] columns of `B`, one panel of `mr` rows of `A` at a time.
+//!
+//! matrixmultiply packs both operands again on every call and computes whole 16×16 tiles,
+//! so a convolution with few output channels pays twice: LeNet's conv1 (20 outputs) and
+//! conv2 (50) repacked their weights for every image and computed 32 and 64 rows. Here the
+//! left operand (a layer's weights) is packed once per call in panels of `mr` rows, `mr`
+//! chosen per matrix to waste as few rows as the registers allow ([`choose_mr`]), and the
+//! right operand is whatever the caller packed into a `k × NR` block (the implicit GEMM of
+//! `conv::implicit` fills it straight from the image: no im2col matrix in between).
+//!
+//! The f32 kernels (`x86.rs`, AVX-512 or AVX2 + FMA, chosen at run time) hold an
+//! `mr × NR` accumulator in vector registers and do one rank-1 update per step of `k`: a
+//! vector load of `B`'s row, `mr` broadcasts of `A`'s column and `mr` fused multiply-adds.
+//! (Written as generic loops, LLVM vectorised them across the panel's rows with gathers,
+//! at 1.6 GFLOP/s.) f64 and other CPUs take the same loops in plain Rust;
+//! [`multiply_reference`] is the three loops all are tested against.
+
+use crate::kernels::Element;
+
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+/// Columns of `B` per block: one 16-float AVX-512 vector, two AVX2 vectors.
+pub const NR: usize = 16;
+
+/// The instruction set the kernel is compiled for, detected at run time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Isa {
+    /// 32 vector registers of 16 floats: up to 14 accumulator rows.
+    Avx512,
+    /// 16 registers of 8 floats: up to 6 accumulator rows (12 registers).
+    Avx2,
+    /// Anything else: the same code without explicit vector width.
+    Portable,
+}
+
+fn isa() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return Isa::Avx512;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Isa::Avx2;
+        }
+    }
+    Isa::Portable
+}
+
+/// Panel heights the kernel is compiled for, per instruction set, largest first.
+fn panel_heights(isa: Isa) -> &'static [usize] {
+    match isa {
+        Isa::Avx512 => &[14, 12, 10, 8],
+        Isa::Avx2 => &[6, 5, 4],
+        Isa::Portable => &[4],
+    }
+}
+
+/// The panel height for an `m`-row left operand: the one that pads `m` the least (ties to
+/// the taller panel). 20 rows take panels of 10 on AVX-512, 50 take 10, 64 take 8.
+pub fn choose_mr(m: usize) -> usize {
+    let heights = panel_heights(isa());
+    let padded = |mr: usize| m.div_ceil(mr) * mr;
+    heights
+        .iter()
+        .copied()
+        .min_by_key(|&mr| (padded(mr), usize::MAX - mr))
+        .expect("at least one panel height")
+}
+
+/// An `m × k` matrix packed in panels of `mr` rows: element `(i, kk)` is at
+/// `(q·k + kk)·mr + r` for `i = q·mr + r`; rows past `m` are zero.
+#[derive(Clone, Debug)]
+pub struct PackedRows<T> {
+    data: Vec<T>,
+    m: usize,
+    k: usize,
+    mr: usize,
+}
+
+impl<T: Element> PackedRows<T> {
+    /// Packs the `m × k` matrix whose element `(i, kk)` is `a[i·rs + kk·cs]`, in panels
+    /// of [`choose_mr`]`(m)` rows.
+    pub fn new(a: &[T], (m, k): (usize, usize), (rs, cs): (usize, usize)) -> Self {
+        Self::with_mr(a, (m, k), (rs, cs), choose_mr(m))
+    }
+
+    /// [`PackedRows::new`] with a given panel height (one of the compiled ones).
+    fn with_mr(a: &[T], (m, k): (usize, usize), (rs, cs): (usize, usize), mr: usize) -> Self {
+        let panels = m.div_ceil(mr);
+        let mut data = vec![T::zero(); panels * k * mr];
+        for (q, panel) in data.chunks_exact_mut((k * mr).max(1)).enumerate() {
+            for (kk, column) in panel.chunks_exact_mut(mr).enumerate() {
+                for (r, value) in column.iter_mut().enumerate() {
+                    let i = q * mr + r;
+                    if i < m {
+                        *value = a[i * rs + kk * cs];
+                    }
+                }
+            }
+        }
+        PackedRows { data, m, k, mr }
+    }
+
+    /// Rows and columns of the matrix.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.m, self.k)
+    }
+}
+
+/// `c[i·ldc + j] = bias[i] + Σ_kk A[i][kk]·b[kk·NR + j]` for every row `i < m` of `a` and
+/// column `j < n` (`n ≤ NR`; `b` holds `k × NR` values, columns past `n` ignored).
+///
+/// # Panics
+/// If `b` is shorter than `k·NR`, `n > NR`, or `c` cannot hold the rows.
+pub fn multiply_block<T: Element>(
+    a: &PackedRows<T>,
+    b: &[T],
+    n: usize,
+    bias: Option<&[T]>,
+    c: &mut [T],
+    ldc: usize,
+) {
+    assert!(n <= NR && b.len() >= a.k * NR, "block of {n} columns");
+    assert!(
+        a.m == 0 || n == 0 || (a.m - 1) * ldc + n <= c.len(),
+        "output too short"
+    );
+    assert!(bias.is_none_or(|bias| bias.len() >= a.m), "bias too short");
+    #[cfg(target_arch = "x86_64")]
+    if let Some(f32s) = x86::F32Block::of(a, b, bias, c) {
+        match isa() {
+            // SAFETY: the CPU has AVX-512F (checked by `isa`); the shapes were checked above.
+            Isa::Avx512 => return unsafe { x86::block_avx512(f32s, n, ldc) },
+            // SAFETY: the CPU has AVX2 and FMA (checked by `isa`); shapes checked above.
+            Isa::Avx2 => return unsafe { x86::block_avx2(f32s, n, ldc) },
+            Isa::Portable => {}
+        }
+    }
+    portable_block(a, b, n, bias, c, ldc)
+}
+
+/// [`multiply_block`] in plain loops over an `mr × NR` accumulator (f64, and CPUs without
+/// AVX2): the same panels and the same order of sums as the vector kernels.
+fn portable_block<T: Element>(
+    a: &PackedRows<T>,
+    b: &[T],
+    n: usize,
+    bias: Option<&[T]>,
+    c: &mut [T],
+    ldc: usize,
+) {
+    let (k, mr) = (a.k, a.mr);
+    if k == 0 || a.m == 0 {
+        // No panel to walk: every output is its bias.
+        for i in 0..a.m {
+            let v = bias.map_or(T::zero(), |bias| bias[i]);
+            c[i * ldc..][..n].fill(v);
+        }
+        return;
+    }
+    for (q, panel) in a.data.chunks_exact(k * mr).enumerate() {
+        let rows = (a.m - q * mr).min(mr);
+        for r in 0..rows {
+            let mut acc = [bias.map_or(T::zero(), |bias| bias[q * mr + r]); NR];
+            for (ak, bk) in panel.chunks_exact(mr).zip(b.chunks_exact(NR)) {
+                for (acc, &bv) in acc.iter_mut().zip(bk) {
+                    *acc += ak[r] * bv;
+                }
+            }
+            c[(q * mr + r) * ldc..][..n].copy_from_slice(&acc[..n]);
+        }
+    }
+}
+
+/// The three loops [`multiply_block`] computes: `c[i·ldc + j] = bias[i] + Σ_kk
+/// a[i·k + kk]·b[kk·NR + j]` for an unpacked row-major `m × k` matrix `a`.
+pub fn multiply_reference<T: Element>(
+    a: &[T],
+    (m, k): (usize, usize),
+    b: &[T],
+    n: usize,
+    bias: Option<&[T]>,
+    c: &mut [T],
+    ldc: usize,
+) {
+    for i in 0..m {
+        for j in 0..n {
+            let mut sum = bias.map_or(T::zero(), |bias| bias[i]);
+            for kk in 0..k {
+                sum += a[i * k + kk] * b[kk * NR + j];
+            }
+            c[i * ldc + j] = sum;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(len: usize, seed: usize) -> Vec<f64> {
+        (0..len)
+            .map(|i| (((i + seed) * 7919) % 211) as f64 / 37.0 - 2.5)
+            .collect()
+    }
+
+    /// Every compiled panel height, rows that fill panels and rows that do not, full and
+    /// partial blocks, with and without bias, in f64 (plain loops) and in f32 (the vector
+    /// kernels on this CPU), against the three loops in f64.
+    #[test]
+    fn every_panel_height_matches_the_reference() {
+        for &isa in &[Isa::Avx512, Isa::Avx2, Isa::Portable] {
+            for &mr in panel_heights(isa) {
+                for (m, k, n) in [
+                    (1, 1, 16),
+                    (mr, 7, 16),
+                    (2 * mr + 3, 25, 9),
+                    (50, 500, 16),
+                    (3, 0, 5),
+                ] {
+                    let a = values(m * k, 1);
+                    let b = values(k * NR, 2);
+                    let bias = values(m, 3);
+                    let ldc = n + 3;
+                    for with_bias in [false, true] {
+                        let bias = with_bias.then_some(&bias[..]);
+                        let mut want = vec![f64::NAN; m * ldc];
+                        multiply_reference(&a, (m, k), &b, n, bias, &mut want, ldc);
+                        let mut f64s = vec![f64::NAN; m * ldc];
+                        multiply_block(
+                            &PackedRows::with_mr(&a, (m, k), (k, 1), mr),
+                            &b,
+                            n,
+                            bias,
+                            &mut f64s,
+                            ldc,
+                        );
+                        let single = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
+                        let mut f32s = vec![f32::NAN; m * ldc];
+                        let bias32 = bias.map(single);
+                        multiply_block(
+                            &PackedRows::with_mr(&single(&a), (m, k), (k, 1), mr),
+                            &single(&b),
+                            n,
+                            bias32.as_deref(),
+                            &mut f32s,
+                            ldc,
+                        );
+                        for (i, ((x, y), z)) in f64s.iter().zip(&f32s).zip(&want).enumerate() {
+                            if i % ldc < n {
+                                assert!(
+                                    (x - z).abs() <= 1e-12 * (1.0 + z.abs()),
+                                    "f64, mr {mr}, m {m}, k {k}: {x} vs {z}"
+                                );
+                                let scale = 1.0 + (k as f64).sqrt() * 4.0;
+                                assert!(
+                                    (*y as f64 - z).abs() <= 1e-5 * scale,
+                                    "f32, mr {mr}, m {m}, k {k}: {y} vs {z}"
+                                );
+                            } else {
+                                assert!(x.is_nan() && y.is_nan(), "wrote past the block's columns");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The panels waste as few rows as the compiled heights allow.
+    #[test]
+    fn panel_height_pads_least() {
+        for m in 1..200 {
+            let mr = choose_mr(m);
+            let heights = panel_heights(isa());
+            assert!(heights.contains(&mr));
+            let best = heights.iter().map(|&h| m.div_ceil(h) * h).min().unwrap();
+            assert_eq!(m.div_ceil(mr) * mr, best, "m {m}");
+        }
+    }
+
+    /// Transposed storage (column stride 1 is not required).
+    #[test]
+    fn packs_strided_matrices() {
+        let (m, k) = (11, 5);
+        let a = values(m * k, 4);
+        let mut at = vec![0.0; m * k];
+        for i in 0..m {
+            for kk in 0..k {
+                at[kk * m + i] = a[i * k + kk];
+            }
+        }
+        let b = values(k * NR, 5);
+        let (mut x, mut y) = (vec![0.0; m * NR], vec![0.0; m * NR]);
+        multiply_block(
+            &PackedRows::new(&a, (m, k), (k, 1)),
+            &b,
+            NR,
+            None,
+            &mut x,
+            NR,
+        );
+        multiply_block(
+            &PackedRows::new(&at, (m, k), (1, m)),
+            &b,
+            NR,
+            None,
+            &mut y,
+            NR,
+        );
+        assert_eq!(x, y);
+    }
+}

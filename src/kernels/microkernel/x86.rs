@@ -1,0 +1,173 @@
+//! The f32 kernels with explicit vectors: an `MR × 16` accumulator in `MR` AVX-512
+//! registers or `2·MR` AVX2 registers, one broadcast and one fused multiply-add per row
+//! and step of `k`.
+
+use super::{PackedRows, NR};
+use crate::kernels::Element;
+use std::any::TypeId;
+use std::arch::x86_64::*;
+
+/// The operands of [`super::multiply_block`] seen as f32 (shapes already checked).
+pub(super) struct F32Block<'a> {
+    a: &'a [f32],
+    m: usize,
+    k: usize,
+    mr: usize,
+    b: &'a [f32],
+    bias: Option<&'a [f32]>,
+    c: &'a mut [f32],
+}
+
+/// Reinterprets a slice of `T` as f32.
+///
+/// # Safety
+/// `T` must be `f32`.
+unsafe fn as_f32<T>(s: &[T]) -> &[f32] {
+    // SAFETY: T is f32 (the caller's contract): same size, alignment and validity.
+    unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) }
+}
+
+impl<'a> F32Block<'a> {
+    /// The operands as f32, or `None` when `T` is another type.
+    pub(super) fn of<T: Element>(
+        a: &'a PackedRows<T>,
+        b: &'a [T],
+        bias: Option<&'a [T]>,
+        c: &'a mut [T],
+    ) -> Option<Self> {
+        if TypeId::of::<T>() != TypeId::of::<f32>() {
+            return None;
+        }
+        // SAFETY: T is f32 (checked just above), so each slice is a slice of f32; `c`
+        // keeps its exclusive borrow, moved into the returned block.
+        unsafe {
+            let c = std::slice::from_raw_parts_mut(c.as_mut_ptr().cast::<f32>(), c.len());
+            Some(F32Block {
+                a: as_f32(&a.data),
+                m: a.m,
+                k: a.k,
+                mr: a.mr,
+                b: as_f32(b),
+                bias: bias.map(|bias| as_f32(bias)),
+                c,
+            })
+        }
+    }
+}
+
+/// Calls `$run::<MR>` for the block's panel height.
+macro_rules! by_panel_height {
+    ($run:ident, $blk:expr, $n:expr, $ldc:expr, [$($mr:literal),*]) => {
+        match $blk.mr {
+            $($mr => $run::<$mr>($blk, $n, $ldc),)*
+            mr => unreachable!("no kernel compiled for panels of {mr} rows"),
+        }
+    };
+}
+
+/// [`super::multiply_block`] on AVX-512: each accumulator row is one 16-float register.
+///
+/// # Safety
+/// The CPU must support AVX-512F, and the block's shapes must have been checked by
+/// [`super::multiply_block`].
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn block_avx512(blk: F32Block<'_>, n: usize, ldc: usize) {
+    #[target_feature(enable = "avx512f")]
+    unsafe fn run<const MR: usize>(blk: F32Block<'_>, n: usize, ldc: usize) {
+        let (k, b) = (blk.k, blk.b.as_ptr());
+        if k == 0 {
+            return zero_k(blk, n, ldc);
+        }
+        for (q, panel) in blk.a.chunks_exact(k * MR).enumerate() {
+            let rows = (blk.m - q * MR).min(MR);
+            let mut acc = [_mm512_setzero_ps(); MR];
+            if let Some(bias) = blk.bias {
+                for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                    *acc = _mm512_set1_ps(bias[q * MR + r]);
+                }
+            }
+            let a = panel.as_ptr();
+            for kk in 0..k {
+                // SAFETY: `b` holds k·NR floats and kk < k; the panel holds k·MR.
+                unsafe {
+                    let bv = _mm512_loadu_ps(b.add(kk * NR));
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let av = _mm512_set1_ps(*a.add(kk * MR + r));
+                        *acc = _mm512_fmadd_ps(av, bv, *acc);
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate().take(rows) {
+                let out = &mut blk.c[(q * MR + r) * ldc..][..n];
+                if n == NR {
+                    // SAFETY: `out` holds NR = 16 floats.
+                    unsafe { _mm512_storeu_ps(out.as_mut_ptr(), *acc) };
+                } else {
+                    let mut row = [0.0f32; NR];
+                    // SAFETY: `row` holds 16 floats.
+                    unsafe { _mm512_storeu_ps(row.as_mut_ptr(), *acc) };
+                    out.copy_from_slice(&row[..n]);
+                }
+            }
+        }
+    }
+    // SAFETY: the caller guarantees AVX-512F and checked shapes.
+    unsafe { by_panel_height!(run, blk, n, ldc, [4, 5, 6, 8, 10, 12, 14]) }
+}
+
+/// [`super::multiply_block`] on AVX2 + FMA: each accumulator row is two 8-float registers.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA, and the block's shapes must have been checked by
+/// [`super::multiply_block`].
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn block_avx2(blk: F32Block<'_>, n: usize, ldc: usize) {
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn run<const MR: usize>(blk: F32Block<'_>, n: usize, ldc: usize) {
+        let (k, b) = (blk.k, blk.b.as_ptr());
+        if k == 0 {
+            return zero_k(blk, n, ldc);
+        }
+        for (q, panel) in blk.a.chunks_exact(k * MR).enumerate() {
+            let rows = (blk.m - q * MR).min(MR);
+            let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+            if let Some(bias) = blk.bias {
+                for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                    *acc = [_mm256_set1_ps(bias[q * MR + r]); 2];
+                }
+            }
+            let a = panel.as_ptr();
+            for kk in 0..k {
+                // SAFETY: `b` holds k·NR floats and kk < k; the panel holds k·MR.
+                unsafe {
+                    let b0 = _mm256_loadu_ps(b.add(kk * NR));
+                    let b1 = _mm256_loadu_ps(b.add(kk * NR + 8));
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let av = _mm256_set1_ps(*a.add(kk * MR + r));
+                        acc[0] = _mm256_fmadd_ps(av, b0, acc[0]);
+                        acc[1] = _mm256_fmadd_ps(av, b1, acc[1]);
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate().take(rows) {
+                let mut row = [0.0f32; NR];
+                // SAFETY: `row` holds 16 floats.
+                unsafe {
+                    _mm256_storeu_ps(row.as_mut_ptr(), acc[0]);
+                    _mm256_storeu_ps(row.as_mut_ptr().add(8), acc[1]);
+                }
+                blk.c[(q * MR + r) * ldc..][..n].copy_from_slice(&row[..n]);
+            }
+        }
+    }
+    // SAFETY: the caller guarantees AVX2 + FMA and checked shapes.
+    unsafe { by_panel_height!(run, blk, n, ldc, [4, 5, 6, 8, 10, 12, 14]) }
+}
+
+/// An empty inner dimension: every output is its bias.
+fn zero_k(blk: F32Block<'_>, n: usize, ldc: usize) {
+    for i in 0..blk.m {
+        let v = blk.bias.map_or(0.0, |bias| bias[i]);
+        blk.c[i * ldc..][..n].fill(v);
+    }
+}
