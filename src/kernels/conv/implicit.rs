@@ -53,6 +53,7 @@ pub fn column_ranges(g: &Geometry) -> Vec<(usize, usize)> {
 /// `b[kk·NR + j]` = the input value tap `kk` of pixel `first + j` sees (0 in the padding),
 /// for `j < n`, and 0 for `n ≤ j < NR`: the block's columns of `im2col(x)`. `ranges` is
 /// [`column_ranges`]`(g)`.
+#[inline(always)]
 pub fn gather_columns<T: Element>(
     x: &[T],
     g: &Geometry,
@@ -66,6 +67,16 @@ pub fn gather_columns<T: Element>(
     let (kh, kw) = g.kernel;
     let zero = T::zero();
     let pointwise = g.kernel == (1, 1) && g.stride == (1, 1) && g.padding == (0, 0);
+    let unit = g.stride == (1, 1) && g.dilation == (1, 1);
+    let pw = g.padding.1;
+    if !pointwise
+        && unit
+        && segs
+            .iter()
+            .all(|s| s.ow >= pw && s.ow - pw + s.len + kw <= g.w + 1)
+    {
+        return gather_inside_rows(x, g, segs, n, b);
+    }
     let mut rows = b.chunks_exact_mut(NR);
     for plane in x.chunks_exact(g.h * g.w).take(g.c) {
         for ki in 0..kh {
@@ -82,6 +93,41 @@ pub fn gather_columns<T: Element>(
                 }
                 let iw_off = (kj * g.dilation.1) as isize - g.padding.1 as isize;
                 gather_row(plane, g, segs, (ih_off, iw_off), (lo, hi), dst);
+            }
+        }
+    }
+}
+
+/// [`gather_columns`] for stride 1 and no dilation when every segment's taps stay inside
+/// its input rows (no column padding): the `kw` taps of a kernel row read one input row at
+/// `kw` consecutive offsets, so they are copied together, with no per-tap bounds (LeNet's
+/// layers, and every block away from a padded edge).
+#[inline(always)]
+fn gather_inside_rows<T: Element>(x: &[T], g: &Geometry, segs: &[Segment], n: usize, b: &mut [T]) {
+    let (kh, kw) = g.kernel;
+    let (ph, pw) = g.padding;
+    let zero = T::zero();
+    let mut kernel_rows = b.chunks_exact_mut(kw * NR);
+    for plane in x.chunks_exact(g.h * g.w).take(g.c) {
+        for ki in 0..kh {
+            let rows = kernel_rows.next().expect("k rows of NR");
+            if n < NR {
+                for row in rows.chunks_exact_mut(NR) {
+                    row[n..].fill(zero);
+                }
+            }
+            for s in segs {
+                let ih = (s.oh + ki) as isize - ph as isize;
+                if ih < 0 || ih >= g.h as isize {
+                    for row in rows.chunks_exact_mut(NR) {
+                        row[s.at..s.at + s.len].fill(zero);
+                    }
+                    continue;
+                }
+                let src = &plane[ih as usize * g.w + s.ow - pw..];
+                for (kj, row) in rows.chunks_exact_mut(NR).enumerate() {
+                    copy_short(&mut row[s.at..s.at + s.len], &src[kj..]);
+                }
             }
         }
     }
@@ -175,6 +221,25 @@ impl<T: Element> ConvForward<T> for ImplicitGemmForward<T> {
     }
 
     fn forward(&self, x: &[T], bias: Option<&[T]>, y: &mut [T], workspace: &mut [T]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { self.forward_avx2(x, bias, y, workspace) };
+        }
+        self.forward_body(x, bias, y, workspace)
+    }
+}
+
+impl<T: Element> ImplicitGemmForward<T> {
+    /// [`ConvForward::forward`] compiled for AVX2: the gathers copy 8 floats per move.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn forward_avx2(&self, x: &[T], bias: Option<&[T]>, y: &mut [T], workspace: &mut [T]) {
+        self.forward_body(x, bias, y, workspace)
+    }
+
+    #[inline(always)]
+    fn forward_body(&self, x: &[T], bias: Option<&[T]>, y: &mut [T], workspace: &mut [T]) {
         let g = &self.geometry;
         let (o, p) = (self.weights.dims().0, g.p());
         for (x_i, y_i) in x.chunks_exact(g.chw()).zip(y.chunks_exact_mut(o * p)) {
@@ -205,6 +270,9 @@ mod tests {
             (16, 24, 5, 5, 1, 1, 0, 1),
             (8, 5, 6, 6, 1, 2, 0, 1),
             (2, 3, 33, 3, 3, 1, 1, 1),
+            // Blocks at the padded edges and one between them (ow = 40).
+            (3, 5, 6, 40, 3, 1, 1, 1),
+            (2, 4, 7, 21, 5, 1, 2, 1),
         ];
         for (c, o, h, w, k, s, p, d) in cases {
             let g = Geometry::new(c, (h, w), (k, k), (s, s), (p, p), (d, d)).unwrap();
