@@ -246,7 +246,14 @@ impl<T: Element> ImplicitGemmForward<T> {
             for first in (0..p).step_by(NR) {
                 let n = (p - first).min(NR);
                 gather_columns(x_i, g, &self.ranges, first, n, workspace);
-                multiply_block(&self.weights, workspace, n, bias, &mut y_i[first..], p);
+                multiply_block(
+                    &self.weights,
+                    (workspace, NR),
+                    n,
+                    bias,
+                    &mut y_i[first..],
+                    p,
+                );
             }
         }
     }

@@ -110,27 +110,32 @@ impl<T: Element> PackedRows<T> {
     }
 }
 
-/// `c[i·ldc + j] = bias[i] + Σ_kk A[i][kk]·b[kk·NR + j]` for every row `i < m` of `a` and
-/// column `j < n` (`n ≤ NR`; `b` holds `k × NR` values, columns past `n` ignored).
+/// `c[i·ldc + j] = bias[i] + Σ_kk A[i][kk]·b[kk·ldb + j]` for every row `i < m` of `a`
+/// and column `j < n` (`n ≤ NR`; `b` has `k` rows of at least [`NR`] values, `ldb` apart:
+/// `ldb = NR` for a packed block, or the row length of a matrix read in place; columns
+/// past `n` are read but ignored).
 ///
 /// # Panics
-/// If `b` is shorter than `k·NR`, `n > NR`, or `c` cannot hold the rows.
+/// If `b` cannot hold `k` rows of `NR`, `n > NR`, or `c` cannot hold the rows.
 pub fn multiply_block<T: Element>(
     a: &PackedRows<T>,
-    b: &[T],
+    (b, ldb): (&[T], usize),
     n: usize,
     bias: Option<&[T]>,
     c: &mut [T],
     ldc: usize,
 ) {
-    assert!(n <= NR && b.len() >= a.k * NR, "block of {n} columns");
+    assert!(
+        n <= NR && ldb >= NR && (a.k == 0 || (a.k - 1) * ldb + NR <= b.len()),
+        "block of {n} columns, rows {ldb} apart"
+    );
     assert!(
         a.m == 0 || n == 0 || (a.m - 1) * ldc + n <= c.len(),
         "output too short"
     );
     assert!(bias.is_none_or(|bias| bias.len() >= a.m), "bias too short");
     #[cfg(target_arch = "x86_64")]
-    if let Some(f32s) = x86::F32Block::of(a, b, bias, c) {
+    if let Some(f32s) = x86::F32Block::of(a, (b, ldb), bias, c) {
         match isa() {
             // SAFETY: the CPU has AVX-512F (checked by `isa`); the shapes were checked above.
             Isa::Avx512 => return unsafe { x86::block_avx512(f32s, n, ldc) },
@@ -139,14 +144,14 @@ pub fn multiply_block<T: Element>(
             Isa::Portable => {}
         }
     }
-    portable_block(a, b, n, bias, c, ldc)
+    portable_block(a, (b, ldb), n, bias, c, ldc)
 }
 
 /// [`multiply_block`] in plain loops over an `mr × NR` accumulator (f64, and CPUs without
 /// AVX2): the same panels and the same order of sums as the vector kernels.
 fn portable_block<T: Element>(
     a: &PackedRows<T>,
-    b: &[T],
+    (b, ldb): (&[T], usize),
     n: usize,
     bias: Option<&[T]>,
     c: &mut [T],
@@ -165,7 +170,8 @@ fn portable_block<T: Element>(
         let rows = (a.m - q * mr).min(mr);
         for r in 0..rows {
             let mut acc = [bias.map_or(T::zero(), |bias| bias[q * mr + r]); NR];
-            for (ak, bk) in panel.chunks_exact(mr).zip(b.chunks_exact(NR)) {
+            for (kk, ak) in panel.chunks_exact(mr).enumerate() {
+                let bk = &b[kk * ldb..][..NR];
                 for (acc, &bv) in acc.iter_mut().zip(bk) {
                     *acc += ak[r] * bv;
                 }
@@ -232,7 +238,7 @@ mod tests {
                         let mut f64s = vec![f64::NAN; m * ldc];
                         multiply_block(
                             &PackedRows::with_mr(&a, (m, k), (k, 1), mr),
-                            &b,
+                            (&b, NR),
                             n,
                             bias,
                             &mut f64s,
@@ -243,7 +249,7 @@ mod tests {
                         let bias32 = bias.map(single);
                         multiply_block(
                             &PackedRows::with_mr(&single(&a), (m, k), (k, 1), mr),
-                            &single(&b),
+                            (&single(&b), NR),
                             n,
                             bias32.as_deref(),
                             &mut f32s,
@@ -282,9 +288,10 @@ mod tests {
         }
     }
 
-    /// Transposed storage (column stride 1 is not required).
+    /// Transposed storage of `A` (column stride 1 is not required), and `B` read in place
+    /// from a wider matrix (rows `ldb > NR` apart), in f64 and f32: the same results.
     #[test]
-    fn packs_strided_matrices() {
+    fn packs_strided_matrices_and_reads_strided_blocks() {
         let (m, k) = (11, 5);
         let a = values(m * k, 4);
         let mut at = vec![0.0; m * k];
@@ -294,23 +301,36 @@ mod tests {
             }
         }
         let b = values(k * NR, 5);
-        let (mut x, mut y) = (vec![0.0; m * NR], vec![0.0; m * NR]);
-        multiply_block(
-            &PackedRows::new(&a, (m, k), (k, 1)),
-            &b,
-            NR,
-            None,
-            &mut x,
-            NR,
-        );
-        multiply_block(
-            &PackedRows::new(&at, (m, k), (1, m)),
-            &b,
-            NR,
-            None,
-            &mut y,
-            NR,
-        );
-        assert_eq!(x, y);
+        let ldb = NR + 5;
+        let mut wide = vec![f64::NAN; (k - 1) * ldb + NR];
+        for kk in 0..k {
+            wide[kk * ldb..kk * ldb + NR].copy_from_slice(&b[kk * NR..(kk + 1) * NR]);
+        }
+        let run = |a: &[f64], (rs, cs), (b, ldb): (&[f64], usize)| {
+            let mut c = vec![0.0; m * NR];
+            multiply_block(
+                &PackedRows::new(a, (m, k), (rs, cs)),
+                (b, ldb),
+                NR,
+                None,
+                &mut c,
+                NR,
+            );
+            let single = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
+            let mut c32 = vec![0.0f32; m * NR];
+            let (a32, b32) = (single(a), single(b));
+            multiply_block(
+                &PackedRows::new(&a32, (m, k), (rs, cs)),
+                (&b32, ldb),
+                NR,
+                None,
+                &mut c32,
+                NR,
+            );
+            (c, c32)
+        };
+        let want = run(&a, (k, 1), (&b, NR));
+        assert_eq!(run(&at, (1, m), (&b, NR)), want);
+        assert_eq!(run(&a, (k, 1), (&wide, ldb)), want);
     }
 }

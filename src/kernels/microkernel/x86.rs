@@ -14,6 +14,7 @@ pub(super) struct F32Block<'a> {
     k: usize,
     mr: usize,
     b: &'a [f32],
+    ldb: usize,
     bias: Option<&'a [f32]>,
     c: &'a mut [f32],
 }
@@ -31,7 +32,7 @@ impl<'a> F32Block<'a> {
     /// The operands as f32, or `None` when `T` is another type.
     pub(super) fn of<T: Element>(
         a: &'a PackedRows<T>,
-        b: &'a [T],
+        (b, ldb): (&'a [T], usize),
         bias: Option<&'a [T]>,
         c: &'a mut [T],
     ) -> Option<Self> {
@@ -48,6 +49,7 @@ impl<'a> F32Block<'a> {
                 k: a.k,
                 mr: a.mr,
                 b: as_f32(b),
+                ldb,
                 bias: bias.map(|bias| as_f32(bias)),
                 c,
             })
@@ -74,7 +76,7 @@ macro_rules! by_panel_height {
 pub(super) unsafe fn block_avx512(blk: F32Block<'_>, n: usize, ldc: usize) {
     #[target_feature(enable = "avx512f")]
     unsafe fn run<const MR: usize>(blk: F32Block<'_>, n: usize, ldc: usize) {
-        let (k, b) = (blk.k, blk.b.as_ptr());
+        let (k, b, ldb) = (blk.k, blk.b.as_ptr(), blk.ldb);
         if k == 0 {
             return zero_k(blk, n, ldc);
         }
@@ -88,9 +90,9 @@ pub(super) unsafe fn block_avx512(blk: F32Block<'_>, n: usize, ldc: usize) {
             }
             let a = panel.as_ptr();
             for kk in 0..k {
-                // SAFETY: `b` holds k·NR floats and kk < k; the panel holds k·MR.
+                // SAFETY: `b` holds k rows of NR floats ldb apart, kk < k; the panel holds k·MR.
                 unsafe {
-                    let bv = _mm512_loadu_ps(b.add(kk * NR));
+                    let bv = _mm512_loadu_ps(b.add(kk * ldb));
                     for (r, acc) in acc.iter_mut().enumerate() {
                         let av = _mm512_set1_ps(*a.add(kk * MR + r));
                         *acc = _mm512_fmadd_ps(av, bv, *acc);
@@ -124,7 +126,7 @@ pub(super) unsafe fn block_avx512(blk: F32Block<'_>, n: usize, ldc: usize) {
 pub(super) unsafe fn block_avx2(blk: F32Block<'_>, n: usize, ldc: usize) {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn run<const MR: usize>(blk: F32Block<'_>, n: usize, ldc: usize) {
-        let (k, b) = (blk.k, blk.b.as_ptr());
+        let (k, b, ldb) = (blk.k, blk.b.as_ptr(), blk.ldb);
         if k == 0 {
             return zero_k(blk, n, ldc);
         }
@@ -138,10 +140,10 @@ pub(super) unsafe fn block_avx2(blk: F32Block<'_>, n: usize, ldc: usize) {
             }
             let a = panel.as_ptr();
             for kk in 0..k {
-                // SAFETY: `b` holds k·NR floats and kk < k; the panel holds k·MR.
+                // SAFETY: `b` holds k rows of NR floats ldb apart, kk < k; the panel holds k·MR.
                 unsafe {
-                    let b0 = _mm256_loadu_ps(b.add(kk * NR));
-                    let b1 = _mm256_loadu_ps(b.add(kk * NR + 8));
+                    let b0 = _mm256_loadu_ps(b.add(kk * ldb));
+                    let b1 = _mm256_loadu_ps(b.add(kk * ldb + 8));
                     for (r, acc) in acc.iter_mut().enumerate() {
                         let av = _mm256_set1_ps(*a.add(kk * MR + r));
                         acc[0] = _mm256_fmadd_ps(av, b0, acc[0]);

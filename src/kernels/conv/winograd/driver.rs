@@ -10,21 +10,45 @@ use super::tile_major::{
 use super::{position_stride, Tiles, POSITIONS};
 use crate::kernels::conv::{ConvBackward, ConvForward};
 use crate::kernels::gemm::{gemm, MatMut, MatRef};
+use crate::kernels::microkernel::{multiply_block, PackedRows, NR};
 use crate::kernels::{Element, Geometry};
 
-/// Workspace (elements) for [`forward_image`].
+/// Workspace (elements) for [`forward_image`]: the block's transformed input and products,
+/// the transforms' scratch, and a block of [`NR`] columns for the last, narrower one.
 fn forward_workspace(g: &Geometry, o: usize) -> usize {
     let tiles = Tiles::of(g);
     let cap = tiles.block_capacity();
-    POSITIONS * (position_stride(g.c * cap) + position_stride(o * cap)) + scratch_len(&tiles)
+    POSITIONS * (position_stride(g.c * cap) + position_stride(o * cap))
+        + scratch_len(&tiles)
+        + g.c * NR
+}
+
+/// `M (o × nt) = U · V (c × nt)`, both row-major with rows `nt` apart, by the micro-kernel:
+/// blocks of [`NR`] tiles read in place, the last narrower one copied into `tail` first.
+#[inline(always)]
+fn multiply_tiles<T: Element>(u: &PackedRows<T>, v: &[T], nt: usize, m: &mut [T], tail: &mut [T]) {
+    let c = u.dims().1;
+    for first in (0..nt).step_by(NR) {
+        let n = (nt - first).min(NR);
+        if n == NR {
+            multiply_block(u, (&v[first..], nt), NR, None, &mut m[first..], nt);
+        } else {
+            for (ci, row) in tail.chunks_exact_mut(NR).take(c).enumerate() {
+                row[..n].copy_from_slice(&v[ci * nt + first..][..n]);
+                row[n..].fill(T::zero());
+            }
+            multiply_block(u, (tail, NR), n, None, &mut m[first..], nt);
+        }
+    }
 }
 
 /// One image's convolution: `y` (`o × oh × ow`) from `x` (`c × h × w`), the transformed
-/// weights `u` ([`transform_weights`], [`WeightLayout::ByInput`]) and an optional bias.
+/// weights `u` ([`transform_weights`] packed per position for the micro-kernel) and an
+/// optional bias.
 fn forward_image<T: Element>(
     x: &[T],
     g: &Geometry,
-    u: &[T],
+    u: &[PackedRows<T>],
     o: usize,
     bias: Option<&[T]>,
     y: &mut [T],
@@ -44,7 +68,7 @@ fn forward_image<T: Element>(
 fn forward_image_avx2<T: Element>(
     x: &[T],
     g: &Geometry,
-    u: &[T],
+    u: &[PackedRows<T>],
     o: usize,
     bias: Option<&[T]>,
     y: &mut [T],
@@ -57,7 +81,7 @@ fn forward_image_avx2<T: Element>(
 fn forward_image_body<T: Element>(
     x: &[T],
     g: &Geometry,
-    u: &[T],
+    u: &[PackedRows<T>],
     o: usize,
     bias: Option<&[T]>,
     y: &mut [T],
@@ -67,19 +91,15 @@ fn forward_image_body<T: Element>(
     let cap = tiles.block_capacity();
     let (v_stride, m_stride) = (position_stride(g.c * cap), position_stride(o * cap));
     let (v, rest) = workspace.split_at_mut(POSITIONS * v_stride);
-    let (m, scratch) = rest.split_at_mut(POSITIONS * m_stride);
-    let c = g.c;
+    let (m, rest) = rest.split_at_mut(POSITIONS * m_stride);
+    let (tail, scratch) = rest.split_at_mut(g.c * NR);
     for block in tiles.blocks() {
         let nt = (block.1 - block.0) * tiles.cols;
         transform_input(x, g, block, v, v_stride, scratch);
-        for xi in 0..POSITIONS {
+        for (xi, u) in u.iter().enumerate() {
             // M[ξ] (o × nt) = U[ξ] (o × c) · V[ξ] (c × nt)
-            gemm(
-                MatRef::new(u, xi * o * c, (o, c), (1, o)),
-                MatRef::new(v, xi * v_stride, (c, nt), (nt, 1)),
-                T::zero(),
-                MatMut::new(&mut m[xi * m_stride..], (o, nt), nt),
-            );
+            let (v, m) = (&v[xi * v_stride..], &mut m[xi * m_stride..]);
+            multiply_tiles(u, v, nt, m, tail);
         }
         transform_output(m, m_stride, o, g, block, bias, y, scratch);
     }
@@ -97,17 +117,18 @@ fn backward_workspace(g: &Geometry, o: usize) -> usize {
         + 2 * planes
         + grad_nhwc
         + scratch_len(&tiles)
+        + o * NR
 }
 
 /// One image's backward pass. With `dx`, writes the image's input gradient (`c × h × w`)
-/// from the transformed weights `u` ([`WeightLayout::ByOutput`]); with `wt`, adds the image's transformed weight
+/// from the transformed weights `u` (`U[ξ]ᵀ`, packed per position); with `wt`, adds the image's transformed weight
 /// gradient (`16 × o × c`, see [`finish_weight_grad`]) computed from its input `x`.
 #[allow(clippy::too_many_arguments)]
 fn backward_image<T: Element>(
     dy: &[T],
     g: &Geometry,
     o: usize,
-    u: &[T],
+    u: &[PackedRows<T>],
     x: &[T],
     dx: Option<&mut [T]>,
     wt: Option<&mut [T]>,
@@ -129,7 +150,7 @@ fn backward_image_avx2<T: Element>(
     dy: &[T],
     g: &Geometry,
     o: usize,
-    u: &[T],
+    u: &[PackedRows<T>],
     x: &[T],
     dx: Option<&mut [T]>,
     wt: Option<&mut [T]>,
@@ -144,7 +165,7 @@ fn backward_image_body<T: Element>(
     dy: &[T],
     g: &Geometry,
     o: usize,
-    u: &[T],
+    u: &[PackedRows<T>],
     x: &[T],
     dx: Option<&mut [T]>,
     wt: Option<&mut [T]>,
@@ -161,7 +182,8 @@ fn backward_image_body<T: Element>(
     let (dyn_, rest) = rest.split_at_mut(4 * tiles.rows * tiles.cols * o);
     let (v, rest) = rest.split_at_mut(POSITIONS * c_stride);
     let (planes, rest) = rest.split_at_mut(plane_len);
-    let (xn, scratch) = rest.split_at_mut(plane_len);
+    let (xn, rest) = rest.split_at_mut(plane_len);
+    let (tail, scratch) = rest.split_at_mut(o * NR);
     if dx.is_some() {
         planes.fill(T::zero());
     }
@@ -187,14 +209,10 @@ fn backward_image_body<T: Element>(
         }
         if dx.is_some() {
             transform_output_grad(dy, o, g, block, ut, u_stride, scratch);
-            for xi in 0..POSITIONS {
+            for (xi, u) in u.iter().enumerate() {
                 // M'[ξ] (c × nt) = U[ξ]ᵀ (c × o) · Ũ[ξ] (o × nt)
-                gemm(
-                    MatRef::new(u, xi * o * c, (c, o), (1, c)),
-                    MatRef::new(ut, xi * u_stride, (o, nt), (nt, 1)),
-                    T::zero(),
-                    MatMut::new(&mut v[xi * c_stride..], (c, nt), nt),
-                );
+                let (ut, m) = (&ut[xi * u_stride..], &mut v[xi * c_stride..]);
+                multiply_tiles(u, ut, nt, m, tail);
             }
             scatter_input_grad(v, c_stride, g, block, planes, scratch);
         }
@@ -212,22 +230,26 @@ fn backward_image_body<T: Element>(
     }
 }
 
-/// The forward pass by Winograd, with the weights transformed once per call
-/// ([`WeightLayout::ByInput`](super::WeightLayout)).
+/// The forward pass by Winograd, with the weights transformed and packed for the
+/// micro-kernel once per call, one `o × c` matrix per transformed position.
 pub struct WinogradForward<T> {
     geometry: Geometry,
     outputs: usize,
-    u: Vec<T>,
+    u: Vec<PackedRows<T>>,
 }
 
 impl<T: Element> WinogradForward<T> {
     /// Prepares the `o × c × 3 × 3` weights `w` of a layer of geometry `g`
     /// ([`supports`](super::supports) must hold).
     pub fn new(g: &Geometry, o: usize, w: &[T]) -> Self {
+        let c = g.c;
+        let u = super::transform_weights(w, o, c, super::WeightLayout::ByOutput);
         WinogradForward {
             geometry: *g,
             outputs: o,
-            u: super::transform_weights(w, o, g.c, super::WeightLayout::ByInput),
+            u: u.chunks_exact(o * c)
+                .map(|u| PackedRows::new(u, (o, c), (c, 1)))
+                .collect(),
         }
     }
 }
@@ -245,23 +267,28 @@ impl<T: Element> ConvForward<T> for WinogradForward<T> {
     }
 }
 
-/// The backward pass by Winograd: dX from the weights transformed by output channel
-/// ([`WeightLayout::ByOutput`](super::WeightLayout)), dW accumulated transformed and
-/// brought back once ([`finish_weight_grad`](super::finish_weight_grad)).
+/// The backward pass by Winograd: dX from the transformed weights, transposed and packed
+/// for the micro-kernel per position; dW accumulated transformed and brought back once
+/// ([`finish_weight_grad`](super::finish_weight_grad)).
 pub struct WinogradBackward<T> {
     geometry: Geometry,
     outputs: usize,
-    u: Vec<T>,
+    u: Vec<PackedRows<T>>,
 }
 
 impl<T: Element> WinogradBackward<T> {
     /// A layer of geometry `g` with the `o × c × 3 × 3` weights `w` (empty when no input
     /// gradient is wanted: then nothing is transformed).
     pub fn new(g: &Geometry, o: usize, w: &[T]) -> Self {
+        let c = g.c;
         let u = if w.is_empty() {
             Vec::new()
         } else {
-            super::transform_weights(w, o, g.c, super::WeightLayout::ByOutput)
+            let u = super::transform_weights(w, o, c, super::WeightLayout::ByOutput);
+            // U[ξ]ᵀ (c × o): element (ci, oc) of U[ξ] stored by output channel.
+            u.chunks_exact(o * c)
+                .map(|u| PackedRows::new(u, (c, o), (1, c)))
+                .collect()
         };
         WinogradBackward {
             geometry: *g,
