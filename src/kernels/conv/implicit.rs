@@ -67,15 +67,9 @@ pub fn gather_columns<T: Element>(
     let (kh, kw) = g.kernel;
     let zero = T::zero();
     let pointwise = g.kernel == (1, 1) && g.stride == (1, 1) && g.padding == (0, 0);
-    let unit = g.stride == (1, 1) && g.dilation == (1, 1);
-    let pw = g.padding.1;
-    if !pointwise
-        && unit
-        && segs
-            .iter()
-            .all(|s| s.ow >= pw && s.ow - pw + s.len + kw <= g.w + 1)
-    {
-        return gather_inside_rows(x, g, segs, n, b);
+    let rows_fit = g.dilation == (1, 1) && (NR - 1) * g.stride.1 + kw <= PADDED_ROW;
+    if !pointwise && rows_fit {
+        return gather_kernel_rows(x, g, segs, n, b);
     }
     let mut rows = b.chunks_exact_mut(NR);
     for plane in x.chunks_exact(g.h * g.w).take(g.c) {
@@ -98,15 +92,23 @@ pub fn gather_columns<T: Element>(
     }
 }
 
-/// [`gather_columns`] for stride 1 and no dilation when every segment's taps stay inside
-/// its input rows (no column padding): the `kw` taps of a kernel row read one input row at
-/// `kw` consecutive offsets, so they are copied together, with no per-tap bounds (LeNet's
-/// layers, and every block away from a padded edge).
+/// Input columns a block's segment may span in [`gather_kernel_rows`] (its padded copy
+/// lives on the stack): 16 pixels at stride 2 with a 7-wide kernel.
+const PADDED_ROW: usize = 40;
+
+/// [`gather_columns`] without dilation: the `kw` taps of a kernel row read one input row
+/// at `kw` consecutive offsets, so they are copied together with no per-tap bounds,
+/// straight from the row where the segment's taps stay inside it (LeNet's layers, blocks
+/// away from a padded edge), else from a copy of the row's stretch with its padding zeros
+/// (cifar-cnn's conv1: every block of its 32-pixel rows touches an edge). Strided layers
+/// (resnet's downsampling 3×3/2) read every `stride`-th column of the stretch.
 #[inline(always)]
-fn gather_inside_rows<T: Element>(x: &[T], g: &Geometry, segs: &[Segment], n: usize, b: &mut [T]) {
+fn gather_kernel_rows<T: Element>(x: &[T], g: &Geometry, segs: &[Segment], n: usize, b: &mut [T]) {
     let (kh, kw) = g.kernel;
     let (ph, pw) = g.padding;
     let zero = T::zero();
+    let (sh, sw) = g.stride;
+    let mut padded = [zero; PADDED_ROW];
     let mut kernel_rows = b.chunks_exact_mut(kw * NR);
     for plane in x.chunks_exact(g.h * g.w).take(g.c) {
         for ki in 0..kh {
@@ -117,16 +119,39 @@ fn gather_inside_rows<T: Element>(x: &[T], g: &Geometry, segs: &[Segment], n: us
                 }
             }
             for s in segs {
-                let ih = (s.oh + ki) as isize - ph as isize;
+                let ih = (s.oh * sh + ki) as isize - ph as isize;
                 if ih < 0 || ih >= g.h as isize {
                     for row in rows.chunks_exact_mut(NR) {
                         row[s.at..s.at + s.len].fill(zero);
                     }
                     continue;
                 }
-                let src = &plane[ih as usize * g.w + s.ow - pw..];
+                let line = &plane[ih as usize * g.w..][..g.w];
+                // Input columns s.ow − pw .. s.ow − pw + len + kw − 1.
+                let start = (s.ow * sw) as isize - pw as isize;
+                let span = (s.len - 1) * sw + kw;
+                let src = if start >= 0 && start as usize + span <= g.w {
+                    &line[start as usize..]
+                } else {
+                    for (i, v) in padded[..span].iter_mut().enumerate() {
+                        let col = start + i as isize;
+                        *v = if col >= 0 && (col as usize) < g.w {
+                            line[col as usize]
+                        } else {
+                            zero
+                        };
+                    }
+                    &padded[..]
+                };
                 for (kj, row) in rows.chunks_exact_mut(NR).enumerate() {
-                    copy_short(&mut row[s.at..s.at + s.len], &src[kj..]);
+                    let out = &mut row[s.at..s.at + s.len];
+                    if sw == 1 {
+                        copy_short(out, &src[kj..]);
+                    } else {
+                        for (j, v) in out.iter_mut().enumerate() {
+                            *v = src[kj + j * sw];
+                        }
+                    }
                 }
             }
         }
