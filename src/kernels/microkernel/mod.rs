@@ -333,4 +333,39 @@ mod tests {
         assert_eq!(run(&at, (1, m), (&b, NR)), want);
         assert_eq!(run(&a, (k, 1), (&wide, ldb)), want);
     }
+
+    /// The AVX2 kernel is tested on AVX-512 machines too (where `multiply_block` would pick
+    /// the AVX-512 one): every panel height, full and partial blocks, against the loops.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_kernel_matches_the_reference_wherever_it_can_run() {
+        if !(std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma"))
+        {
+            return;
+        }
+        for mr in [4, 5, 6, 8, 10, 12, 14] {
+            for (m, k, n) in [(mr, 7, 16), (2 * mr + 3, 25, 9), (3, 0, 5)] {
+                let single = |v: Vec<f64>| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
+                let (a, b, bias) = (values(m * k, 1), values(k * NR, 2), values(m, 3));
+                let mut want = vec![0.0; m * NR];
+                multiply_reference(&a, (m, k), &b, n, Some(&bias), &mut want, NR);
+                let packed = PackedRows::with_mr(&single(a), (m, k), (k, 1), mr);
+                let (b, bias) = (single(b), single(bias));
+                let mut c = vec![f32::NAN; m * NR];
+                let block = x86::F32Block::of(&packed, (&b, NR), Some(&bias), &mut c).expect("f32");
+                // SAFETY: AVX2 and FMA were detected above; the shapes are those
+                // `multiply_block` checks (k rows of NR in `b`, m rows of NR in `c`).
+                unsafe { x86::block_avx2(block, n, NR) };
+                for (i, (x, y)) in c.iter().zip(&want).enumerate() {
+                    if i % NR < n {
+                        assert!(
+                            (*x as f64 - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                            "mr {mr}: {x} vs {y}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
