@@ -71,15 +71,12 @@ macro_rules! by_panel_height {
 ///
 /// # Safety
 /// The CPU must support AVX-512F, and the block's shapes must have been checked by
-/// [`super::multiply_block`].
+/// [`super::multiply_block`] (which also handles an empty inner dimension: `k ≥ 1` here).
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn block_avx512(blk: F32Block<'_>, n: usize, ldc: usize) {
     #[target_feature(enable = "avx512f")]
     unsafe fn run<const MR: usize>(blk: F32Block<'_>, n: usize, ldc: usize) {
         let (k, b, ldb) = (blk.k, blk.b.as_ptr(), blk.ldb);
-        if k == 0 {
-            return zero_k(blk, n, ldc);
-        }
         for (q, panel) in blk.a.chunks_exact(k * MR).enumerate() {
             let rows = (blk.m - q * MR).min(MR);
             let mut acc = [_mm512_setzero_ps(); MR];
@@ -121,15 +118,12 @@ pub(super) unsafe fn block_avx512(blk: F32Block<'_>, n: usize, ldc: usize) {
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA, and the block's shapes must have been checked by
-/// [`super::multiply_block`].
+/// [`super::multiply_block`] (which also handles an empty inner dimension: `k ≥ 1` here).
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn block_avx2(blk: F32Block<'_>, n: usize, ldc: usize) {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn run<const MR: usize>(blk: F32Block<'_>, n: usize, ldc: usize) {
         let (k, b, ldb) = (blk.k, blk.b.as_ptr(), blk.ldb);
-        if k == 0 {
-            return zero_k(blk, n, ldc);
-        }
         for (q, panel) in blk.a.chunks_exact(k * MR).enumerate() {
             let rows = (blk.m - q * MR).min(MR);
             let mut acc = [[_mm256_setzero_ps(); 2]; MR];
@@ -164,12 +158,4 @@ pub(super) unsafe fn block_avx2(blk: F32Block<'_>, n: usize, ldc: usize) {
     }
     // SAFETY: the caller guarantees AVX2 + FMA and checked shapes.
     unsafe { by_panel_height!(run, blk, n, ldc, [4, 5, 6, 8, 10, 12, 14]) }
-}
-
-/// An empty inner dimension: every output is its bias.
-fn zero_k(blk: F32Block<'_>, n: usize, ldc: usize) {
-    for i in 0..blk.m {
-        let v = blk.bias.map_or(0.0, |bias| bias[i]);
-        blk.c[i * ldc..][..n].fill(v);
-    }
 }

@@ -3,11 +3,11 @@
 use super::POSITIONS;
 use crate::kernels::Element;
 
-/// How each transformed position's `o × c` weight matrix is stored. matrixmultiply packs
-/// the left operand of a product fastest when its rows are adjacent in memory, so the
-/// forward product `U[ξ]·V[ξ]` wants `U[ξ]` stored by input channel and the input-gradient
-/// product `U[ξ]ᵀ·Ũ[ξ]` wants it by output channel (measured: packing `U` by output
-/// channel for the forward GEMMs was 2.2% of a cifar-cnn step).
+/// How each transformed position's `o × c` weight matrix is stored. The drivers take
+/// [`WeightLayout::ByOutput`] and pack `U[ξ]` (forward) or `U[ξ]ᵀ` (dX) for the
+/// micro-kernel from it, once per call; `ByInput` was the forward's layout while
+/// matrixmultiply packed `U[ξ]` for every product, and is kept for callers of
+/// [`transform_weights`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WeightLayout {
     /// `U[ξ][o][c]`.
