@@ -35,9 +35,13 @@ pub struct Conv2dConfig {
 /// How a convolution is computed; every algorithm gives the same result up to rounding.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ConvAlgorithm {
-    /// Winograd where it applies and pays ([`ConvAlgorithm::auto_prefers_winograd`]),
-    /// otherwise the implicit GEMM for maps of at least 16 output pixels and im2col for
-    /// smaller ones (whose images share one product).
+    /// For f32: Winograd where it applies and pays
+    /// ([`ConvAlgorithm::auto_prefers_winograd`]), otherwise the implicit GEMM for maps of
+    /// at least 16 output pixels and im2col for smaller ones (whose images share one
+    /// product). For f64: im2col, whose GEMM (matrixmultiply's dgemm) has vector code for
+    /// f64, which the micro-kernel under Winograd and the implicit GEMM lacks (on a
+    /// LeNet-sized layer im2col took 26 ms where the implicit GEMM took 60). Depthwise
+    /// convolutions by the depthwise kernel, in both.
     #[default]
     Auto,
     /// im2col + GEMM: any kernel, stride, padding and dilation.
@@ -75,16 +79,20 @@ impl ConvAlgorithm {
     /// The algorithm this choice runs geometry `g` (all input channels) with `c_out`
     /// outputs in `groups` groups by — never `Auto`; an error if Winograd or the depthwise
     /// kernel was asked for a convolution it cannot compute. `Auto` runs depthwise
-    /// convolutions by the depthwise kernel, other grouped ones by im2col per group.
+    /// convolutions by the depthwise kernel, other grouped ones by im2col per group, and
+    /// every other one by im2col unless `vector_kernels` (the element type is f32, which
+    /// the micro-kernel has vector code for).
     pub(super) fn resolve(
         self,
         g: &Geometry,
         c_out: usize,
         groups: usize,
+        vector_kernels: bool,
     ) -> Result<ConvAlgorithm> {
         let depthwise = groups > 1 && groups == g.c && c_out == g.c;
         match self {
             ConvAlgorithm::Auto if depthwise => Ok(ConvAlgorithm::Depthwise),
+            ConvAlgorithm::Auto if !vector_kernels => Ok(ConvAlgorithm::Im2col),
             ConvAlgorithm::Auto if groups == 1 && Self::auto_prefers_winograd(g, c_out) => {
                 Ok(ConvAlgorithm::Winograd)
             }
@@ -164,10 +172,11 @@ impl Conv2dConfig {
         Conv2dConfig { algorithm, ..self }
     }
 
-    /// The algorithm a convolution of an `input` (NCHW) with a `weight` shape runs by under
-    /// this configuration: `Auto` resolved to [`ConvAlgorithm::Winograd`],
-    /// [`ConvAlgorithm::ImplicitGemm`] or [`ConvAlgorithm::Im2col`], any other choice as
-    /// given.
+    /// The algorithm a convolution of an f32 `input` (NCHW) with a `weight` shape runs by
+    /// under this configuration: `Auto` resolved to [`ConvAlgorithm::Winograd`],
+    /// [`ConvAlgorithm::ImplicitGemm`], [`ConvAlgorithm::Im2col`] or
+    /// [`ConvAlgorithm::Depthwise`], any other choice as given (f64 tensors run `Auto`'s
+    /// dense choices by im2col: see [`ConvAlgorithm::Auto`]).
     /// ```
     /// use tensorgrad::ops::conv::{ConvAlgorithm, Conv2dConfig};
     ///
@@ -181,7 +190,7 @@ impl Conv2dConfig {
     /// ```
     pub fn algorithm_for(&self, input: &[usize], weight: &[usize]) -> Result<ConvAlgorithm> {
         let g = conv_geometry(input, weight, None, *self)?;
-        self.algorithm.resolve(&g, weight[0], self.groups)
+        self.algorithm.resolve(&g, weight[0], self.groups, true)
     }
 }
 

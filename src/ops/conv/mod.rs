@@ -128,7 +128,9 @@ impl<T: Element> Tensor<T> {
         let x = self.values();
         let w = weight.values();
         let b = bias.map(|b| b.values());
-        let algorithm = cfg.algorithm.resolve(&g, o, cfg.groups)?;
+        let algorithm = cfg
+            .algorithm
+            .resolve(&g, o, cfg.groups, T::DTYPE == "f32")?;
         let kernel = algorithm.forward_kernel(&g, o, cfg.groups, &w);
         // Small maps share one product between images, but at most a thread's share of the
         // batch: mobilenet-v2's 1×1 layers on 1×1 maps put all 128 images into one product,
