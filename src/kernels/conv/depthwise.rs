@@ -149,15 +149,42 @@ impl<'a, T: Element> Depthwise<'a, T> {
         }
     }
 
-    /// The channels-last path: the image transposed to `pixels × c`, then for every
-    /// output pixel and tap inside the image `y[pixel][·] += w[tap][·] · x[input pixel][·]`
-    /// over all channels at once (contiguous, vectorised), then transposed back.
+    /// The channels-last path: the image transposed to `pixels × c`, the sums of
+    /// [`Self::sums_channels_last`] (in AVX-512 registers where the CPU has them, for f32),
+    /// then transposed back.
     fn forward_channels_last(&self, x: &[T], bias: Option<&[T]>, y: &mut [T], ws: &mut [T]) {
         let g = &self.geometry;
         let (c, plane, out) = (g.c, g.h * g.w, g.p());
         let (xt, rest) = ws.split_at_mut(plane * c);
         let yt = &mut rest[..out * c];
         copy_transposed(x, (c, plane, plane), xt, c);
+        self.sums_channels_last(xt, bias, yt, true);
+        copy_transposed(yt, (out, c, c), y, out);
+    }
+
+    /// `yt[pixel][·] = bias + Σ_taps w[tap][·] · xt[input pixel][·]` over all channels at
+    /// once, for every output pixel and tap inside the image: `xt` is the image
+    /// channels-last (`pixels × c`), `yt` the output. The plain loops (the reference,
+    /// vectorised by the compiler over the channels) add one tap to a whole pixel at a
+    /// time; with `fast`, f32 on an AVX-512 CPU keeps each pixel's sums in registers
+    /// instead (`depthwise_x86`), with the same sums in the same order: bitwise the same.
+    fn sums_channels_last(&self, xt: &[T], bias: Option<&[T]>, yt: &mut [T], fast: bool) {
+        let g = &self.geometry;
+        let c = g.c;
+        #[cfg(target_arch = "x86_64")]
+        if fast && std::arch::is_x86_feature_detected!("avx512f") {
+            if let (Some(xt), Some(w), Some(bias), Some(yt)) = (
+                as_f32(xt),
+                as_f32(&self.weight_by_tap),
+                bias.map_or(Some(None), |b| as_f32(b).map(Some)),
+                as_f32_mut(yt),
+            ) {
+                // SAFETY: the CPU has AVX-512F, checked just above.
+                unsafe { super::depthwise_x86::forward_channels_last(g, xt, w, bias, yt) };
+                return;
+            }
+        }
+        let _ = fast;
         for y_pix in yt.chunks_exact_mut(c) {
             match bias {
                 Some(b) => y_pix.copy_from_slice(&b[..c]),
@@ -172,8 +199,22 @@ impl<'a, T: Element> Depthwise<'a, T> {
                 *y += wv * xv;
             }
         });
-        copy_transposed(yt, (out, c, c), y, out);
     }
+}
+
+/// `s` as f32, when `T` is f32.
+fn as_f32<T: Element>(s: &[T]) -> Option<&[f32]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        // SAFETY: T is f32 (checked): same size, alignment and validity.
+        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) })
+}
+
+/// `s` as f32, mutably, when `T` is f32.
+fn as_f32_mut<T: Element>(s: &mut [T]) -> Option<&mut [f32]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        // SAFETY: T is f32 (checked): same size, alignment and validity; the borrow of
+        // `s` moves into the result.
+        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<f32>(), s.len()) })
 }
 
 /// The side lengths of a plane with its padding, `(h + 2·ph, w + 2·pw)`.
@@ -373,6 +414,47 @@ mod tests {
             }
         }
         y
+    }
+
+    /// The channels-last sums in AVX-512 registers (f32, where the CPU has AVX-512F; on
+    /// other CPUs both sides are the plain loops) are bitwise the plain loops' — channel
+    /// counts below, at and between multiples of 16 (masked last registers, one to five
+    /// registers per pixel), stride 2 on odd sizes, padding 0–2, dilation 2, with and
+    /// without a bias.
+    #[test]
+    fn channels_last_registers_equal_the_plain_loops_bitwise() {
+        for (c, h, w, k, s, p, d) in [
+            (1, 4, 4, 3, 1, 1, 1),
+            (7, 5, 6, 3, 1, 1, 1),
+            (16, 4, 4, 3, 2, 1, 1),
+            (33, 3, 5, 3, 1, 2, 2),
+            (64, 2, 2, 3, 1, 1, 1),
+            (80, 3, 3, 3, 2, 0, 1),
+            (144, 8, 8, 3, 1, 1, 1),
+            (21, 7, 7, 5, 2, 2, 1),
+        ] {
+            let g = Geometry::new(c, (h, w), (k, k), (s, s), (p, p), (d, d)).unwrap();
+            let x: Vec<f32> = (0..c * h * w).map(|i| (i as f32 * 0.37).sin()).collect();
+            let wt: Vec<f32> = (0..c * k * k).map(|i| (i as f32 * 0.71).cos()).collect();
+            let bias: Vec<f32> = (0..c).map(|i| i as f32 * 0.3 - 1.0).collect();
+            let mut kernel = Depthwise::new(&g, &wt);
+            kernel.weight_by_tap = vec![0.0; wt.len()];
+            copy_transposed(&wt, (c, k * k, k * k), &mut kernel.weight_by_tap, c);
+            let mut xt = vec![0.0; x.len()];
+            copy_transposed(&x, (c, h * w, h * w), &mut xt, c);
+            for b in [None, Some(&bias[..])] {
+                let (mut fast, mut plain) = (vec![f32::NAN; g.p() * c], vec![0.0; g.p() * c]);
+                kernel.sums_channels_last(&xt, b, &mut fast, true);
+                kernel.sums_channels_last(&xt, b, &mut plain, false);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&fast),
+                    bits(&plain),
+                    "c {c}, {h}×{w}, k {k}, s {s}, p {p}, d {d}, bias {}",
+                    b.is_some()
+                );
+            }
+        }
     }
 
     /// Both forward paths — plane by plane and channels-last — equal the definition, for

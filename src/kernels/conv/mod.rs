@@ -14,6 +14,8 @@
 //! - [`winograd`]: F(2×2, 3×3) for 3×3 stride-1 layers, 16 GEMMs over transformed tiles.
 
 pub mod depthwise;
+#[cfg(target_arch = "x86_64")]
+mod depthwise_x86;
 pub mod direct;
 pub mod grouped;
 pub mod im2col;

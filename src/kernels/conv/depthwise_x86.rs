@@ -1,0 +1,177 @@
+//! The channels-last depthwise forward for f32 in explicit AVX-512 vectors: the fast path
+//! of `Depthwise::forward_channels_last`, whose plain loops are the reference it is tested
+//! against (bitwise).
+//!
+//! The plain loops add one tap to a whole pixel's channels at a time (`y += w·x` over the
+//! channels: the output row is read and written back for every tap). Here the sums of a
+//! pixel's taps stay in registers: for up to four registers of 16 channels at once (four
+//! independent chains of adds, whose latencies overlap), the bias is loaded, each tap's
+//! product added, and the result stored once. Multiply and add stay two instructions (no
+//! fused multiply-add), in the plain loops' order, so every output rounds the same way.
+
+use crate::kernels::Geometry;
+use std::arch::x86_64::*;
+
+/// f32 lanes per AVX-512 register.
+const LANES: usize = 16;
+
+/// Registers of channel sums carried through one pixel's taps.
+const BLOCKS: usize = 4;
+
+/// The taps `t < k` of one axis that read inside `0..size` for output `out` (input
+/// `out·stride + t·dilation − pad`): a contiguous range.
+fn valid_taps(
+    out: usize,
+    (stride, dilation, pad): (usize, usize, usize),
+    k: usize,
+    size: usize,
+) -> std::ops::Range<usize> {
+    let inside = |t: usize| {
+        (out * stride + t * dilation)
+            .checked_sub(pad)
+            .is_some_and(|v| v < size)
+    };
+    let first = (0..k).find(|&t| inside(t)).unwrap_or(k);
+    let end = (first..k).find(|&t| !inside(t)).unwrap_or(k);
+    first..end
+}
+
+/// `yt[pixel][ch] = bias[ch] + Σ_taps w_by_tap[tap][ch] · xt[input pixel][ch]` for every
+/// output pixel of geometry `g` (`xt`: `h·w × c`, `w_by_tap`: `kh·kw × c`, `yt`:
+/// `oh·ow × c`), the taps summed row by row in the order of the plain loops.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn forward_channels_last(
+    g: &Geometry,
+    xt: &[f32],
+    w_by_tap: &[f32],
+    bias: Option<&[f32]>,
+    yt: &mut [f32],
+) {
+    let c = g.c;
+    let taps = g.kernel.0 * g.kernel.1;
+    // The bounds every load and store below relies on.
+    assert!(xt.len() >= g.h * g.w * c, "input too short");
+    assert!(w_by_tap.len() >= taps * c, "weights too short");
+    assert!(yt.len() >= g.oh * g.ow * c, "output too short");
+    assert!(bias.is_none_or(|b| b.len() >= c), "bias too short");
+    let axis_h = (g.stride.0, g.dilation.0, g.padding.0);
+    let axis_w = (g.stride.1, g.dilation.1, g.padding.1);
+    for i in 0..g.oh {
+        let rows = valid_taps(i, axis_h, g.kernel.0, g.h);
+        for j in 0..g.ow {
+            let cols = valid_taps(j, axis_w, g.kernel.1, g.w);
+            let pixel = Pixel {
+                g,
+                rows: rows.clone(),
+                cols,
+                at: (i, j),
+            };
+            let mut start = 0;
+            while c - start >= BLOCKS * LANES {
+                // SAFETY: AVX-512F (this function's contract); channels start..start + 64
+                // are inside every row of c (checked by the loop condition).
+                unsafe { pixel.sum::<BLOCKS>(xt, w_by_tap, bias, yt, start, [u16::MAX; BLOCKS]) };
+                start += BLOCKS * LANES;
+            }
+            // The last 1–4 registers, the last one masked to the channels left.
+            let left = c - start;
+            let masks = |n: usize| -> [u16; BLOCKS] {
+                std::array::from_fn(|b| {
+                    let lanes = left.saturating_sub(b * LANES).min(LANES);
+                    if b < n {
+                        ((1u32 << lanes) - 1) as u16
+                    } else {
+                        0
+                    }
+                })
+            };
+            // SAFETY: as above; the masks cover channels start..c only, and masked-off lanes
+            // are neither read nor written.
+            unsafe {
+                match left.div_ceil(LANES) {
+                    0 => {}
+                    1 => pixel.sum::<1>(xt, w_by_tap, bias, yt, start, [masks(1)[0]]),
+                    2 => pixel.sum::<2>(
+                        xt,
+                        w_by_tap,
+                        bias,
+                        yt,
+                        start,
+                        masks(2)[..2].try_into().unwrap(),
+                    ),
+                    3 => pixel.sum::<3>(
+                        xt,
+                        w_by_tap,
+                        bias,
+                        yt,
+                        start,
+                        masks(3)[..3].try_into().unwrap(),
+                    ),
+                    _ => pixel.sum::<4>(xt, w_by_tap, bias, yt, start, masks(4)),
+                }
+            }
+        }
+    }
+}
+
+/// One output pixel: where it is and which of its taps read inside the image.
+struct Pixel<'g> {
+    g: &'g Geometry,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+    at: (usize, usize),
+}
+
+impl Pixel<'_> {
+    /// The pixel's outputs for channels `start .. start + 16·N` (lanes of register `b`
+    /// limited by `masks[b]`).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F; the slices hold the sizes [`forward_channels_last`]
+    /// asserts, and every lane the masks enable is a channel below `g.c`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn sum<const N: usize>(
+        &self,
+        xt: &[f32],
+        w_by_tap: &[f32],
+        bias: Option<&[f32]>,
+        yt: &mut [f32],
+        start: usize,
+        masks: [u16; N],
+    ) {
+        let g = self.g;
+        let c = g.c;
+        let (i, j) = self.at;
+        // SAFETY: AVX-512F (this function's contract). Every load and store is at offset
+        // `start + 16·b` of a row of `c` channels that exists (the output pixel `(i, j)`,
+        // a tap of `rows × cols`, whose input pixel is inside the image by construction, or
+        // the bias), and touches only the lanes its mask enables, channels below `c`
+        // (the caller's contract); masked-off lanes are not accessed.
+        unsafe {
+            let mut acc: [__m512; N] = std::array::from_fn(|b| match bias {
+                Some(bias) => _mm512_maskz_loadu_ps(masks[b], bias.as_ptr().add(start + b * LANES)),
+                None => _mm512_setzero_ps(),
+            });
+            for a in self.rows.clone() {
+                let ih = i * g.stride.0 + a * g.dilation.0 - g.padding.0;
+                for bb in self.cols.clone() {
+                    let iw = j * g.stride.1 + bb * g.dilation.1 - g.padding.1;
+                    let x = xt.as_ptr().add((ih * g.w + iw) * c + start);
+                    let w = w_by_tap.as_ptr().add((a * g.kernel.1 + bb) * c + start);
+                    for (b, acc) in acc.iter_mut().enumerate() {
+                        let xv = _mm512_maskz_loadu_ps(masks[b], x.add(b * LANES));
+                        let wv = _mm512_maskz_loadu_ps(masks[b], w.add(b * LANES));
+                        *acc = _mm512_add_ps(*acc, _mm512_mul_ps(wv, xv));
+                    }
+                }
+            }
+            let y = yt.as_mut_ptr().add((i * g.ow + j) * c + start);
+            for (b, acc) in acc.iter().enumerate() {
+                _mm512_mask_storeu_ps(y.add(b * LANES), masks[b], *acc);
+            }
+        }
+    }
+}
