@@ -88,7 +88,11 @@ fn max_2x2<T: Element>(xp: &[T], g: &Geometry, out: &mut [T], pos: &mut [u32]) {
             };
             *p = ((2 * oy + usize::from(lower)) * w + 2 * ox + col) as u32;
         }
-        // NaN: `>` never selects it; redo such windows with the scan that lets it win.
+        // NaN: `>` never selects it; redo such windows with the scan that lets it win
+        // (only on the rare row pair that holds one: the check vectorises, the scan not).
+        if !holds_nan(top) && !holds_nan(bottom) {
+            continue;
+        }
         for (ox, (o, p)) in out_row.iter_mut().zip(pos_row.iter_mut()).enumerate() {
             let window = [
                 top[2 * ox],
@@ -99,6 +103,57 @@ fn max_2x2<T: Element>(xp: &[T], g: &Geometry, out: &mut [T], pos: &mut [u32]) {
             if let Some(i) = window.iter().position(|v| v.is_nan()) {
                 *o = window[i];
                 *p = ((2 * oy + i / 2) * w + 2 * ox + i % 2) as u32;
+            }
+        }
+    }
+}
+
+/// Whether any element of `v` is NaN (an or over the whole slice, which vectorises where
+/// a short-circuiting search does not).
+#[inline]
+fn holds_nan<T: Element>(v: &[T]) -> bool {
+    v.iter().fold(false, |any, x| any | x.is_nan())
+}
+
+/// Max pooling of one plane, values only (no position of the maximum: inference, where
+/// no gradient will need it): bitwise the values of [`max_pool_plane`]. 2×2 windows with
+/// stride 2 and no padding take a branch-free path; other windows run [`max_pool_plane`]
+/// with a scratch buffer for the positions.
+pub fn max_pool_values<T: Element>(xp: &[T], g: &Geometry, out: &mut [T]) {
+    if g.kernel != (2, 2) || g.stride != (2, 2) || g.padding != (0, 0) {
+        let mut pos = vec![0u32; out.len()];
+        return max_pool_plane(xp, g, out, &mut pos);
+    }
+    let w = g.w;
+    for oy in 0..g.oh {
+        let top = &xp[2 * oy * w..2 * oy * w + 2 * g.ow];
+        let bottom = &xp[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * g.ow];
+        let out_row = &mut out[oy * g.ow..(oy + 1) * g.ow];
+        for (o, (t, b)) in out_row
+            .iter_mut()
+            .zip(top.chunks_exact(2).zip(bottom.chunks_exact(2)))
+        {
+            // The selections of `max_2x2`, in the same order.
+            let top_max = if t[1] > t[0] { t[1] } else { t[0] };
+            let bottom_max = if b[1] > b[0] { b[1] } else { b[0] };
+            *o = if bottom_max > top_max {
+                bottom_max
+            } else {
+                top_max
+            };
+        }
+        if !holds_nan(top) && !holds_nan(bottom) {
+            continue;
+        }
+        for (ox, o) in out_row.iter_mut().enumerate() {
+            let window = [
+                top[2 * ox],
+                top[2 * ox + 1],
+                bottom[2 * ox],
+                bottom[2 * ox + 1],
+            ];
+            if let Some(&first_nan) = window.iter().find(|v| v.is_nan()) {
+                *o = first_nan;
             }
         }
     }
@@ -207,6 +262,41 @@ pub fn avg_pool_backward_reference<T: Element>(dyp: &[T], g: &Geometry, dxp: &mu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Max pooling without positions gives bitwise the values of the path with them:
+    /// 2×2/2 windows on odd and even sizes (NaN in some windows, ties of ±0), and other
+    /// windows (3×3/2 with padding, 2×2/1) through the fallback.
+    #[test]
+    fn max_pool_values_equal_the_values_with_positions_bitwise() {
+        for (h, w, k, s, p) in [
+            (6, 8, 2, 2, 0),
+            (7, 9, 2, 2, 0),
+            (2, 2, 2, 2, 0),
+            (7, 7, 3, 2, 1),
+            (5, 6, 2, 1, 0),
+        ] {
+            let g = Geometry::new(1, (h, w), (k, k), (s, s), (p, p), (1, 1)).unwrap();
+            for nan_every in [0, 5, 13] {
+                let x: Vec<f32> = (0..h * w)
+                    .map(|i| match i {
+                        _ if nan_every > 0 && i % nan_every == 3 => f32::NAN,
+                        _ if i % 7 == 1 => -0.0,
+                        _ if i % 7 == 2 => 0.0,
+                        _ => ((i * 5 % 11) as f32 - 5.0).floor(),
+                    })
+                    .collect();
+                let (mut values, mut with_pos) = (vec![1.0; g.p()], vec![2.0; g.p()]);
+                max_pool_values(&x, &g, &mut values);
+                max_pool_plane(&x, &g, &mut with_pos, &mut vec![0; g.p()]);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&values),
+                    bits(&with_pos),
+                    "{h}×{w}, {k}/{s}, pad {p}, NaN every {nan_every}"
+                );
+            }
+        }
+    }
 
     /// 1×1 windows without padding (strides 1–3 on odd and even sizes) are read straight
     /// from their pixels: values and gradients bitwise those of the general scan, signed

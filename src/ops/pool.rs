@@ -93,6 +93,16 @@ impl<T: Element> Tensor<T> {
         }
         let x = self.values();
         let mut out = crate::memory::take_zeroed(planes * p);
+        let shape = [self.shape()[0], self.shape()[1], g.oh, g.ow];
+        if !(crate::autograd::is_grad_enabled() && self.requires_grad()) {
+            // No graph: the positions of the maxima would never be read.
+            out.par_chunks_mut(p.max(1))
+                .enumerate()
+                .for_each(|(plane, out)| {
+                    pool::max_pool_values(&x[plane * hw..(plane + 1) * hw], &g, out);
+                });
+            return Tensor::from_vec(out, &shape);
+        }
         let mut argmax = vec![0u32; planes * p];
         out.par_chunks_mut(p.max(1))
             .zip(argmax.par_chunks_mut(p.max(1)))
@@ -100,7 +110,6 @@ impl<T: Element> Tensor<T> {
             .for_each(|(plane, (out, pos))| {
                 pool::max_pool_plane(&x[plane * hw..(plane + 1) * hw], &g, out, pos);
             });
-        let shape = [self.shape()[0], self.shape()[1], g.oh, g.ow];
         let op = MaxPoolBackward {
             input: self.graph_handle(),
             argmax,
