@@ -142,3 +142,19 @@ macro_rules! impl_element {
 
 impl_element!(f32, "f32", matrixmultiply::sgemm, WORKSPACE_F32);
 impl_element!(f64, "f64", matrixmultiply::dgemm, WORKSPACE_F64);
+
+/// `s` as f32, when `T` is f32: the door from the generic kernels to their f32 vector
+/// paths.
+pub(crate) fn as_f32<T: Element>(s: &[T]) -> Option<&[f32]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        // SAFETY: T is f32 (checked): same size, alignment and validity.
+        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) })
+}
+
+/// `s` as f32, mutably, when `T` is f32.
+pub(crate) fn as_f32_mut<T: Element>(s: &mut [T]) -> Option<&mut [f32]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        // SAFETY: T is f32 (checked): same size, alignment and validity; the borrow of
+        // `s` moves into the result.
+        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<f32>(), s.len()) })
+}

@@ -7,6 +7,7 @@
 //! convolution ([`super::grouped`] over [`super::direct`]).
 
 use super::{ConvBackward, ConvForward};
+use crate::kernels::element::{as_f32, as_f32_mut};
 use crate::kernels::transpose::copy_transposed;
 use crate::kernels::{Element, Geometry};
 
@@ -200,21 +201,6 @@ impl<'a, T: Element> Depthwise<'a, T> {
             }
         });
     }
-}
-
-/// `s` as f32, when `T` is f32.
-fn as_f32<T: Element>(s: &[T]) -> Option<&[f32]> {
-    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
-        // SAFETY: T is f32 (checked): same size, alignment and validity.
-        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) })
-}
-
-/// `s` as f32, mutably, when `T` is f32.
-fn as_f32_mut<T: Element>(s: &mut [T]) -> Option<&mut [f32]> {
-    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
-        // SAFETY: T is f32 (checked): same size, alignment and validity; the borrow of
-        // `s` moves into the result.
-        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<f32>(), s.len()) })
 }
 
 /// The side lengths of a plane with its padding, `(h + 2·ph, w + 2·pw)`.

@@ -3,8 +3,8 @@
 //! and step of `k`.
 
 use super::{PackedRows, NR};
+use crate::kernels::element::{as_f32, as_f32_mut};
 use crate::kernels::Element;
-use std::any::TypeId;
 use std::arch::x86_64::*;
 
 /// The operands of [`super::multiply_block`] seen as f32 (shapes already checked).
@@ -19,15 +19,6 @@ pub(super) struct F32Block<'a> {
     c: &'a mut [f32],
 }
 
-/// Reinterprets a slice of `T` as f32.
-///
-/// # Safety
-/// `T` must be `f32`.
-unsafe fn as_f32<T>(s: &[T]) -> &[f32] {
-    // SAFETY: T is f32 (the caller's contract): same size, alignment and validity.
-    unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) }
-}
-
 impl<'a> F32Block<'a> {
     /// The operands as f32, or `None` when `T` is another type.
     pub(super) fn of<T: Element>(
@@ -36,24 +27,19 @@ impl<'a> F32Block<'a> {
         bias: Option<&'a [T]>,
         c: &'a mut [T],
     ) -> Option<Self> {
-        if TypeId::of::<T>() != TypeId::of::<f32>() {
-            return None;
-        }
-        // SAFETY: T is f32 (checked just above), so each slice is a slice of f32; `c`
-        // keeps its exclusive borrow, moved into the returned block.
-        unsafe {
-            let c = std::slice::from_raw_parts_mut(c.as_mut_ptr().cast::<f32>(), c.len());
-            Some(F32Block {
-                a: as_f32(&a.data),
-                m: a.m,
-                k: a.k,
-                mr: a.mr,
-                b: as_f32(b),
-                ldb,
-                bias: bias.map(|bias| as_f32(bias)),
-                c,
-            })
-        }
+        Some(F32Block {
+            a: as_f32(&a.data)?,
+            m: a.m,
+            k: a.k,
+            mr: a.mr,
+            b: as_f32(b)?,
+            ldb,
+            bias: match bias {
+                Some(bias) => Some(as_f32(bias)?),
+                None => None,
+            },
+            c: as_f32_mut(c)?,
+        })
     }
 }
 
