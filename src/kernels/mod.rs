@@ -10,6 +10,7 @@
 //! | [`microkernel`] | `mr × 16` register tiles over a left operand packed once (AVX-512 / AVX2 + FMA chosen at run time) | [`microkernel::multiply_reference`] (three loops) |
 //! | [`transpose`] | 8×8 blocks, AVX in-register shuffles for f32 | [`transpose::transpose_reference`] |
 //! | [`elementwise`] | maps split over the rayon pool, chunks zeroed by their filling thread | the serial loop (same results, tested) |
+//! | [`batch_norm`] | per-channel sums by slabs of whole images (one partial sum per channel and pixel), AVX2-compiled passes | [`batch_norm::channel_sums_reference`], [`batch_norm::normalise_reference`], [`batch_norm::input_grad_reference`] (plane by plane, element by element) |
 //! | [`conv`] | implicit GEMM, im2col + GEMM, Winograd F(2×2, 3×3) | [`conv::direct`] (seven loops), [`conv::winograd::reference`] (one tile, `Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A`) |
 //! | [`pool`] | 2×2/2 max-pool unrolled, tiled windows | [`pool::max_pool_reference`] |
 //! | [`reduce`] | sums in 32 interleaved lanes (vectorised) | [`reduce::sum_by_reference`] (one serial chain) |
@@ -19,6 +20,7 @@
 //! only for these modules, and `clippy::undocumented_unsafe_blocks` makes every block carry
 //! its `// SAFETY:` argument.
 
+pub mod batch_norm;
 pub mod conv;
 pub mod element;
 pub mod elementwise;

@@ -18,10 +18,11 @@
 
 use crate::autograd::CustomOp;
 use crate::error::{Result, TensorError};
-use crate::kernels::elementwise::par_chunks_zeroed;
-use crate::kernels::reduce;
+use crate::kernels::batch_norm::{
+    channel_mean_var, gated_sums, input_grad, normalise, ChannelAffine, NoAct, Planes, Relu6Act,
+    ReluAct,
+};
 use crate::tensor::{Element, Tensor};
-use rayon::prelude::*;
 use std::sync::Arc;
 
 /// The activation a fused batch norm applies to its output.
@@ -37,16 +38,6 @@ pub enum BnActivation {
 }
 
 impl BnActivation {
-    /// The activation of a pre-activation value `z`.
-    fn apply<T: Element>(self, z: T) -> T {
-        match self {
-            BnActivation::Identity => z,
-            BnActivation::Relu if z > T::zero() => z,
-            BnActivation::Relu => T::zero(),
-            BnActivation::Relu6 => z.max(T::zero()).min(T::from_f64(6.0)),
-        }
-    }
-
     /// The suffix of the fused op's name.
     fn op_name(self) -> &'static str {
         match self {
@@ -82,78 +73,6 @@ struct BatchNormTrain<T: Element> {
     activation: BnActivation,
 }
 
-/// Per-channel mean and biased variance over the planes of NCHW data, in two passes per
-/// channel (the mean, then the squared deviations from it: no cancellation), one channel
-/// per task so that the second pass reads the channel from cache.
-fn channel_mean_var<T: Element>(x: &[T], c: usize, hw: usize, count: T) -> Vec<(T, T)> {
-    let planes = x.len() / hw.max(1);
-    (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let plane = |i: usize| &x[i * hw..(i + 1) * hw];
-            let mut s = T::zero();
-            for i in (ch..planes).step_by(c) {
-                s += reduce::sum(plane(i));
-            }
-            let mean = s / count;
-            let mut sq = T::zero();
-            for i in (ch..planes).step_by(c) {
-                sq += reduce::sum_by(plane(i), |v| (v - mean) * (v - mean));
-            }
-            (mean, sq / count)
-        })
-        .collect()
-}
-
-/// An activation as a type: the loops below are compiled once per activation with its
-/// gate inlined — no per-element dispatch, and no mask work at all for the identity
-/// (a branchy per-element `match` made the resnet20 step 10–20% slower).
-trait Act {
-    /// The activation of a pre-activation value `z`.
-    fn apply<T: Element>(z: T) -> T;
-    /// `g` where the gradient passes at `z`, else 0.
-    fn gate<T: Element>(g: T, z: T) -> T;
-}
-
-struct NoAct;
-struct ReluAct;
-struct Relu6Act;
-
-impl Act for NoAct {
-    fn apply<T: Element>(z: T) -> T {
-        z
-    }
-    fn gate<T: Element>(g: T, _: T) -> T {
-        g
-    }
-}
-
-impl Act for ReluAct {
-    fn apply<T: Element>(z: T) -> T {
-        BnActivation::Relu.apply(z)
-    }
-    fn gate<T: Element>(g: T, z: T) -> T {
-        if z > T::zero() {
-            g
-        } else {
-            T::zero()
-        }
-    }
-}
-
-impl Act for Relu6Act {
-    fn apply<T: Element>(z: T) -> T {
-        BnActivation::Relu6.apply(z)
-    }
-    fn gate<T: Element>(g: T, z: T) -> T {
-        if z >= T::zero() && z <= T::from_f64(6.0) {
-            g
-        } else {
-            T::zero()
-        }
-    }
-}
-
 /// Calls the generic `$f::<A, _>(args)` for the [`Act`] type of a [`BnActivation`].
 macro_rules! for_activation {
     ($act:expr, $f:ident($($arg:expr),* $(,)?)) => {
@@ -163,99 +82,6 @@ macro_rules! for_activation {
             BnActivation::Relu6 => $f::<Relu6Act, _>($($arg),*),
         }
     };
-}
-
-/// Per-channel statistics and affine map of the forward: `(mean, inv_std, γ, β)`.
-struct ChannelAffine<'a, T> {
-    mean: &'a [T],
-    inv_std: &'a [T],
-    gamma: &'a [T],
-    beta: &'a [T],
-}
-
-/// `y = act(γx̂ + β)` with `x̂ = (x − μ)·inv_std`, plane by plane.
-fn normalise<A: Act, T: Element>(x: &[T], p: &ChannelAffine<T>, c: usize, hw: usize) -> Vec<T> {
-    let per_task = planes_per_task(hw);
-    let (y, _) = par_chunks_zeroed(x.len(), per_task * hw.max(1), |task, out| {
-        for (k, out) in out.chunks_mut(hw.max(1)).enumerate() {
-            let plane = task * per_task + k;
-            let ch = plane % c;
-            let (m, s, g, b) = (p.mean[ch], p.inv_std[ch], p.gamma[ch], p.beta[ch]);
-            for (o, &v) in out.iter_mut().zip(&x[plane * hw..(plane + 1) * hw]) {
-                *o = A::apply(g * ((v - m) * s) + b);
-            }
-        }
-    });
-    y
-}
-
-/// Planes of `hw` elements per parallel task of the elementwise passes: at least
-/// [`TASK_ELEMENTS`], so that small planes (mobilenet-v2's last blocks have 1×1 maps at
-/// 32×32 input) are not one rayon task per element.
-fn planes_per_task(hw: usize) -> usize {
-    (TASK_ELEMENTS / hw.max(1)).max(1)
-}
-
-/// Elements per task of the elementwise passes: a task zeroes its chunks and then writes
-/// them, so they should stay in L1 (two outputs of 8 KiB in f32). With 64 KiB chunks the
-/// resnet20 step was 4% slower (1 and 2 threads, same run, 2 rounds).
-const TASK_ELEMENTS: usize = 2048;
-
-/// Per-channel `(Σ g, Σ g·x̂)`, `g` = `dy` through the activation's gate at `γx̂ + β`.
-fn gated_sums<A: Act, T: Element>(
-    dy: &[T],
-    x: &[T],
-    p: &ChannelAffine<T>,
-    c: usize,
-    hw: usize,
-) -> Vec<(T, T)> {
-    let planes = dy.len() / hw.max(1);
-    (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let (mut s, mut sx) = (T::zero(), T::zero());
-            let (m, is, ga, be) = (p.mean[ch], p.inv_std[ch], p.gamma[ch], p.beta[ch]);
-            for plane in (ch..planes).step_by(c) {
-                let at = plane * hw..(plane + 1) * hw;
-                let (ps, psx) = reduce::sum2_by(&dy[at.clone()], &x[at], |g, v| {
-                    let xh = (v - m) * is;
-                    let g = A::gate(g, ga * xh + be);
-                    (g, g * xh)
-                });
-                s += ps;
-                sx += psx;
-            }
-            (s, sx)
-        })
-        .collect()
-}
-
-/// `dx = γ·inv_std · (g − Σg/N − x̂·Σ(g·x̂)/N)`, `g` gated as in [`gated_sums`].
-fn input_grad<A: Act, T: Element>(
-    dy: &[T],
-    x: &[T],
-    p: &ChannelAffine<T>,
-    sums: &[(T, T)],
-    (c, hw, count): (usize, usize, T),
-) -> Vec<T> {
-    let per_task = planes_per_task(hw);
-    let (dx, _) = par_chunks_zeroed(dy.len(), per_task * hw.max(1), |task, dx| {
-        for (k, out) in dx.chunks_mut(hw.max(1)).enumerate() {
-            let plane = task * per_task + k;
-            let ch = plane % c;
-            let (sdy, sdyx) = sums[ch];
-            let (mean_dy, mean_dyx) = (sdy / count, sdyx / count);
-            let (m, is, ga, be) = (p.mean[ch], p.inv_std[ch], p.gamma[ch], p.beta[ch]);
-            let scale = ga * is;
-            let at = plane * hw..(plane + 1) * hw;
-            for ((d, &g), &v) in out.iter_mut().zip(&dy[at.clone()]).zip(&x[at]) {
-                let xh = (v - m) * is;
-                let g = A::gate(g, ga * xh + be);
-                *d = scale * (g - mean_dy - xh * mean_dyx);
-            }
-        }
-    });
-    dx
 }
 
 impl<T: Element> CustomOp<T> for BatchNormTrain<T> {
@@ -270,7 +96,7 @@ impl<T: Element> CustomOp<T> for BatchNormTrain<T> {
     fn backward(&self, grad: &Tensor<T>) -> Result<Vec<Option<Tensor<T>>>> {
         let shape = self.input.shape();
         let (c, hw) = (shape[1], shape[2] * shape[3]);
-        let count = T::from_f64((self.input.numel() / c) as f64);
+        let dims = Planes { c, hw };
         let dy = grad.values();
         let x = self.input.values();
         let p = ChannelAffine {
@@ -280,7 +106,7 @@ impl<T: Element> CustomOp<T> for BatchNormTrain<T> {
             beta: &self.shift,
         };
         // Σ g and Σ g·x̂ per channel, g = dy through the activation.
-        let sums: Vec<(T, T)> = for_activation!(self.activation, gated_sums(&dy, &x, &p, c, hw));
+        let sums: Vec<(T, T)> = for_activation!(self.activation, gated_sums(&dy, &x, &p, dims));
         let db = self
             .beta
             .requires_grad()
@@ -290,7 +116,6 @@ impl<T: Element> CustomOp<T> for BatchNormTrain<T> {
             .requires_grad()
             .then(|| Tensor::from_contiguous(sums.iter().map(|s| s.1).collect(), &[c]));
         let dx = self.input.requires_grad().then(|| {
-            let dims = (c, hw, count);
             let dx = for_activation!(self.activation, input_grad(&dy, &x, &p, &sums, dims));
             Tensor::from_contiguous(dx, shape)
         });
@@ -367,8 +192,8 @@ impl<T: Element> Tensor<T> {
         let count = self.check_train_count(c)?;
         let hw = self.shape()[2] * self.shape()[3];
         let x = self.values();
-        let n = T::from_f64(count as f64);
-        let (mean, var): (Vec<T>, Vec<T>) = channel_mean_var(&x, c, hw, n).into_iter().unzip();
+        let dims = Planes { c, hw };
+        let (mean, var): (Vec<T>, Vec<T>) = channel_mean_var(&x, dims).into_iter().unzip();
         let eps = T::from_f64(eps);
         let inv_std: Vec<T> = var.iter().map(|&v| T::one() / (v + eps).sqrt()).collect();
         let (g, b) = (gamma.values(), beta.values());
@@ -378,7 +203,7 @@ impl<T: Element> Tensor<T> {
             gamma: &g,
             beta: &b,
         };
-        let y = for_activation!(activation, normalise(&x, &affine, c, hw));
+        let y = for_activation!(activation, normalise(&x, &affine, dims));
         let unbias = T::from_f64(count as f64 / (count - 1) as f64);
         let stats = BatchStats {
             var_unbiased: var.iter().map(|&v| v * unbias).collect(),
