@@ -247,11 +247,15 @@ pub(super) fn transform_output<T: Element>(
                 zip_map3(even, s(0), s(1), s(2), |a, b, c| a + b + c + bias);
                 zip_map3(odd, s(1), s(2), s(3), |a, b, c| a - b - c + bias);
                 let out = &mut y[(oc * g.oh + r) * g.ow..(oc * g.oh + r + 1) * g.ow];
-                for ((px, &e), &o) in out.chunks_mut(2).zip(even.iter()).zip(odd.iter()) {
+                // Whole pixel pairs first (a branch-free loop that vectorises), then an odd
+                // last pixel: with `chunks_mut(2)` and a check per pair it ran scalar.
+                let mut pairs = out.chunks_exact_mut(2);
+                for ((px, &e), &o) in (&mut pairs).zip(even.iter()).zip(odd.iter()) {
                     px[0] = e;
-                    if let Some(second) = px.get_mut(1) {
-                        *second = o;
-                    }
+                    px[1] = o;
+                }
+                if let [last] = pairs.into_remainder() {
+                    *last = even[g.ow / 2];
                 }
             }
         }
