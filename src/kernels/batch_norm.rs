@@ -224,8 +224,13 @@ fn block_sums<T: Element>(
     let (hw, image) = (dims.hw, dims.image());
     let len = (c1 - c0) * hw;
     let (mut s0, mut s1) = (vec![T::zero(); len], vec![T::zero(); len]);
-    // Unused parameters read zeros (the closure ignores them; the loads are optimised out).
-    let zeros = vec![T::zero(); len];
+    // Unused parameters read zeros (the closure ignores them; the loads are optimised out);
+    // the zeros are allocated only when some parameter is unused.
+    let zeros = if e.iter().any(Vec::is_empty) {
+        vec![T::zero(); len]
+    } else {
+        Vec::new()
+    };
     let param = |k: usize| {
         if e[k].is_empty() {
             &zeros[..]
