@@ -9,7 +9,7 @@ use crate::kernels::conv::grouped::{
 };
 use crate::kernels::conv::im2col::{Im2colBackward, Im2colForward};
 use crate::kernels::conv::implicit::ImplicitGemmForward;
-use crate::kernels::conv::winograd::{self, WinogradBackward, WinogradForward};
+use crate::kernels::conv::winograd::{self, Winograd4Forward, WinogradBackward, WinogradForward};
 use crate::kernels::conv::{ConvBackward, ConvForward};
 use crate::kernels::microkernel::NR;
 use crate::kernels::{Element, Geometry};
@@ -50,8 +50,10 @@ pub enum ConvAlgorithm {
     /// columns gathered per block of 16 pixels, weights packed once), backward by im2col:
     /// any geometry.
     ImplicitGemm,
-    /// Winograd F(2×2, 3×3): 3×3 kernels, stride 1, no dilation, padding ≤ 2; an error
-    /// for other geometries.
+    /// Winograd for 3×3 kernels, stride 1, no dilation, padding ≤ 2 (an error for other
+    /// geometries): the forward by F(4×4, 3×3) on maps whose tile columns fill 8 lanes
+    /// ([`winograd::f4::prefers`](crate::kernels::conv::winograd::f4::prefers)), by
+    /// F(2×2, 3×3) elsewhere; the backward by F(2×2, 3×3).
     Winograd,
     /// The definition in plain loops ([`kernels::conv::direct`](crate::kernels::conv::direct)):
     /// any geometry, slow; the reference the others are tested against.
@@ -214,6 +216,9 @@ impl ConvAlgorithm {
             }));
         }
         match self {
+            ConvAlgorithm::Winograd if winograd::f4::prefers(g) => {
+                Box::new(Winograd4Forward::new(g, o, w))
+            }
             ConvAlgorithm::Winograd => Box::new(WinogradForward::new(g, o, w)),
             ConvAlgorithm::Direct => Box::new(Direct::new(g, o, w)),
             ConvAlgorithm::ImplicitGemm => Box::new(ImplicitGemmForward::new(g, o, w)),

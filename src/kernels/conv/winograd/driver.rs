@@ -26,7 +26,13 @@ fn forward_workspace(g: &Geometry, o: usize) -> usize {
 /// `M (o × nt) = U · V (c × nt)`, both row-major with rows `nt` apart, by the micro-kernel:
 /// blocks of [`NR`] tiles read in place, the last narrower one copied into `tail` first.
 #[inline(always)]
-fn multiply_tiles<T: Element>(u: &PackedRows<T>, v: &[T], nt: usize, m: &mut [T], tail: &mut [T]) {
+pub(super) fn multiply_tiles<T: Element>(
+    u: &PackedRows<T>,
+    v: &[T],
+    nt: usize,
+    m: &mut [T],
+    tail: &mut [T],
+) {
     let c = u.dims().1;
     for first in (0..nt).step_by(NR) {
         let n = (nt - first).min(NR);

@@ -1,5 +1,6 @@
 //! Winograd F(2×2, 3×3) for 3×3 stride-1 convolutions: forward, dX and dW as 16 GEMMs
-//! over transformed tiles, 2.25× fewer multiplications than im2col.
+//! over transformed tiles, 2.25× fewer multiplications than im2col; and [`f4`], F(4×4, 3×3)
+//! for the forward on maps wide enough for its transforms (4× fewer multiplications).
 //!
 //! In one dimension, two outputs of a 3-tap correlation come from four inputs `d` and the
 //! taps `g` as `y = Aᵀ[(G·g) ⊙ (Bᵀ·d)]`; in two dimensions a 2×2 output tile is
@@ -20,12 +21,14 @@
 //! block's transformed tiles stay in cache between the transform and its GEMMs.
 
 mod driver;
+pub mod f4;
 pub mod reference;
 mod rows;
 mod tile_major;
 mod weights;
 
 pub use driver::{WinogradBackward, WinogradForward};
+pub use f4::Winograd4Forward;
 pub use weights::{finish_weight_grad, transform_weights, WeightLayout};
 
 use crate::kernels::Geometry;

@@ -1,10 +1,10 @@
-//! Winograd F(2×2, 3×3) one tile at a time, with its three matrices written out: the
-//! readable version of what the row and tile-major transforms compute in bulk.
+//! Winograd F(2×2, 3×3) and F(4×4, 3×3) one tile at a time, with their matrices written
+//! out: the readable version of what the row and tile-major transforms compute in bulk.
 //!
-//! A 2×2 output tile of a 3×3 correlation is `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`, summed over
-//! input channels, for the 4×4 input patch `d` under the tile and the kernel `g` (Lavin &
-//! Gray, 2016). The fast paths are tested against this, and this against the direct
-//! convolution.
+//! An `m×m` output tile of a 3×3 correlation is `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`, summed
+//! over input channels, for the `(m+2)×(m+2)` input patch `d` under the tile and the
+//! kernel `g` (Lavin & Gray, 2016). The fast paths are tested against this, and this
+//! against the direct convolution.
 
 use crate::kernels::{Element, Geometry};
 
@@ -27,9 +27,37 @@ pub const G: [[f64; 3]; 4] = [
 /// `Aᵀ` (2×4): the output transform.
 pub const AT: [[f64; 4]; 2] = [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, -1.0]];
 
+/// F(4×4, 3×3)'s `Bᵀ` (6×6), for the interpolation points 0, ±1, ±2 (and ∞).
+pub const BT4: [[f64; 6]; 6] = [
+    [4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
+    [0.0, -4.0, -4.0, 1.0, 1.0, 0.0],
+    [0.0, 4.0, -4.0, -1.0, 1.0, 0.0],
+    [0.0, -2.0, -1.0, 2.0, 1.0, 0.0],
+    [0.0, 2.0, -1.0, -2.0, 1.0, 0.0],
+    [0.0, 4.0, 0.0, -5.0, 0.0, 1.0],
+];
+
+/// F(4×4, 3×3)'s `G` (6×3).
+pub const G4: [[f64; 3]; 6] = [
+    [1.0 / 4.0, 0.0, 0.0],
+    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+    [0.0, 0.0, 1.0],
+];
+
+/// F(4×4, 3×3)'s `Aᵀ` (4×6).
+pub const AT4: [[f64; 6]; 4] = [
+    [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
+    [0.0, 1.0, -1.0, 2.0, -2.0, 0.0],
+    [0.0, 1.0, 1.0, 4.0, 4.0, 0.0],
+    [0.0, 1.0, -1.0, 8.0, -8.0, 1.0],
+];
+
 /// `L · X · Rᵀ` for an `r × c` matrix `X`, an `m × r` matrix `L` and an `n × c` matrix
 /// `R`: the two-sided transform every stage of Winograd is made of.
-fn sandwich<const M: usize, const R: usize, const C: usize, const N: usize>(
+pub(super) fn sandwich<const M: usize, const R: usize, const C: usize, const N: usize>(
     l: &[[f64; R]; M],
     x: &[[f64; C]; R],
     r: &[[f64; C]; N],
@@ -64,9 +92,9 @@ pub fn inverse_transform(m: &[[f64; 4]; 4]) -> [[f64; 2]; 2] {
     sandwich(&AT, m, &AT)
 }
 
-/// One image's convolution (`y`: `o × oh × ow`, overwritten) tile by tile: for every 2×2
-/// tile, `Aᵀ [Σ_c (G g Gᵀ) ⊙ (Bᵀ d B)] A` plus the bias, cut at odd output edges. In f64
-/// whatever `T` is; `g` must be a geometry Winograd supports.
+/// One image's convolution (`y`: `o × oh × ow`, overwritten) tile by tile by F(2×2, 3×3):
+/// for every 2×2 tile, `Aᵀ [Σ_c (G g Gᵀ) ⊙ (Bᵀ d B)] A` plus the bias, cut at odd output
+/// edges. In f64 whatever `T` is; `g` must be a geometry Winograd supports.
 pub fn forward_image<T: Element>(
     x: &[T],
     w: &[T],
@@ -75,7 +103,37 @@ pub fn forward_image<T: Element>(
     o: usize,
     y: &mut [T],
 ) {
-    // The input pixel under patch position (r, s) of the tile at output (2ti, 2tj).
+    forward_image_by::<T, 2, 4>((&BT, &G, &AT), x, w, bias, g, o, y)
+}
+
+/// [`forward_image`] by F(4×4, 3×3): 4×4 tiles from 6×6 patches, cut at the output's
+/// edges.
+pub fn forward_image_f4<T: Element>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    g: &Geometry,
+    o: usize,
+    y: &mut [T],
+) {
+    forward_image_by::<T, 4, 6>((&BT4, &G4, &AT4), x, w, bias, g, o, y)
+}
+
+/// The matrices `(Bᵀ, G, Aᵀ)` of F(m×m, 3×3) with `P = m + 2` points.
+type Matrices<'a, const M: usize, const P: usize> =
+    (&'a [[f64; P]; P], &'a [[f64; 3]; P], &'a [[f64; P]; M]);
+
+/// F(m×m, 3×3) tile by tile, for the matrices `(bt, gm, at)`.
+fn forward_image_by<T: Element, const M: usize, const P: usize>(
+    (bt, gm, at): Matrices<'_, M, P>,
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    g: &Geometry,
+    o: usize,
+    y: &mut [T],
+) {
+    // The input pixel under patch position (r, s) of the tile at output (m·ti, m·tj).
     let pixel = |c: usize, iy: isize, ix: isize| -> f64 {
         let inside = iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w;
         if inside {
@@ -85,32 +143,32 @@ pub fn forward_image<T: Element>(
         }
     };
     for oc in 0..o {
-        for ti in 0..g.oh.div_ceil(2) {
-            for tj in 0..g.ow.div_ceil(2) {
-                let mut m = [[0.0; 4]; 4];
+        for ti in 0..g.oh.div_ceil(M) {
+            for tj in 0..g.ow.div_ceil(M) {
+                let mut m = [[0.0; P]; P];
                 for c in 0..g.c {
                     let k = &w[(oc * g.c + c) * 9..][..9];
                     let kernel: [[f64; 3]; 3] =
                         std::array::from_fn(|i| std::array::from_fn(|j| k[3 * i + j].as_f64()));
-                    let patch: [[f64; 4]; 4] = std::array::from_fn(|r| {
+                    let patch: [[f64; P]; P] = std::array::from_fn(|r| {
                         std::array::from_fn(|s| {
-                            let iy = (2 * ti + r) as isize - g.padding.0 as isize;
-                            let ix = (2 * tj + s) as isize - g.padding.1 as isize;
+                            let iy = (M * ti + r) as isize - g.padding.0 as isize;
+                            let ix = (M * tj + s) as isize - g.padding.1 as isize;
                             pixel(c, iy, ix)
                         })
                     });
-                    let (u, v) = (transform_kernel(&kernel), transform_patch(&patch));
-                    for a in 0..4 {
-                        for b in 0..4 {
+                    let (u, v) = (sandwich(gm, &kernel, gm), sandwich(bt, &patch, bt));
+                    for a in 0..P {
+                        for b in 0..P {
                             m[a][b] += u[a][b] * v[a][b];
                         }
                     }
                 }
-                let tile = inverse_transform(&m);
+                let tile = sandwich(at, &m, at);
                 let b = bias.map_or(0.0, |b| b[oc].as_f64());
                 for (dr, row) in tile.iter().enumerate() {
                     for (dc, &v) in row.iter().enumerate() {
-                        let (oy, ox) = (2 * ti + dr, 2 * tj + dc);
+                        let (oy, ox) = (M * ti + dr, M * tj + dc);
                         if oy < g.oh && ox < g.ow {
                             y[(oc * g.oh + oy) * g.ow + ox] = T::from_f64(v + b);
                         }
@@ -141,20 +199,27 @@ mod tests {
             (3, 2, 7, 5, 1),
             (2, 3, 6, 9, 2),
             (2, 1, 3, 3, 1),
+            (2, 2, 11, 13, 1),
         ] {
             let g = Geometry::new(c, (h, w), (3, 3), (1, 1), (p, p), (1, 1)).unwrap();
             assert!(winograd::supports(&g));
             let (x, k, b) = (values(g.chw(), 1), values(o * c * 9, 2), values(o, 3));
             let mut want = vec![0.0; o * g.p()];
             direct::forward(&x, &k, Some(&b), &g, o, &mut want);
-            let mut got = vec![f64::NAN; o * g.p()];
-            forward_image(&x, &k, Some(&b), &g, o, &mut got);
-            for (a, b) in got.iter().zip(&want) {
-                assert!(
-                    (a - b).abs() < 1e-12,
-                    "{a} vs {b} for {:?}",
-                    (c, o, h, w, p)
-                );
+            for f4 in [false, true] {
+                let mut got = vec![f64::NAN; o * g.p()];
+                if f4 {
+                    forward_image_f4(&x, &k, Some(&b), &g, o, &mut got);
+                } else {
+                    forward_image(&x, &k, Some(&b), &g, o, &mut got);
+                }
+                for (a, b) in got.iter().zip(&want) {
+                    assert!(
+                        (a - b).abs() < 1e-11,
+                        "{a} vs {b} for {:?}, F(4×4) {f4}",
+                        (c, o, h, w, p)
+                    );
+                }
             }
         }
     }
