@@ -284,7 +284,11 @@ fn stride_one_input_gradient_matches_the_direct_convolution() {
 /// Winograd cases: (batch, c_in, c_out, h, w, padding), covering odd and even outputs,
 /// a single output pixel, batch 1, every padding Winograd takes, and an image wide
 /// enough to split into several blocks of tile rows.
-const WINOGRAD_CASES: [(usize, usize, usize, usize, usize, usize); 11] = [
+const WINOGRAD_CASES: [(usize, usize, usize, usize, usize, usize); 13] = [
+    // F(4×4) for the forward and for dX (rows of 4 tiles, the last column of tiles cut).
+    (2, 3, 2, 16, 15, 1),
+    // F(4×4) for dX only (8 tiles a row of the 18×31 input), padding 2.
+    (1, 2, 3, 18, 31, 2),
     // 11 channels and 10 columns: the 8-lane tile kernels and 8×8 transposes of the
     // backward pass with their remainders, padding 2.
     (2, 11, 3, 6, 10, 2),
@@ -342,7 +346,7 @@ fn winograd_forward_and_gradients_match_the_direct_convolution() {
 #[test]
 fn winograd_gradcheck() {
     let opts = GradcheckOptions::default();
-    for (i, &(batch, c, o, h, w, p)) in WINOGRAD_CASES.iter().take(7).enumerate() {
+    for (i, &(batch, c, o, h, w, p)) in WINOGRAD_CASES.iter().take(9).enumerate() {
         let seed = 700 + 10 * i as u64;
         let cfg = winograd_config(p);
         let inputs = [

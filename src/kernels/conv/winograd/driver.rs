@@ -7,7 +7,7 @@ use super::rows::{
 use super::tile_major::{
     grad_to_nhwc, input_to_nhwc, transform_input_tile_major, transform_output_grad_tile_major,
 };
-use super::{position_stride, Tiles, POSITIONS};
+use super::{position_stride, Tiles, Winograd4Forward, POSITIONS};
 use crate::kernels::conv::{ConvBackward, ConvForward};
 use crate::kernels::gemm::{gemm, MatMut, MatRef};
 use crate::kernels::microkernel::{multiply_block, PackedRows, NR};
@@ -276,10 +276,36 @@ impl<T: Element> ConvForward<T> for WinogradForward<T> {
 /// The backward pass by Winograd: dX from the transformed weights, transposed and packed
 /// for the micro-kernel per position; dW accumulated transformed and brought back once
 /// ([`finish_weight_grad`](super::finish_weight_grad)).
+///
+/// Where the input maps suit F(4×4, 3×3) ([`super::f4::prefers`]), dX is computed as what
+/// it is, a forward convolution of dY with the kernels flipped and transposed (`o` inputs,
+/// `c` outputs, padding `2 − p`), by [`Winograd4Forward`]; dW stays F(2×2).
 pub struct WinogradBackward<T> {
     geometry: Geometry,
     outputs: usize,
     u: Vec<PackedRows<T>>,
+    /// dX by F(4×4), where it applies.
+    dx4: Option<Winograd4Forward<T>>,
+}
+
+/// The geometry and weights of the convolution that computes dX of a 3×3 stride-1 layer
+/// (`g`, weights `o × c × 3 × 3`): dY (`o × oh × ow`) correlated with `w'[ci][oc][r][s] =
+/// w[oc][ci][2 − r][2 − s]` under padding `2 − p`, which gives `c × h × w`.
+fn input_grad_conv<T: Element>(g: &Geometry, o: usize, w: &[T]) -> Option<(Geometry, Vec<T>)> {
+    let (ph, pw) = g.padding;
+    let gx = Geometry::new(o, (g.oh, g.ow), (3, 3), (1, 1), (2 - ph, 2 - pw), (1, 1))?;
+    let c = g.c;
+    let mut flipped = vec![T::zero(); w.len()];
+    for oc in 0..o {
+        for ci in 0..c {
+            let from = &w[(oc * c + ci) * 9..][..9];
+            let to = &mut flipped[(ci * o + oc) * 9..][..9];
+            for (tap, value) in to.iter_mut().enumerate() {
+                *value = from[8 - tap];
+            }
+        }
+    }
+    Some((gx, flipped))
 }
 
 impl<T: Element> WinogradBackward<T> {
@@ -287,7 +313,10 @@ impl<T: Element> WinogradBackward<T> {
     /// gradient is wanted: then nothing is transformed).
     pub fn new(g: &Geometry, o: usize, w: &[T]) -> Self {
         let c = g.c;
-        let u = if w.is_empty() {
+        let dx4 = input_grad_conv(g, o, w)
+            .filter(|(gx, _)| !w.is_empty() && super::f4::prefers(gx))
+            .map(|(gx, flipped)| Winograd4Forward::new(&gx, c, &flipped));
+        let u = if w.is_empty() || dx4.is_some() {
             Vec::new()
         } else {
             let u = super::transform_weights(w, o, c, super::WeightLayout::ByOutput);
@@ -300,13 +329,15 @@ impl<T: Element> WinogradBackward<T> {
             geometry: *g,
             outputs: o,
             u,
+            dx4,
         }
     }
 }
 
 impl<T: Element> ConvBackward<T> for WinogradBackward<T> {
     fn workspace(&self) -> usize {
-        backward_workspace(&self.geometry, self.outputs)
+        let dx4 = self.dx4.as_ref().map_or(0, |f4| f4.workspace());
+        backward_workspace(&self.geometry, self.outputs).max(dx4)
     }
 
     fn weight_grad_len(&self) -> usize {
@@ -322,7 +353,13 @@ impl<T: Element> ConvBackward<T> for WinogradBackward<T> {
         workspace: &mut [T],
     ) {
         let (g, o) = (&self.geometry, self.outputs);
-        backward_image(dy, g, o, &self.u, x, dx, dw, workspace);
+        match (&self.dx4, dx) {
+            (Some(f4), Some(dx)) => {
+                f4.forward(dy, None, dx, workspace);
+                backward_image(dy, g, o, &self.u, x, None, dw, workspace);
+            }
+            (_, dx) => backward_image(dy, g, o, &self.u, x, dx, dw, workspace),
+        }
     }
 
     fn finish_weight_grad(&self, summed: Vec<T>) -> Vec<T> {
