@@ -1,6 +1,7 @@
 //! The per-image drivers: blocks of tile rows through transform, 16 GEMMs and inverse
 //! transform, compiled twice (plain and with AVX2 enabled, chosen at run time).
 
+use super::f4_grad::{self, WeightGrad4};
 use super::rows::{
     scatter_input_grad, scratch_len, transform_input, transform_output, transform_output_grad,
 };
@@ -286,6 +287,8 @@ pub struct WinogradBackward<T> {
     u: Vec<PackedRows<T>>,
     /// dX by F(4×4), where it applies.
     dx4: Option<Winograd4Forward<T>>,
+    /// dW by F(4×4), where the forward takes F(4×4).
+    dw4: Option<WeightGrad4>,
 }
 
 /// The geometry and weights of the convolution that computes dX of a 3×3 stride-1 layer
@@ -330,6 +333,7 @@ impl<T: Element> WinogradBackward<T> {
             outputs: o,
             u,
             dx4,
+            dw4: super::f4::prefers(g).then(|| WeightGrad4::new(g, o)),
         }
     }
 }
@@ -337,11 +341,70 @@ impl<T: Element> WinogradBackward<T> {
 impl<T: Element> ConvBackward<T> for WinogradBackward<T> {
     fn workspace(&self) -> usize {
         let dx4 = self.dx4.as_ref().map_or(0, |f4| f4.workspace());
-        backward_workspace(&self.geometry, self.outputs).max(dx4)
+        let dw4 = self.dw4.as_ref().map_or(0, |f4| f4.workspace());
+        backward_workspace(&self.geometry, self.outputs)
+            .max(dx4)
+            .max(dw4)
     }
 
     fn weight_grad_len(&self) -> usize {
-        super::weight_grad_len(self.outputs, self.geometry.c)
+        let (o, c) = (self.outputs, self.geometry.c);
+        match self.dw4 {
+            Some(_) => f4_grad::weight_grad_len(o, c),
+            None => super::weight_grad_len(o, c),
+        }
+    }
+
+    fn images_per_call(&self) -> usize {
+        self.dw4.as_ref().map_or(1, |f4| f4.images_per_call())
+    }
+
+    fn backward_images(
+        &self,
+        imgs: usize,
+        dy: &[T],
+        x: &[T],
+        dx: Option<&mut [T]>,
+        mut dw: Option<&mut [T]>,
+        workspace: &mut [T],
+    ) {
+        let (g, o) = (&self.geometry, self.outputs);
+        if let (Some(f4), Some(dw)) = (&self.dw4, dw.as_deref_mut()) {
+            f4.accumulate(imgs, dy, x, dw, workspace);
+        }
+        let dw_f2 = if self.dw4.is_some() { None } else { dw };
+        match (&self.dx4, dx) {
+            (Some(f4), Some(dx)) => f4.forward(dy, None, dx, workspace),
+            (_, Some(dx)) => {
+                // F(2×2) dX (with its dW, if that is F(2×2) too), one image at a time.
+                let (dy_len, x_len, dx_len) = (o * g.p(), x.len() / imgs, g.chw());
+                let mut dw_f2 = dw_f2;
+                for i in 0..imgs {
+                    let (dy, dx) = (&dy[i * dy_len..][..dy_len], &mut dx[i * dx_len..][..dx_len]);
+                    let x = &x[i * x_len..][..x_len];
+                    backward_image(
+                        dy,
+                        g,
+                        o,
+                        &self.u,
+                        x,
+                        Some(dx),
+                        dw_f2.as_deref_mut(),
+                        workspace,
+                    );
+                }
+                return;
+            }
+            (_, None) => {}
+        }
+        if let Some(dw) = dw_f2 {
+            // F(2×2) dW alone.
+            let (dy_len, x_len) = (o * g.p(), g.chw());
+            for i in 0..imgs {
+                let (dy, x) = (&dy[i * dy_len..][..dy_len], &x[i * x_len..][..x_len]);
+                backward_image(dy, g, o, &self.u, x, None, Some(&mut *dw), workspace);
+            }
+        }
     }
 
     fn backward_image(
@@ -352,17 +415,14 @@ impl<T: Element> ConvBackward<T> for WinogradBackward<T> {
         dw: Option<&mut [T]>,
         workspace: &mut [T],
     ) {
-        let (g, o) = (&self.geometry, self.outputs);
-        match (&self.dx4, dx) {
-            (Some(f4), Some(dx)) => {
-                f4.forward(dy, None, dx, workspace);
-                backward_image(dy, g, o, &self.u, x, None, dw, workspace);
-            }
-            (_, dx) => backward_image(dy, g, o, &self.u, x, dx, dw, workspace),
-        }
+        self.backward_images(1, dy, x, dx, dw, workspace)
     }
 
     fn finish_weight_grad(&self, summed: Vec<T>) -> Vec<T> {
-        super::finish_weight_grad(&summed, self.outputs, self.geometry.c)
+        let (o, c) = (self.outputs, self.geometry.c);
+        match self.dw4 {
+            Some(_) => f4_grad::finish_weight_grad(&summed, o, c),
+            None => super::finish_weight_grad(&summed, o, c),
+        }
     }
 }

@@ -128,7 +128,7 @@ fn lanes<T: Element, const L: usize>(s: &[T], at: usize) -> [T; L] {
 /// out (plain loops over fixed-size arrays: closures or `array::from_fn` here were left as
 /// out-of-line calls).
 #[inline(always)]
-fn bt6<T: Element, const L: usize>(d: &[[T; L]; 6]) -> [[T; L]; 6] {
+pub(super) fn bt6<T: Element, const L: usize>(d: &[[T; L]; 6]) -> [[T; L]; 6] {
     let (two, four, five) = (T::from_f64(2.0), T::from_f64(4.0), T::from_f64(5.0));
     let mut out = [[T::zero(); L]; 6];
     for l in 0..L {

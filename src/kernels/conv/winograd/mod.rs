@@ -22,6 +22,7 @@
 
 mod driver;
 pub mod f4;
+mod f4_grad;
 pub mod reference;
 mod rows;
 mod tile_major;

@@ -22,7 +22,12 @@ use crate::kernels::{Element, Geometry};
 /// offset `padding` in a zero plane covering every tile's 4×4 patch.
 #[inline(always)]
 pub(super) fn input_to_nhwc<T: Element>(x: &[T], g: &Geometry, xn: &mut [T]) {
-    let wp = Tiles::of(g).padded_width();
+    input_to_nhwc_width(x, g, Tiles::of(g).padded_width(), xn)
+}
+
+/// [`input_to_nhwc`] into padded rows of `wp` pixels (`xn.len() / (wp·c)` rows).
+#[inline(always)]
+pub(super) fn input_to_nhwc_width<T: Element>(x: &[T], g: &Geometry, wp: usize, xn: &mut [T]) {
     let (ph, pw) = g.padding;
     xn.fill(T::zero());
     for ih in 0..g.h {
@@ -60,7 +65,7 @@ fn bt4<T: Element, const L: usize>(
 /// The `P × P` patch at `at` of an NHWC source (`row` elements per row, `pixel` per
 /// pixel), `L` channels of each pixel.
 #[inline(always)]
-fn load_patch<T: Element, const L: usize, const P: usize>(
+pub(super) fn load_patch<T: Element, const L: usize, const P: usize>(
     src: &[T],
     at: usize,
     row: usize,
