@@ -11,8 +11,8 @@
 //! - [`im2col`]: columns of input taps, then one GEMM per tile of output rows.
 //! - [`implicit`]: the same product without the column matrix: each block of 16 output
 //!   pixels gathers its columns and runs the micro-kernel over weights packed once.
-//! - [`winograd`]: F(2×2, 3×3) for 3×3 stride-1 layers, 16 GEMMs over transformed tiles,
-//!   and F(4×4, 3×3) (36 GEMMs over 4× fewer tiles) for the forward on wide enough maps.
+//! - [`winograd`]: for 3×3 stride-1 layers, F(4×4, 3×3) (36 GEMMs over transformed 4×4
+//!   tiles) and F(2×2, 3×3) (16 GEMMs over 2×2 tiles, the smaller rounding error).
 
 pub mod depthwise;
 #[cfg(target_arch = "x86_64")]

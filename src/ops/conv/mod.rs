@@ -1,6 +1,7 @@
 //! 2-D convolution (NCHW, weight `[c_out, c_in, kh, kw]` as PyTorch): one op whose
-//! algorithm is chosen per layer ([`ConvAlgorithm`]) — im2col + GEMM, Winograd
-//! F(2×2, 3×3) for 3×3 stride-1 layers with enough channels, or the direct definition.
+//! algorithm is chosen per layer ([`ConvAlgorithm`]) — im2col + GEMM, the implicit GEMM,
+//! Winograd F(4×4, 3×3) (or F(2×2, 3×3)) for 3×3 stride-1 layers with enough channels, the
+//! depthwise kernel, or the direct definition.
 //!
 //! This module checks shapes, runs the images of a batch in parallel through the chosen
 //! algorithm's per-image kernel (`kernels::conv`) and records the derivative

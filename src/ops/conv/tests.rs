@@ -306,40 +306,45 @@ const WINOGRAD_CASES: [(usize, usize, usize, usize, usize, usize); 13] = [
     (1, 1, 2, 4, 300, 1),
 ];
 
-fn winograd_config(padding: usize) -> Conv2dConfig {
-    Conv2dConfig::new(1, padding, 1).with_algorithm(ConvAlgorithm::Winograd)
+/// Both Winograd algorithms: F(4×4, 3×3) and F(2×2, 3×3).
+const WINOGRADS: [ConvAlgorithm; 2] = [ConvAlgorithm::Winograd, ConvAlgorithm::WinogradF2];
+
+fn winograd_config(padding: usize, algorithm: ConvAlgorithm) -> Conv2dConfig {
+    Conv2dConfig::new(1, padding, 1).with_algorithm(algorithm)
 }
 
 #[test]
 fn winograd_forward_and_gradients_match_the_direct_convolution() {
     for (i, &(batch, c, o, h, w, p)) in WINOGRAD_CASES.iter().enumerate() {
-        let seed = 500 + 10 * i as u64;
-        let cfg = winograd_config(p);
-        let x = rand_input(&[batch, c, h, w], seed);
-        let wt = rand_input(&[o, c, 3, 3], seed + 1);
-        let b = rand_input(&[o], seed + 2);
-        let y = x.conv2d(&wt, Some(&b), cfg).unwrap();
-        let plain = Conv2dConfig::new(1, p, 1);
-        assert_close(&y.to_vec(), &reference(&x, &wt, Some(&b), plain), 1e-12);
+        for algorithm in WINOGRADS {
+            let seed = 500 + 10 * i as u64;
+            let cfg = winograd_config(p, algorithm);
+            let x = rand_input(&[batch, c, h, w], seed);
+            let wt = rand_input(&[o, c, 3, 3], seed + 1);
+            let b = rand_input(&[o], seed + 2);
+            let y = x.conv2d(&wt, Some(&b), cfg).unwrap();
+            let plain = Conv2dConfig::new(1, p, 1);
+            assert_close(&y.to_vec(), &reference(&x, &wt, Some(&b), plain), 1e-12);
 
-        let r = rand_input(y.shape(), seed + 3).detach();
-        let grads = y.mul(&r).unwrap().sum_all().backward().unwrap();
-        let want = reference_grads(&x, &wt, &b, &r, plain);
-        for (t, want) in [&x, &wt, &b].iter().zip(&want) {
-            assert_close(&grads.get(t).unwrap().to_vec(), want, 1e-12);
+            let r = rand_input(y.shape(), seed + 3).detach();
+            let grads = y.mul(&r).unwrap().sum_all().backward().unwrap();
+            let want = reference_grads(&x, &wt, &b, &r, plain);
+            for (t, want) in [&x, &wt, &b].iter().zip(&want) {
+                assert_close(&grads.get(t).unwrap().to_vec(), want, 1e-12);
+            }
+            // db by hand: the sum of r over each output channel's pixels.
+            let rv = r.to_vec();
+            let want_db: Vec<f64> = (0..o)
+                .map(|oc| {
+                    rv.chunks(y.shape()[2] * y.shape()[3])
+                        .skip(oc)
+                        .step_by(o)
+                        .flatten()
+                        .sum()
+                })
+                .collect();
+            assert_close(&grads.get(&b).unwrap().to_vec(), &want_db, 1e-12);
         }
-        // db by hand: the sum of r over each output channel's pixels.
-        let rv = r.to_vec();
-        let want_db: Vec<f64> = (0..o)
-            .map(|oc| {
-                rv.chunks(y.shape()[2] * y.shape()[3])
-                    .skip(oc)
-                    .step_by(o)
-                    .flatten()
-                    .sum()
-            })
-            .collect();
-        assert_close(&grads.get(&b).unwrap().to_vec(), &want_db, 1e-12);
     }
 }
 
@@ -347,15 +352,17 @@ fn winograd_forward_and_gradients_match_the_direct_convolution() {
 fn winograd_gradcheck() {
     let opts = GradcheckOptions::default();
     for (i, &(batch, c, o, h, w, p)) in WINOGRAD_CASES.iter().take(9).enumerate() {
-        let seed = 700 + 10 * i as u64;
-        let cfg = winograd_config(p);
-        let inputs = [
-            rand_input(&[batch, c, h, w], seed),
-            rand_input(&[o, c, 3, 3], seed + 1),
-            rand_input(&[o], seed + 2),
-        ];
-        let r = gradcheck(|t| t[0].conv2d(&t[1], Some(&t[2]), cfg), &inputs, &opts);
-        assert!(r.is_ok(), "case {i}: {}", r.unwrap_err());
+        for algorithm in WINOGRADS {
+            let seed = 700 + 10 * i as u64;
+            let cfg = winograd_config(p, algorithm);
+            let inputs = [
+                rand_input(&[batch, c, h, w], seed),
+                rand_input(&[o, c, 3, 3], seed + 1),
+                rand_input(&[o], seed + 2),
+            ];
+            let r = gradcheck(|t| t[0].conv2d(&t[1], Some(&t[2]), cfg), &inputs, &opts);
+            assert!(r.is_ok(), "case {i}, {algorithm:?}: {}", r.unwrap_err());
+        }
     }
     // A diamond: the input feeds two Winograd convolutions whose outputs are added, and
     // the same weight is used twice.
@@ -363,14 +370,18 @@ fn winograd_gradcheck() {
         rand_input(&[1, 2, 5, 4], 790),
         rand_input(&[2, 2, 3, 3], 791),
     ];
-    assert_gradcheck(
-        |t| {
-            let a = t[0].conv2d(&t[1], None, winograd_config(1))?;
-            let b = t[0].conv2d(&t[1], None, winograd_config(1))?.mul(&a)?;
-            a.add(&b)
-        },
-        &inputs,
-    );
+    for algorithm in WINOGRADS {
+        assert_gradcheck(
+            |t| {
+                let a = t[0].conv2d(&t[1], None, winograd_config(1, algorithm))?;
+                let b = t[0]
+                    .conv2d(&t[1], None, winograd_config(1, algorithm))?
+                    .mul(&a)?;
+                a.add(&b)
+            },
+            &inputs,
+        );
+    }
 }
 
 #[test]
@@ -402,14 +413,17 @@ fn winograd_f32_matches_im2col_on_cifar_sized_layers() {
                 g.get(&b).unwrap().to_vec(),
             ]
         };
-        let (fast, slow) = (run(ConvAlgorithm::Winograd), run(ConvAlgorithm::Im2col));
-        for (what, (a, e)) in ["y", "dX", "dW", "db"].iter().zip(fast.iter().zip(&slow)) {
-            let scale = e.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let worst = a.iter().zip(e).fold(0f32, |m, (a, e)| m.max((a - e).abs()));
-            assert!(
-                worst <= 1e-4 * scale,
-                "layer {i} {what}: {worst} of {scale}"
-            );
+        let slow = run(ConvAlgorithm::Im2col);
+        for algorithm in WINOGRADS {
+            let fast = run(algorithm);
+            for (what, (a, e)) in ["y", "dX", "dW", "db"].iter().zip(fast.iter().zip(&slow)) {
+                let scale = e.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let worst = a.iter().zip(e).fold(0f32, |m, (a, e)| m.max((a - e).abs()));
+                assert!(
+                    worst <= 1e-4 * scale,
+                    "layer {i} {what} by {algorithm:?}: {worst} of {scale}"
+                );
+            }
         }
     }
 }
@@ -493,9 +507,11 @@ fn winograd_refuses_geometries_it_cannot_compute() {
     let x = Tensor::<f32>::zeros(&[1, 2, 8, 8]);
     for (k, stride, pad, dil) in [(5, 1, 1, 1), (3, 2, 1, 1), (3, 1, 1, 2), (3, 1, 3, 1)] {
         let w = Tensor::<f32>::zeros(&[2, 2, k, k]);
-        let cfg = Conv2dConfig::new(stride, pad, dil).with_algorithm(ConvAlgorithm::Winograd);
-        let e = x.conv2d(&w, None, cfg).unwrap_err().to_string();
-        assert!(e.contains("Winograd"), "{e}");
+        for algorithm in WINOGRADS {
+            let cfg = Conv2dConfig::new(stride, pad, dil).with_algorithm(algorithm);
+            let e = x.conv2d(&w, None, cfg).unwrap_err().to_string();
+            assert!(e.contains("Winograd"), "{e}");
+        }
         let auto = Conv2dConfig::new(stride, pad, dil);
         assert!(x.conv2d(&w, None, auto).is_ok());
     }
@@ -511,6 +527,11 @@ fn fused_relu_equals_conv_then_relu_exactly() {
             [3, 16, 7, 5],
             [16, 16, 3, 3],
             Conv2dConfig::new(1, 1, 1).with_algorithm(ConvAlgorithm::Winograd),
+        ),
+        (
+            [3, 16, 7, 5],
+            [16, 16, 3, 3],
+            Conv2dConfig::new(1, 1, 1).with_algorithm(ConvAlgorithm::WinogradF2),
         ),
     ];
     for (i, (xs, ws, cfg)) in cases.into_iter().enumerate() {

@@ -8,7 +8,7 @@ use super::rows::{
 use super::tile_major::{
     grad_to_nhwc, input_to_nhwc, transform_input_tile_major, transform_output_grad_tile_major,
 };
-use super::{position_stride, Tiles, Winograd4Forward, POSITIONS};
+use super::{position_stride, Tiles, Winograd4Forward, Winograd4SmallForward, POSITIONS};
 use crate::kernels::conv::{ConvBackward, ConvForward};
 use crate::kernels::gemm::{gemm, MatMut, MatRef};
 use crate::kernels::microkernel::{multiply_block, PackedRows, NR};
@@ -278,15 +278,16 @@ impl<T: Element> ConvForward<T> for WinogradForward<T> {
 /// for the micro-kernel per position; dW accumulated transformed and brought back once
 /// ([`finish_weight_grad`](super::finish_weight_grad)).
 ///
-/// Where the input maps suit F(4×4, 3×3) ([`super::f4::prefers`]), dX is computed as what
-/// it is, a forward convolution of dY with the kernels flipped and transposed (`o` inputs,
-/// `c` outputs, padding `2 − p`), by [`Winograd4Forward`]; dW stays F(2×2).
+/// By F(4×4, 3×3) ([`WinogradBackward::new`]), dX is computed as what it is, a forward
+/// convolution of dY with the kernels flipped and transposed (`o` inputs, `c` outputs,
+/// padding `2 − p`), by [`Winograd4Forward`] or [`Winograd4SmallForward`], and dW by the
+/// F(4×4) tile-major transforms; by F(2×2, 3×3) ([`WinogradBackward::f2`]) as above.
 pub struct WinogradBackward<T> {
     geometry: Geometry,
     outputs: usize,
     u: Vec<PackedRows<T>>,
     /// dX by F(4×4), where it applies.
-    dx4: Option<Winograd4Forward<T>>,
+    dx4: Option<Box<dyn ConvForward<T>>>,
     /// dW by F(4×4), where the forward takes F(4×4).
     dw4: Option<WeightGrad4>,
 }
@@ -313,12 +314,28 @@ fn input_grad_conv<T: Element>(g: &Geometry, o: usize, w: &[T]) -> Option<(Geome
 
 impl<T: Element> WinogradBackward<T> {
     /// A layer of geometry `g` with the `o × c × 3 × 3` weights `w` (empty when no input
-    /// gradient is wanted: then nothing is transformed).
+    /// gradient is wanted: then nothing is transformed), by F(4×4, 3×3): dX by
+    /// [`Winograd4Forward`] or [`Winograd4SmallForward`], dW by the F(4×4) transforms.
     pub fn new(g: &Geometry, o: usize, w: &[T]) -> Self {
+        Self::with_tiles(g, o, w, true)
+    }
+
+    /// The same by F(2×2, 3×3): the smaller rounding error.
+    pub fn f2(g: &Geometry, o: usize, w: &[T]) -> Self {
+        Self::with_tiles(g, o, w, false)
+    }
+
+    fn with_tiles(g: &Geometry, o: usize, w: &[T], f4: bool) -> Self {
         let c = g.c;
         let dx4 = input_grad_conv(g, o, w)
-            .filter(|(gx, _)| !w.is_empty() && super::f4::prefers(gx))
-            .map(|(gx, flipped)| Winograd4Forward::new(&gx, c, &flipped));
+            .filter(|_| f4 && !w.is_empty())
+            .map(|(gx, flipped)| -> Box<dyn ConvForward<T>> {
+                if super::f4::prefers(&gx) {
+                    Box::new(Winograd4Forward::new(&gx, c, &flipped))
+                } else {
+                    Box::new(Winograd4SmallForward::new(&gx, c, &flipped))
+                }
+            });
         let u = if w.is_empty() || dx4.is_some() {
             Vec::new()
         } else {
@@ -333,7 +350,7 @@ impl<T: Element> WinogradBackward<T> {
             outputs: o,
             u,
             dx4,
-            dw4: super::f4::prefers(g).then(|| WeightGrad4::new(g, o)),
+            dw4: f4.then(|| WeightGrad4::new(g, o)),
         }
     }
 }

@@ -146,7 +146,7 @@ pub(super) fn bt6<T: Element, const L: usize>(d: &[[T; L]; 6]) -> [[T; L]; 6] {
 /// `Aᵀ m + bias` for six lane groups: `out[u] = Σ_a Aᵀ[u][a]·m[a] + bias`, the rows of
 /// [`AT4`](super::reference::AT4) written out.
 #[inline(always)]
-fn at6<T: Element, const L: usize>(m: &[[T; L]; 6], bias: T) -> [[T; L]; 4] {
+pub(super) fn at6<T: Element, const L: usize>(m: &[[T; L]; 6], bias: T) -> [[T; L]; 4] {
     let (two, four, eight) = (T::from_f64(2.0), T::from_f64(4.0), T::from_f64(8.0));
     let mut out = [[T::zero(); L]; 4];
     for l in 0..L {

@@ -201,7 +201,8 @@ fn a6<T: Element, const L: usize>(d: &[[T; L]; 4]) -> [[T; L]; 6] {
 /// (`row` elements per padded row, `c` per pixel); `out` indexes tile `t`, channel `ch` of
 /// position 0, and each position is `plane` further.
 #[inline(always)]
-fn input_tile<T: Element, const L: usize>(
+#[allow(clippy::needless_range_loop)] // `a` picks a row across the six columns
+pub(super) fn input_tile<T: Element, const L: usize>(
     xn: &[T],
     at: usize,
     row: usize,
@@ -210,7 +211,6 @@ fn input_tile<T: Element, const L: usize>(
     out: usize,
     plane: usize,
 ) {
-    #![allow(clippy::needless_range_loop)] // `a` picks a row across the six columns
     let d = load_patch::<T, L, 6>(xn, at, row, c);
     // Bᵀ down the patch's columns (index a), then along its rows (index b).
     let mut cols = [[[T::zero(); L]; 6]; 6];
@@ -232,6 +232,7 @@ fn input_tile<T: Element, const L: usize>(
 /// gradient `dyn` (`row` elements per row, `o` per pixel); `out` indexes tile `t`, channel
 /// `oc` of position 0, and each position is `plane` further.
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // `a` picks a row across the four columns
 fn grad_tile<T: Element, const L: usize>(
     dyn_: &[T],
     at: usize,
@@ -241,7 +242,6 @@ fn grad_tile<T: Element, const L: usize>(
     out: usize,
     plane: usize,
 ) {
-    #![allow(clippy::needless_range_loop)] // `a` picks a row across the four columns
     let d = load_patch::<T, L, 4>(dyn_, at, row, o);
     // A down the patch's columns (index a), then along its rows (index b).
     let mut cols = [[[T::zero(); L]; 6]; 4];

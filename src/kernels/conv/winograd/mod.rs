@@ -1,6 +1,8 @@
 //! Winograd F(2×2, 3×3) for 3×3 stride-1 convolutions: forward, dX and dW as 16 GEMMs
-//! over transformed tiles, 2.25× fewer multiplications than im2col; and [`f4`], F(4×4, 3×3)
-//! for the forward on maps wide enough for its transforms (4× fewer multiplications).
+//! over transformed tiles, 2.25× fewer multiplications than im2col; and F(4×4, 3×3), 4×
+//! fewer: [`f4`] (forward on maps whose rows of tiles fill the transforms' lanes),
+//! [`f4_small`] (forward on narrower maps, tile-major) and the weight gradient (`f4_grad`);
+//! its dX is the forward of the flipped kernels ([`WinogradBackward::new`]).
 //!
 //! In one dimension, two outputs of a 3-tap correlation come from four inputs `d` and the
 //! taps `g` as `y = Aᵀ[(G·g) ⊙ (Bᵀ·d)]`; in two dimensions a 2×2 output tile is
@@ -23,6 +25,7 @@
 mod driver;
 pub mod f4;
 mod f4_grad;
+pub mod f4_small;
 pub mod reference;
 mod rows;
 mod tile_major;
@@ -30,6 +33,7 @@ mod weights;
 
 pub use driver::{WinogradBackward, WinogradForward};
 pub use f4::Winograd4Forward;
+pub use f4_small::Winograd4SmallForward;
 pub use weights::{finish_weight_grad, transform_weights, WeightLayout};
 
 use crate::kernels::Geometry;
