@@ -1,6 +1,6 @@
 //! conv2d forward and backward for every conv layer of `lenet` (batch 64, 28×28 input)
 //! and `cifar-cnn` (batch 128, 32×32 input), by the algorithm `Auto` picks and, for the
-//! layers it sends to Winograd, by im2col as well. Throughput counts images.
+//! layers it sends to Winograd (F(4×4, 3×3)), by F(2×2, 3×3) and im2col as well. Throughput counts images.
 //! Run with RAYON_NUM_THREADS=1 and =2 to see the scaling.
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
@@ -65,6 +65,7 @@ fn bench_conv(c: &mut Criterion) {
         let chosen = auto.algorithm_for(x.shape(), wt.shape()).unwrap();
         let mut algorithms = vec![chosen];
         if chosen == ConvAlgorithm::Winograd {
+            algorithms.push(ConvAlgorithm::WinogradF2);
             algorithms.push(ConvAlgorithm::Im2col);
         }
         group.throughput(Throughput::Elements(n as u64));

@@ -2,7 +2,8 @@
 //! dX and dW timed separately, next to the rate of a square f32 GEMM (matrixmultiply
 //! through `Tensor::matmul`), on 1 and 2 threads. Prints a markdown table (BENCHMARKS.md).
 //! Rates count the multiply-adds of a direct convolution (`2·outputs·c_in·k²`), whatever
-//! the algorithm; layers that run by Winograd are also timed by im2col, in the same run.
+//! the algorithm; layers that run by Winograd (F(4×4)) are also timed by F(2×2) and im2col,
+//! in the same run.
 //!
 //! `cargo run --release --example conv_gflops`
 
@@ -54,6 +55,7 @@ fn main() {
                 let chosen = auto.algorithm_for(&shape, &[o, shape[1], k, k]).unwrap();
                 let mut cfgs = vec![(chosen, auto)];
                 if chosen == ConvAlgorithm::Winograd {
+                    cfgs.push((ConvAlgorithm::WinogradF2, auto.with_algorithm(ConvAlgorithm::WinogradF2)));
                     cfgs.push((ConvAlgorithm::Im2col, auto.with_algorithm(ConvAlgorithm::Im2col)));
                 }
                 cfgs.into_iter().map(move |(algorithm, cfg)| (name, algorithm, cfg, shape, o, k, has_dx))
