@@ -389,38 +389,23 @@ impl<T: Element> ConvBackward<T> for WinogradBackward<T> {
         if let (Some(f4), Some(dw)) = (&self.dw4, dw.as_deref_mut()) {
             f4.accumulate(imgs, dy, x, dw, workspace);
         }
-        let dw_f2 = if self.dw4.is_some() { None } else { dw };
-        match (&self.dx4, dx) {
-            (Some(f4), Some(dx)) => f4.forward(dy, None, dx, workspace),
-            (_, Some(dx)) => {
-                // F(2×2) dX (with its dW, if that is F(2×2) too), one image at a time.
-                let (dy_len, x_len, dx_len) = (o * g.p(), x.len() / imgs, g.chw());
-                let mut dw_f2 = dw_f2;
-                for i in 0..imgs {
-                    let (dy, dx) = (&dy[i * dy_len..][..dy_len], &mut dx[i * dx_len..][..dx_len]);
-                    let x = &x[i * x_len..][..x_len];
-                    backward_image(
-                        dy,
-                        g,
-                        o,
-                        &self.u,
-                        x,
-                        Some(dx),
-                        dw_f2.as_deref_mut(),
-                        workspace,
-                    );
-                }
-                return;
+        let mut dw_f2 = if self.dw4.is_some() { None } else { dw };
+        let mut dx_f2 = match (&self.dx4, dx) {
+            (Some(f4), Some(dx)) => {
+                f4.forward(dy, None, dx, workspace);
+                None
             }
-            (_, None) => {}
+            (_, dx) => dx,
+        };
+        if dx_f2.is_none() && dw_f2.is_none() {
+            return;
         }
-        if let Some(dw) = dw_f2 {
-            // F(2×2) dW alone.
-            let (dy_len, x_len) = (o * g.p(), g.chw());
-            for i in 0..imgs {
-                let (dy, x) = (&dy[i * dy_len..][..dy_len], &x[i * x_len..][..x_len]);
-                backward_image(dy, g, o, &self.u, x, None, Some(&mut *dw), workspace);
-            }
+        // What is left runs by F(2×2), one image at a time.
+        let (dy_len, x_len, dx_len) = (o * g.p(), x.len() / imgs.max(1), g.chw());
+        for i in 0..imgs {
+            let dx = dx_f2.as_deref_mut().map(|d| &mut d[i * dx_len..][..dx_len]);
+            let (dy, x) = (&dy[i * dy_len..][..dy_len], &x[i * x_len..][..x_len]);
+            backward_image(dy, g, o, &self.u, x, dx, dw_f2.as_deref_mut(), workspace);
         }
     }
 

@@ -376,6 +376,21 @@ fn transform_output<T: Element>(
     }
 }
 
+/// `U[ξ][oc][ci] = (G g Gᵀ)[ξ]` (F(4×4)'s `G`, 36 positions, `U[ξ]` at `ξ·o·c`) for every
+/// 3×3 kernel `g` of the `o × c × 3 × 3` weights `w`, computed in f64 and rounded once.
+pub(super) fn transform_weights<T: Element>(w: &[T], o: usize, c: usize) -> Vec<T> {
+    let mut u = vec![T::zero(); POSITIONS * o * c];
+    for (oc_ci, k) in w.chunks_exact(9).enumerate() {
+        let kernel: [[f64; 3]; 3] =
+            std::array::from_fn(|i| std::array::from_fn(|j| k[3 * i + j].as_f64()));
+        let t = sandwich(&G4, &kernel, &G4);
+        for (xi, value) in t.iter().flatten().enumerate() {
+            u[xi * o * c + oc_ci] = T::from_f64(*value);
+        }
+    }
+    u
+}
+
 /// The forward pass by F(4×4, 3×3), with the weights transformed (in f64, rounded once)
 /// and packed for the micro-kernel once per call, one `o × c` matrix per position.
 pub struct Winograd4Forward<T> {
@@ -397,15 +412,7 @@ impl<T: Element> Winograd4Forward<T> {
             "F(4×4) needs a 3×3 stride-1 layer with 4 or a multiple of 8 tiles a row, not {g:?}"
         );
         let c = g.c;
-        let mut u = vec![T::zero(); POSITIONS * o * c];
-        for (oc_ci, k) in w.chunks_exact(9).enumerate() {
-            let kernel: [[f64; 3]; 3] =
-                std::array::from_fn(|i| std::array::from_fn(|j| k[3 * i + j].as_f64()));
-            let t = sandwich(&G4, &kernel, &G4);
-            for (xi, value) in t.iter().flatten().enumerate() {
-                u[xi * o * c + oc_ci] = T::from_f64(*value);
-            }
-        }
+        let u = transform_weights(w, o, c);
         Winograd4Forward {
             geometry: *g,
             outputs: o,
@@ -476,15 +483,10 @@ impl<T: Element> ConvForward<T> for Winograd4Forward<T> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_values as values;
     use super::*;
     use crate::kernels::conv::winograd::reference::{AT4, BT4};
     use crate::kernels::conv::{direct, winograd};
-
-    fn values(n: usize, seed: usize) -> Vec<f64> {
-        (0..n)
-            .map(|i| (((i + seed) * 7919) % 211) as f64 / 37.0 - 2.8)
-            .collect()
-    }
 
     /// The written-out transforms are the matrices: `bt6` is `Bᵀ·d`, `at6` is `Aᵀ·m`.
     #[test]

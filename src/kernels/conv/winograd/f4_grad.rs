@@ -125,28 +125,22 @@ impl WeightGrad4 {
         let (wp, row) = (4 * self.cols + 2, 4 * self.cols);
         for i in 0..imgs {
             input_to_nhwc_width(&x[i * g.chw()..][..g.chw()], g, wp, xn);
+            transform_input_tiles(xn, c, (self.rows, self.cols), i * tiles, v, v_stride);
             grad_to_nhwc(&dy[i * o * g.p()..][..o * g.p()], o, g, row, dyn_);
             for ti in 0..self.rows {
                 for tj in 0..self.cols {
                     let t = i * tiles + ti * self.cols + tj;
-                    let at_x = (4 * ti * wp + 4 * tj) * c;
-                    let at_dy = (4 * ti * row + 4 * tj) * o;
-                    let mut ch = 0;
-                    while ch + 8 <= c {
-                        input_tile::<T, 8>(xn, at_x + ch, wp * c, c, v, t * c + ch, v_stride);
-                        ch += 8;
-                    }
-                    for ch in ch..c {
-                        input_tile::<T, 1>(xn, at_x + ch, wp * c, c, v, t * c + ch, v_stride);
-                    }
-                    let mut oc = 0;
-                    while oc + 8 <= o {
-                        grad_tile::<T, 8>(dyn_, at_dy + oc, row * o, o, u, t * o + oc, u_stride);
-                        oc += 8;
-                    }
-                    for oc in oc..o {
-                        grad_tile::<T, 1>(dyn_, at_dy + oc, row * o, o, u, t * o + oc, u_stride);
-                    }
+                    let at = (4 * ti * row + 4 * tj) * o;
+                    by_lane_groups(
+                        u,
+                        o,
+                        |u, oc| {
+                            grad_tile::<T, 8>(dyn_, at + oc, row * o, o, u, t * o + oc, u_stride)
+                        },
+                        |u, oc| {
+                            grad_tile::<T, 1>(dyn_, at + oc, row * o, o, u, t * o + oc, u_stride)
+                        },
+                    );
                 }
             }
         }
@@ -157,6 +151,51 @@ impl WeightGrad4 {
                 MatRef::new(v, xi * v_stride, (nt, c), (c, 1)),
                 T::one(),
                 MatMut::new(&mut wt[xi * o * c..], (o, c), c),
+            );
+        }
+    }
+}
+
+/// Calls `wide(dst, first)` for each whole group of 8 of `n` channels, then
+/// `single(dst, ch)` for each channel left over.
+#[inline(always)]
+pub(super) fn by_lane_groups<T>(
+    dst: &mut [T],
+    n: usize,
+    wide: impl Fn(&mut [T], usize),
+    single: impl Fn(&mut [T], usize),
+) {
+    let whole = n - n % 8;
+    for first in (0..whole).step_by(8) {
+        wide(dst, first);
+    }
+    for ch in whole..n {
+        single(dst, ch);
+    }
+}
+
+/// `V[ξ][t][ci]` for the `rows × cols` tiles of one image, numbered from `t0`, from its
+/// padded NHWC input `xn` (`4·cols + 2` pixels a row, `c` channels); position ξ's matrix
+/// starts at `ξ·plane` in `v`.
+#[inline(always)]
+pub(super) fn transform_input_tiles<T: Element>(
+    xn: &[T],
+    c: usize,
+    (rows, cols): (usize, usize),
+    t0: usize,
+    v: &mut [T],
+    plane: usize,
+) {
+    let row = (4 * cols + 2) * c;
+    for ti in 0..rows {
+        for tj in 0..cols {
+            let t = t0 + ti * cols + tj;
+            let at = 4 * ti * row + 4 * tj * c;
+            by_lane_groups(
+                v,
+                c,
+                |v, ch| input_tile::<T, 8>(xn, at + ch, row, c, v, t * c + ch, plane),
+                |v, ch| input_tile::<T, 1>(xn, at + ch, row, c, v, t * c + ch, plane),
             );
         }
     }
@@ -202,7 +241,7 @@ fn a6<T: Element, const L: usize>(d: &[[T; L]; 4]) -> [[T; L]; 6] {
 /// position 0, and each position is `plane` further.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // `a` picks a row across the six columns
-pub(super) fn input_tile<T: Element, const L: usize>(
+fn input_tile<T: Element, const L: usize>(
     xn: &[T],
     at: usize,
     row: usize,
@@ -289,14 +328,9 @@ pub(super) fn finish_weight_grad<T: Element>(wt: &[T], o: usize, c: usize) -> Ve
 #[cfg(test)]
 mod tests {
     use super::super::reference::{sandwich, AT4};
+    use super::super::test_values as values;
     use super::*;
     use crate::kernels::conv::direct;
-
-    fn values(n: usize, seed: usize) -> Vec<f64> {
-        (0..n)
-            .map(|i| (((i + seed) * 7919) % 211) as f64 / 37.0 - 2.8)
-            .collect()
-    }
 
     /// `a6` is `A·d` with `A` the transpose of [`AT4`].
     #[test]

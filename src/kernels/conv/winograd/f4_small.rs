@@ -8,8 +8,7 @@
 //! output channels at a time into an NHWC output, transposed back to NCHW.
 
 use super::f4::at6;
-use super::f4_grad::input_tile;
-use super::reference::{sandwich, G4};
+use super::f4_grad::{by_lane_groups, transform_input_tiles};
 use super::tile_major::{input_to_nhwc_width, load_patch};
 use super::{position_stride, supports};
 use crate::kernels::conv::ConvForward;
@@ -41,20 +40,10 @@ impl<T: Element> Winograd4SmallForward<T> {
     /// If Winograd does not support `g` ([`supports`]).
     pub fn new(g: &Geometry, o: usize, w: &[T]) -> Self {
         assert!(supports(g), "F(4×4) needs a 3×3 stride-1 layer, not {g:?}");
-        let c = g.c;
-        let mut u = vec![T::zero(); POSITIONS * o * c];
-        for (oc_ci, k) in w.chunks_exact(9).enumerate() {
-            let kernel: [[f64; 3]; 3] =
-                std::array::from_fn(|i| std::array::from_fn(|j| k[3 * i + j].as_f64()));
-            let t = sandwich(&G4, &kernel, &G4);
-            for (xi, value) in t.iter().flatten().enumerate() {
-                u[xi * o * c + oc_ci] = T::from_f64(*value);
-            }
-        }
         Winograd4SmallForward {
             geometry: *g,
             outputs: o,
-            u,
+            u: super::f4::transform_weights(w, o, g.c),
             rows: g.oh.div_ceil(4),
             cols: g.ow.div_ceil(4),
         }
@@ -94,20 +83,7 @@ impl<T: Element> Winograd4SmallForward<T> {
         let nt = imgs * tiles;
         for i in 0..imgs {
             input_to_nhwc_width(&x[i * g.chw()..][..g.chw()], g, wp, xn);
-            for ti in 0..self.rows {
-                for tj in 0..self.cols {
-                    let t = i * tiles + ti * self.cols + tj;
-                    let at = (4 * ti * wp + 4 * tj) * c;
-                    let mut ch = 0;
-                    while ch + 8 <= c {
-                        input_tile::<T, 8>(xn, at + ch, wp * c, c, v, t * c + ch, v_stride);
-                        ch += 8;
-                    }
-                    for ch in ch..c {
-                        input_tile::<T, 1>(xn, at + ch, wp * c, c, v, t * c + ch, v_stride);
-                    }
-                }
-            }
+            transform_input_tiles(xn, c, (self.rows, self.cols), i * tiles, v, v_stride);
         }
         for xi in 0..POSITIONS {
             // M[ξ] (nt × o) = V[ξ] (nt × c) · U[ξ]ᵀ (c × o)
@@ -124,16 +100,36 @@ impl<T: Element> Winograd4SmallForward<T> {
                 for tj in 0..self.cols {
                     let t = i * tiles + ti * self.cols + tj;
                     let at = (4 * ti * row + 4 * tj) * o;
-                    let mut oc = 0;
-                    while oc + 8 <= o {
-                        let b = lanes_of_bias::<T, 8>(bias, oc);
-                        output_tile::<T, 8>(m, t * o + oc, m_stride, &b, yn, at + oc, row * o, o);
-                        oc += 8;
-                    }
-                    for oc in oc..o {
-                        let b = lanes_of_bias::<T, 1>(bias, oc);
-                        output_tile::<T, 1>(m, t * o + oc, m_stride, &b, yn, at + oc, row * o, o);
-                    }
+                    by_lane_groups(
+                        yn,
+                        o,
+                        |yn, oc| {
+                            let b = lanes_of_bias::<T, 8>(bias, oc);
+                            output_tile::<T, 8>(
+                                m,
+                                t * o + oc,
+                                m_stride,
+                                &b,
+                                yn,
+                                at + oc,
+                                row * o,
+                                o,
+                            )
+                        },
+                        |yn, oc| {
+                            let b = lanes_of_bias::<T, 1>(bias, oc);
+                            output_tile::<T, 1>(
+                                m,
+                                t * o + oc,
+                                m_stride,
+                                &b,
+                                yn,
+                                at + oc,
+                                row * o,
+                                o,
+                            )
+                        },
+                    );
                 }
             }
             // Back to NCHW, cut at the output's edges.
@@ -239,14 +235,9 @@ impl<T: Element> ConvForward<T> for Winograd4SmallForward<T> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_values as values;
     use super::*;
     use crate::kernels::conv::direct;
-
-    fn values(n: usize, seed: usize) -> Vec<f64> {
-        (0..n)
-            .map(|i| (((i + seed) * 7919) % 211) as f64 / 37.0 - 2.8)
-            .collect()
-    }
 
     /// In f64 equal to the direct convolution to rounding: 8×8 maps and odd sides, 9 and 17
     /// channels (8 lanes and single ones), padding 0–2, more images than one product takes,

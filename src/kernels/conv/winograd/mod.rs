@@ -116,3 +116,11 @@ pub(crate) fn position_stride(len: usize) -> usize {
 pub fn weight_grad_len(o: usize, c: usize) -> usize {
     POSITIONS * o * c
 }
+
+/// Deterministic test values in [−2.8, 2.9): `n` of them from `seed`.
+#[cfg(test)]
+fn test_values(n: usize, seed: usize) -> Vec<f64> {
+    (0..n)
+        .map(|i| (((i + seed) * 7919) % 211) as f64 / 37.0 - 2.8)
+        .collect()
+}

@@ -82,16 +82,6 @@ pub fn transform_kernel(g: &[[f64; 3]; 3]) -> [[f64; 4]; 4] {
     sandwich(&G, g, &G)
 }
 
-/// `V = Bᵀ d B`: a 4×4 input patch in the transformed domain.
-pub fn transform_patch(d: &[[f64; 4]; 4]) -> [[f64; 4]; 4] {
-    sandwich(&BT, d, &BT)
-}
-
-/// `Y = Aᵀ M A`: a transformed 4×4 product back to its 2×2 output tile.
-pub fn inverse_transform(m: &[[f64; 4]; 4]) -> [[f64; 2]; 2] {
-    sandwich(&AT, m, &AT)
-}
-
 /// One image's convolution (`y`: `o × oh × ow`, overwritten) tile by tile by F(2×2, 3×3):
 /// for every 2×2 tile, `Aᵀ [Σ_c (G g Gᵀ) ⊙ (Bᵀ d B)] A` plus the bias, cut at odd output
 /// edges. In f64 whatever `T` is; `g` must be a geometry Winograd supports.
@@ -181,14 +171,9 @@ fn forward_image_by<T: Element, const M: usize, const P: usize>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_values as values;
     use super::*;
     use crate::kernels::conv::{direct, winograd};
-
-    fn values(n: usize, seed: usize) -> Vec<f64> {
-        (0..n)
-            .map(|i| (((i + seed) * 7919) % 211) as f64 / 37.0 - 2.8)
-            .collect()
-    }
 
     /// The tile formula is the correlation: against the direct convolution for every
     /// padding Winograd takes, odd and even outputs, several channels.
