@@ -8,9 +8,11 @@ use super::rows::{
 use super::tile_major::{
     grad_to_nhwc, input_to_nhwc, transform_input_tile_major, transform_output_grad_tile_major,
 };
-use super::{position_stride, Tiles, Winograd4Forward, Winograd4SmallForward, POSITIONS};
+use super::{
+    add_weight_grad_products, position_stride, Tiles, Winograd4Forward, Winograd4SmallForward,
+    POSITIONS,
+};
 use crate::kernels::conv::{ConvBackward, ConvForward};
-use crate::kernels::gemm::{gemm, MatMut, MatRef};
 use crate::kernels::microkernel::{multiply_block, PackedRows, NR};
 use crate::kernels::{Element, Geometry};
 
@@ -204,15 +206,7 @@ fn backward_image_body<T: Element>(
         if let Some(wt) = wt.as_deref_mut() {
             transform_output_grad_tile_major(dyn_, o, g, block, ut, u_stride);
             transform_input_tile_major(xn, g, block, v, c_stride);
-            for xi in 0..POSITIONS {
-                // W̃[ξ] (o × c) += Ũ[ξ] (o × nt) · V[ξ] (nt × c), both stored tile-major.
-                gemm(
-                    MatRef::new(ut, xi * u_stride, (o, nt), (1, o)),
-                    MatRef::new(v, xi * c_stride, (nt, c), (c, 1)),
-                    T::one(),
-                    MatMut::new(&mut wt[xi * o * c..], (o, c), c),
-                );
-            }
+            add_weight_grad_products(POSITIONS, (ut, u_stride), (v, c_stride), (o, nt, c), wt);
         }
         if dx.is_some() {
             transform_output_grad(dy, o, g, block, ut, u_stride, scratch);

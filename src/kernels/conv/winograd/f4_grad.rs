@@ -12,8 +12,7 @@
 use super::f4::bt6;
 use super::reference::G4;
 use super::tile_major::{input_to_nhwc_width, load_patch};
-use super::{position_stride, supports};
-use crate::kernels::gemm::{gemm, MatMut, MatRef};
+use super::{add_weight_grad_products, position_stride, supports};
 use crate::kernels::transpose::copy_transposed;
 use crate::kernels::{Element, Geometry};
 
@@ -144,15 +143,7 @@ impl WeightGrad4 {
                 }
             }
         }
-        for xi in 0..POSITIONS {
-            // W̃[ξ] (o × c) += Ũ[ξ] (o × nt) · V[ξ] (nt × c), both stored tile-major.
-            gemm(
-                MatRef::new(u, xi * u_stride, (o, nt), (1, o)),
-                MatRef::new(v, xi * v_stride, (nt, c), (c, 1)),
-                T::one(),
-                MatMut::new(&mut wt[xi * o * c..], (o, c), c),
-            );
-        }
+        add_weight_grad_products(POSITIONS, (u, u_stride), (v, v_stride), (o, nt, c), wt);
     }
 }
 

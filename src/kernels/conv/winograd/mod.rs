@@ -36,7 +36,8 @@ pub use f4::Winograd4Forward;
 pub use f4_small::Winograd4SmallForward;
 pub use weights::{finish_weight_grad, transform_weights, WeightLayout};
 
-use crate::kernels::Geometry;
+use crate::kernels::gemm::{gemm, MatMut, MatRef};
+use crate::kernels::{Element, Geometry};
 
 /// Transformed positions per tile (4×4).
 pub(crate) const POSITIONS: usize = 16;
@@ -109,6 +110,27 @@ pub(crate) fn position_stride(len: usize) -> usize {
         stride + LINE
     } else {
         stride
+    }
+}
+
+/// `W̃[ξ] (o × c) += Ũ[ξ] (o × nt) · V[ξ] (nt × c)` for every position ξ < `positions`,
+/// both operands stored tile-major (`Ũ[ξ]` at `ξ·u_stride` in `u`, `V[ξ]` at `ξ·v_stride`
+/// in `v`) and `W̃[ξ]` at `ξ·o·c` in `wt`: the weight-gradient products of F(2×2) and
+/// F(4×4).
+pub(crate) fn add_weight_grad_products<T: Element>(
+    positions: usize,
+    (u, u_stride): (&[T], usize),
+    (v, v_stride): (&[T], usize),
+    (o, nt, c): (usize, usize, usize),
+    wt: &mut [T],
+) {
+    for xi in 0..positions {
+        gemm(
+            MatRef::new(u, xi * u_stride, (o, nt), (1, o)),
+            MatRef::new(v, xi * v_stride, (nt, c), (c, 1)),
+            T::one(),
+            MatMut::new(&mut wt[xi * o * c..], (o, c), c),
+        );
     }
 }
 
