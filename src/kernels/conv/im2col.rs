@@ -147,7 +147,7 @@ pub fn col2im<T: Copy + std::ops::AddAssign>(
 const TILE_PIXELS: usize = 256;
 
 /// Tiles of whole output rows, each about [`TILE_PIXELS`] pixels: `(first row, end row)`.
-fn row_tiles(g: &Geometry) -> impl Iterator<Item = (usize, usize)> {
+pub(crate) fn row_tiles(g: &Geometry) -> impl Iterator<Item = (usize, usize)> {
     let rows = (TILE_PIXELS / g.ow.max(1)).max(1);
     let oh = g.oh;
     (0..oh)
@@ -156,7 +156,7 @@ fn row_tiles(g: &Geometry) -> impl Iterator<Item = (usize, usize)> {
 }
 
 /// The largest tile's pixel count (sizes the column workspace).
-fn max_tile_pixels(g: &Geometry) -> usize {
+pub(crate) fn max_tile_pixels(g: &Geometry) -> usize {
     row_tiles(g).map(|(a, b)| (b - a) * g.ow).max().unwrap_or(0)
 }
 
@@ -298,7 +298,7 @@ impl<T: Element> ConvForward<T> for Im2colForward<T> {
 /// than they save: with groups up to 128 pixels LeNet's train step (conv2: 64 pixels) ran
 /// 3–5% slower, at 16 within noise (same run, 2 rounds), while mobilenet-v2's step went
 /// from 352 to 566 images/s (1 thread).
-const BACKWARD_GROUP_MAX_PIXELS: usize = 16;
+pub(crate) const BACKWARD_GROUP_MAX_PIXELS: usize = 16;
 
 /// The backward pass by im2col: per tile of output rows, `dW += dY·colsᵀ` and
 /// `dX = col2im(Wᵀ·dY)`. The columns are recomputed rather than kept from the forward
@@ -381,6 +381,35 @@ impl<T: Element> Im2colBackward<'_, T> {
     }
 }
 
+/// `dW (o × k) += dY[:, tile] (o × pt) · cols[k × pt]ᵀ` for the output rows `rows` of one
+/// image, in the workspace `(cols, cols_t, dy_t)` (`k·pt`, `pt·k` and `o·pt` elements).
+pub(crate) fn add_tile_weight_grad<T: Element>(
+    dy: &[T],
+    x: &[T],
+    g: &Geometry,
+    o: usize,
+    rows: (usize, usize),
+    (cols, cols_t, dy_t): (&mut [T], &mut [T], &mut [T]),
+    dw: &mut [T],
+) {
+    let (k, p) = (g.k(), g.p());
+    let (p0, pt) = (rows.0 * g.ow, (rows.1 - rows.0) * g.ow);
+    im2col(x, g, rows, cols);
+    let cols_t = &mut cols_t[..pt * k];
+    copy_transposed(cols, (k, pt, pt), cols_t, k);
+    copy_transposed(&dy[p0..], (o, pt, p), dy_t, o);
+    // The product runs over pixels, so matrixmultiply packs its operands with contiguous
+    // loads only if they are stored pixel-major: both are transposed first (8×8 blocks;
+    // with the AVX kernel this is cheaper than the gathered packing, measured: LeNet conv2
+    // dW 73.6 -> 82.0 GFLOP/s, before that kernel it was slower).
+    gemm(
+        MatRef::new(dy_t, 0, (o, pt), (1, o)),
+        MatRef::new(cols_t, 0, (pt, k), (k, 1)),
+        T::one(),
+        MatMut::new(dw, (o, k), k),
+    );
+}
+
 impl<T: Element> ConvBackward<T> for Im2colBackward<'_, T> {
     /// One tile's columns, its column gradient (or its columns transposed), and its output
     /// gradient transposed; for a group of images, the same for all their pixels.
@@ -433,21 +462,7 @@ impl<T: Element> ConvBackward<T> for Im2colBackward<'_, T> {
         for (r0, r1) in row_tiles(g) {
             let (p0, pt) = (r0 * g.ow, (r1 - r0) * g.ow);
             if let Some(dw) = dw.as_deref_mut() {
-                im2col(x, g, (r0, r1), cols);
-                let cols_t = &mut dcols[..pt * k];
-                copy_transposed(cols, (k, pt, pt), cols_t, k);
-                copy_transposed(&dy[p0..], (o, pt, p), dy_t, o);
-                // dW[o×k] += dY[:, tile][o×pt] · cols[k×pt]ᵀ. The product runs over pixels,
-                // so matrixmultiply packs its operands with contiguous loads only if they
-                // are stored pixel-major: both are transposed first (8×8 blocks; with the
-                // AVX kernel this is cheaper than the gathered packing, measured: LeNet
-                // conv2 dW 73.6 -> 82.0 GFLOP/s, before that kernel it was slower).
-                gemm(
-                    MatRef::new(dy_t, 0, (o, pt), (1, o)),
-                    MatRef::new(cols_t, 0, (pt, k), (k, 1)),
-                    T::one(),
-                    MatMut::new(dw, (o, k), k),
-                );
+                add_tile_weight_grad(dy, x, g, o, (r0, r1), (cols, dcols, dy_t), dw);
             }
             if let Some(dx) = dx.as_deref_mut() {
                 // dcols[k×pt] = W[o×k]ᵀ · dY[:, tile][o×pt]

@@ -21,6 +21,7 @@ pub mod direct;
 pub mod grouped;
 pub mod im2col;
 pub mod implicit;
+pub mod implicit_backward;
 pub mod winograd;
 
 /// The forward pass of one convolution layer with its weights prepared.

@@ -91,13 +91,17 @@ impl<T: Element> PackedRows<T> {
     fn with_mr(a: &[T], (m, k): (usize, usize), (rs, cs): (usize, usize), mr: usize) -> Self {
         let panels = m.div_ceil(mr);
         let mut data = vec![T::zero(); panels * k * mr];
-        for (q, panel) in data.chunks_exact_mut((k * mr).max(1)).enumerate() {
-            for (kk, column) in panel.chunks_exact_mut(mr).enumerate() {
-                for (r, value) in column.iter_mut().enumerate() {
-                    let i = q * mr + r;
-                    if i < m {
-                        *value = a[i * rs + kk * cs];
-                    }
+        // Row by row: each row's values go `mr` apart into its panel.
+        for i in (0..m).filter(|_| k > 0) {
+            let (q, r) = (i / mr, i % mr);
+            let panel = data[q * k * mr..][..k * mr][r..].iter_mut().step_by(mr);
+            if cs == 1 {
+                for (value, &v) in panel.zip(&a[i * rs..][..k]) {
+                    *value = v;
+                }
+            } else {
+                for (kk, value) in panel.enumerate() {
+                    *value = a[i * rs + kk * cs];
                 }
             }
         }

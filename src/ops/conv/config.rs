@@ -7,8 +7,9 @@ use crate::kernels::conv::direct::Direct;
 use crate::kernels::conv::grouped::{
     group_geometry, group_weights, GroupedBackward, GroupedForward,
 };
-use crate::kernels::conv::im2col::{Im2colBackward, Im2colForward};
+use crate::kernels::conv::im2col::{Im2colBackward, Im2colForward, BACKWARD_GROUP_MAX_PIXELS};
 use crate::kernels::conv::implicit::ImplicitGemmForward;
+use crate::kernels::conv::implicit_backward::ImplicitGemmBackward;
 use crate::kernels::conv::winograd::{
     self, Winograd4Forward, Winograd4SmallForward, WinogradBackward, WinogradForward,
 };
@@ -262,6 +263,10 @@ impl ConvAlgorithm {
             ConvAlgorithm::Winograd => Box::new(WinogradBackward::new(g, o, w)),
             ConvAlgorithm::WinogradF2 => Box::new(WinogradBackward::f2(g, o, w)),
             ConvAlgorithm::Direct => Box::new(Direct::new(g, o, w)),
+            // Small maps keep im2col's products shared between images.
+            ConvAlgorithm::ImplicitGemm if g.p() > BACKWARD_GROUP_MAX_PIXELS => {
+                Box::new(ImplicitGemmBackward::new(g, o, w))
+            }
             ConvAlgorithm::Im2col
             | ConvAlgorithm::ImplicitGemm
             | ConvAlgorithm::Auto
