@@ -4,7 +4,7 @@
 //! `col2im`, with `Wᵀ` packed once per call. matrixmultiply packs the whole weight matrix
 //! again for every tile: LeNet's conv2 (25,000 weights, one 64-pixel tile per image) did so
 //! 64 times a batch, for 1.6 M multiply-adds each. The weight gradient stays
-//! matrixmultiply's ([`add_tile_weight_grad`]): on the micro-kernel, with `dY`'s tile
+//! matrixmultiply's (`im2col::add_tile_weight_grad`): on the micro-kernel, with `dY`'s tile
 //! packed as the left operand, resnet20's stride-2 layers ran 5–15% slower.
 
 use super::im2col::{add_tile_weight_grad, col2im, max_tile_pixels, row_tiles};

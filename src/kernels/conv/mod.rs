@@ -9,6 +9,8 @@
 //! - [`direct`]: the definition in seven loops; the reference every other algorithm is
 //!   tested against.
 //! - [`im2col`]: columns of input taps, then one GEMM per tile of output rows.
+//! - [`direct_rows`]: first layers (stride 1, at most 75 input taps, rows of at most 32
+//!   pixels) summed by output rows in registers from zero-padded input rows.
 //! - [`implicit`]: the same product without the column matrix: each block of 16 output
 //!   pixels gathers its columns and runs the micro-kernel over weights packed once.
 //! - [`winograd`]: for 3×3 stride-1 layers, F(4×4, 3×3) (36 GEMMs over transformed 4×4
@@ -18,6 +20,7 @@ pub mod depthwise;
 #[cfg(target_arch = "x86_64")]
 mod depthwise_x86;
 pub mod direct;
+pub mod direct_rows;
 pub mod grouped;
 pub mod im2col;
 pub mod implicit;

@@ -49,6 +49,12 @@ fn isa() -> Isa {
     Isa::Portable
 }
 
+/// Whether the CPU has AVX-512F, the 32 registers of 16 floats the conv kernels that keep
+/// many accumulators (such as [`crate::kernels::conv::direct_rows`]) are written for.
+pub fn has_avx512() -> bool {
+    isa() == Isa::Avx512
+}
+
 /// Panel heights the kernel is compiled for, per instruction set, largest first.
 fn panel_heights(isa: Isa) -> &'static [usize] {
     match isa {

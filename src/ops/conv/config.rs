@@ -4,6 +4,7 @@
 use crate::error::{Result, TensorError};
 use crate::kernels::conv::depthwise::Depthwise;
 use crate::kernels::conv::direct::Direct;
+use crate::kernels::conv::direct_rows::{self, DirectRowsForward};
 use crate::kernels::conv::grouped::{
     group_geometry, group_weights, GroupedBackward, GroupedForward,
 };
@@ -14,6 +15,7 @@ use crate::kernels::conv::winograd::{
     self, Winograd4Forward, Winograd4SmallForward, WinogradBackward, WinogradForward,
 };
 use crate::kernels::conv::{ConvBackward, ConvForward};
+use crate::kernels::microkernel::has_avx512;
 use crate::kernels::microkernel::NR;
 use crate::kernels::{Element, Geometry};
 
@@ -39,7 +41,8 @@ pub struct Conv2dConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ConvAlgorithm {
     /// For f32: Winograd where it applies and pays
-    /// ([`ConvAlgorithm::auto_prefers_winograd`]), otherwise the implicit GEMM for maps of
+    /// ([`ConvAlgorithm::auto_prefers_winograd`]), on AVX-512 CPUs the rows kernel for the
+    /// first layers it computes ([`ConvAlgorithm::DirectRows`]), otherwise the implicit GEMM for maps of
     /// at least 16 output pixels and im2col for smaller ones (whose images share one
     /// product). For f64: im2col, whose GEMM (matrixmultiply's dgemm) has vector code for
     /// f64, which the micro-kernel under Winograd and the implicit GEMM lacks (on a
@@ -50,9 +53,16 @@ pub enum ConvAlgorithm {
     /// im2col + GEMM: any kernel, stride, padding and dilation.
     Im2col,
     /// Forward by implicit GEMM ([`kernels::conv::implicit`](crate::kernels::conv::implicit):
-    /// columns gathered per block of 16 pixels, weights packed once), backward by im2col:
-    /// any geometry.
+    /// columns gathered per block of 16 pixels, weights packed once), backward by im2col for dW and the
+    /// micro-kernel for dX (with `Wᵀ` packed once): any geometry.
     ImplicitGemm,
+    /// Forward by output rows ([`kernels::conv::direct_rows`](crate::kernels::conv::direct_rows):
+    /// each row of 8 output channels summed in registers from zero-padded input rows), for
+    /// stride-1 layers with at most 75 input taps (`c·kh·kw`) and output rows of at most 32
+    /// pixels (an error for others): LeNet's and CIFAR networks' first layers, whose thin
+    /// GEMMs spend more on gathering columns than on multiplying. Backward as
+    /// [`ConvAlgorithm::ImplicitGemm`]'s.
+    DirectRows,
     /// Winograd F(4×4, 3×3) for 3×3 kernels, stride 1, no dilation, padding ≤ 2 (an error
     /// for other geometries): forward, dX and dW with 2.25 multiplications per output.
     /// Its f32 error is about 5× F(2×2)'s (1–2e-6 of the largest output on resnet's
@@ -84,6 +94,14 @@ impl ConvAlgorithm {
         winograd::supports(g) && g.c >= WINOGRAD_MIN_CHANNELS && c_out >= WINOGRAD_MIN_CHANNELS
     }
 
+    /// Whether `Auto` runs a dense convolution of geometry `g` by the rows kernel: on an
+    /// AVX-512 CPU, a layer it computes ([`direct_rows::supports`]) with a kernel larger
+    /// than 1×1 and at least 16 output pixels (measured on first layers: LeNet's conv1,
+    /// cifar-cnn's and resnet20's; 1×1 layers with few inputs stay the GEMMs').
+    pub fn auto_prefers_rows(g: &Geometry) -> bool {
+        g.kernel != (1, 1) && g.p() >= NR && direct_rows::supports(g) && has_avx512()
+    }
+
     /// The algorithm this choice runs geometry `g` (all input channels) with `c_out`
     /// outputs in `groups` groups by — never `Auto`; an error if Winograd or the depthwise
     /// kernel was asked for a convolution it cannot compute. `Auto` runs depthwise
@@ -104,7 +122,18 @@ impl ConvAlgorithm {
             ConvAlgorithm::Auto if groups == 1 && Self::auto_prefers_winograd(g, c_out) => {
                 Ok(ConvAlgorithm::Winograd)
             }
+            ConvAlgorithm::Auto if groups == 1 && Self::auto_prefers_rows(g) => {
+                Ok(ConvAlgorithm::DirectRows)
+            }
             ConvAlgorithm::Auto if g.p() >= NR => Ok(ConvAlgorithm::ImplicitGemm),
+            ConvAlgorithm::DirectRows if direct_rows::supports(g) => Ok(self),
+            ConvAlgorithm::DirectRows => Err(TensorError::InvalidArgument {
+                op: "conv2d",
+                reason: format!(
+                    "the rows kernel needs stride 1, dilation 1, at most {} input taps and output rows of at most 32 pixels, not stride {:?}, dilation {:?}, {} taps, rows of {}",
+                    direct_rows::MAX_TAPS, g.stride, g.dilation, g.k(), g.ow
+                ),
+            }),
             ConvAlgorithm::Auto => Ok(ConvAlgorithm::Im2col),
             ConvAlgorithm::Depthwise if depthwise => Ok(ConvAlgorithm::Depthwise),
             ConvAlgorithm::Depthwise => Err(TensorError::InvalidArgument {
@@ -188,7 +217,7 @@ impl Conv2dConfig {
 
     /// The algorithm a convolution of an f32 `input` (NCHW) with a `weight` shape runs by
     /// under this configuration: `Auto` resolved to [`ConvAlgorithm::Winograd`],
-    /// [`ConvAlgorithm::ImplicitGemm`], [`ConvAlgorithm::Im2col`] or
+    /// [`ConvAlgorithm::DirectRows`], [`ConvAlgorithm::ImplicitGemm`], [`ConvAlgorithm::Im2col`] or
     /// [`ConvAlgorithm::Depthwise`], any other choice as given (f64 tensors run `Auto`'s
     /// dense choices by im2col: see [`ConvAlgorithm::Auto`]).
     /// ```
@@ -196,8 +225,13 @@ impl Conv2dConfig {
     ///
     /// let same = Conv2dConfig::new(1, 1, 1);
     /// assert_eq!(same.algorithm_for(&[8, 32, 16, 16], &[64, 32, 3, 3])?, ConvAlgorithm::Winograd);
-    /// // An RGB first layer: too few input channels for Winograd to pay.
-    /// assert_eq!(same.algorithm_for(&[8, 3, 32, 32], &[32, 3, 3, 3])?, ConvAlgorithm::ImplicitGemm);
+    /// // An RGB first layer: too few input channels for Winograd to pay; summed by rows
+    /// // where the CPU has AVX-512, by the implicit GEMM elsewhere.
+    /// let first = same.algorithm_for(&[8, 3, 32, 32], &[32, 3, 3, 3])?;
+    /// assert!(matches!(first, ConvAlgorithm::DirectRows | ConvAlgorithm::ImplicitGemm));
+    /// // A strided layer with many channels: the implicit GEMM.
+    /// let strided = Conv2dConfig::new(2, 1, 1);
+    /// assert_eq!(strided.algorithm_for(&[8, 16, 32, 32], &[32, 16, 3, 3])?, ConvAlgorithm::ImplicitGemm);
     /// // A 1×1 layer on a 2×2 map: its images share one im2col product.
     /// assert_eq!(Conv2dConfig::default().algorithm_for(&[8, 64, 2, 2], &[96, 64, 1, 1])?, ConvAlgorithm::Im2col);
     /// # Ok::<(), tensorgrad::TensorError>(())
@@ -235,6 +269,7 @@ impl ConvAlgorithm {
             ConvAlgorithm::WinogradF2 => Box::new(WinogradForward::new(g, o, w)),
             ConvAlgorithm::Direct => Box::new(Direct::new(g, o, w)),
             ConvAlgorithm::ImplicitGemm => Box::new(ImplicitGemmForward::new(g, o, w)),
+            ConvAlgorithm::DirectRows => Box::new(DirectRowsForward::new(g, o, w)),
             ConvAlgorithm::Im2col | ConvAlgorithm::Auto | ConvAlgorithm::Depthwise => {
                 Box::new(Im2colForward::new(g, o, w))
             }
@@ -264,11 +299,14 @@ impl ConvAlgorithm {
             ConvAlgorithm::WinogradF2 => Box::new(WinogradBackward::f2(g, o, w)),
             ConvAlgorithm::Direct => Box::new(Direct::new(g, o, w)),
             // Small maps keep im2col's products shared between images.
-            ConvAlgorithm::ImplicitGemm if g.p() > BACKWARD_GROUP_MAX_PIXELS => {
+            ConvAlgorithm::ImplicitGemm | ConvAlgorithm::DirectRows
+                if g.p() > BACKWARD_GROUP_MAX_PIXELS =>
+            {
                 Box::new(ImplicitGemmBackward::new(g, o, w))
             }
             ConvAlgorithm::Im2col
             | ConvAlgorithm::ImplicitGemm
+            | ConvAlgorithm::DirectRows
             | ConvAlgorithm::Auto
             | ConvAlgorithm::Depthwise => Box::new(Im2colBackward::new(g, o, w)),
         }

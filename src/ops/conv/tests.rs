@@ -121,6 +121,55 @@ fn im2col_gradients_match_direct_convolution_over_the_sweep() {
     assert!(checked > 250, "only {checked} cases checked");
 }
 
+/// The rows kernel (forward; backward is the implicit GEMM's) on every case of the sweep
+/// it supports (stride 1, dilation 1), in values and gradients against the definition,
+/// with a gradcheck on each third; the others are refused with an error.
+#[test]
+fn direct_rows_match_direct_convolution_over_the_sweep() {
+    let (mut checked, mut refused) = (0, 0);
+    for (i, (batch, c_in, k, s, p, d, bias)) in sweep().into_iter().enumerate() {
+        if d * (k - 1) + 1 > W + 2 * p {
+            continue;
+        }
+        let cfg = Conv2dConfig::new(s, p, d).with_algorithm(ConvAlgorithm::DirectRows);
+        let x = rand_input(&[batch, c_in, H, W], i as u64);
+        let w = rand_input(&[3, c_in, k, k], 1000 + i as u64);
+        let b = rand_input(&[3], 2000 + i as u64);
+        if s != 1 || d != 1 {
+            assert!(x.conv2d(&w, Some(&b), cfg).is_err(), "case {i}");
+            refused += 1;
+            continue;
+        }
+        let y = x.conv2d(&w, Some(&b), cfg).unwrap();
+        let r = rand_input(y.shape(), 3000 + i as u64).detach();
+        let g = y.mul(&r).unwrap().sum_all().backward().unwrap();
+        let want = reference_grads(&x, &w, &b, &r, cfg);
+        let direct = cfg.with_algorithm(ConvAlgorithm::Direct);
+        let want_y = x.conv2d(&w, Some(&b), direct).unwrap().to_vec();
+        assert_close(&y.to_vec(), &want_y, 1e-12);
+        for (t, want) in [&x, &w, &b].iter().zip(&want) {
+            assert_close(&g.get(t).unwrap().to_vec(), want, 1e-12);
+        }
+        if i % 3 == 0 {
+            let mut inputs = vec![x.detach().with_grad(), w.detach().with_grad()];
+            if bias {
+                inputs.push(b.detach().with_grad());
+            }
+            let r = gradcheck(
+                |t| t[0].conv2d(&t[1], t.get(2), cfg),
+                &inputs,
+                &GradcheckOptions::default(),
+            );
+            assert!(r.is_ok(), "case {i}: {}", r.unwrap_err());
+        }
+        checked += 1;
+    }
+    assert!(
+        checked > 40 && refused > 100,
+        "{checked} checked, {refused} refused"
+    );
+}
+
 #[test]
 fn gradcheck_parameter_sweep() {
     let opts = GradcheckOptions::default();
