@@ -4,7 +4,7 @@
 use crate::error::{Result, TensorError};
 use crate::kernels::conv::depthwise::Depthwise;
 use crate::kernels::conv::direct::Direct;
-use crate::kernels::conv::direct_rows::{self, DirectRowsForward};
+use crate::kernels::conv::direct_rows::{self, DirectRowsBackward, DirectRowsForward};
 use crate::kernels::conv::grouped::{
     group_geometry, group_weights, GroupedBackward, GroupedForward,
 };
@@ -60,8 +60,8 @@ pub enum ConvAlgorithm {
     /// each row of 8 output channels summed in registers from zero-padded input rows), for
     /// stride-1 layers with at most 75 input taps (`c·kh·kw`) and output rows of at most 32
     /// pixels (an error for others): LeNet's and CIFAR networks' first layers, whose thin
-    /// GEMMs spend more on gathering columns than on multiplying. Backward as
-    /// [`ConvAlgorithm::ImplicitGemm`]'s.
+    /// GEMMs spend more on gathering columns than on multiplying. Backward: dW by rows
+    /// too, dX as [`ConvAlgorithm::ImplicitGemm`]'s.
     DirectRows,
     /// Winograd F(4×4, 3×3) for 3×3 kernels, stride 1, no dilation, padding ≤ 2 (an error
     /// for other geometries): forward, dX and dW with 2.25 multiplications per output.
@@ -299,14 +299,12 @@ impl ConvAlgorithm {
             ConvAlgorithm::WinogradF2 => Box::new(WinogradBackward::f2(g, o, w)),
             ConvAlgorithm::Direct => Box::new(Direct::new(g, o, w)),
             // Small maps keep im2col's products shared between images.
-            ConvAlgorithm::ImplicitGemm | ConvAlgorithm::DirectRows
-                if g.p() > BACKWARD_GROUP_MAX_PIXELS =>
-            {
+            ConvAlgorithm::DirectRows => Box::new(DirectRowsBackward::new(g, o, w)),
+            ConvAlgorithm::ImplicitGemm if g.p() > BACKWARD_GROUP_MAX_PIXELS => {
                 Box::new(ImplicitGemmBackward::new(g, o, w))
             }
             ConvAlgorithm::Im2col
             | ConvAlgorithm::ImplicitGemm
-            | ConvAlgorithm::DirectRows
             | ConvAlgorithm::Auto
             | ConvAlgorithm::Depthwise => Box::new(Im2colBackward::new(g, o, w)),
         }
