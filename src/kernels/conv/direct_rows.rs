@@ -38,6 +38,57 @@ pub fn supports(g: &Geometry) -> bool {
     g.stride == (1, 1) && g.dilation == (1, 1) && g.ow <= MAX_WIDTH && g.k() <= MAX_TAPS
 }
 
+/// The zero-padded copy of one image the rows kernels read: `c × (h + 2ph)` rows of
+/// `row_len`, each an input row with its padding, long enough for the last tap's last
+/// vector.
+#[derive(Clone, Copy, Debug)]
+struct PaddedImage {
+    g: Geometry,
+}
+
+impl PaddedImage {
+    /// Vectors per output row.
+    fn vectors(&self) -> usize {
+        self.g.ow.div_ceil(LANES)
+    }
+
+    /// Elements of a padded input row: the image's row and its padding, and at least what
+    /// the last tap's last vector reads.
+    fn row_len(&self) -> usize {
+        let g = &self.g;
+        (g.w + 2 * g.padding.1).max(self.vectors() * LANES + g.kernel.1 - 1)
+    }
+
+    /// Padded rows per channel.
+    fn height(&self) -> usize {
+        self.g.h + 2 * self.g.padding.0
+    }
+
+    /// Elements of the whole copy.
+    fn len(&self) -> usize {
+        self.g.c * self.height() * self.row_len()
+    }
+
+    /// One image `x` copied into `padded` ([`PaddedImage::len`] elements), zeros around it.
+    fn fill<T: Element>(&self, x: &[T], padded: &mut [T]) {
+        let g = &self.g;
+        let (row_len, hp) = (self.row_len(), self.height());
+        let (ph, pw) = g.padding;
+        padded.fill(T::zero());
+        for (plane, out) in x
+            .chunks_exact(g.h * g.w)
+            .zip(padded.chunks_exact_mut(hp * row_len))
+        {
+            for (row, to) in plane
+                .chunks_exact(g.w)
+                .zip(out.chunks_exact_mut(row_len).skip(ph))
+            {
+                to[pw..pw + g.w].copy_from_slice(row);
+            }
+        }
+    }
+}
+
 /// The forward pass by output rows, with the weights regrouped once per call.
 pub struct DirectRowsForward<T> {
     geometry: Geometry,
@@ -73,40 +124,9 @@ impl<T: Element> DirectRowsForward<T> {
         }
     }
 
-    /// Vectors per output row.
-    fn vectors(&self) -> usize {
-        self.geometry.ow.div_ceil(LANES)
-    }
-
-    /// Elements of a padded input row: the image's row and its padding, and at least what
-    /// the last tap's last vector reads.
-    fn row_len(&self) -> usize {
-        let g = &self.geometry;
-        (g.w + 2 * g.padding.1).max(self.vectors() * LANES + g.kernel.1 - 1)
-    }
-
-    /// Padded rows per channel.
-    fn padded_height(&self) -> usize {
-        self.geometry.h + 2 * self.geometry.padding.0
-    }
-
-    /// One image `x` copied into `padded` (`c × (h + 2ph) × row_len`), zeros around it.
-    fn pad_image(&self, x: &[T], padded: &mut [T]) {
-        let g = &self.geometry;
-        let (row_len, hp) = (self.row_len(), self.padded_height());
-        let (ph, pw) = g.padding;
-        padded.fill(T::zero());
-        for (plane, out) in x
-            .chunks_exact(g.h * g.w)
-            .zip(padded.chunks_exact_mut(hp * row_len))
-        {
-            for (row, to) in plane
-                .chunks_exact(g.w)
-                .zip(out.chunks_exact_mut(row_len).skip(ph))
-            {
-                to[pw..pw + g.w].copy_from_slice(row);
-            }
-        }
+    /// The padded copy of an image this layer reads.
+    fn padded(&self) -> PaddedImage {
+        PaddedImage { g: self.geometry }
     }
 
     /// Output row `oh` of output channels `q·GROUP..` of one image: `V` vectors of 16
@@ -115,7 +135,7 @@ impl<T: Element> DirectRowsForward<T> {
     fn rows_portable<const V: usize>(&self, padded: &[T], bias: Option<&[T]>, y: &mut [T]) {
         let g = &self.geometry;
         let (k, p, o) = (g.k(), g.p(), self.outputs);
-        let (row_len, hp) = (self.row_len(), self.padded_height());
+        let (row_len, hp) = (self.padded().row_len(), self.padded().height());
         let (kh, kw) = g.kernel;
         for oh in 0..g.oh {
             for (q, w) in self.weights.chunks_exact(k * GROUP).enumerate() {
@@ -153,7 +173,7 @@ impl<T: Element> DirectRowsForward<T> {
 
     /// One image by the portable loops.
     fn image_portable(&self, padded: &[T], bias: Option<&[T]>, y: &mut [T]) {
-        match self.vectors() {
+        match self.padded().vectors() {
             1 => self.rows_portable::<1>(padded, bias, y),
             _ => self.rows_portable::<2>(padded, bias, y),
         }
@@ -163,7 +183,7 @@ impl<T: Element> DirectRowsForward<T> {
 impl<T: Element> ConvForward<T> for DirectRowsForward<T> {
     /// The padded image.
     fn workspace(&self) -> usize {
-        self.geometry.c * self.padded_height() * self.row_len()
+        self.padded().len()
     }
 
     fn forward(&self, x: &[T], bias: Option<&[T]>, y: &mut [T], workspace: &mut [T]) {
@@ -173,12 +193,12 @@ impl<T: Element> ConvForward<T> for DirectRowsForward<T> {
             .chunks_exact(g.chw())
             .zip(y.chunks_exact_mut(self.outputs * g.p()))
         {
-            self.pad_image(x_i, padded);
+            self.padded().fill(x_i, padded);
             #[cfg(target_arch = "x86_64")]
             if let Some(f32s) = F32Rows::of(self, padded, bias, y_i) {
                 if std::arch::is_x86_feature_detected!("avx512f") {
                     // SAFETY: the CPU has AVX-512F (checked just above); the shapes are the
-                    // layer's own (`padded` from `pad_image`, `y_i` one image's output).
+                    // layer's own (`padded` from `PaddedImage::fill`, `y_i` one image's output).
                     unsafe { rows_avx512(f32s) };
                     continue;
                 }
@@ -214,8 +234,8 @@ impl<'a> F32Rows<'a> {
         Some(F32Rows {
             g: layer.geometry,
             o: layer.outputs,
-            row_len: layer.row_len(),
-            hp: layer.padded_height(),
+            row_len: layer.padded().row_len(),
+            hp: layer.padded().height(),
             weights: as_f32(&layer.weights)?,
             padded: as_f32(padded)?,
             bias: match bias {
@@ -309,7 +329,8 @@ unsafe fn rows_avx512(r: F32Rows<'_>) {
 /// wanted) by the implicit GEMM's backward. As a GEMM, LeNet's conv1 `dW` (20 × 25, over
 /// 576 pixels) ran at 18 GFLOP/s.
 pub struct DirectRowsBackward<T> {
-    rows: DirectRowsForward<T>,
+    padded: PaddedImage,
+    outputs: usize,
     input_grad: Option<ImplicitGemmBackward<T>>,
 }
 
@@ -320,19 +341,22 @@ impl<T: Element> DirectRowsBackward<T> {
     /// # Panics
     /// If the rows kernel does not compute `g` ([`supports`] says).
     pub fn new(g: &Geometry, o: usize, w: &[T]) -> Self {
-        let zeros = vec![T::zero(); o * g.k()];
+        assert!(
+            supports(g),
+            "the rows kernel needs stride 1, dilation 1, ≤ 75 taps and rows ≤ 32 pixels, not {g:?}"
+        );
         DirectRowsBackward {
-            rows: DirectRowsForward::new(g, o, &zeros),
+            padded: PaddedImage { g: *g },
+            outputs: o,
             input_grad: (!w.is_empty()).then(|| ImplicitGemmBackward::new(g, o, w)),
         }
     }
 
     /// `dW += dY · x` of one image by rows, in plain loops: `dw` holds `o × k`.
     fn weight_grad_portable(&self, padded: &[T], dy: &[T], dw: &mut [T]) {
-        let r = &self.rows;
-        let g = &r.geometry;
+        let g = &self.padded.g;
         let (k, (kh, kw)) = (g.k(), g.kernel);
-        let (row_len, hp) = (r.row_len(), r.padded_height());
+        let (row_len, hp) = (self.padded.row_len(), self.padded.height());
         for (oc, dy) in dy.chunks_exact(g.p()).enumerate() {
             for c in 0..g.c {
                 for ki in 0..kh {
@@ -355,11 +379,11 @@ impl<T: Element> DirectRowsBackward<T> {
 impl<T: Element> ConvBackward<T> for DirectRowsBackward<T> {
     /// The padded image, and the implicit GEMM's workspace for dX.
     fn workspace(&self) -> usize {
-        self.rows.workspace() + self.input_grad.as_ref().map_or(0, |b| b.workspace())
+        self.padded.len() + self.input_grad.as_ref().map_or(0, |b| b.workspace())
     }
 
     fn weight_grad_len(&self) -> usize {
-        self.rows.outputs * self.rows.geometry.k()
+        self.outputs * self.padded.g.k()
     }
 
     fn backward_image(
@@ -370,9 +394,9 @@ impl<T: Element> ConvBackward<T> for DirectRowsBackward<T> {
         dw: Option<&mut [T]>,
         workspace: &mut [T],
     ) {
-        let (padded, rest) = workspace.split_at_mut(self.rows.workspace());
+        let (padded, rest) = workspace.split_at_mut(self.padded.len());
         if let Some(dw) = dw {
-            self.rows.pad_image(x, padded);
+            self.padded.fill(x, padded);
             #[cfg(target_arch = "x86_64")]
             if let (Some(f32s), true) = (
                 F32Grad::of(self, padded, dy, &mut *dw),
@@ -415,9 +439,9 @@ impl<'a> F32Grad<'a> {
     ) -> Option<Self> {
         use crate::kernels::element::{as_f32, as_f32_mut};
         Some(F32Grad {
-            g: layer.rows.geometry,
-            row_len: layer.rows.row_len(),
-            hp: layer.rows.padded_height(),
+            g: layer.padded.g,
+            row_len: layer.padded.row_len(),
+            hp: layer.padded.height(),
             padded: as_f32(padded)?,
             dy: as_f32(dy)?,
             dw: as_f32_mut(dw)?,
