@@ -211,10 +211,8 @@ impl<T: Element> ConvForward<T> for DirectRowsForward<T> {
 /// A layer's operands seen as f32, for [`rows_avx512`].
 #[cfg(target_arch = "x86_64")]
 struct F32Rows<'a> {
-    g: Geometry,
+    image: PaddedImage,
     o: usize,
-    row_len: usize,
-    hp: usize,
     weights: &'a [f32],
     padded: &'a [f32],
     bias: Option<&'a [f32]>,
@@ -232,10 +230,8 @@ impl<'a> F32Rows<'a> {
     ) -> Option<Self> {
         use crate::kernels::element::{as_f32, as_f32_mut};
         Some(F32Rows {
-            g: layer.geometry,
+            image: layer.padded(),
             o: layer.outputs,
-            row_len: layer.padded().row_len(),
-            hp: layer.padded().height(),
             weights: as_f32(&layer.weights)?,
             padded: as_f32(padded)?,
             bias: match bias {
@@ -259,13 +255,13 @@ unsafe fn rows_avx512(r: F32Rows<'_>) {
     use std::arch::x86_64::*;
     #[target_feature(enable = "avx512f")]
     unsafe fn run<const V: usize>(r: F32Rows<'_>) {
-        let g = r.g;
+        let (g, row_len, hp) = (r.image.g, r.image.row_len(), r.image.height());
         let (k, p) = (g.k(), g.p());
         let (kh, kw) = g.kernel;
         assert!(
-            r.padded.len() >= g.c * r.hp * r.row_len
-                && r.row_len >= V * LANES + kw - 1
-                && r.hp >= g.oh + kh - 1
+            r.padded.len() >= r.image.len()
+                && row_len >= V * LANES + kw - 1
+                && hp >= g.oh + kh - 1
                 && r.weights.len() >= r.o.div_ceil(GROUP) * k * GROUP
                 && r.y.len() >= r.o * p,
             "operands too short for the layer"
@@ -282,7 +278,7 @@ unsafe fn rows_avx512(r: F32Rows<'_>) {
                 }
                 for c in 0..g.c {
                     for ki in 0..kh {
-                        let row = r.padded[(c * r.hp + oh + ki) * r.row_len..].as_ptr();
+                        let row = r.padded[(c * hp + oh + ki) * row_len..].as_ptr();
                         for kj in 0..kw {
                             let wt = w[((c * kh + ki) * kw + kj) * GROUP..][..GROUP].as_ptr();
                             // SAFETY: kj + (V−1)·16 + 16 ≤ row_len (asserted), inside the
@@ -313,10 +309,9 @@ unsafe fn rows_avx512(r: F32Rows<'_>) {
             }
         }
     }
-    let vectors = r.g.ow.div_ceil(LANES);
     // SAFETY: the caller guarantees AVX-512F; `run` checks the shapes.
     unsafe {
-        match vectors {
+        match r.image.vectors() {
             1 => run::<1>(r),
             _ => run::<2>(r),
         }
@@ -420,9 +415,7 @@ impl<T: Element> ConvBackward<T> for DirectRowsBackward<T> {
 /// The operands of a rows `dW` seen as f32, for [`weight_grad_avx512`].
 #[cfg(target_arch = "x86_64")]
 struct F32Grad<'a> {
-    g: Geometry,
-    row_len: usize,
-    hp: usize,
+    image: PaddedImage,
     padded: &'a [f32],
     dy: &'a [f32],
     dw: &'a mut [f32],
@@ -439,9 +432,7 @@ impl<'a> F32Grad<'a> {
     ) -> Option<Self> {
         use crate::kernels::element::{as_f32, as_f32_mut};
         Some(F32Grad {
-            g: layer.padded.g,
-            row_len: layer.padded.row_len(),
-            hp: layer.padded.height(),
+            image: layer.padded,
             padded: as_f32(padded)?,
             dy: as_f32(dy)?,
             dw: as_f32_mut(dw)?,
@@ -461,13 +452,13 @@ unsafe fn weight_grad_avx512(r: F32Grad<'_>) {
     use std::arch::x86_64::*;
     #[target_feature(enable = "avx512f")]
     unsafe fn run<const V: usize>(r: F32Grad<'_>) {
-        let g = r.g;
+        let (g, row_len, hp) = (r.image.g, r.image.row_len(), r.image.height());
         let (k, p, o) = (g.k(), g.p(), r.dy.len() / g.p());
         let (kh, kw) = g.kernel;
         assert!(
-            r.padded.len() >= g.c * r.hp * r.row_len
-                && r.row_len >= V * LANES + kw - 1
-                && r.hp >= g.oh + kh - 1
+            r.padded.len() >= r.image.len()
+                && row_len >= V * LANES + kw - 1
+                && hp >= g.oh + kh - 1
                 && V * LANES >= g.ow
                 && r.dw.len() >= o * k,
             "operands too short for the layer"
@@ -486,7 +477,7 @@ unsafe fn weight_grad_avx512(r: F32Grad<'_>) {
                     for kj in 0..kw {
                         let mut acc = [[_mm512_setzero_ps(); V]; GROUP];
                         for oh in 0..g.oh {
-                            let x = r.padded[(c * r.hp + oh + ki) * r.row_len + kj..].as_ptr();
+                            let x = r.padded[(c * hp + oh + ki) * row_len + kj..].as_ptr();
                             // SAFETY: the masked loads read at most the row's `ow` pixels
                             // of dY and kj + V·16 ≤ row_len of the padded row (asserted).
                             unsafe {
@@ -518,7 +509,7 @@ unsafe fn weight_grad_avx512(r: F32Grad<'_>) {
     }
     // SAFETY: the caller guarantees AVX-512F; `run` checks the shapes.
     unsafe {
-        match r.g.ow.div_ceil(LANES) {
+        match r.image.vectors() {
             1 => run::<1>(r),
             _ => run::<2>(r),
         }

@@ -97,8 +97,9 @@ impl<T: Element> PackedRows<T> {
     fn with_mr(a: &[T], (m, k): (usize, usize), (rs, cs): (usize, usize), mr: usize) -> Self {
         let panels = m.div_ceil(mr);
         let mut data = vec![T::zero(); panels * k * mr];
-        // Row by row: each row's values go `mr` apart into its panel.
-        for i in (0..m).filter(|_| k > 0) {
+        // Row by row: each row's values go `mr` apart into its panel (none without columns).
+        let rows = if k == 0 { 0 } else { m };
+        for i in 0..rows {
             let (q, r) = (i / mr, i % mr);
             let panel = data[q * k * mr..][..k * mr][r..].iter_mut().step_by(mr);
             if cs == 1 {

@@ -91,8 +91,29 @@ fn forward_matches_direct_convolution() {
     assert!(checked > 250, "only {checked} cases fit");
 }
 
-/// im2col, and the implicit GEMM (its forward; backward is im2col's), in values and
-/// gradients.
+/// `cfg`'s output and its gradients for `x`, `w` and `b` (against a random output
+/// gradient seeded by `seed`) equal the direct convolution's within 1e-12.
+fn assert_values_and_gradients_match_direct(
+    x: &Tensor<f64>,
+    w: &Tensor<f64>,
+    b: &Tensor<f64>,
+    cfg: Conv2dConfig,
+    seed: u64,
+) {
+    let y = x.conv2d(w, Some(b), cfg).unwrap();
+    let r = rand_input(y.shape(), 3000 + seed).detach();
+    let g = y.mul(&r).unwrap().sum_all().backward().unwrap();
+    let want = reference_grads(x, w, b, &r, cfg);
+    let direct = cfg.with_algorithm(ConvAlgorithm::Direct);
+    let want_y = x.conv2d(w, Some(b), direct).unwrap().to_vec();
+    assert_close(&y.to_vec(), &want_y, 1e-12);
+    for (t, want) in [x, w, b].iter().zip(&want) {
+        assert_close(&g.get(t).unwrap().to_vec(), want, 1e-12);
+    }
+}
+
+/// im2col, and the implicit GEMM (its forward; dX on the micro-kernel, dW im2col's), in
+/// values and gradients.
 #[test]
 fn im2col_gradients_match_direct_convolution_over_the_sweep() {
     let mut checked = 0;
@@ -106,16 +127,7 @@ fn im2col_gradients_match_direct_convolution_over_the_sweep() {
         let x = rand_input(&[batch, c_in, H, W], i as u64);
         let w = rand_input(&[3, c_in, k, k], 1000 + i as u64);
         let b = rand_input(&[3], 2000 + i as u64);
-        let y = x.conv2d(&w, Some(&b), cfg).unwrap();
-        let r = rand_input(y.shape(), 3000 + i as u64).detach();
-        let g = y.mul(&r).unwrap().sum_all().backward().unwrap();
-        let want = reference_grads(&x, &w, &b, &r, cfg);
-        let direct = cfg.with_algorithm(ConvAlgorithm::Direct);
-        let want_y = x.conv2d(&w, Some(&b), direct).unwrap().to_vec();
-        assert_close(&y.to_vec(), &want_y, 1e-12);
-        for (t, want) in [&x, &w, &b].iter().zip(&want) {
-            assert_close(&g.get(t).unwrap().to_vec(), want, 1e-12);
-        }
+        assert_values_and_gradients_match_direct(&x, &w, &b, cfg, i as u64);
         checked += 1;
     }
     assert!(checked > 250, "only {checked} cases checked");
@@ -140,16 +152,7 @@ fn direct_rows_match_direct_convolution_over_the_sweep() {
             refused += 1;
             continue;
         }
-        let y = x.conv2d(&w, Some(&b), cfg).unwrap();
-        let r = rand_input(y.shape(), 3000 + i as u64).detach();
-        let g = y.mul(&r).unwrap().sum_all().backward().unwrap();
-        let want = reference_grads(&x, &w, &b, &r, cfg);
-        let direct = cfg.with_algorithm(ConvAlgorithm::Direct);
-        let want_y = x.conv2d(&w, Some(&b), direct).unwrap().to_vec();
-        assert_close(&y.to_vec(), &want_y, 1e-12);
-        for (t, want) in [&x, &w, &b].iter().zip(&want) {
-            assert_close(&g.get(t).unwrap().to_vec(), want, 1e-12);
-        }
+        assert_values_and_gradients_match_direct(&x, &w, &b, cfg, i as u64);
         if i % 3 == 0 {
             let mut inputs = vec![x.detach().with_grad(), w.detach().with_grad()];
             if bias {
