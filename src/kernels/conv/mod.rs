@@ -9,8 +9,8 @@
 //! - [`direct`]: the definition in seven loops; the reference every other algorithm is
 //!   tested against.
 //! - [`im2col`]: columns of input taps, then one GEMM per tile of output rows.
-//! - [`direct_rows`]: first layers (stride 1, at most 75 input taps, rows of at most 32
-//!   pixels) summed by output rows in registers from zero-padded input rows.
+//! - [`direct_rows`]: stride-1 layers summed in registers from shifted copies of the
+//!   image (one per tap column), the output's rows laid end to end.
 //! - [`implicit`]: the same product without the column matrix: each block of 16 output
 //!   pixels gathers its columns and runs the micro-kernel over weights packed once.
 //! - [`winograd`]: for 3×3 stride-1 layers, F(4×4, 3×3) (36 GEMMs over transformed 4×4
@@ -26,6 +26,35 @@ pub mod im2col;
 pub mod implicit;
 pub mod implicit_backward;
 pub mod winograd;
+
+use crate::kernels::{Element, Geometry};
+
+/// The layer whose forward pass is the input gradient of a stride-1, undilated layer `g`
+/// with weights `w` (`o × c × kh × kw`): dY (`o × oh × ow`) correlated with the weights
+/// flipped and transposed, `w'[ci][oc][r][s] = w[oc][ci][kh − 1 − r][kw − 1 − s]`, under
+/// padding `k − 1 − p`; it gives `c × h × w`. `None` where that padding would be negative.
+pub(crate) fn transposed_layer<T: Element>(
+    g: &Geometry,
+    o: usize,
+    w: &[T],
+) -> Option<(Geometry, Vec<T>)> {
+    let ((kh, kw), (ph, pw)) = (g.kernel, g.padding);
+    let padding = (kh.checked_sub(ph + 1)?, kw.checked_sub(pw + 1)?);
+    let gx = Geometry::new(o, (g.oh, g.ow), (kh, kw), (1, 1), padding, (1, 1))?;
+    debug_assert_eq!((gx.oh, gx.ow), (g.h, g.w), "a stride-1 layer's transpose");
+    let (c, taps) = (g.c, kh * kw);
+    let mut flipped = vec![T::zero(); w.len()];
+    for oc in 0..o {
+        for ci in 0..c {
+            let from = &w[(oc * c + ci) * taps..][..taps];
+            let to = &mut flipped[(ci * o + oc) * taps..][..taps];
+            for (to, &from) in to.iter_mut().zip(from.iter().rev()) {
+                *to = from;
+            }
+        }
+    }
+    Some((gx, flipped))
+}
 
 /// The forward pass of one convolution layer with its weights prepared.
 pub trait ConvForward<T>: Sync {

@@ -11,6 +11,7 @@ use crate::kernels::conv::grouped::{
 use crate::kernels::conv::im2col::{Im2colBackward, Im2colForward, BACKWARD_GROUP_MAX_PIXELS};
 use crate::kernels::conv::implicit::ImplicitGemmForward;
 use crate::kernels::conv::implicit_backward::ImplicitGemmBackward;
+use crate::kernels::conv::transposed_layer;
 use crate::kernels::conv::winograd::{
     self, Winograd4Forward, Winograd4SmallForward, WinogradBackward, WinogradForward,
 };
@@ -41,8 +42,9 @@ pub struct Conv2dConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ConvAlgorithm {
     /// For f32: Winograd where it applies and pays
-    /// ([`ConvAlgorithm::auto_prefers_winograd`]), on AVX-512 CPUs the rows kernel for the
-    /// first layers it computes ([`ConvAlgorithm::DirectRows`]), otherwise the implicit GEMM for maps of
+    /// ([`ConvAlgorithm::auto_prefers_winograd`]), on AVX-512 CPUs the rows kernels for
+    /// other stride-1 layers and Winograd's with few channels
+    /// ([`ConvAlgorithm::auto_prefers_rows`]), otherwise the implicit GEMM for maps of
     /// at least 16 output pixels and im2col for smaller ones (whose images share one
     /// product). For f64: im2col, whose GEMM (matrixmultiply's dgemm) has vector code for
     /// f64, which the micro-kernel under Winograd and the implicit GEMM lacks (on a
@@ -56,12 +58,16 @@ pub enum ConvAlgorithm {
     /// columns gathered per block of 16 pixels, weights packed once), backward by im2col for dW and the
     /// micro-kernel for dX (with `Wᵀ` packed once): any geometry.
     ImplicitGemm,
-    /// Forward by output rows ([`kernels::conv::direct_rows`](crate::kernels::conv::direct_rows):
-    /// each row of 8 output channels summed in registers from zero-padded input rows), for
-    /// stride-1 layers with at most 75 input taps (`c·kh·kw`) and output rows of at most 32
-    /// pixels (an error for others): LeNet's and CIFAR networks' first layers, whose thin
-    /// GEMMs spend more on gathering columns than on multiplying. Backward: dW by rows
-    /// too, dX as [`ConvAlgorithm::ImplicitGemm`]'s.
+    /// Stride-1 layers summed directly in registers
+    /// ([`kernels::conv::direct_rows`](crate::kernels::conv::direct_rows): the output's
+    /// rows laid end to end, 8 channels × 32 or 48 pixels at a time, from copies of the
+    /// image shifted by each tap column), any kernel, channel count and map size (an error
+    /// for strided or dilated layers). `Auto` takes it on AVX-512 CPUs for stride-1 layers
+    /// outside Winograd's reach (first layers, LeNet's 5×5 conv2) and for Winograd's layers
+    /// with few channels on large maps ([`ConvAlgorithm::auto_prefers_rows`]). Backward:
+    /// first layers by the rows kernels (dW as dot products over the pixels, dX as the
+    /// transposed layer's rows forward); deeper 3×3 layers dX the same, dW by Winograd;
+    /// others as [`ConvAlgorithm::ImplicitGemm`].
     DirectRows,
     /// Winograd F(4×4, 3×3) for 3×3 kernels, stride 1, no dilation, padding ≤ 2 (an error
     /// for other geometries): forward, dX and dW with 2.25 multiplications per output.
@@ -87,6 +93,21 @@ pub enum ConvAlgorithm {
 /// 21.5–30.3 against 14.1–16.1 ms.
 const WINOGRAD_MIN_CHANNELS: usize = 16;
 
+/// Layers Winograd computes go by the rows kernels instead when the map has at least
+/// [`ROWS_MIN_PIXELS_OVER_WINOGRAD`] pixels and `c_in · c_out · pixels` is at most this:
+/// 16 × 16 channels on 32 × 32 maps, 32 × 32 channels on 16 × 16. Winograd's transforms
+/// cost per channel and its 36 products are as deep as the channels, so with few channels
+/// its time goes to the transforms. Measured forward, batch 128, 1 thread, same run (ms
+/// for all of a network's layers of that shape, rows against F(4×4)): resnet20's 16→16
+/// on 32×32 34.4 against 48.8, 32→32 on 16×16 23.7 against 27.3; Winograd kept for
+/// cifar-cnn's 32→32 on 32×32 (21.2–23.7 against 20.1–20.4, backward 49.7 against 46.9),
+/// 32→64 (9.4 against 8.7) and 64→64 on 16×16 (18.6 against 13.2), and for resnet20's
+/// 64→64 on 8×8 (26.4 against 20.4).
+const ROWS_MAX_CHANNELS_BY_PIXELS: usize = 16 * 16 * 32 * 32;
+
+/// See [`ROWS_MAX_CHANNELS_BY_PIXELS`].
+const ROWS_MIN_PIXELS_OVER_WINOGRAD: usize = 256;
+
 impl ConvAlgorithm {
     /// Whether `Auto` runs a convolution of geometry `g` with `c_out` outputs by Winograd:
     /// when Winograd supports it and both channel counts reach 16.
@@ -94,12 +115,20 @@ impl ConvAlgorithm {
         winograd::supports(g) && g.c >= WINOGRAD_MIN_CHANNELS && c_out >= WINOGRAD_MIN_CHANNELS
     }
 
-    /// Whether `Auto` runs a dense convolution of geometry `g` by the rows kernel: on an
-    /// AVX-512 CPU, a layer it computes ([`direct_rows::supports`]) with a kernel larger
-    /// than 1×1 and at least 16 output pixels (measured on first layers: LeNet's conv1,
-    /// cifar-cnn's and resnet20's; 1×1 layers with few inputs stay the GEMMs').
-    pub fn auto_prefers_rows(g: &Geometry) -> bool {
-        g.kernel != (1, 1) && g.p() >= NR && direct_rows::supports(g) && has_avx512()
+    /// Whether `Auto` runs a dense convolution of geometry `g` with `c_out` outputs by the
+    /// rows kernels: on an AVX-512 CPU, a stride-1 layer ([`direct_rows::supports`]) with
+    /// a kernel larger than 1×1 and at least 16 output pixels, unless Winograd takes it
+    /// ([`ConvAlgorithm::auto_prefers_winograd`]) and has the channels to pay for its
+    /// transforms: more than 16 × 16 of them on 32 × 32 maps, 32 × 32 on 16 × 16, or a
+    /// map under 16 × 16 pixels.
+    pub fn auto_prefers_rows(g: &Geometry, c_out: usize) -> bool {
+        let rows_over_winograd = g.p() >= ROWS_MIN_PIXELS_OVER_WINOGRAD
+            && g.c * c_out * g.p() <= ROWS_MAX_CHANNELS_BY_PIXELS;
+        g.kernel != (1, 1)
+            && g.p() >= NR
+            && direct_rows::supports(g)
+            && has_avx512()
+            && (rows_over_winograd || !Self::auto_prefers_winograd(g, c_out))
     }
 
     /// The algorithm this choice runs geometry `g` (all input channels) with `c_out`
@@ -119,19 +148,19 @@ impl ConvAlgorithm {
         match self {
             ConvAlgorithm::Auto if depthwise => Ok(ConvAlgorithm::Depthwise),
             ConvAlgorithm::Auto if !vector_kernels => Ok(ConvAlgorithm::Im2col),
+            ConvAlgorithm::Auto if groups == 1 && Self::auto_prefers_rows(g, c_out) => {
+                Ok(ConvAlgorithm::DirectRows)
+            }
             ConvAlgorithm::Auto if groups == 1 && Self::auto_prefers_winograd(g, c_out) => {
                 Ok(ConvAlgorithm::Winograd)
-            }
-            ConvAlgorithm::Auto if groups == 1 && Self::auto_prefers_rows(g) => {
-                Ok(ConvAlgorithm::DirectRows)
             }
             ConvAlgorithm::Auto if g.p() >= NR => Ok(ConvAlgorithm::ImplicitGemm),
             ConvAlgorithm::DirectRows if direct_rows::supports(g) => Ok(self),
             ConvAlgorithm::DirectRows => Err(TensorError::InvalidArgument {
                 op: "conv2d",
                 reason: format!(
-                    "the rows kernel needs stride 1, dilation 1, at most {} input taps and output rows of at most 32 pixels, not stride {:?}, dilation {:?}, {} taps, rows of {}",
-                    direct_rows::MAX_TAPS, g.stride, g.dilation, g.k(), g.ow
+                    "the rows kernels need stride 1 and dilation 1, not stride {:?}, dilation {:?}",
+                    g.stride, g.dilation
                 ),
             }),
             ConvAlgorithm::Auto => Ok(ConvAlgorithm::Im2col),
@@ -298,8 +327,8 @@ impl ConvAlgorithm {
             ConvAlgorithm::Winograd => Box::new(WinogradBackward::new(g, o, w)),
             ConvAlgorithm::WinogradF2 => Box::new(WinogradBackward::f2(g, o, w)),
             ConvAlgorithm::Direct => Box::new(Direct::new(g, o, w)),
+            ConvAlgorithm::DirectRows => rows_backward(g, o, w),
             // Small maps keep im2col's products shared between images.
-            ConvAlgorithm::DirectRows => Box::new(DirectRowsBackward::new(g, o, w)),
             ConvAlgorithm::ImplicitGemm if g.p() > BACKWARD_GROUP_MAX_PIXELS => {
                 Box::new(ImplicitGemmBackward::new(g, o, w))
             }
@@ -308,6 +337,38 @@ impl ConvAlgorithm {
             | ConvAlgorithm::Auto
             | ConvAlgorithm::Depthwise => Box::new(Im2colBackward::new(g, o, w)),
         }
+    }
+}
+
+/// The backward kernel of a layer whose forward pass runs by rows (`w` empty when no
+/// input gradient is wanted): first layers (at most [`direct_rows::DOT_GRAD_MAX_TAPS`]
+/// input taps) entirely by the rows kernels; 3×3 layers with dW by Winograd's F(4×4)
+/// transforms and dX by the rows forward of the transposed layer; others by the implicit
+/// GEMM's backward. The rows kernels' dW (dot products over the pixels, load-bound) is
+/// slower on deep layers: LeNet's conv2 backward 11.4 against the implicit GEMM's 7.1 ms,
+/// cifar-cnn's 64→64 58.8 against Winograd's 31.3 ms.
+fn rows_backward<'a, T: Element>(
+    g: &Geometry,
+    o: usize,
+    w: &'a [T],
+) -> Box<dyn ConvBackward<T> + 'a> {
+    if g.k() <= direct_rows::DOT_GRAD_MAX_TAPS {
+        return Box::new(DirectRowsBackward::new(g, o, w));
+    }
+    if winograd::supports(g) {
+        let input_grad = (!w.is_empty())
+            .then(|| transposed_layer(g, o, w))
+            .flatten()
+            .map(|(gx, flipped)| DirectRowsForward::new(&gx, g.c, &flipped));
+        return match input_grad {
+            Some(f) => Box::new(WinogradBackward::new(g, o, &[]).with_input_grad(Box::new(f))),
+            None => Box::new(WinogradBackward::new(g, o, w)),
+        };
+    }
+    if g.p() > BACKWARD_GROUP_MAX_PIXELS {
+        Box::new(ImplicitGemmBackward::new(g, o, w))
+    } else {
+        Box::new(Im2colBackward::new(g, o, w))
     }
 }
 

@@ -133,9 +133,9 @@ fn im2col_gradients_match_direct_convolution_over_the_sweep() {
     assert!(checked > 250, "only {checked} cases checked");
 }
 
-/// The rows kernel (forward; backward is the implicit GEMM's) on every case of the sweep
-/// it supports (stride 1, dilation 1), in values and gradients against the definition,
-/// with a gradcheck on each third; the others are refused with an error.
+/// The rows kernels on every case of the sweep they support (stride 1, dilation 1), in
+/// values and gradients against the definition, with a gradcheck on each third; the
+/// others are refused with an error.
 #[test]
 fn direct_rows_match_direct_convolution_over_the_sweep() {
     let (mut checked, mut refused) = (0, 0);
@@ -437,12 +437,19 @@ fn winograd_gradcheck() {
 }
 
 #[test]
-fn winograd_f32_matches_im2col_on_cifar_sized_layers() {
+fn winograd_and_rows_f32_match_im2col_on_cifar_sized_layers() {
     // f32 rounding of the transforms stays within 1e-4 of im2col, relative to the largest
-    // output, on the layer shapes Auto sends to Winograd.
-    for (i, (c, o, side)) in [(32, 32, 32), (32, 64, 16), (64, 64, 16)]
-        .into_iter()
-        .enumerate()
+    // output, on the layer shapes Auto sends to Winograd or to the rows kernels (in f32 on
+    // AVX-512 CPUs: dX by the transposed layer's rows forward, dW by Winograd's).
+    for (i, (c, o, side)) in [
+        (32, 32, 32),
+        (32, 64, 16),
+        (64, 64, 16),
+        (16, 16, 32),
+        (32, 32, 16),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let seed = 900 + 10 * i as u64;
         let x = rand_input(&[2, c, side, side], seed)
@@ -466,7 +473,7 @@ fn winograd_f32_matches_im2col_on_cifar_sized_layers() {
             ]
         };
         let slow = run(ConvAlgorithm::Im2col);
-        for algorithm in WINOGRADS {
+        for algorithm in WINOGRADS.into_iter().chain([ConvAlgorithm::DirectRows]) {
             let fast = run(algorithm);
             for (what, (a, e)) in ["y", "dX", "dW", "db"].iter().zip(fast.iter().zip(&slow)) {
                 let scale = e.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -959,4 +966,38 @@ fn bad_groups_are_errors_that_say_why() {
         err(&[4, 2, 3, 3], g2.with_algorithm(ConvAlgorithm::Depthwise))
             .contains("depthwise kernel needs")
     );
+}
+
+/// `Auto` takes the rows kernels for Winograd's layers with few channels on large maps
+/// (resnet20's 16→16 on 32×32 and 32→32 on 16×16) on AVX-512 CPUs, and keeps Winograd
+/// for more channels or small maps; the backward of such a layer matches the definition.
+#[test]
+fn auto_takes_rows_for_few_channels_on_large_maps() {
+    let same = Conv2dConfig::new(1, 1, 1);
+    let rows_or_winograd = if crate::kernels::microkernel::has_avx512() {
+        ConvAlgorithm::DirectRows
+    } else {
+        ConvAlgorithm::Winograd
+    };
+    let algo = |x: &[usize], w: &[usize]| same.algorithm_for(x, w).unwrap();
+    assert_eq!(algo(&[2, 16, 32, 32], &[16, 16, 3, 3]), rows_or_winograd);
+    assert_eq!(algo(&[2, 32, 16, 16], &[32, 32, 3, 3]), rows_or_winograd);
+    assert_eq!(
+        algo(&[2, 32, 32, 32], &[32, 32, 3, 3]),
+        ConvAlgorithm::Winograd
+    );
+    assert_eq!(
+        algo(&[2, 32, 16, 16], &[64, 32, 3, 3]),
+        ConvAlgorithm::Winograd
+    );
+    assert_eq!(
+        algo(&[2, 64, 8, 8], &[64, 64, 3, 3]),
+        ConvAlgorithm::Winograd
+    );
+    // dX by the transposed layer's rows forward, dW by Winograd's transforms.
+    let x = rand_input(&[2, 16, 16, 16], 7);
+    let w = rand_input(&[16, 16, 3, 3], 8);
+    let b = rand_input(&[16], 9);
+    let cfg = same.with_algorithm(ConvAlgorithm::DirectRows);
+    assert_values_and_gradients_match_direct(&x, &w, &b, cfg, 10);
 }

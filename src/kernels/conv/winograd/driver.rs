@@ -286,26 +286,6 @@ pub struct WinogradBackward<T> {
     dw4: Option<WeightGrad4>,
 }
 
-/// The geometry and weights of the convolution that computes dX of a 3×3 stride-1 layer
-/// (`g`, weights `o × c × 3 × 3`): dY (`o × oh × ow`) correlated with `w'[ci][oc][r][s] =
-/// w[oc][ci][2 − r][2 − s]` under padding `2 − p`, which gives `c × h × w`.
-fn input_grad_conv<T: Element>(g: &Geometry, o: usize, w: &[T]) -> Option<(Geometry, Vec<T>)> {
-    let (ph, pw) = g.padding;
-    let gx = Geometry::new(o, (g.oh, g.ow), (3, 3), (1, 1), (2 - ph, 2 - pw), (1, 1))?;
-    let c = g.c;
-    let mut flipped = vec![T::zero(); w.len()];
-    for oc in 0..o {
-        for ci in 0..c {
-            let from = &w[(oc * c + ci) * 9..][..9];
-            let to = &mut flipped[(ci * o + oc) * 9..][..9];
-            for (tap, value) in to.iter_mut().enumerate() {
-                *value = from[8 - tap];
-            }
-        }
-    }
-    Some((gx, flipped))
-}
-
 impl<T: Element> WinogradBackward<T> {
     /// A layer of geometry `g` with the `o × c × 3 × 3` weights `w` (empty when no input
     /// gradient is wanted: then nothing is transformed), by F(4×4, 3×3): dX by
@@ -319,10 +299,21 @@ impl<T: Element> WinogradBackward<T> {
         Self::with_tiles(g, o, w, false)
     }
 
+    /// The same with dX by `forward`, the forward pass of the transposed layer
+    /// ([`transposed_layer`](crate::kernels::conv::transposed_layer)) by another kernel.
+    pub fn with_input_grad(self, forward: Box<dyn ConvForward<T>>) -> Self {
+        WinogradBackward {
+            dx4: Some(forward),
+            u: Vec::new(),
+            ..self
+        }
+    }
+
     fn with_tiles(g: &Geometry, o: usize, w: &[T], f4: bool) -> Self {
         let c = g.c;
-        let dx4 = input_grad_conv(g, o, w)
-            .filter(|_| f4 && !w.is_empty())
+        let dx4 = (f4 && !w.is_empty())
+            .then(|| crate::kernels::conv::transposed_layer(g, o, w))
+            .flatten()
             .map(|(gx, flipped)| -> Box<dyn ConvForward<T>> {
                 if super::f4::prefers(&gx) {
                     Box::new(Winograd4Forward::new(&gx, c, &flipped))
