@@ -299,8 +299,8 @@ impl<T: Element> WinogradBackward<T> {
         Self::with_tiles(g, o, w, false)
     }
 
-    /// The same with dX by `forward`, the forward pass of the transposed layer
-    /// ([`transposed_layer`](crate::kernels::conv::transposed_layer)) by another kernel.
+    /// The same with dX by `forward`, the forward pass of the transposed layer (weights
+    /// flipped and transposed, padding `2 − p`) by another kernel.
     pub fn with_input_grad(self, forward: Box<dyn ConvForward<T>>) -> Self {
         WinogradBackward {
             dx4: Some(forward),
