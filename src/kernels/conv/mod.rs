@@ -29,6 +29,65 @@ pub mod winograd;
 
 use crate::kernels::{Element, Geometry};
 
+/// A backward pass put together from two kernels: dW by `weight_grad` (built without
+/// weights, so that it computes no dX), dX by `input_grad`, the forward pass of the
+/// transposed layer ([`transposed_layer`]) by whichever kernel computes that layer best.
+pub struct TransposedInputGrad<'a, T> {
+    /// The kernel whose weight gradient this pass takes.
+    pub weight_grad: Box<dyn ConvBackward<T> + 'a>,
+    /// The transposed layer's forward pass: `dX = forward(dY)`.
+    pub input_grad: Box<dyn ConvForward<T> + 'a>,
+}
+
+impl<T: Element> ConvBackward<T> for TransposedInputGrad<'_, T> {
+    fn workspace(&self) -> usize {
+        self.weight_grad
+            .workspace()
+            .max(self.input_grad.workspace())
+    }
+
+    fn weight_grad_len(&self) -> usize {
+        self.weight_grad.weight_grad_len()
+    }
+
+    fn images_per_call(&self) -> usize {
+        self.weight_grad.images_per_call()
+    }
+
+    fn backward_images(
+        &self,
+        imgs: usize,
+        dy: &[T],
+        x: &[T],
+        dx: Option<&mut [T]>,
+        dw: Option<&mut [T]>,
+        workspace: &mut [T],
+    ) {
+        if dw.is_some() {
+            let wg = &self.weight_grad;
+            wg.backward_images(imgs, dy, x, None, dw, workspace);
+        }
+        if let Some(dx) = dx {
+            self.input_grad.forward(dy, None, dx, workspace);
+        }
+    }
+
+    fn backward_image(
+        &self,
+        dy: &[T],
+        x: &[T],
+        dx: Option<&mut [T]>,
+        dw: Option<&mut [T]>,
+        workspace: &mut [T],
+    ) {
+        self.backward_images(1, dy, x, dx, dw, workspace)
+    }
+
+    fn finish_weight_grad(&self, summed: Vec<T>) -> Vec<T> {
+        self.weight_grad.finish_weight_grad(summed)
+    }
+}
+
 /// The layer whose forward pass is the input gradient of a stride-1, undilated layer `g`
 /// with weights `w` (`o × c × kh × kw`): dY (`o × oh × ow`) correlated with the weights
 /// flipped and transposed, `w'[ci][oc][r][s] = w[oc][ci][kh − 1 − r][kw − 1 − s]`, under

@@ -299,16 +299,6 @@ impl<T: Element> WinogradBackward<T> {
         Self::with_tiles(g, o, w, false)
     }
 
-    /// The same with dX by `forward`, the forward pass of the transposed layer (weights
-    /// flipped and transposed, padding `2 − p`) by another kernel.
-    pub fn with_input_grad(self, forward: Box<dyn ConvForward<T>>) -> Self {
-        WinogradBackward {
-            dx4: Some(forward),
-            u: Vec::new(),
-            ..self
-        }
-    }
-
     fn with_tiles(g: &Geometry, o: usize, w: &[T], f4: bool) -> Self {
         let c = g.c;
         let dx4 = (f4 && !w.is_empty())
