@@ -45,23 +45,29 @@ const MAX_BLOCK: usize = 3 * LANES;
 /// for 24 multiply-adds; deeper layers' gradients are faster as GEMMs.
 pub const DOT_GRAD_MAX_TAPS: usize = 75;
 
-/// Whether the rows kernels compute a layer of geometry `g`: stride 1 and dilation 1.
+/// Whether the rows kernels compute a layer of geometry `g`: any undilated layer.
 pub fn supports(g: &Geometry) -> bool {
-    g.stride == (1, 1) && g.dilation == (1, 1)
+    g.dilation == (1, 1)
 }
 
-/// The shifted copies of one image the kernels read: for each channel `c` and tap column
-/// `kj`, a plane of `(h + 2ph) × ow` values (`padded[r][x + kj]`) and [`MAX_BLOCK`]
-/// zeros of slack.
+/// The shifted copies of one image the kernels read: for each channel `c`, tap column
+/// `kj` and row phase `φ < sh` (stride 1: only `φ = 0`), a plane of `height × ow` values
+/// `padded[r·sh + φ][x·sw + kj]` and [`MAX_BLOCK`] zeros of slack. Tap `(ki, kj)` of
+/// output pixel `p` is then element `(ki / sh)·ow + p` of plane `(c, kj, ki mod sh)`.
 #[derive(Clone, Copy, Debug)]
 struct ShiftedImage {
     g: Geometry,
 }
 
 impl ShiftedImage {
-    /// Rows of a plane: the padded image's.
+    /// Row phases: the stride's, or fewer if the kernel is shorter.
+    fn phases(&self) -> usize {
+        self.g.stride.0.min(self.g.kernel.0)
+    }
+
+    /// Rows of a plane: the output's, and the kernel's extra rows at this stride.
     fn height(&self) -> usize {
-        self.g.oh + self.g.kernel.0 - 1
+        self.g.oh + (self.g.kernel.0 - 1) / self.g.stride.0
     }
 
     /// Elements of a plane, slack included.
@@ -71,34 +77,46 @@ impl ShiftedImage {
 
     /// Elements of all copies.
     fn len(&self) -> usize {
-        self.g.c * self.g.kernel.1 * self.plane_len()
+        self.g.c * self.g.kernel.1 * self.phases() * self.plane_len()
     }
 
     /// Where tap `(c, ki, kj)` of output pixel 0 is read.
     fn offset(&self, c: usize, ki: usize, kj: usize) -> usize {
-        (c * self.g.kernel.1 + kj) * self.plane_len() + ki * self.g.ow
+        let sh = self.g.stride.0;
+        let plane = (c * self.g.kernel.1 + kj) * self.phases() + ki % sh;
+        plane * self.plane_len() + (ki / sh) * self.g.ow
     }
 
     /// One image `x` copied into `shifted` ([`ShiftedImage::len`] elements), every
     /// element written once.
     fn fill<T: Element>(&self, x: &[T], shifted: &mut [T]) {
         let g = &self.g;
-        let (ph, pw) = g.padding;
-        let (hw, ow) = (g.h * g.w, g.ow);
+        let ((ph, pw), (sh, sw)) = (g.padding, g.stride);
+        let (hw, ow, phases) = (g.h * g.w, g.ow, self.phases());
+        // Output columns lo..hi read the image's columns x·sw + kj − pw.
+        let columns = |kj: usize| {
+            let lo = pw.saturating_sub(kj).div_ceil(sw).min(ow);
+            (lo, (g.w + pw).saturating_sub(kj).div_ceil(sw).clamp(lo, ow))
+        };
         let planes = shifted.chunks_exact_mut(self.plane_len());
-        for (i, plane) in planes.enumerate().take(g.c * g.kernel.1) {
-            let (c, kj) = (i / g.kernel.1, i % g.kernel.1);
+        for (i, plane) in planes.enumerate().take(g.c * g.kernel.1 * phases) {
+            let (c, kj, phase) = (
+                i / (g.kernel.1 * phases),
+                i / phases % g.kernel.1,
+                i % phases,
+            );
             let src = &x[c * hw..][..hw];
-            let (top, rest) = plane.split_at_mut(ph * ow);
-            let (body, bottom) = rest.split_at_mut(g.h * ow);
-            top.fill(T::zero());
-            bottom.fill(T::zero());
-            // Output columns lo..hi read the image's columns lo + kj − pw...
-            let lo = pw.saturating_sub(kj).min(ow);
-            let hi = (g.w + pw).saturating_sub(kj).clamp(lo, ow);
-            if ow == g.w {
-                // ...which is the whole channel moved by kj − pw, then the columns
-                // outside lo..hi (wrapped around from the next or last row) zeroed.
+            let (lo, hi) = columns(kj);
+            let (body, slack) = plane.split_at_mut(self.height() * ow);
+            slack.fill(T::zero());
+            if (sh, sw, ow) == (1, 1, g.w) {
+                // The whole channel moved by kj − pw, the top and bottom padding rows
+                // zeroed, then the columns outside lo..hi (wrapped around from the next
+                // or last row) zeroed.
+                let (top, rest) = body.split_at_mut(ph * ow);
+                let (body, bottom) = rest.split_at_mut(g.h * ow);
+                top.fill(T::zero());
+                bottom.fill(T::zero());
                 let (from, to) = ((kj + lo).saturating_sub(pw), lo);
                 let n = hw.saturating_sub(from.max(to));
                 if n > 0 {
@@ -108,11 +126,22 @@ impl ShiftedImage {
                     row[..lo].fill(T::zero());
                     row[hi..].fill(T::zero());
                 }
-            } else {
-                for (row, from) in body.chunks_exact_mut(ow).zip(src.chunks_exact(g.w)) {
-                    row.fill(T::zero());
-                    if lo < hi {
-                        row[lo..hi].copy_from_slice(&from[lo + kj - pw..hi + kj - pw]);
+                continue;
+            }
+            for (r, row) in body.chunks_exact_mut(ow).enumerate() {
+                row.fill(T::zero());
+                let Some(iy) = (r * sh + phase).checked_sub(ph).filter(|&iy| iy < g.h) else {
+                    continue;
+                };
+                let from = &src[iy * g.w..][..g.w];
+                if sw == 1 && lo < hi {
+                    row[lo..hi].copy_from_slice(&from[lo + kj - pw..hi + kj - pw]);
+                    continue;
+                }
+                if lo < hi {
+                    let from = from[lo * sw + kj - pw..].iter().step_by(sw);
+                    for (to, &v) in row[lo..hi].iter_mut().zip(from) {
+                        *to = v;
                     }
                 }
             }
@@ -136,10 +165,7 @@ impl<T: Element> DirectRowsForward<T> {
     /// # Panics
     /// If the rows kernels do not compute `g` ([`supports`] says).
     pub fn new(g: &Geometry, o: usize, w: &[T]) -> Self {
-        assert!(
-            supports(g),
-            "the rows kernels need stride 1 and dilation 1, not {g:?}"
-        );
+        assert!(supports(g), "the rows kernels need dilation 1, not {g:?}");
         let (k, kk) = (g.k(), g.kernel.0 * g.kernel.1);
         let mut weights = vec![T::zero(); o.div_ceil(GROUP) * k * GROUP];
         for (oc, kernel) in w.chunks_exact(k).enumerate().take(o) {
@@ -380,10 +406,7 @@ impl<T: Element> DirectRowsBackward<T> {
     /// # Panics
     /// If the rows kernels do not compute `g` ([`supports`] says).
     pub fn new(g: &Geometry, o: usize, w: &[T]) -> Self {
-        assert!(
-            supports(g),
-            "the rows kernels need stride 1 and dilation 1, not {g:?}"
-        );
+        assert!(supports(g), "the rows kernels need dilation 1, not {g:?}");
         let input_grad = (!w.is_empty()).then(|| match transposed_layer(g, o, w) {
             Some((gx, flipped)) => {
                 InputGrad::Transposed(DirectRowsForward::new(&gx, g.c, &flipped))
@@ -584,7 +607,11 @@ mod tests {
     use super::*;
 
     fn geometry(c: usize, (h, w): (usize, usize), k: usize, pad: usize) -> Geometry {
-        Geometry::new(c, (h, w), (k, k), (1, 1), (pad, pad), (1, 1)).expect("kernel fits")
+        strided(c, (h, w), k, pad, 1)
+    }
+
+    fn strided(c: usize, (h, w): (usize, usize), k: usize, pad: usize, s: usize) -> Geometry {
+        Geometry::new(c, (h, w), (k, k), (s, s), (pad, pad), (1, 1)).expect("kernel fits")
     }
 
     fn values(n: usize, seed: u64) -> Vec<f64> {
@@ -593,37 +620,43 @@ mod tests {
             .collect()
     }
 
-    /// First layers (LeNet's conv1, cifar-cnn's and resnet's), resnet's 16-, 32- and
-    /// 64-channel layers, LeNet's conv2, rows of 1–40 pixels, images whose pixels are not
-    /// a multiple of 16, output channels not a multiple of 8, padding 0–3 (as large as the
-    /// kernel, and larger than the image), 1×1 kernels.
-    /// `(c, o, (h, w), k, pad)`.
-    type Case = (usize, usize, (usize, usize), usize, usize);
+    /// `(c, o, (h, w), k, pad, stride)`.
+    type Case = (usize, usize, (usize, usize), usize, usize, usize);
 
-    const CASES: [Case; 15] = [
-        (1, 20, (28, 28), 5, 0),
-        (3, 32, (32, 32), 3, 1),
-        (3, 16, (32, 32), 3, 1),
-        (16, 16, (32, 32), 3, 1),
-        (32, 32, (16, 16), 3, 1),
-        (64, 64, (8, 8), 3, 1),
-        (20, 50, (12, 12), 5, 0),
-        (2, 5, (5, 1), 3, 1),
-        (3, 9, (7, 17), 3, 0),
-        (1, 8, (20, 19), 5, 1),
-        (3, 3, (6, 28), 5, 2),
-        (4, 11, (9, 40), 3, 1),
-        (2, 3, (5, 6), 3, 3),
-        (3, 2, (1, 1), 5, 2),
-        (5, 7, (6, 7), 1, 0),
+    /// First layers (LeNet's conv1, cifar-cnn's and resnet's), resnet's 16-, 32- and
+    /// 64-channel layers and its stride-2 ones, LeNet's conv2, rows of 1–40 pixels, images
+    /// whose pixels are not a multiple of 16, output channels not a multiple of 8, padding
+    /// 0–3 (as large as the kernel, and larger than the image), 1×1 kernels, strides 2 and
+    /// 3 on sizes they do not divide.
+    const CASES: [Case; 20] = [
+        (1, 20, (28, 28), 5, 0, 1),
+        (3, 32, (32, 32), 3, 1, 1),
+        (3, 16, (32, 32), 3, 1, 1),
+        (16, 16, (32, 32), 3, 1, 1),
+        (32, 32, (16, 16), 3, 1, 1),
+        (64, 64, (8, 8), 3, 1, 1),
+        (20, 50, (12, 12), 5, 0, 1),
+        (2, 5, (5, 1), 3, 1, 1),
+        (3, 9, (7, 17), 3, 0, 1),
+        (1, 8, (20, 19), 5, 1, 1),
+        (3, 3, (6, 28), 5, 2, 1),
+        (4, 11, (9, 40), 3, 1, 1),
+        (2, 3, (5, 6), 3, 3, 1),
+        (3, 2, (1, 1), 5, 2, 1),
+        (5, 7, (6, 7), 1, 0, 1),
+        (16, 32, (32, 32), 3, 1, 2),
+        (32, 64, (16, 16), 3, 1, 2),
+        (3, 9, (7, 9), 3, 1, 2),
+        (2, 5, (11, 10), 5, 2, 3),
+        (4, 6, (9, 9), 1, 0, 2),
     ];
 
     /// The forward pass against the definition, with and without bias, two images, in
     /// f64 (the portable loops) and in f32 (the AVX-512 kernel where the CPU has it).
     #[test]
     fn rows_match_the_direct_convolution() {
-        for (c, o, hw, k, pad) in CASES {
-            let g = geometry(c, hw, k, pad);
+        for (c, o, hw, k, pad, stride) in CASES {
+            let g = strided(c, hw, k, pad, stride);
             assert!(supports(&g), "{g:?}");
             let imgs = 2;
             let x = values(imgs * g.chw(), 1);
@@ -665,8 +698,8 @@ mod tests {
     /// the transposed layer, or by the implicit GEMM where the padding reaches the kernel.
     #[test]
     fn gradients_match_the_direct_convolution() {
-        for (c, o, hw, k, pad) in CASES {
-            let g = geometry(c, hw, k, pad);
+        for (c, o, hw, k, pad, stride) in CASES {
+            let g = strided(c, hw, k, pad, stride);
             let imgs = 2;
             let x = values(imgs * g.chw(), 4);
             let w = values(o * g.k(), 5);
@@ -708,11 +741,10 @@ mod tests {
     }
 
     #[test]
-    fn supports_only_stride_one_undilated_layers() {
+    fn supports_only_undilated_layers() {
         assert!(supports(&geometry(3, (32, 32), 5, 2)));
         assert!(supports(&geometry(64, (40, 40), 3, 1)));
-        let strided = Geometry::new(3, (32, 32), (3, 3), (2, 2), (1, 1), (1, 1)).unwrap();
-        assert!(!supports(&strided));
+        assert!(supports(&strided(3, (32, 32), 3, 1, 2)));
         let dilated = Geometry::new(3, (32, 32), (3, 3), (1, 1), (2, 2), (2, 2)).unwrap();
         assert!(!supports(&dilated));
     }

@@ -91,12 +91,16 @@ impl<T: Element> ConvBackward<T> for TransposedInputGrad<'_, T> {
 /// The layer whose forward pass is the input gradient of a stride-1, undilated layer `g`
 /// with weights `w` (`o × c × kh × kw`): dY (`o × oh × ow`) correlated with the weights
 /// flipped and transposed, `w'[ci][oc][r][s] = w[oc][ci][kh − 1 − r][kw − 1 − s]`, under
-/// padding `k − 1 − p`; it gives `c × h × w`. `None` where that padding would be negative.
+/// padding `k − 1 − p`; it gives `c × h × w`. `None` for other layers and where that
+/// padding would be negative.
 pub(crate) fn transposed_layer<T: Element>(
     g: &Geometry,
     o: usize,
     w: &[T],
 ) -> Option<(Geometry, Vec<T>)> {
+    if g.stride != (1, 1) || g.dilation != (1, 1) {
+        return None;
+    }
     let ((kh, kw), (ph, pw)) = (g.kernel, g.padding);
     let padding = (kh.checked_sub(ph + 1)?, kw.checked_sub(pw + 1)?);
     let gx = Geometry::new(o, (g.oh, g.ow), (kh, kw), (1, 1), padding, (1, 1))?;

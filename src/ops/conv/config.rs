@@ -159,8 +159,8 @@ impl ConvAlgorithm {
             ConvAlgorithm::DirectRows => Err(TensorError::InvalidArgument {
                 op: "conv2d",
                 reason: format!(
-                    "the rows kernels need stride 1 and dilation 1, not stride {:?}, dilation {:?}",
-                    g.stride, g.dilation
+                    "the rows kernels need dilation 1, not {:?}",
+                    g.dilation
                 ),
             }),
             ConvAlgorithm::Auto => Ok(ConvAlgorithm::Im2col),
