@@ -1,4 +1,4 @@
-//! Stride-1 convolutions summed directly in registers, the output's rows laid end to end.
+//! Convolutions summed directly in registers, the output's rows laid end to end.
 //!
 //! For stride 1, output pixel `(oh, ox)` reads input `(oh + ki, ox + kj)` of the padded
 //! image at tap `(ki, kj)`. If the padded input is stored once per tap column `kj`,
@@ -9,13 +9,15 @@
 //! tap one load of 16 pixels per vector and a multiply-add per channel — with no column
 //! matrix and no packing, at any width and any channel count. With "same" padding
 //! (`ow = w`) a copy is the image's channel moved by `kj − pw` elements as a whole, its
-//! wrapped-around column zeroed.
+//! wrapped-around column zeroed. With stride `(sh, sw)` the copies also keep every `sw`-th
+//! column and are split by row phase (`padded[r·sh + φ][x·sw + kj]`): tap `(ki, kj)` of
+//! pixel `p` is then element `(ki / sh)·ow + p` of the copy for `kj` and `φ = ki mod sh`.
 //!
 //! The weight gradient sums the same products the other way: `dW[oc][c, ki, kj] = Σ_p
 //! dY[oc][p] · shifted[c][kj][ki·ow + p]`, dot products over consecutive pixels. The input
-//! gradient is the forward pass of the transposed layer (dY correlated with the weights
-//! flipped, under padding `k − 1 − p`) where that padding is not negative, else the
-//! implicit GEMM's backward.
+//! gradient of a stride-1 layer is the forward pass of the transposed layer (dY
+//! correlated with the weights flipped, under padding `k − 1 − p`) where that padding is
+//! not negative; otherwise it is the implicit GEMM's backward.
 //!
 //! `DirectRowsForward::forward_portable` and `DirectRowsBackward::weight_grad_portable`
 //! are the loops in plain Rust (f64, CPUs without AVX-512, and the versions to read

@@ -9,7 +9,7 @@
 //! - [`direct`]: the definition in seven loops; the reference every other algorithm is
 //!   tested against.
 //! - [`im2col`]: columns of input taps, then one GEMM per tile of output rows.
-//! - [`direct_rows`]: stride-1 layers summed in registers from shifted copies of the
+//! - [`direct_rows`]: undilated layers summed in registers from shifted copies of the
 //!   image (one per tap column), the output's rows laid end to end.
 //! - [`implicit`]: the same product without the column matrix: each block of 16 output
 //!   pixels gathers its columns and runs the micro-kernel over weights packed once.

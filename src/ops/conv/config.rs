@@ -58,16 +58,18 @@ pub enum ConvAlgorithm {
     /// columns gathered per block of 16 pixels, weights packed once), backward by im2col for dW and the
     /// micro-kernel for dX (with `Wᵀ` packed once): any geometry.
     ImplicitGemm,
-    /// Stride-1 layers summed directly in registers
+    /// Undilated layers summed directly in registers
     /// ([`kernels::conv::direct_rows`](crate::kernels::conv::direct_rows): the output's
     /// rows laid end to end, 8 channels × 32 or 48 pixels at a time, from copies of the
-    /// image shifted by each tap column), any kernel, channel count and map size (an error
-    /// for strided or dilated layers). `Auto` takes it on AVX-512 CPUs for stride-1 layers
-    /// outside Winograd's reach (first layers, LeNet's 5×5 conv2) and for Winograd's layers
+    /// image shifted by each tap column), any kernel, stride, channel count and map size
+    /// (an error for dilated layers). `Auto` takes it on AVX-512 CPUs for layers outside
+    /// Winograd's reach (first layers, LeNet's 5×5 conv2, resnet20's stride-2 3×3 layers)
+    /// and for Winograd's layers
     /// with few channels on large maps ([`ConvAlgorithm::auto_prefers_rows`]). Backward:
     /// first layers by the rows kernels (dW as dot products over the pixels, dX as the
-    /// transposed layer's rows forward); deeper 3×3 layers dX the same, dW by Winograd;
-    /// others as [`ConvAlgorithm::ImplicitGemm`].
+    /// transposed layer's rows forward, or the implicit GEMM's for strided layers); deeper
+    /// stride-1 3×3 layers dX the same, dW by Winograd; others as
+    /// [`ConvAlgorithm::ImplicitGemm`].
     DirectRows,
     /// Winograd F(4×4, 3×3) for 3×3 kernels, stride 1, no dilation, padding ≤ 2 (an error
     /// for other geometries): forward, dX and dW with 2.25 multiplications per output.
@@ -116,7 +118,7 @@ impl ConvAlgorithm {
     }
 
     /// Whether `Auto` runs a dense convolution of geometry `g` with `c_out` outputs by the
-    /// rows kernels: on an AVX-512 CPU, a stride-1 layer ([`direct_rows::supports`]) with
+    /// rows kernels: on an AVX-512 CPU, an undilated layer ([`direct_rows::supports`]) with
     /// a kernel larger than 1×1 and at least 16 output pixels, unless Winograd takes it
     /// ([`ConvAlgorithm::auto_prefers_winograd`]) and has the channels to pay for its
     /// transforms: more than 16 × 16 of them on 32 × 32 maps, 32 × 32 on 16 × 16, or a
