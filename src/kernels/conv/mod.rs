@@ -93,7 +93,7 @@ impl<T: Element> ConvBackward<T> for TransposedInputGrad<'_, T> {
 /// flipped and transposed, `w'[ci][oc][r][s] = w[oc][ci][kh − 1 − r][kw − 1 − s]`, under
 /// padding `k − 1 − p`; it gives `c × h × w`. `None` for other layers and where that
 /// padding would be negative.
-pub(crate) fn transposed_layer<T: Element>(
+pub fn transposed_layer<T: Element>(
     g: &Geometry,
     o: usize,
     w: &[T],
