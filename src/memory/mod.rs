@@ -12,8 +12,8 @@
 //! frees ([`pool`]): a tensor whose storage is released gives its buffer back, and the
 //! next op of that size takes it, on any allocator, with no set-up.
 //!
-//! Ops allocate their outputs with [`take`] (to be filled) or [`take_zeroed`] (to be
-//! accumulated into); storage comes back by itself when the last tensor or op record
+//! Ops allocate their outputs with [`take`] (to be filled), [`take_stale`] (to be
+//! overwritten) or [`take_zeroed`] (to be accumulated into); storage comes back by itself when the last tensor or op record
 //! holding it is dropped.
 
 pub mod pool;
@@ -27,6 +27,13 @@ use crate::kernels::Element;
 /// extending or `collect_into_vec`.
 pub fn take<T: Element>(len: usize) -> Vec<T> {
     T::buffer_pool().take(len)
+}
+
+/// A vector of `len` elements with unspecified values (a reused buffer's old contents,
+/// zeros past them): for outputs whose every element is written, which need not be
+/// zeroed first.
+pub fn take_stale<T: Element>(len: usize) -> Vec<T> {
+    T::buffer_pool().take_stale(len, T::zero())
 }
 
 /// [`take`], filled with `len` zeros: for outputs that are accumulated into.

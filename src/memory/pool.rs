@@ -47,6 +47,27 @@ impl<T> BufferPool<T> {
     /// An empty vector with capacity for at least `len` elements: an idle buffer of
     /// `len`'s size class when there is one, a new one of exactly that class otherwise.
     pub fn take(&self, len: usize) -> Vec<T> {
+        let mut v = self.reuse(len);
+        v.clear();
+        v
+    }
+
+    /// A vector of `len` elements whose values are unspecified: an idle buffer's old
+    /// contents as far as it had them, `fill` past them. For outputs whose every element
+    /// is written, which need not be zeroed first.
+    pub fn take_stale(&self, len: usize, fill: T) -> Vec<T>
+    where
+        T: Clone,
+    {
+        let mut v = self.reuse(len);
+        v.truncate(len);
+        v.resize(len, fill);
+        v
+    }
+
+    /// An idle buffer of `len`'s size class as it was given back (contents and length),
+    /// or a new empty one of that class.
+    fn reuse(&self, len: usize) -> Vec<T> {
         if !pooled(len, size_of::<T>()) {
             return Vec::with_capacity(len);
         }
@@ -56,10 +77,9 @@ impl<T> BufferPool<T> {
             idle.get_mut(&class).and_then(Vec::pop)
         };
         match reused {
-            Some(mut v) => {
+            Some(v) => {
                 IDLE_BYTES.fetch_sub(v.capacity() * size_of::<T>(), Ordering::Relaxed);
                 HITS.fetch_add(1, Ordering::Relaxed);
-                v.clear();
                 v
             }
             None => {
@@ -231,5 +251,30 @@ mod tests {
         pool.give(Vec::with_capacity(len));
         set_pool_budget(before);
         assert_eq!(idle_buffers(&pool), 0);
+    }
+
+    #[test]
+    fn stale_buffers_keep_what_they_held_and_fill_the_rest() {
+        let pool = BufferPool::<f32>::new();
+        let len = 100_000;
+        let mut v = pool.take(len);
+        v.resize(len - 10, 3.0);
+        let address = v.as_ptr();
+        pool.give(v);
+        // Shorter than what it held: old contents only.
+        let shorter = pool.take_stale(len - 20, -1.0);
+        assert_eq!(shorter.as_ptr(), address, "the idle buffer is reused");
+        assert!(shorter.len() == len - 20 && shorter.iter().all(|&x| x == 3.0));
+        pool.give(shorter);
+        // Longer than what it held: the old contents, then the fill.
+        let longer = pool.take_stale(len, -1.0);
+        assert_eq!(longer.as_ptr(), address);
+        assert_eq!(longer.len(), len);
+        assert!(longer[..len - 20].iter().all(|&x| x == 3.0));
+        assert!(longer[len - 20..].iter().all(|&x| x == -1.0));
+        // A new buffer: all fill.
+        let fresh = pool.take_stale(3 * len, 0.5);
+        assert!(fresh.len() == 3 * len && fresh.iter().all(|&x| x == 0.5));
+        pool.clear();
     }
 }

@@ -231,6 +231,11 @@ impl<T: Element> ConvForward<T> for DirectRowsForward<T> {
         self.shifted().len()
     }
 
+    /// Every block's stores cover all its pixels and channels.
+    fn writes_every_output(&self) -> bool {
+        true
+    }
+
     fn forward(&self, x: &[T], bias: Option<&[T]>, y: &mut [T], workspace: &mut [T]) {
         let g = &self.geometry;
         let shifted = &mut workspace[..self.workspace()];
@@ -454,6 +459,11 @@ impl<T: Element> ConvBackward<T> for DirectRowsBackward<T> {
 
     fn weight_grad_len(&self) -> usize {
         self.outputs * self.image.g.k()
+    }
+
+    /// dX by the transposed layer's rows forward, which writes every element.
+    fn writes_every_input_grad(&self) -> bool {
+        matches!(self.input_grad, Some(InputGrad::Transposed(_)))
     }
 
     fn backward_image(
@@ -728,14 +738,21 @@ mod tests {
     }
 
     /// dX and dW of `imgs` images by `kernel`, from workspaces filled with NaN (every
-    /// element the kernels read must be written first).
+    /// element the kernels read must be written first) and, where the kernel says it writes
+    /// all of it, a dX filled with NaN.
     fn run_backward<T: Element>(
         kernel: &dyn ConvBackward<T>,
         imgs: usize,
         dy: &[T],
         x: &[T],
     ) -> (Vec<T>, Vec<T>) {
-        let mut dx = vec![T::zero(); x.len()];
+        // A kernel that writes every element of dX gets it full of NaN, as it may.
+        let stale = if kernel.writes_every_input_grad() {
+            f64::NAN
+        } else {
+            0.0
+        };
+        let mut dx = vec![T::from_f64(stale); x.len()];
         let mut dw = vec![T::zero(); kernel.weight_grad_len()];
         let mut ws = vec![T::from_f64(f64::NAN); kernel.workspace()];
         kernel.backward_images(imgs, dy, x, Some(&mut dx), Some(&mut dw), &mut ws);

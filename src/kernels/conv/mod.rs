@@ -50,6 +50,10 @@ impl<T: Element> ConvBackward<T> for TransposedInputGrad<'_, T> {
         self.weight_grad.weight_grad_len()
     }
 
+    fn writes_every_input_grad(&self) -> bool {
+        self.input_grad.writes_every_output()
+    }
+
     fn images_per_call(&self) -> usize {
         self.weight_grad.images_per_call()
     }
@@ -93,11 +97,7 @@ impl<T: Element> ConvBackward<T> for TransposedInputGrad<'_, T> {
 /// flipped and transposed, `w'[ci][oc][r][s] = w[oc][ci][kh − 1 − r][kw − 1 − s]`, under
 /// padding `k − 1 − p`; it gives `c × h × w`. `None` for other layers and where that
 /// padding would be negative.
-pub fn transposed_layer<T: Element>(
-    g: &Geometry,
-    o: usize,
-    w: &[T],
-) -> Option<(Geometry, Vec<T>)> {
+pub fn transposed_layer<T: Element>(g: &Geometry, o: usize, w: &[T]) -> Option<(Geometry, Vec<T>)> {
     if g.stride != (1, 1) || g.dilation != (1, 1) {
         return None;
     }
@@ -130,8 +130,15 @@ pub trait ConvForward<T>: Sync {
     /// Workspace elements one call needs.
     fn workspace(&self) -> usize;
 
-    /// `y` (`imgs × o × oh × ow`, zeroed) from `x` (`imgs × c × h × w`) and the bias.
+    /// `y` (`imgs × o × oh × ow`, zeroed unless [`ConvForward::writes_every_output`])
+    /// from `x` (`imgs × c × h × w`) and the bias.
     fn forward(&self, x: &[T], bias: Option<&[T]>, y: &mut [T], workspace: &mut [T]);
+
+    /// Whether [`ConvForward::forward`] writes every element of `y` whatever it held, so
+    /// that `y` need not be zeroed first.
+    fn writes_every_output(&self) -> bool {
+        false
+    }
 }
 
 /// The backward pass of one convolution layer with its weights prepared.
@@ -141,6 +148,12 @@ pub trait ConvBackward<T>: Sync {
 
     /// Elements of the weight-gradient accumulator `backward_image` adds into.
     fn weight_grad_len(&self) -> usize;
+
+    /// Whether [`ConvBackward::backward_image`] writes every element of `dx` whatever it
+    /// held, so that `dx` need not be zeroed first.
+    fn writes_every_input_grad(&self) -> bool {
+        false
+    }
 
     /// Images one [`ConvBackward::backward_images`] call takes at most (im2col shares its
     /// products between images with few output pixels, as in the forward pass).

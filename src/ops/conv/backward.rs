@@ -6,7 +6,7 @@ use super::ConvAlgorithm;
 use crate::autograd::profile::{self, Phase};
 use crate::autograd::CustomOp;
 use crate::error::Result;
-use crate::kernels::elementwise::par_chunks_zeroed;
+use crate::kernels::elementwise::{par_chunks_overwritten, par_chunks_zeroed};
 use crate::kernels::{Element, Geometry};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
@@ -172,7 +172,12 @@ impl<T: Element> Conv2dBackward<T> {
             part
         };
         let (dx, partials): (Vec<T>, Vec<ChunkGrads<T>>) = if need_dx {
-            par_chunks_zeroed(n * chw, per_task * chw, |t, d| task(t, Some(d)))
+            let task = |t: usize, d: &mut [T]| task(t, Some(d));
+            if kernel.writes_every_input_grad() {
+                par_chunks_overwritten(n * chw, per_task * chw, task)
+            } else {
+                par_chunks_zeroed(n * chw, per_task * chw, task)
+            }
         } else {
             let tasks = n.div_ceil(per_task);
             let parts = (0..tasks).into_par_iter().map(|t| task(t, None)).collect();

@@ -23,7 +23,7 @@ pub use config::{Conv2dConfig, ConvAlgorithm};
 
 use crate::autograd::profile::{self, Phase};
 use crate::error::Result;
-use crate::kernels::elementwise::par_chunks_zeroed;
+use crate::kernels::elementwise::{par_chunks_overwritten, par_chunks_zeroed};
 use crate::tensor::{Element, Tensor};
 use backward::{relu_in_place, Conv2dBackward};
 use config::conv_geometry;
@@ -143,17 +143,22 @@ impl<T: Element> Tensor<T> {
         let workspace = kernel.workspace();
         let flops = layer_flops(&g, n, o, cfg.groups);
         let name = || layer_name(&g, o, cfg.groups, algorithm);
+        let images = |i: usize, y: &mut [T]| {
+            let first = i * per_call;
+            let x_chunk = &x[first * g.chw()..(first + y.len() / (o * p)) * g.chw()];
+            T::with_workspace(workspace, |ws| kernel.forward(x_chunk, b.as_deref(), y, ws));
+            match act {
+                Fused::None => {}
+                Fused::Relu => relu_in_place(y),
+                Fused::Relu6 => relu6_in_place(y),
+            }
+        };
         let (out, _) = profile::time_layer(Phase::Forward, name, flops, || {
-            par_chunks_zeroed(n * o * p, per_call * o * p, |i, y| {
-                let first = i * per_call;
-                let x_chunk = &x[first * g.chw()..(first + y.len() / (o * p)) * g.chw()];
-                T::with_workspace(workspace, |ws| kernel.forward(x_chunk, b.as_deref(), y, ws));
-                match act {
-                    Fused::None => {}
-                    Fused::Relu => relu_in_place(y),
-                    Fused::Relu6 => relu6_in_place(y),
-                }
-            })
+            if kernel.writes_every_output() {
+                par_chunks_overwritten(n * o * p, per_call * o * p, images)
+            } else {
+                par_chunks_zeroed(n * o * p, per_call * o * p, images)
+            }
         });
         let out = Arc::new(out);
         let op = Conv2dBackward {
