@@ -260,9 +260,12 @@ impl Conv2dConfig {
     /// // where the CPU has AVX-512, by the implicit GEMM elsewhere.
     /// let first = same.algorithm_for(&[8, 3, 32, 32], &[32, 3, 3, 3])?;
     /// assert!(matches!(first, ConvAlgorithm::DirectRows | ConvAlgorithm::ImplicitGemm));
-    /// // A strided layer with many channels: the implicit GEMM.
-    /// let strided = Conv2dConfig::new(2, 1, 1);
-    /// assert_eq!(strided.algorithm_for(&[8, 16, 32, 32], &[32, 16, 3, 3])?, ConvAlgorithm::ImplicitGemm);
+    /// // A strided layer: by rows on AVX-512 CPUs too, by the implicit GEMM elsewhere.
+    /// let strided = Conv2dConfig::new(2, 1, 1).algorithm_for(&[8, 16, 32, 32], &[32, 16, 3, 3])?;
+    /// assert!(matches!(strided, ConvAlgorithm::DirectRows | ConvAlgorithm::ImplicitGemm));
+    /// // A dilated one: the implicit GEMM.
+    /// let dilated = Conv2dConfig::new(1, 2, 2);
+    /// assert_eq!(dilated.algorithm_for(&[8, 16, 32, 32], &[32, 16, 3, 3])?, ConvAlgorithm::ImplicitGemm);
     /// // A 1×1 layer on a 2×2 map: its images share one im2col product.
     /// assert_eq!(Conv2dConfig::default().algorithm_for(&[8, 64, 2, 2], &[96, 64, 1, 1])?, ConvAlgorithm::Im2col);
     /// # Ok::<(), tensorgrad::TensorError>(())
