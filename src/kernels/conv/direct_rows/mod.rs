@@ -24,16 +24,19 @@
 //! first); on AVX-512 f32 twins keep the accumulators in registers (`forward_avx512`,
 //! `weight_grad_avx512`). All are tested against the definition ([`super::direct`]).
 
-use super::implicit_backward::ImplicitGemmBackward;
-use super::{transposed_layer, ConvBackward, ConvForward};
+mod backward;
+
+pub use backward::DirectRowsBackward;
+
+use super::ConvForward;
 use crate::kernels::{Element, Geometry};
 
 /// Pixels per vector: one AVX-512 register of f32.
-const LANES: usize = 16;
+pub(super) const LANES: usize = 16;
 
 /// Output channels summed together: 8 channels × 2 or 3 vectors of accumulators use 16
 /// or 24 of the 32 AVX-512 registers.
-const GROUP: usize = 8;
+pub(super) const GROUP: usize = 8;
 
 /// Output pixels the portable loops sum at once.
 const BLOCK: usize = 2 * LANES;
@@ -57,8 +60,8 @@ pub fn supports(g: &Geometry) -> bool {
 /// `padded[r·sh + φ][x·sw + kj]` and [`MAX_BLOCK`] zeros of slack. Tap `(ki, kj)` of
 /// output pixel `p` is then element `(ki / sh)·ow + p` of plane `(c, kj, ki mod sh)`.
 #[derive(Clone, Copy, Debug)]
-struct ShiftedImage {
-    g: Geometry,
+pub(super) struct ShiftedImage {
+    pub(super) g: Geometry,
 }
 
 impl ShiftedImage {
@@ -78,12 +81,12 @@ impl ShiftedImage {
     }
 
     /// Elements of all copies.
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.g.c * self.g.kernel.1 * self.phases() * self.plane_len()
     }
 
     /// Where tap `(c, ki, kj)` of output pixel 0 is read.
-    fn offset(&self, c: usize, ki: usize, kj: usize) -> usize {
+    pub(super) fn offset(&self, c: usize, ki: usize, kj: usize) -> usize {
         let sh = self.g.stride.0;
         let plane = (c * self.g.kernel.1 + kj) * self.phases() + ki % sh;
         plane * self.plane_len() + (ki / sh) * self.g.ow
@@ -91,7 +94,7 @@ impl ShiftedImage {
 
     /// One image `x` copied into `shifted` ([`ShiftedImage::len`] elements), every
     /// element written once.
-    fn fill<T: Element>(&self, x: &[T], shifted: &mut [T]) {
+    pub(super) fn fill<T: Element>(&self, x: &[T], shifted: &mut [T]) {
         let g = &self.g;
         let ((ph, pw), (sh, sw)) = (g.padding, g.stride);
         let (hw, ow, phases) = (g.h * g.w, g.ow, self.phases());
@@ -388,234 +391,10 @@ unsafe fn forward_avx512(r: F32Rows<'_>) {
     }
 }
 
-/// How the rows backward computes dX.
-enum InputGrad<T> {
-    /// The rows forward of the transposed layer.
-    Transposed(DirectRowsForward<T>),
-    /// The implicit GEMM's backward, where the transposed layer's padding would be
-    /// negative (padding ≥ kernel).
-    Implicit(ImplicitGemmBackward<T>),
-}
-
-/// The backward pass of a rows layer: `dW` from the shifted copies, dot products over
-/// consecutive pixels for each tap (8 channels × up to 3 tap columns in registers), and
-/// `dX` (when wanted) as the transposed layer's forward.
-pub struct DirectRowsBackward<T> {
-    image: ShiftedImage,
-    outputs: usize,
-    input_grad: Option<InputGrad<T>>,
-}
-
-impl<T: Element> DirectRowsBackward<T> {
-    /// A layer of geometry `g` with the `o × c × kh × kw` weights `w` (empty when no input
-    /// gradient is wanted).
-    ///
-    /// # Panics
-    /// If the rows kernels do not compute `g` ([`supports`] says).
-    pub fn new(g: &Geometry, o: usize, w: &[T]) -> Self {
-        assert!(supports(g), "the rows kernels need dilation 1, not {g:?}");
-        let input_grad = (!w.is_empty()).then(|| match transposed_layer(g, o, w) {
-            Some((gx, flipped)) => {
-                InputGrad::Transposed(DirectRowsForward::new(&gx, g.c, &flipped))
-            }
-            None => InputGrad::Implicit(ImplicitGemmBackward::new(g, o, w)),
-        });
-        DirectRowsBackward {
-            image: ShiftedImage { g: *g },
-            outputs: o,
-            input_grad,
-        }
-    }
-
-    /// `dW += dY · x` of one image from its shifted copies, in plain loops: `dw` holds
-    /// `o × k`.
-    fn weight_grad_portable(&self, shifted: &[T], dy: &[T], dw: &mut [T]) {
-        let g = &self.image.g;
-        let (k, p, (kh, kw)) = (g.k(), g.p(), g.kernel);
-        for (dy, dw) in dy.chunks_exact(p).zip(dw.chunks_exact_mut(k)) {
-            for c in 0..g.c {
-                for ki in 0..kh {
-                    for kj in 0..kw {
-                        let x = &shifted[self.image.offset(c, ki, kj)..][..p];
-                        let sum = dy.iter().zip(x).fold(T::zero(), |s, (&d, &x)| s + d * x);
-                        dw[(c * kh + ki) * kw + kj] += sum;
-                    }
-                }
-            }
-        }
-    }
-}
-
-impl<T: Element> ConvBackward<T> for DirectRowsBackward<T> {
-    /// The shifted copies, and the workspace dX takes.
-    fn workspace(&self) -> usize {
-        self.image.len()
-            + match &self.input_grad {
-                Some(InputGrad::Transposed(f)) => f.workspace(),
-                Some(InputGrad::Implicit(b)) => b.workspace(),
-                None => 0,
-            }
-    }
-
-    fn weight_grad_len(&self) -> usize {
-        self.outputs * self.image.g.k()
-    }
-
-    /// dX by the transposed layer's rows forward, which writes every element.
-    fn writes_every_input_grad(&self) -> bool {
-        matches!(self.input_grad, Some(InputGrad::Transposed(_)))
-    }
-
-    fn backward_image(
-        &self,
-        dy: &[T],
-        x: &[T],
-        dx: Option<&mut [T]>,
-        dw: Option<&mut [T]>,
-        workspace: &mut [T],
-    ) {
-        let (shifted, rest) = workspace.split_at_mut(self.image.len());
-        if let Some(dw) = dw {
-            self.image.fill(x, shifted);
-            #[cfg(target_arch = "x86_64")]
-            if let (Some(f32s), true) = (
-                F32Grad::of(self, shifted, dy, &mut *dw),
-                std::arch::is_x86_feature_detected!("avx512f"),
-            ) {
-                // SAFETY: the CPU has AVX-512F (checked just above); `weight_grad_avx512`
-                // checks the shapes.
-                unsafe { weight_grad_avx512(f32s) };
-            } else {
-                self.weight_grad_portable(shifted, dy, dw);
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            self.weight_grad_portable(shifted, dy, dw);
-        }
-        match (dx, &self.input_grad) {
-            (Some(dx), Some(InputGrad::Transposed(f))) => f.forward(dy, None, dx, rest),
-            (Some(dx), Some(InputGrad::Implicit(b))) => {
-                b.backward_image(dy, x, Some(dx), None, rest)
-            }
-            _ => {}
-        }
-    }
-}
-
-/// The operands of a rows `dW` seen as f32, for [`weight_grad_avx512`].
-#[cfg(target_arch = "x86_64")]
-struct F32Grad<'a> {
-    image: ShiftedImage,
-    shifted: &'a [f32],
-    dy: &'a [f32],
-    dw: &'a mut [f32],
-}
-
-#[cfg(target_arch = "x86_64")]
-impl<'a> F32Grad<'a> {
-    /// The operands as f32, or `None` when `T` is another type.
-    fn of<T: Element>(
-        layer: &DirectRowsBackward<T>,
-        shifted: &'a [T],
-        dy: &'a [T],
-        dw: &'a mut [T],
-    ) -> Option<Self> {
-        use crate::kernels::element::{as_f32, as_f32_mut};
-        Some(F32Grad {
-            image: layer.image,
-            shifted: as_f32(shifted)?,
-            dy: as_f32(dy)?,
-            dw: as_f32_mut(dw)?,
-        })
-    }
-}
-
-/// `DirectRowsBackward::weight_grad_portable` on AVX-512 for one image: for each group of
-/// 8 output channels, input channel, kernel row and up to 3 tap columns, the 8 × 3 dot
-/// products over the image's pixels in registers (the last vector masked), each then
-/// summed across its lanes.
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn weight_grad_avx512(r: F32Grad<'_>) {
-    use std::arch::x86_64::*;
-    /// Tap columns `kj0..kj0 + M` of kernel row `ki` of input channel `c`, for output
-    /// channels `first..first + n`.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn taps<const M: usize>(
-        r: &mut F32Grad<'_>,
-        (first, n): (usize, usize),
-        c: usize,
-        ki: usize,
-        kj0: usize,
-    ) {
-        let (g, img) = (r.image.g, r.image);
-        let (k, p, (kh, kw)) = (g.k(), g.p(), g.kernel);
-        assert!(
-            (1..=GROUP).contains(&n)
-                && kj0 + M <= kw
-                && r.shifted.len() >= img.len()
-                && r.dy.len() >= (first + n) * p
-                && r.dw.len() >= (first + n) * k,
-            "operands too short for the layer"
-        );
-        let mut acc = [[_mm512_setzero_ps(); M]; GROUP];
-        for p0 in (0..p).step_by(LANES) {
-            let mask = ((1u32 << (p - p0).min(LANES)) - 1) as u16;
-            // SAFETY: the masked loads read pixels p0.. < p of dY's rows first..first + n
-            // (channels past n re-read row first + n − 1 and add nothing: their mask is
-            // 0) and of the taps' planes.
-            unsafe {
-                let mut xs = [_mm512_setzero_ps(); M];
-                for (m, xv) in xs.iter_mut().enumerate() {
-                    let x = r.shifted.as_ptr().add(img.offset(c, ki, kj0 + m) + p0);
-                    *xv = _mm512_maskz_loadu_ps(mask, x);
-                }
-                for (j, acc) in acc.iter_mut().enumerate() {
-                    let (row, m) = if j < n {
-                        (first + j, mask)
-                    } else {
-                        (first + n - 1, 0)
-                    };
-                    let d = _mm512_maskz_loadu_ps(m, r.dy.as_ptr().add(row * p + p0));
-                    for (a, &xv) in acc.iter_mut().zip(&xs) {
-                        *a = _mm512_fmadd_ps(d, xv, *a);
-                    }
-                }
-            }
-        }
-        for (j, acc) in acc.iter().enumerate().take(n) {
-            for (m, &a) in acc.iter().enumerate() {
-                r.dw[(first + j) * k + (c * kh + ki) * kw + kj0 + m] += _mm512_reduce_add_ps(a);
-            }
-        }
-    }
-    let g = r.image.g;
-    let (o, (kh, kw)) = (r.dy.len() / g.p(), g.kernel);
-    let mut r = r;
-    for first in (0..o).step_by(GROUP) {
-        let n = GROUP.min(o - first);
-        for c in 0..g.c {
-            for ki in 0..kh {
-                for kj0 in (0..kw).step_by(3) {
-                    // SAFETY: the caller guarantees AVX-512F; `taps` checks the shapes.
-                    unsafe {
-                        match kw - kj0 {
-                            1 => taps::<1>(&mut r, (first, n), c, ki, kj0),
-                            2 => taps::<2>(&mut r, (first, n), c, ki, kj0),
-                            _ => taps::<3>(&mut r, (first, n), c, ki, kj0),
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::direct::Direct;
+    use super::super::ConvBackward;
     use super::*;
 
     fn geometry(c: usize, (h, w): (usize, usize), k: usize, pad: usize) -> Geometry {
