@@ -14,7 +14,7 @@ use crate::kernels::conv::implicit_backward::ImplicitGemmBackward;
 use crate::kernels::conv::winograd::{
     self, Winograd4Forward, Winograd4SmallForward, WinogradBackward, WinogradForward,
 };
-use crate::kernels::conv::{transposed_layer, TransposedInputGrad};
+use crate::kernels::conv::TransposedInputGrad;
 use crate::kernels::conv::{ConvBackward, ConvForward};
 use crate::kernels::microkernel::has_avx512;
 use crate::kernels::microkernel::NR;
@@ -369,10 +369,10 @@ fn rows_backward<'a, T: Element>(
             Box::new(Im2colBackward::new(g, o, w))
         };
     }
-    match (!w.is_empty()).then(|| transposed_layer(g, o, w)).flatten() {
-        Some((gx, flipped)) => Box::new(TransposedInputGrad {
+    match DirectRowsForward::transposed(g, o, w) {
+        Some(f) => Box::new(TransposedInputGrad {
             weight_grad: Box::new(WinogradBackward::new(g, o, &[])),
-            input_grad: Box::new(DirectRowsForward::new(&gx, g.c, &flipped)),
+            input_grad: Box::new(f),
         }),
         None => Box::new(WinogradBackward::new(g, o, w)),
     }

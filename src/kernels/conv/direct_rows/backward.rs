@@ -4,7 +4,7 @@
 
 use super::{supports, DirectRowsForward, ShiftedImage, GROUP, LANES};
 use crate::kernels::conv::implicit_backward::ImplicitGemmBackward;
-use crate::kernels::conv::{transposed_layer, ConvBackward, ConvForward};
+use crate::kernels::conv::{ConvBackward, ConvForward};
 use crate::kernels::{Element, Geometry};
 
 /// How the rows backward computes dX.
@@ -33,10 +33,8 @@ impl<T: Element> DirectRowsBackward<T> {
     /// If the rows kernels do not compute `g` ([`supports`] says).
     pub fn new(g: &Geometry, o: usize, w: &[T]) -> Self {
         assert!(supports(g), "the rows kernels need dilation 1, not {g:?}");
-        let input_grad = (!w.is_empty()).then(|| match transposed_layer(g, o, w) {
-            Some((gx, flipped)) => {
-                InputGrad::Transposed(DirectRowsForward::new(&gx, g.c, &flipped))
-            }
+        let input_grad = (!w.is_empty()).then(|| match DirectRowsForward::transposed(g, o, w) {
+            Some(f) => InputGrad::Transposed(f),
             None => InputGrad::Implicit(ImplicitGemmBackward::new(g, o, w)),
         });
         DirectRowsBackward {
@@ -157,7 +155,7 @@ impl<'a> F32Grad<'a> {
 /// The CPU must support AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn weight_grad_avx512(r: F32Grad<'_>) {
+unsafe fn weight_grad_avx512(mut r: F32Grad<'_>) {
     use std::arch::x86_64::*;
     /// Tap columns `kj0..kj0 + M` of kernel row `ki` of input channel `c`, for output
     /// channels `first..first + n`.
@@ -212,7 +210,6 @@ unsafe fn weight_grad_avx512(r: F32Grad<'_>) {
     }
     let g = r.image.g;
     let (o, (kh, kw)) = (r.dy.len() / g.p(), g.kernel);
-    let mut r = r;
     for first in (0..o).step_by(GROUP) {
         let n = GROUP.min(o - first);
         for c in 0..g.c {

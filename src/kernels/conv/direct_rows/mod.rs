@@ -187,6 +187,17 @@ impl<T: Element> DirectRowsForward<T> {
         }
     }
 
+    /// The rows forward of the layer whose forward pass is the input gradient of layer `g`
+    /// with weights `w` ([`transposed_layer`](crate::kernels::conv::transposed_layer)):
+    /// `None` for an empty `w`, strided layers and padding that reaches the kernel.
+    pub fn transposed(g: &Geometry, o: usize, w: &[T]) -> Option<Self> {
+        if w.is_empty() {
+            return None;
+        }
+        let (gx, flipped) = crate::kernels::conv::transposed_layer(g, o, w)?;
+        Some(DirectRowsForward::new(&gx, g.c, &flipped))
+    }
+
     /// The shifted copies of an image this layer reads.
     fn shifted(&self) -> ShiftedImage {
         ShiftedImage { g: self.geometry }
