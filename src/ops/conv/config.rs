@@ -347,19 +347,24 @@ impl ConvAlgorithm {
 
 /// The backward kernel of a layer whose forward pass runs by rows (`w` empty when no
 /// input gradient is wanted): first layers (at most [`direct_rows::DOT_GRAD_MAX_TAPS`]
-/// input taps) entirely by the rows kernels; deeper 3×3 layers with dX by the rows forward
-/// of the transposed layer and dW by Winograd's F(4×4) transforms; others by the implicit
-/// GEMM's backward. Measured (batch 128 or 64, 1 thread, same run): the rows kernels' dW
-/// (dot products over the pixels) took 58.8 ms on cifar-cnn's 64→64 against Winograd's
-/// 31.3 and 11.4 on LeNet's conv2 against the implicit GEMM's 7.1; LeNet's conv2 with dX
-/// by the transposed layer's rows forward and dW by the implicit GEMM took 9.2–10.1 ms
-/// against the implicit GEMM's 7.0–7.1 for both.
+/// input taps) and layers with few channels (at most
+/// [`direct_rows::DOT_GRAD_MAX_CHANNEL_PAIRS`]) entirely by the rows kernels; other 3×3
+/// layers with dX by the rows forward of the transposed layer and dW by Winograd's
+/// F(4×4) transforms; the rest by the implicit GEMM's backward. Measured (batch 128 or 64,
+/// 1 thread, same run): the rows kernels' dW took 58.8 ms on cifar-cnn's 64→64 against
+/// Winograd's 31.3 and 11.4 on LeNet's conv2 against the implicit GEMM's 7.1 (before
+/// their chunks, below); LeNet's conv2 with dX by the transposed layer's rows forward and
+/// dW by the implicit GEMM took 9.2–10.1 ms against the implicit GEMM's 7.0–7.1 for both.
+/// With dW summed by chunks of 512 pixels, resnet20's 16→16 backward took 86–80 ms
+/// against 88–90 with Winograd's dW, its 16→32/2 15.4–15.8 against the implicit GEMM's
+/// 16.4–19.2, but its 32→64/2 15.0 against 11.4–11.9.
 fn rows_backward<'a, T: Element>(
     g: &Geometry,
     o: usize,
     w: &'a [T],
 ) -> Box<dyn ConvBackward<T> + 'a> {
-    if g.k() <= direct_rows::DOT_GRAD_MAX_TAPS {
+    if g.k() <= direct_rows::DOT_GRAD_MAX_TAPS || g.c * o <= direct_rows::DOT_GRAD_MAX_CHANNEL_PAIRS
+    {
         return Box::new(DirectRowsBackward::new(g, o, w));
     }
     if !winograd::supports(g) {

@@ -7,6 +7,11 @@ use crate::kernels::conv::implicit_backward::ImplicitGemmBackward;
 use crate::kernels::conv::{ConvBackward, ConvForward};
 use crate::kernels::{Element, Geometry};
 
+/// Pixels the AVX-512 weight gradient sums at a time: 16 vectors, so that the chunk's dY
+/// rows of a group of 8 channels (8 KiB) stay in L1 while every tap reads them.
+#[cfg(target_arch = "x86_64")]
+const CHUNK: usize = 32 * LANES;
+
 /// How the rows backward computes dX.
 enum InputGrad<T> {
     /// The rows forward of the transposed layer.
@@ -45,17 +50,18 @@ impl<T: Element> DirectRowsBackward<T> {
     }
 
     /// `dW += dY · x` of one image from its shifted copies, in plain loops: `dw` holds
-    /// `o × k`.
+    /// [`LANES`] partial sums for each of the `o × k` weights (the AVX-512 kernel's
+    /// vectors); these loops add to the first.
     fn weight_grad_portable(&self, shifted: &[T], dy: &[T], dw: &mut [T]) {
         let g = &self.image.g;
         let (k, p, (kh, kw)) = (g.k(), g.p(), g.kernel);
-        for (dy, dw) in dy.chunks_exact(p).zip(dw.chunks_exact_mut(k)) {
+        for (dy, dw) in dy.chunks_exact(p).zip(dw.chunks_exact_mut(k * LANES)) {
             for c in 0..g.c {
                 for ki in 0..kh {
                     for kj in 0..kw {
                         let x = &shifted[self.image.offset(c, ki, kj)..][..p];
                         let sum = dy.iter().zip(x).fold(T::zero(), |s, (&d, &x)| s + d * x);
-                        dw[(c * kh + ki) * kw + kj] += sum;
+                        dw[((c * kh + ki) * kw + kj) * LANES] += sum;
                     }
                 }
             }
@@ -74,8 +80,17 @@ impl<T: Element> ConvBackward<T> for DirectRowsBackward<T> {
             }
     }
 
+    /// [`LANES`] partial sums per weight.
     fn weight_grad_len(&self) -> usize {
-        self.outputs * self.image.g.k()
+        self.outputs * self.image.g.k() * LANES
+    }
+
+    /// Each weight's partial sums added up.
+    fn finish_weight_grad(&self, summed: Vec<T>) -> Vec<T> {
+        summed
+            .chunks_exact(LANES)
+            .map(|lanes| lanes.iter().fold(T::zero(), |s, &v| s + v))
+            .collect()
     }
 
     /// dX by the transposed layer's rows forward, which writes every element.
@@ -146,10 +161,12 @@ impl<'a> F32Grad<'a> {
     }
 }
 
-/// `DirectRowsBackward::weight_grad_portable` on AVX-512 for one image: for each group of
-/// 8 output channels, input channel, kernel row and up to 3 tap columns, the 8 × 3 dot
-/// products over the image's pixels in registers (the last vector masked), each then
-/// summed across its lanes.
+/// `DirectRowsBackward::weight_grad_portable` on AVX-512 for one image, by chunks of
+/// [`CHUNK`] pixels: within a chunk, for each group of 8 output channels, input channel,
+/// kernel row and up to 3 tap columns, the 8 × 3 products summed lane by lane in registers
+/// (the last vector masked), then added to the accumulator's vectors. The chunk's dY rows
+/// stay in L1 across all taps; the lanes are summed once per batch
+/// (`finish_weight_grad`).
 ///
 /// # Safety
 /// The CPU must support AVX-512F.
@@ -157,71 +174,91 @@ impl<'a> F32Grad<'a> {
 #[target_feature(enable = "avx512f")]
 unsafe fn weight_grad_avx512(mut r: F32Grad<'_>) {
     use std::arch::x86_64::*;
-    /// Tap columns `kj0..kj0 + M` of kernel row `ki` of input channel `c`, for output
-    /// channels `first..first + n`.
+    /// Tap columns `kj0..kj0 + M` of every kernel row and input channel, for output
+    /// channels `first..first + n`, over pixels `p0..p1`.
     #[target_feature(enable = "avx512f")]
     unsafe fn taps<const M: usize>(
         r: &mut F32Grad<'_>,
         (first, n): (usize, usize),
-        c: usize,
-        ki: usize,
         kj0: usize,
+        (p0, p1): (usize, usize),
     ) {
         let (g, img) = (r.image.g, r.image);
         let (k, p, (kh, kw)) = (g.k(), g.p(), g.kernel);
         assert!(
             (1..=GROUP).contains(&n)
                 && kj0 + M <= kw
+                && p0 < p1
+                && p1 <= p
                 && r.shifted.len() >= img.len()
                 && r.dy.len() >= (first + n) * p
-                && r.dw.len() >= (first + n) * k,
+                && r.dw.len() >= (first + n) * k * LANES,
             "operands too short for the layer"
         );
-        let mut acc = [[_mm512_setzero_ps(); M]; GROUP];
-        for p0 in (0..p).step_by(LANES) {
-            let mask = ((1u32 << (p - p0).min(LANES)) - 1) as u16;
-            // SAFETY: the masked loads read pixels p0.. < p of dY's rows first..first + n
-            // (channels past n re-read row first + n − 1 and add nothing: their mask is
-            // 0) and of the taps' planes.
-            unsafe {
-                let mut xs = [_mm512_setzero_ps(); M];
-                for (m, xv) in xs.iter_mut().enumerate() {
-                    let x = r.shifted.as_ptr().add(img.offset(c, ki, kj0 + m) + p0);
-                    *xv = _mm512_maskz_loadu_ps(mask, x);
-                }
-                for (j, acc) in acc.iter_mut().enumerate() {
-                    let (row, m) = if j < n {
-                        (first + j, mask)
-                    } else {
-                        (first + n - 1, 0)
+        // Channels past n read row first + n − 1 again; their sums are never stored.
+        let rows: [*const f32; GROUP] =
+            std::array::from_fn(|j| r.dy[(first + j.min(n - 1)) * p + p0..].as_ptr());
+        let dw = r.dw[first * k * LANES..].as_mut_ptr();
+        let channel_stride = img.offset(1, 0, 0);
+        let tail = ((1u32 << ((p1 - p0) % LANES)) - 1) as u16;
+        let full = (p1 - p0) / LANES;
+        for ki in 0..kh {
+            let x0 = r.shifted[img.offset(0, ki, kj0) + p0..].as_ptr();
+            let column = img.offset(0, 0, 1) - img.offset(0, 0, 0);
+            for c in 0..g.c {
+                let tap = (c * kh + ki) * kw + kj0;
+                // SAFETY: weights (first + j, tap + m) for j < n, m < M each have LANES
+                // partial sums in dw; the loads below read pixels p0..p1 ≤ p of dY's rows
+                // and of the taps' planes, which hold p elements past `offset`.
+                unsafe {
+                    let x = x0.add(c * channel_stride);
+                    let mut acc = [[_mm512_setzero_ps(); M]; GROUP];
+                    for (j, acc) in acc.iter_mut().enumerate().take(n) {
+                        for (m, a) in acc.iter_mut().enumerate() {
+                            *a = _mm512_loadu_ps(dw.add((j * k + tap + m) * LANES));
+                        }
+                    }
+                    let step = |acc: &mut [[__m512; M]; GROUP], q: usize, mask: u16| {
+                        let mut xs = [_mm512_setzero_ps(); M];
+                        for (m, xv) in xs.iter_mut().enumerate() {
+                            *xv = _mm512_maskz_loadu_ps(mask, x.add(m * column + q));
+                        }
+                        for (acc, &row) in acc.iter_mut().zip(&rows) {
+                            let d = _mm512_maskz_loadu_ps(mask, row.add(q));
+                            for (a, &xv) in acc.iter_mut().zip(&xs) {
+                                *a = _mm512_fmadd_ps(d, xv, *a);
+                            }
+                        }
                     };
-                    let d = _mm512_maskz_loadu_ps(m, r.dy.as_ptr().add(row * p + p0));
-                    for (a, &xv) in acc.iter_mut().zip(&xs) {
-                        *a = _mm512_fmadd_ps(d, xv, *a);
+                    for v in 0..full {
+                        step(&mut acc, v * LANES, u16::MAX);
+                    }
+                    if tail != 0 {
+                        step(&mut acc, full * LANES, tail);
+                    }
+                    for (j, acc) in acc.iter().enumerate().take(n) {
+                        for (m, &a) in acc.iter().enumerate() {
+                            _mm512_storeu_ps(dw.add((j * k + tap + m) * LANES), a);
+                        }
                     }
                 }
             }
         }
-        for (j, acc) in acc.iter().enumerate().take(n) {
-            for (m, &a) in acc.iter().enumerate() {
-                r.dw[(first + j) * k + (c * kh + ki) * kw + kj0 + m] += _mm512_reduce_add_ps(a);
-            }
-        }
     }
     let g = r.image.g;
-    let (o, (kh, kw)) = (r.dy.len() / g.p(), g.kernel);
-    for first in (0..o).step_by(GROUP) {
-        let n = GROUP.min(o - first);
-        for c in 0..g.c {
-            for ki in 0..kh {
-                for kj0 in (0..kw).step_by(3) {
-                    // SAFETY: the caller guarantees AVX-512F; `taps` checks the shapes.
-                    unsafe {
-                        match kw - kj0 {
-                            1 => taps::<1>(&mut r, (first, n), c, ki, kj0),
-                            2 => taps::<2>(&mut r, (first, n), c, ki, kj0),
-                            _ => taps::<3>(&mut r, (first, n), c, ki, kj0),
-                        }
+    let (p, kw) = (g.p(), g.kernel.1);
+    let o = r.dy.len() / p;
+    for p0 in (0..p).step_by(CHUNK) {
+        let p1 = (p0 + CHUNK).min(p);
+        for first in (0..o).step_by(GROUP) {
+            let n = GROUP.min(o - first);
+            for kj0 in (0..kw).step_by(3) {
+                // SAFETY: the caller guarantees AVX-512F; `taps` checks the shapes.
+                unsafe {
+                    match kw - kj0 {
+                        1 => taps::<1>(&mut r, (first, n), kj0, (p0, p1)),
+                        2 => taps::<2>(&mut r, (first, n), kj0, (p0, p1)),
+                        _ => taps::<3>(&mut r, (first, n), kj0, (p0, p1)),
                     }
                 }
             }
