@@ -7,22 +7,23 @@ use crate::autograd::{binary_operands_read, BinaryOp, Op};
 use crate::error::Result;
 use crate::tensor::{broadcast_shapes, for_each_run_zip, Element, Layout, Tensor};
 
-/// Applies `f` to pairs of elements of two views of one shape, into a row-major buffer.
+/// Applies `f` to pairs of elements of two views of one shape, into a row-major buffer;
+/// contiguous views on the rayon pool when large (a residual network's adds in inference
+/// ran on one thread while the other waited).
 pub(crate) fn zip_map<T: Element>(
     a: (&[T], &Layout),
     b: (&[T], &Layout),
-    f: impl Fn(T, T) -> T,
+    f: impl Fn(T, T) -> T + Sync + Send,
 ) -> Vec<T> {
     let (sa, la) = a;
     let (sb, lb) = b;
     let n = la.numel();
-    let mut out = crate::memory::take(n);
     if la.is_contiguous() && lb.is_contiguous() {
         let xa = &sa[la.offset()..la.offset() + n];
         let xb = &sb[lb.offset()..lb.offset() + n];
-        out.extend(xa.iter().zip(xb).map(|(&x, &y)| f(x, y)));
-        return out;
+        return crate::kernels::elementwise::zip_elements(xa, xb, f);
     }
+    let mut out = crate::memory::take(n);
     for_each_run_zip([la, lb], |[pa, pb], [ia, ib], run| match (ia, ib) {
         (1, 1) => out.extend(
             sa[pa..pa + run]

@@ -28,6 +28,9 @@ pub struct TensorId(u64);
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl TensorId {
+    /// No tensor's id: stands for a missing one in keys.
+    pub(crate) const NONE: TensorId = TensorId(0);
+
     fn fresh() -> Self {
         TensorId(NEXT_ID.fetch_add(1, Ordering::Relaxed))
     }
@@ -53,6 +56,9 @@ pub(crate) struct Node<T: Element> {
     is_leaf: bool,
     /// A graph handle: the node's identity, shape and op, without its values.
     is_handle: bool,
+    /// How many times [`Tensor::update_data`] changed the values in place: with the id,
+    /// it names the values (what a cache of values derived from them is keyed by).
+    version: u64,
 }
 
 impl<T: Element> Drop for Node<T> {
@@ -93,6 +99,7 @@ impl<T: Element> Tensor<T> {
                 op: Arc::new(Mutex::new(None)),
                 is_leaf: true,
                 is_handle: false,
+                version: 0,
             }),
         }
     }
@@ -116,6 +123,7 @@ impl<T: Element> Tensor<T> {
                 op: Arc::new(Mutex::new(if requires_grad { Some(op) } else { None })),
                 is_leaf: !requires_grad,
                 is_handle: false,
+                version: 0,
             }),
         }
     }
@@ -247,6 +255,7 @@ impl<T: Element> Tensor<T> {
                 op: Arc::new(Mutex::new(None)),
                 is_leaf: true,
                 is_handle: false,
+                version: 0,
             }),
         }
     }
@@ -283,6 +292,7 @@ impl<T: Element> Tensor<T> {
             };
         }
         let node = Arc::get_mut(&mut self.node).expect("uniquely owned after the copy");
+        node.version += 1;
         f(Arc::get_mut(&mut node.storage).expect("uniquely owned after the copy"));
     }
 
@@ -291,6 +301,12 @@ impl<T: Element> Tensor<T> {
     /// The node's identity (keys gradients).
     pub fn id(&self) -> TensorId {
         self.node.id
+    }
+
+    /// The node's identity and how many times its values were changed in place: equal
+    /// for two readings exactly when the values are the same ones.
+    pub(crate) fn values_key(&self) -> (TensorId, u64) {
+        (self.node.id, self.node.version)
     }
 
     /// Size of every dimension.
@@ -365,6 +381,7 @@ impl<T: Element> Tensor<T> {
                 op: Arc::clone(&self.node.op),
                 is_leaf: self.node.is_leaf,
                 is_handle: true,
+                version: self.node.version,
             }),
         }
     }
