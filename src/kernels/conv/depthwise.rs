@@ -116,9 +116,7 @@ impl<'a, T: Element> Depthwise<'a, T> {
             .enumerate()
             .map(|(i, v)| (i % g.c, v))
         {
-            if let Some(b) = bias {
-                y_c.fill(b[ch]);
-            }
+            y_c.fill(bias.map_or(T::zero(), |b| b[ch]));
             let src: &[T] = if (ph, pw) == (0, 0) {
                 x_c
             } else {
@@ -221,6 +219,11 @@ impl<T: Element> ConvForward<T> for Depthwise<'_, T> {
             let (hp, wp) = padded(g);
             hp * wp
         }
+    }
+
+    /// Both paths start every output from its bias (or zero).
+    fn writes_every_output(&self) -> bool {
+        true
     }
 
     /// Per channel, the plane is first copied into a zero-bordered buffer, so that every
@@ -477,13 +480,24 @@ mod tests {
                     },
                     ..Depthwise::new(&g, &wt)
                 };
+                // Into outputs full of NaN: every element is written.
                 let mut ws = vec![0.0; ConvForward::<f64>::workspace(&kernel)];
-                let mut y = vec![0.0; want.len()];
+                let mut y = vec![f64::NAN; want.len()];
                 kernel.forward(&x, Some(&bias), &mut y, &mut ws);
                 for (a, b) in y.iter().zip(&want) {
                     assert!(
                         (a - b).abs() < 1e-12,
                         "{:?} channels_last {channels_last}",
+                        (c, h, w, k, s, p, d)
+                    );
+                }
+                let mut y = vec![f64::NAN; want.len()];
+                kernel.forward(&x, None, &mut y, &mut ws);
+                for (i, (a, b)) in y.iter().zip(&want).enumerate() {
+                    let unbiased = b - bias[i / g.p() % c];
+                    assert!(
+                        (a - unbiased).abs() < 1e-12,
+                        "{:?} channels_last {channels_last}, no bias",
                         (c, h, w, k, s, p, d)
                     );
                 }

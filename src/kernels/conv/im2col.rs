@@ -204,7 +204,8 @@ impl<T: Element> Im2colForward<T> {
         MatRef::new(&self.w_by_column, 0, (o, k), (1, o))
     }
 
-    /// One image: `y` (`o × p`, zeroed) from `x`, tile by tile, the bias seeding the GEMM.
+    /// One image: `y` (`o × p`, any values) from `x`, tile by tile, the bias seeding the
+    /// GEMM.
     fn image(&self, x: &[T], bias: Option<&[T]>, y: &mut [T], cols: &mut [T]) {
         let (g, o) = (&self.geometry, self.outputs);
         let (k, p) = (g.k(), g.p());
@@ -276,6 +277,11 @@ impl<T: Element> ConvForward<T> for Im2colForward<T> {
             1 => g.k() * max_tile_pixels(g),
             imgs => (g.k() + self.outputs) * imgs * g.p(),
         }
+    }
+
+    /// The GEMMs overwrite their outputs (β = 0), or add to the bias written first.
+    fn writes_every_output(&self) -> bool {
+        true
     }
 
     fn forward(&self, x: &[T], bias: Option<&[T]>, y: &mut [T], workspace: &mut [T]) {
@@ -493,6 +499,45 @@ mod tests {
             dilation: (d, d),
             oh: Geometry::out_size(h, k, s, p, d).unwrap(),
             ow: Geometry::out_size(w, k, s, p, d).unwrap(),
+        }
+    }
+
+    /// Both forward paths (one image per GEMM, and images grouped on small maps) against
+    /// the definition, with and without bias, into outputs full of NaN: they write every
+    /// element ([`ConvForward::writes_every_output`]).
+    #[test]
+    fn forward_overwrites_the_output_and_equals_the_definition() {
+        // (h, w, k, s, p): 16 output pixels (grouped images) and 64+ (one image per GEMM).
+        for (h, w, k, s, p) in [(4, 4, 3, 1, 1), (10, 9, 3, 1, 1), (7, 8, 3, 2, 0)] {
+            let g = geometry(h, w, k, s, p, 1);
+            let (o, imgs) = (5, 3);
+            let x: Vec<f64> = (0..imgs * g.chw()).map(|i| (i % 11) as f64 - 5.0).collect();
+            let wt: Vec<f64> = (0..o * g.k()).map(|i| (i % 7) as f64 / 3.0).collect();
+            let b: Vec<f64> = (0..o).map(|i| i as f64 - 2.0).collect();
+            let kernel = Im2colForward::new(&g, o, &wt);
+            assert!(kernel.writes_every_output());
+            for bias in [None, Some(&b[..])] {
+                let mut y = vec![f64::NAN; imgs * o * g.p()];
+                let mut ws = vec![f64::NAN; kernel.workspace()];
+                let per = kernel.images_per_call();
+                for i in (0..imgs).step_by(per) {
+                    let n = per.min(imgs - i);
+                    let x_i = &x[i * g.chw()..(i + n) * g.chw()];
+                    let y_i = &mut y[i * o * g.p()..(i + n) * o * g.p()];
+                    kernel.forward(x_i, bias, y_i, &mut ws);
+                }
+                for (i, y_i) in y.chunks_exact(o * g.p()).enumerate() {
+                    let mut want = vec![0.0; o * g.p()];
+                    let x_i = &x[i * g.chw()..(i + 1) * g.chw()];
+                    super::super::direct::forward(x_i, &wt, bias, &g, o, &mut want);
+                    for (a, e) in y_i.iter().zip(&want) {
+                        assert!(
+                            (a - e).abs() <= 1e-12 * (1.0 + e.abs()),
+                            "{g:?}: {a} vs {e}"
+                        );
+                    }
+                }
+            }
         }
     }
 

@@ -245,6 +245,11 @@ impl<T: Element> ConvForward<T> for ImplicitGemmForward<T> {
         self.geometry.k() * NR
     }
 
+    /// Each block of columns is stored whole: bias plus products.
+    fn writes_every_output(&self) -> bool {
+        true
+    }
+
     fn forward(&self, x: &[T], bias: Option<&[T]>, y: &mut [T], workspace: &mut [T]) {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
