@@ -19,8 +19,7 @@
 use crate::autograd::CustomOp;
 use crate::error::{Result, TensorError};
 use crate::kernels::batch_norm::{
-    channel_mean_var, gated_sums, input_grad, normalise, ChannelAffine, NoAct, Planes, Relu6Act,
-    ReluAct,
+    backward_batch, normalise_batch, ChannelAffine, NoAct, Planes, Relu6Act, ReluAct,
 };
 use crate::tensor::{Element, Tensor};
 use std::sync::Arc;
@@ -105,8 +104,10 @@ impl<T: Element> CustomOp<T> for BatchNormTrain<T> {
             gamma: &self.scale,
             beta: &self.shift,
         };
-        // Σ g and Σ g·x̂ per channel, g = dy through the activation.
-        let sums: Vec<(T, T)> = for_activation!(self.activation, gated_sums(&dy, &x, &p, dims));
+        // Σ g and Σ g·x̂ per channel, g = dy through the activation, and dX, in one walk.
+        let want_dx = self.input.requires_grad();
+        let (dx, sums) =
+            for_activation!(self.activation, backward_batch(&dy, &x, &p, dims, want_dx));
         let db = self
             .beta
             .requires_grad()
@@ -115,10 +116,7 @@ impl<T: Element> CustomOp<T> for BatchNormTrain<T> {
             .gamma
             .requires_grad()
             .then(|| Tensor::from_contiguous(sums.iter().map(|s| s.1).collect(), &[c]));
-        let dx = self.input.requires_grad().then(|| {
-            let dx = for_activation!(self.activation, input_grad(&dy, &x, &p, &sums, dims));
-            Tensor::from_contiguous(dx, shape)
-        });
+        let dx = dx.map(|dx| Tensor::from_contiguous(dx, shape));
         Ok(vec![dx, dg, db])
     }
 }
@@ -193,17 +191,12 @@ impl<T: Element> Tensor<T> {
         let hw = self.shape()[2] * self.shape()[3];
         let x = self.values();
         let dims = Planes { c, hw };
-        let (mean, var): (Vec<T>, Vec<T>) = channel_mean_var(&x, dims).into_iter().unzip();
         let eps = T::from_f64(eps);
-        let inv_std: Vec<T> = var.iter().map(|&v| T::one() / (v + eps).sqrt()).collect();
         let (g, b) = (gamma.values(), beta.values());
-        let affine = ChannelAffine {
-            mean: &mean,
-            inv_std: &inv_std,
-            gamma: &g,
-            beta: &b,
-        };
-        let y = for_activation!(activation, normalise(&x, &affine, dims));
+        let (y, stats) = for_activation!(activation, normalise_batch(&x, (&g, &b, eps), dims));
+        let (mean, var): (Vec<T>, Vec<T>) = stats.into_iter().unzip();
+        // As `normalise_batch` computed it.
+        let inv_std: Vec<T> = var.iter().map(|&v| T::one() / (v + eps).sqrt()).collect();
         let unbias = T::from_f64(count as f64 / (count - 1) as f64);
         let stats = BatchStats {
             var_unbiased: var.iter().map(|&v| v * unbias).collect(),

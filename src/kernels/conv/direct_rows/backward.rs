@@ -80,7 +80,7 @@ impl<T: Element> ConvBackward<T> for DirectRowsBackward<T> {
             }
     }
 
-    /// [`LANES`] partial sums per weight.
+    /// 16 partial sums per weight (one vector's lanes).
     fn weight_grad_len(&self) -> usize {
         self.outputs * self.image.g.k() * LANES
     }

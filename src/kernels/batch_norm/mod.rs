@@ -17,6 +17,10 @@
 //! versions are the same code (same operations in the same order: bitwise the same
 //! results), chosen at run time.
 
+mod fused;
+
+pub use fused::{backward_batch, normalise_batch};
+
 use super::elementwise::par_chunks_zeroed;
 use super::reduce;
 use super::Element;
@@ -148,27 +152,43 @@ pub fn channel_sums<T: Element>(
 /// (the mean, then the squared deviations from it: no cancellation); the block is read
 /// again from cache.
 pub fn channel_mean_var<T: Element>(x: &[T], dims: Planes) -> Vec<(T, T)> {
-    let count = T::from_f64((x.len() / dims.c.max(1)) as f64);
     blocks(dims)
         .into_par_iter()
-        .flat_map_iter(|(c0, c1)| {
-            let no_params = expand(&[&[]; 4], c0, c1, dims.hw);
-            let sums = block_sums(x, x, dims, (c0, c1), &no_params, &|v, _, _| (v, v));
-            let mean: Vec<T> = sums.iter().map(|s| s.0 / count).collect();
-            let shifted = |ch: usize| mean[ch - c0];
-            let mut e = no_params;
-            e[0] = (c0..c1)
-                .flat_map(|ch| std::iter::repeat_n(shifted(ch), dims.hw))
-                .collect();
-            let sq = block_sums(x, x, dims, (c0, c1), &e, &|v, _, p| {
-                let d = v - p[0];
-                (d * d, T::zero())
-            });
-            mean.into_iter()
-                .zip(sq)
-                .map(|(m, (s, _))| (m, s / count))
-                .collect::<Vec<_>>()
-        })
+        .flat_map_iter(|block| block_mean_var(x, dims, block))
+        .collect()
+}
+
+/// [`channel_mean_var`] of channels `c0..c1`.
+fn block_mean_var<T: Element>(x: &[T], dims: Planes, (c0, c1): (usize, usize)) -> Vec<(T, T)> {
+    let count = T::from_f64((x.len() / dims.c.max(1)) as f64);
+    let no_params = expand(&[&[]; 4], c0, c1, dims.hw);
+    let sums = block_sums(x, x, dims, (c0, c1), &no_params, &|v, _, _| (v, v));
+    let mean: Vec<T> = sums.iter().map(|s| s.0 / count).collect();
+    let mut e = no_params;
+    e[0] = repeat_each(&mean, dims.hw);
+    let sq = block_sums(x, x, dims, (c0, c1), &e, &|v, _, p| {
+        let d = v - p[0];
+        (d * d, T::zero())
+    });
+    mean.into_iter()
+        .zip(sq)
+        .map(|(m, (s, _))| (m, s / count))
+        .collect()
+}
+
+/// `(g, g·x̂)` with `g = gate(dy, γx̂ + β)`: what the backward sums.
+#[inline(always)]
+fn gated<A: Act, T: Element>(g: T, v: T, [m, is, ga, be]: [T; 4]) -> (T, T) {
+    let xh = (v - m) * is;
+    let g = A::gate(g, ga * xh + be);
+    (g, g * xh)
+}
+
+/// Each of `values` repeated `hw` times.
+fn repeat_each<T: Element>(values: &[T], hw: usize) -> Vec<T> {
+    values
+        .iter()
+        .flat_map(|&v| std::iter::repeat_n(v, hw))
         .collect()
 }
 
@@ -180,11 +200,7 @@ pub fn gated_sums<A: Act, T: Element>(
     dims: Planes,
 ) -> Vec<(T, T)> {
     let params = [p.mean, p.inv_std, p.gamma, p.beta];
-    channel_sums(dy, x, dims, params, |g, v, [m, is, ga, be]| {
-        let xh = (v - m) * is;
-        let g = A::gate(g, ga * xh + be);
-        (g, g * xh)
-    })
+    channel_sums(dy, x, dims, params, gated::<A, T>)
 }
 
 /// The channel blocks `[c0, c1)` of the slab walk: about [`SLAB_ELEMENTS`] values per
@@ -537,6 +553,48 @@ mod tests {
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() <= 1e-10 * (1.0 + b.abs())
+    }
+
+    /// The one-walk passes give bitwise what the separate walks give — y and the
+    /// statistics forward, the sums and dX backward — for every activation, on one and
+    /// two threads.
+    #[test]
+    fn one_walk_passes_equal_the_separate_walks() {
+        fn check<A: Act>() {
+            for (n, c, hw) in SHAPES {
+                let dims = Planes { c, hw };
+                let (x, dy) = (data(n * c * hw, 3), data(n * c * hw, 4));
+                let [_, _, g, b] = affine(c);
+                let eps = 1e-5;
+                let (y, stats) = normalise_batch::<A, f64>(&x, (&g, &b, eps), dims);
+                assert_eq!(stats, channel_mean_var(&x, dims), "{n}×{c}×{hw}");
+                let (mean, inv_std): (Vec<f64>, Vec<f64>) = stats
+                    .iter()
+                    .map(|&(m, v)| (m, 1.0 / (v + eps).sqrt()))
+                    .unzip();
+                let p = ChannelAffine {
+                    mean: &mean,
+                    inv_std: &inv_std,
+                    gamma: &g,
+                    beta: &b,
+                };
+                assert_eq!(y, normalise::<A, f64>(&x, &p, dims), "{n}×{c}×{hw}");
+                let (dx, sums) = backward_batch::<A, f64>(&dy, &x, &p, dims, true);
+                assert_eq!(sums, gated_sums::<A, f64>(&dy, &x, &p, dims));
+                let want = input_grad::<A, f64>(&dy, &x, &p, &sums, dims);
+                assert_eq!(dx, Some(want), "{n}×{c}×{hw}");
+                let (none, again) = backward_batch::<A, f64>(&dy, &x, &p, dims, false);
+                assert!(none.is_none() && again == sums);
+            }
+        }
+        for threads in [1, 2] {
+            crate::train::with_threads(Some(threads), || {
+                check::<NoAct>();
+                check::<ReluAct>();
+                check::<Relu6Act>();
+            })
+            .expect("a pool of that size");
+        }
     }
 
     #[test]
