@@ -19,7 +19,7 @@
 use crate::autograd::CustomOp;
 use crate::error::{Result, TensorError};
 use crate::kernels::batch_norm::{
-    backward_batch, normalise_batch, ChannelAffine, NoAct, Planes, Relu6Act, ReluAct,
+    backward_batch, inv_std, normalise_batch, ChannelAffine, NoAct, Planes, Relu6Act, ReluAct,
 };
 use crate::tensor::{Element, Tensor};
 use std::sync::Arc;
@@ -195,8 +195,7 @@ impl<T: Element> Tensor<T> {
         let (g, b) = (gamma.values(), beta.values());
         let (y, stats) = for_activation!(activation, normalise_batch(&x, (&g, &b, eps), dims));
         let (mean, var): (Vec<T>, Vec<T>) = stats.into_iter().unzip();
-        // As `normalise_batch` computed it.
-        let inv_std: Vec<T> = var.iter().map(|&v| T::one() / (v + eps).sqrt()).collect();
+        let inv_std: Vec<T> = var.iter().map(|&v| inv_std(v, eps)).collect();
         let unbias = T::from_f64(count as f64 / (count - 1) as f64);
         let stats = BatchStats {
             var_unbiased: var.iter().map(|&v| v * unbias).collect(),

@@ -5,13 +5,13 @@
 //! thread, 3 alternating pairs). Each result is bitwise what the separate walks give
 //! ([`super::normalise`], [`super::gated_sums`], [`super::input_grad`]), tested.
 
-use super::{block_mean_var, block_sums, blocks, expand, gated, map_slice, repeat_each};
-use super::{Act, ChannelAffine, Element, Planes};
+use super::{at_element, block_mean_var, block_sums, blocks, expand, gated, inv_std};
+use super::{map_slice, repeat_each, Act, ChannelAffine, Element, Planes};
 use rayon::prelude::*;
 
 /// Training mode's forward pass in one walk: per block of channels, the batch mean and
 /// biased variance (as [`channel_mean_var`](super::channel_mean_var)), then
-/// `y = act(γx̂ + β)` with `inv_std = 1/√(σ² + ε)` (bitwise as
+/// `y = act(γx̂ + β)` with [`inv_std`] (bitwise as
 /// [`normalise`](super::normalise)), while the block is still in L2. Returns `y` and
 /// `(mean, variance)` per channel.
 pub fn normalise_batch<A: Act, T: Element>(
@@ -25,10 +25,8 @@ pub fn normalise_batch<A: Act, T: Element>(
         .into_par_iter()
         .flat_map_iter(|(c0, c1)| {
             let stats = block_mean_var(x, dims, (c0, c1));
-            let (mean, inv_std): (Vec<T>, Vec<T>) = stats
-                .iter()
-                .map(|&(m, v)| (m, T::one() / (v + eps).sqrt()))
-                .unzip();
+            let (mean, inv_std): (Vec<T>, Vec<T>) =
+                stats.iter().map(|&(m, v)| (m, inv_std(v, eps))).unzip();
             let e = [&mean[..], &inv_std, &gamma[c0..c1], &beta[c0..c1]]
                 .map(|p| repeat_each(p, dims.hw));
             map_block(x, x, dims, (c0, c1), &e, &out, &|v, _, [m, s, g, b]| {
@@ -110,13 +108,7 @@ fn map_block<const K: usize, T: Element>(
 ) {
     let (hw, image) = (dims.hw, dims.image());
     let e: [&[T]; K] = std::array::from_fn(|k| &e[k][..]);
-    let g = |u, v, e: &[&[T]; K], i: usize| {
-        let mut q = [T::zero(); K];
-        for k in 0..K {
-            q[k] = e[k][i];
-        }
-        f(u, v, q)
-    };
+    let g = at_element(f);
     for img in 0..a.len() / image.max(1) {
         let at = img * image + c0 * hw..img * image + c1 * hw;
         assert!(

@@ -379,6 +379,27 @@ const SMALL_PLANE: usize = 32;
 /// resnet20 step was 4% slower (1 and 2 threads, same run, 2 rounds).
 const TASK_ELEMENTS: usize = 2048;
 
+/// `f` reading its parameters at element `i` of slices with one value per element, as
+/// [`map_slice`] calls it.
+fn at_element<const K: usize, T: Element>(
+    f: &impl Fn(T, T, [T; K]) -> T,
+) -> impl Fn(T, T, &[&[T]; K], usize) -> T + '_ {
+    move |u, v, e, i| {
+        // A loop, not `e.map(..)`: that was a call per element, not inlined.
+        let mut q = [T::zero(); K];
+        for k in 0..K {
+            q[k] = e[k][i];
+        }
+        f(u, v, q)
+    }
+}
+
+/// `1/√(σ² + ε)`: what the normalising map multiplies by, computed in one place so that
+/// the forward pass and the saved statistics the backward reads agree bitwise.
+pub fn inv_std<T: Element>(var: T, eps: T) -> T {
+    T::one() / (var + eps).sqrt()
+}
+
 /// `out[i] = f(a[i], b[i], p)` over NCHW data, `p` the values of `params` at element `i`'s
 /// channel.
 fn map_channels<const K: usize, T: Element>(
@@ -420,15 +441,7 @@ fn map_channels<const K: usize, T: Element>(
     let (out, _) = par_chunks_zeroed(a.len(), per_task * image, |task, out| {
         for (k, out) in out.chunks_mut(image).enumerate() {
             let at = (task * per_task + k) * image..(task * per_task + k + 1) * image;
-            let f = |u, v, e: &[&[T]; K], i: usize| {
-                // A loop, not `e.map(..)`: that was a call per element, not inlined.
-                let mut q = [T::zero(); K];
-                for k in 0..K {
-                    q[k] = e[k][i];
-                }
-                f(u, v, q)
-            };
-            map_slice(&a[at.clone()], &b[at], out, &e, &f);
+            map_slice(&a[at.clone()], &b[at], out, &e, &at_element(&f));
         }
     });
     out
