@@ -2,7 +2,10 @@
 //! the pixels (`DirectRowsBackward::weight_grad_portable`, and `weight_grad_avx512` on
 //! AVX-512), dX as the transposed layer's rows forward or the implicit GEMM's backward.
 
-use super::{supports, DirectRowsForward, ShiftedImage, GROUP, LANES};
+#[cfg(target_arch = "x86_64")]
+use super::taps::{InPlaceTaps, ShiftedTaps, Taps};
+use super::{in_place_masks, supports, taps::InPlaceMasks, DirectRowsForward, ShiftedImage};
+use super::{GROUP, LANES};
 use crate::kernels::conv::implicit_backward::ImplicitGemmBackward;
 use crate::kernels::conv::{ConvBackward, ConvForward};
 use crate::kernels::{Element, Geometry};
@@ -29,6 +32,8 @@ pub struct DirectRowsBackward<T> {
     image: ShiftedImage,
     outputs: usize,
     input_grad: Option<InputGrad<T>>,
+    /// Where the AVX-512 dW reads the image in place instead of from shifted copies.
+    in_place: Option<InPlaceMasks>,
 }
 
 impl<T: Element> DirectRowsBackward<T> {
@@ -47,6 +52,7 @@ impl<T: Element> DirectRowsBackward<T> {
             image: ShiftedImage { g: *g },
             outputs: o,
             input_grad,
+            in_place: in_place_masks::<T>(g),
         }
     }
 
@@ -70,10 +76,49 @@ impl<T: Element> DirectRowsBackward<T> {
     }
 }
 
+impl<T: Element> DirectRowsBackward<T> {
+    /// The workspace of the shifted copies: none where the image is read in place.
+    fn copies_len(&self) -> usize {
+        match self.in_place {
+            Some(_) => 0,
+            None => self.image.len(),
+        }
+    }
+
+    /// `dW += dY · x` of one image: in place or from the shifted copies (made in
+    /// `shifted`) on AVX-512, else by the portable loops.
+    fn weight_grad(&self, dy: &[T], x: &[T], dw: &mut [T], shifted: &mut [T]) {
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(masks), Some(x)) = (&self.in_place, crate::kernels::element::as_f32(x)) {
+            if let Some(f32s) = F32Grad::of(self, dy, &mut *dw) {
+                // SAFETY: `in_place` is only set on CPUs with AVX-512F; `x` is one image,
+                // and `weight_grad_avx512` checks the other shapes.
+                unsafe { weight_grad_avx512(f32s, &InPlaceTaps::new(masks, x)) };
+                return;
+            }
+        }
+        self.image.fill(x, shifted);
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(f32s), Some(s), true) = (
+            F32Grad::of(self, dy, &mut *dw),
+            crate::kernels::element::as_f32(shifted),
+            std::arch::is_x86_feature_detected!("avx512f"),
+        ) {
+            // SAFETY: the CPU has AVX-512F (checked just above); the copies are the
+            // layer's (`ShiftedTaps::new` checks their length), and `weight_grad_avx512`
+            // checks the other shapes.
+            unsafe { weight_grad_avx512(f32s, &ShiftedTaps::new(self.image, s)) };
+            return;
+        }
+        self.weight_grad_portable(shifted, dy, dw);
+    }
+}
+
 impl<T: Element> ConvBackward<T> for DirectRowsBackward<T> {
-    /// The shifted copies, and the workspace dX takes.
+    /// The shifted copies (unless the image is read in place), and the workspace dX
+    /// takes.
     fn workspace(&self) -> usize {
-        self.image.len()
+        self.copies_len()
             + match &self.input_grad {
                 Some(InputGrad::Transposed(f)) => f.workspace(),
                 Some(InputGrad::Implicit(b)) => b.workspace(),
@@ -107,22 +152,9 @@ impl<T: Element> ConvBackward<T> for DirectRowsBackward<T> {
         dw: Option<&mut [T]>,
         workspace: &mut [T],
     ) {
-        let (shifted, rest) = workspace.split_at_mut(self.image.len());
+        let (shifted, rest) = workspace.split_at_mut(self.copies_len());
         if let Some(dw) = dw {
-            self.image.fill(x, shifted);
-            #[cfg(target_arch = "x86_64")]
-            if let (Some(f32s), true) = (
-                F32Grad::of(self, shifted, dy, &mut *dw),
-                std::arch::is_x86_feature_detected!("avx512f"),
-            ) {
-                // SAFETY: the CPU has AVX-512F (checked just above); `weight_grad_avx512`
-                // checks the shapes.
-                unsafe { weight_grad_avx512(f32s) };
-            } else {
-                self.weight_grad_portable(shifted, dy, dw);
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            self.weight_grad_portable(shifted, dy, dw);
+            self.weight_grad(dy, x, dw, shifted);
         }
         match (dx, &self.input_grad) {
             (Some(dx), Some(InputGrad::Transposed(f))) => f.forward(dy, None, dx, rest),
@@ -137,8 +169,7 @@ impl<T: Element> ConvBackward<T> for DirectRowsBackward<T> {
 /// The operands of a rows `dW` seen as f32, for [`weight_grad_avx512`].
 #[cfg(target_arch = "x86_64")]
 struct F32Grad<'a> {
-    image: ShiftedImage,
-    shifted: &'a [f32],
+    g: crate::kernels::Geometry,
     dy: &'a [f32],
     dw: &'a mut [f32],
 }
@@ -146,23 +177,17 @@ struct F32Grad<'a> {
 #[cfg(target_arch = "x86_64")]
 impl<'a> F32Grad<'a> {
     /// The operands as f32, or `None` when `T` is another type.
-    fn of<T: Element>(
-        layer: &DirectRowsBackward<T>,
-        shifted: &'a [T],
-        dy: &'a [T],
-        dw: &'a mut [T],
-    ) -> Option<Self> {
+    fn of<T: Element>(layer: &DirectRowsBackward<T>, dy: &'a [T], dw: &'a mut [T]) -> Option<Self> {
         use crate::kernels::element::{as_f32, as_f32_mut};
         Some(F32Grad {
-            image: layer.image,
-            shifted: as_f32(shifted)?,
+            g: layer.image.g,
             dy: as_f32(dy)?,
             dw: as_f32_mut(dw)?,
         })
     }
 }
 
-/// `DirectRowsBackward::weight_grad_portable` on AVX-512 for one image, by chunks of
+/// `DirectRowsBackward::weight_grad_portable` on AVX-512 for one image read from `taps`, by chunks of
 /// [`CHUNK`] pixels: within a chunk, for each group of 8 output channels, input channel,
 /// kernel row and up to 3 tap columns, the 8 × 3 products summed lane by lane in registers
 /// (the last vector masked), then added to the accumulator's vectors. The chunk's dY rows
@@ -170,28 +195,31 @@ impl<'a> F32Grad<'a> {
 /// (`finish_weight_grad`).
 ///
 /// # Safety
-/// The CPU must support AVX-512F.
+/// The CPU must support AVX-512F, and `taps` must cover the layer's input: every lane of
+/// [`Taps::mask`] at tap `(ki, kj)` of pixel `p < p` (output pixels) readable at
+/// `origin(ki, kj) + p + c · channel_stride` for every channel `c`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn weight_grad_avx512(mut r: F32Grad<'_>) {
+unsafe fn weight_grad_avx512<S: Taps>(mut r: F32Grad<'_>, src: &S) {
     use std::arch::x86_64::*;
     /// Tap columns `kj0..kj0 + M` of every kernel row and input channel, for output
     /// channels `first..first + n`, over pixels `p0..p1`.
     #[target_feature(enable = "avx512f")]
-    unsafe fn taps<const M: usize>(
+    unsafe fn taps<const M: usize, S: Taps>(
         r: &mut F32Grad<'_>,
+        src: &S,
         (first, n): (usize, usize),
         kj0: usize,
         (p0, p1): (usize, usize),
     ) {
-        let (g, img) = (r.image.g, r.image);
+        let g = r.g;
         let (k, p, (kh, kw)) = (g.k(), g.p(), g.kernel);
         assert!(
             (1..=GROUP).contains(&n)
                 && kj0 + M <= kw
                 && p0 < p1
                 && p1 <= p
-                && r.shifted.len() >= img.len()
+                && p0 % LANES == 0
                 && r.dy.len() >= (first + n) * p
                 && r.dw.len() >= (first + n) * k * LANES,
             "operands too short for the layer"
@@ -200,19 +228,18 @@ unsafe fn weight_grad_avx512(mut r: F32Grad<'_>) {
         let rows: [*const f32; GROUP] =
             std::array::from_fn(|j| r.dy[(first + j.min(n - 1)) * p + p0..].as_ptr());
         let dw = r.dw[first * k * LANES..].as_mut_ptr();
-        let channel_stride = img.offset(1, 0, 0);
+        let (channel_stride, column) = (src.channel_stride(), src.column_stride());
         let tail = ((1u32 << ((p1 - p0) % LANES)) - 1) as u16;
         let full = (p1 - p0) / LANES;
         for ki in 0..kh {
-            let x0 = r.shifted[img.offset(0, ki, kj0) + p0..].as_ptr();
-            let column = img.offset(0, 0, 1) - img.offset(0, 0, 0);
+            let x0 = src.origin(ki, kj0).wrapping_add(p0);
             for c in 0..g.c {
                 let tap = (c * kh + ki) * kw + kj0;
                 // SAFETY: weights (first + j, tap + m) for j < n, m < M each have LANES
                 // partial sums in dw; the loads below read pixels p0..p1 ≤ p of dY's rows
-                // and of the taps' planes, which hold p elements past `offset`.
+                // and the lanes of the taps the caller guarantees readable.
                 unsafe {
-                    let x = x0.add(c * channel_stride);
+                    let x = x0.wrapping_add(c * channel_stride);
                     let mut acc = [[_mm512_setzero_ps(); M]; GROUP];
                     for (j, acc) in acc.iter_mut().enumerate().take(n) {
                         for (m, a) in acc.iter_mut().enumerate() {
@@ -222,7 +249,8 @@ unsafe fn weight_grad_avx512(mut r: F32Grad<'_>) {
                     let step = |acc: &mut [[__m512; M]; GROUP], q: usize, mask: u16| {
                         let mut xs = [_mm512_setzero_ps(); M];
                         for (m, xv) in xs.iter_mut().enumerate() {
-                            *xv = _mm512_maskz_loadu_ps(mask, x.add(m * column + q));
+                            let lanes = mask & src.mask((p0 + q) / LANES, ki, kj0 + m);
+                            *xv = _mm512_maskz_loadu_ps(lanes, x.wrapping_add(m * column + q));
                         }
                         for (acc, &row) in acc.iter_mut().zip(&rows) {
                             let d = _mm512_maskz_loadu_ps(mask, row.add(q));
@@ -246,7 +274,7 @@ unsafe fn weight_grad_avx512(mut r: F32Grad<'_>) {
             }
         }
     }
-    let g = r.image.g;
+    let g = r.g;
     let (p, kw) = (g.p(), g.kernel.1);
     let o = r.dy.len() / p;
     for p0 in (0..p).step_by(CHUNK) {
@@ -257,9 +285,9 @@ unsafe fn weight_grad_avx512(mut r: F32Grad<'_>) {
                 // SAFETY: the caller guarantees AVX-512F; `taps` checks the shapes.
                 unsafe {
                     match kw - kj0 {
-                        1 => taps::<1>(&mut r, (first, n), kj0, (p0, p1)),
-                        2 => taps::<2>(&mut r, (first, n), kj0, (p0, p1)),
-                        _ => taps::<3>(&mut r, (first, n), kj0, (p0, p1)),
+                        1 => taps::<1, S>(&mut r, src, (first, n), kj0, (p0, p1)),
+                        2 => taps::<2, S>(&mut r, src, (first, n), kj0, (p0, p1)),
+                        _ => taps::<3, S>(&mut r, src, (first, n), kj0, (p0, p1)),
                     }
                 }
             }

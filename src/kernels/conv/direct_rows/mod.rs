@@ -12,6 +12,8 @@
 //! wrapped-around column zeroed. With stride `(sh, sw)` the copies also keep every `sw`-th
 //! column and are split by row phase (`padded[r·sh + φ][x·sw + kj]`): tap `(ki, kj)` of
 //! pixel `p` is then element `(ki / sh)·ow + p` of the copy for `kj` and `φ = ki mod sh`.
+//! On AVX-512 a stride-1 layer with `ow = w` makes no copies: its kernels read the image
+//! in place, with masked loads that leave out the taps in the padding (`taps.rs`).
 //!
 //! The weight gradient sums the same products the other way: `dW[oc][c, ki, kj] = Σ_p
 //! dY[oc][p] · shifted[c][kj][ki·ow + p]`, dot products over consecutive pixels. The input
@@ -25,8 +27,12 @@
 //! `weight_grad_avx512`). All are tested against the definition ([`super::direct`]).
 
 mod backward;
+mod taps;
 
 pub use backward::DirectRowsBackward;
+use taps::InPlaceMasks;
+#[cfg(target_arch = "x86_64")]
+use taps::{InPlaceTaps, ShiftedTaps, Taps};
 
 use super::ConvForward;
 use crate::kernels::{Element, Geometry};
@@ -59,6 +65,18 @@ pub const DOT_GRAD_MAX_CHANNEL_PAIRS: usize = 512;
 /// Whether the rows kernels compute a layer of geometry `g`: any undilated layer.
 pub fn supports(g: &Geometry) -> bool {
     g.dilation == (1, 1)
+}
+
+/// The masks with which the AVX-512 kernels read images of layer `g` in place, where
+/// they run (f32 on a CPU with AVX-512F) and the layer allows it ([`InPlaceMasks::new`]).
+fn in_place_masks<T: Element>(g: &Geometry) -> Option<InPlaceMasks> {
+    #[cfg(target_arch = "x86_64")]
+    if crate::kernels::element::as_f32::<T>(&[]).is_some()
+        && std::arch::is_x86_feature_detected!("avx512f")
+    {
+        return InPlaceMasks::new(g);
+    }
+    None
 }
 
 /// The shifted copies of one image the kernels read: for each channel `c`, tap column
@@ -176,6 +194,9 @@ pub struct DirectRowsForward<T> {
     /// channel `q·GROUP + j` (0 past the last channel): a group's 8 weights of one tap side
     /// by side, the input channels of one kernel position one after the other.
     weights: Vec<T>,
+    /// Where the AVX-512 kernel reads the image in place instead of from shifted copies
+    /// (f32 on a CPU with AVX-512, stride-1 layers with `ow = w`).
+    in_place: Option<InPlaceMasks>,
 }
 
 impl<T: Element> DirectRowsForward<T> {
@@ -197,6 +218,7 @@ impl<T: Element> DirectRowsForward<T> {
         DirectRowsForward {
             geometry: *g,
             outputs: o,
+            in_place: in_place_masks::<T>(g),
             weights,
         }
     }
@@ -254,9 +276,12 @@ impl<T: Element> DirectRowsForward<T> {
 }
 
 impl<T: Element> ConvForward<T> for DirectRowsForward<T> {
-    /// The shifted copies.
+    /// The shifted copies, unless the image is read in place.
     fn workspace(&self) -> usize {
-        self.shifted().len()
+        match self.in_place {
+            Some(_) => 0,
+            None => self.shifted().len(),
+        }
     }
 
     /// Every block's stores cover all its pixels and channels.
@@ -271,14 +296,27 @@ impl<T: Element> ConvForward<T> for DirectRowsForward<T> {
             .chunks_exact(g.chw())
             .zip(y.chunks_exact_mut(self.outputs * g.p()))
         {
+            #[cfg(target_arch = "x86_64")]
+            if let (Some(masks), Some(x)) = (&self.in_place, crate::kernels::element::as_f32(x_i)) {
+                if let Some(f32s) = F32Rows::of(self, bias, y_i) {
+                    // SAFETY: `in_place` is only set on CPUs with AVX-512F; `x` is one
+                    // image, `y_i` its output, and `forward_avx512` checks the shapes.
+                    unsafe { forward_avx512(f32s, &InPlaceTaps::new(masks, x)) };
+                    continue;
+                }
+            }
             self.shifted().fill(x_i, shifted);
             #[cfg(target_arch = "x86_64")]
-            if let Some(f32s) = F32Rows::of(self, shifted, bias, y_i) {
+            if let (Some(f32s), Some(s)) = (
+                F32Rows::of(self, bias, y_i),
+                crate::kernels::element::as_f32(shifted),
+            ) {
                 if std::arch::is_x86_feature_detected!("avx512f") {
+                    let taps = ShiftedTaps::new(self.shifted(), s);
                     // SAFETY: the CPU has AVX-512F (checked just above); the shapes are the
                     // layer's own (`shifted` from `ShiftedImage::fill`, `y_i` one image's
                     // output), and `forward_avx512` checks them.
-                    unsafe { forward_avx512(f32s) };
+                    unsafe { forward_avx512(f32s, &taps) };
                     continue;
                 }
             }
@@ -290,10 +328,9 @@ impl<T: Element> ConvForward<T> for DirectRowsForward<T> {
 /// A layer's operands seen as f32, for [`forward_avx512`].
 #[cfg(target_arch = "x86_64")]
 struct F32Rows<'a> {
-    image: ShiftedImage,
+    g: Geometry,
     o: usize,
     weights: &'a [f32],
-    shifted: &'a [f32],
     bias: Option<&'a [f32]>,
     y: &'a mut [f32],
 }
@@ -303,16 +340,14 @@ impl<'a> F32Rows<'a> {
     /// The operands as f32, or `None` when `T` is another type.
     fn of<T: Element>(
         layer: &'a DirectRowsForward<T>,
-        shifted: &'a [T],
         bias: Option<&'a [T]>,
         y: &'a mut [T],
     ) -> Option<Self> {
         use crate::kernels::element::{as_f32, as_f32_mut};
         Some(F32Rows {
-            image: layer.shifted(),
+            g: layer.geometry,
             o: layer.outputs,
             weights: as_f32(&layer.weights)?,
-            shifted: as_f32(shifted)?,
             bias: match bias {
                 Some(b) => Some(as_f32(b)?),
                 None => None,
@@ -334,28 +369,29 @@ fn block_vectors(p: usize) -> usize {
     }
 }
 
-/// [`DirectRowsForward::forward_portable`] on AVX-512 for one image: the group's 8 × `V`
-/// accumulators are registers, each tap one load per vector and 8 fused multiply-adds;
-/// the last block's stores are masked to the image's pixels.
+/// [`DirectRowsForward::forward_portable`] on AVX-512 for one image, its taps read from
+/// `taps`: the group's 8 × `V` accumulators are registers, each tap one (masked) load per
+/// vector and 8 fused multiply-adds; the last block's stores are masked to the image's
+/// pixels.
 ///
 /// # Safety
-/// The CPU must support AVX-512F.
+/// The CPU must support AVX-512F, and `taps` must cover the layer's input: every lane of
+/// [`Taps::mask`] at tap `(ki, kj)` of pixel `p` readable at `origin(ki, kj) + p + c ·
+/// channel_stride` for every channel `c`, for `p` up to the last block's end.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn forward_avx512(r: F32Rows<'_>) {
+unsafe fn forward_avx512<S: Taps>(r: F32Rows<'_>, taps: &S) {
     use std::arch::x86_64::*;
     #[target_feature(enable = "avx512f")]
-    unsafe fn run<const V: usize>(r: F32Rows<'_>) {
-        let (g, img) = (r.image.g, r.image);
+    unsafe fn run<const V: usize, S: Taps>(r: F32Rows<'_>, taps: &S) {
+        let g = r.g;
         let (k, p, (kh, kw)) = (g.k(), g.p(), g.kernel);
         let groups = r.o.div_ceil(GROUP);
         assert!(
-            V * LANES <= MAX_BLOCK
-                && r.shifted.len() >= img.len()
-                && r.weights.len() >= groups * k * GROUP
-                && r.y.len() >= r.o * p,
+            V * LANES <= MAX_BLOCK && r.weights.len() >= groups * k * GROUP && r.y.len() >= r.o * p,
             "operands too short for the layer"
         );
+        let channel_stride = taps.channel_stride();
         for p0 in (0..p).step_by(V * LANES) {
             let mut masks = [0u16; V];
             for (v, m) in masks.iter_mut().enumerate() {
@@ -371,21 +407,23 @@ unsafe fn forward_avx512(r: F32Rows<'_>) {
                         }
                     }
                 }
-                let channel_stride = img.offset(1, 0, 0);
                 for ki in 0..kh {
                     for kj in 0..kw {
-                        let x0 = r.shifted[img.offset(0, ki, kj) + p0..].as_ptr();
+                        let x0 = taps.origin(ki, kj).wrapping_add(p0);
+                        let lanes: [u16; V] =
+                            std::array::from_fn(|v| taps.mask(p0 / LANES + v, ki, kj));
                         let w0 = w[(ki * kw + kj) * g.c * GROUP..][..g.c * GROUP].as_ptr();
                         for c in 0..g.c {
-                            // SAFETY: the block reads ki·ow + p0 + V·16 ≤ (kh − 1)·ow + p
-                            // + MAX_BLOCK elements into channel c's plane kj, which holds
-                            // that many; the position's weights hold c·GROUP.
+                            // SAFETY: the caller guarantees that the lanes of `lanes` are
+                            // readable at x0 + c·channel_stride + v·16; the position's
+                            // weights hold c·GROUP.
                             unsafe {
-                                let x = x0.add(c * channel_stride);
+                                let x = x0.wrapping_add(c * channel_stride);
                                 let wt = w0.add(c * GROUP);
                                 let mut xs = [_mm512_setzero_ps(); V];
                                 for (v, xv) in xs.iter_mut().enumerate() {
-                                    *xv = _mm512_loadu_ps(x.add(v * LANES));
+                                    *xv =
+                                        _mm512_maskz_loadu_ps(lanes[v], x.wrapping_add(v * LANES));
                                 }
                                 for (j, acc) in acc.iter_mut().enumerate() {
                                     let wj = _mm512_set1_ps(*wt.add(j));
@@ -407,11 +445,11 @@ unsafe fn forward_avx512(r: F32Rows<'_>) {
             }
         }
     }
-    // SAFETY: the caller guarantees AVX-512F; `run` checks the shapes.
+    // SAFETY: the caller guarantees AVX-512F and the taps; `run` checks the other shapes.
     unsafe {
-        match block_vectors(r.image.g.p()) {
-            2 => run::<2>(r),
-            _ => run::<3>(r),
+        match block_vectors(r.g.p()) {
+            2 => run::<2, S>(r, taps),
+            _ => run::<3, S>(r, taps),
         }
     }
 }
@@ -561,6 +599,55 @@ mod tests {
         let mut ws = vec![T::from_f64(f64::NAN); kernel.workspace()];
         kernel.backward_images(imgs, dy, x, Some(&mut dx), Some(&mut dw), &mut ws);
         (dx, kernel.finish_weight_grad(dw))
+    }
+
+    /// The AVX-512 kernels that read "same" layers' images in place: every lane they read
+    /// lies inside its image. The images sit between NaNs (a lane read past an image's
+    /// edge would make a NaN), and the results match the definition's. On CPUs without
+    /// AVX-512 this checks the shifted copies again.
+    #[test]
+    fn in_place_reads_stay_inside_each_image() {
+        let f = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<_>>();
+        let mut in_place = 0;
+        for (c, o, hw, k, pad, stride) in CASES {
+            let g = strided(c, hw, k, pad, stride);
+            let imgs = 2;
+            let guard = 3 * LANES + g.chw();
+            let mut x = vec![f32::NAN; guard];
+            x.extend(f(&values(imgs * g.chw(), 7)));
+            x.extend(vec![f32::NAN; guard]);
+            let x_ref: Vec<f64> = x[guard..guard + imgs * g.chw()]
+                .iter()
+                .map(|&v| v as f64)
+                .collect();
+            let x = &x[guard..guard + imgs * g.chw()];
+            let w = values(o * g.k(), 8);
+            let dy = values(imgs * o * g.p(), 9);
+            let mut want = vec![0.0; imgs * o * g.p()];
+            let reference = Direct::new(&g, o, &w);
+            let mut ws = vec![0.0; ConvForward::workspace(&reference)];
+            reference.forward(&x_ref, None, &mut want, &mut ws);
+            let (_, dw_ref) = run_backward(&reference, imgs, &dy, &x_ref);
+
+            let rows = DirectRowsForward::new(&g, o, &f(&w));
+            in_place += usize::from(rows.in_place.is_some());
+            let mut got = vec![f32::NAN; want.len()];
+            rows.forward(x, None, &mut got, &mut vec![f32::NAN; rows.workspace()]);
+            let backward = DirectRowsBackward::new(&g, o, &[]);
+            let (_, dw) = run_backward(&backward, imgs, &f(&dy), x);
+            let tol = 1e-6 * (o * k * k).max(imgs * g.p()) as f64;
+            for (a, e) in got.iter().zip(&want).chain(dw.iter().zip(&dw_ref)) {
+                assert!(
+                    (*a as f64 - e).abs() <= tol * (1.0 + e.abs()),
+                    "{g:?}: {a} vs {e}"
+                );
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // The "same" stride-1 layers of CASES, 1×1 included.
+            assert_eq!(in_place, 10, "the same layers read in place");
+        }
     }
 
     #[test]
