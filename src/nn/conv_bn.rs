@@ -161,6 +161,28 @@ impl<T: Element> Module<T> for ConvBn<T> {
         }
     }
 
+    /// In evaluation mode, with no activation of its own: the folded convolution with the
+    /// residual added (and rectified) to each image's output in cache
+    /// ([`Tensor::conv2d_add`]); otherwise `forward`, then the sum.
+    fn forward_add(
+        &mut self,
+        x: &Tensor<T>,
+        residual: &Tensor<T>,
+        relu: bool,
+    ) -> Result<Tensor<T>> {
+        if self.bn.is_training() || self.bn.activation != BnActivation::Identity {
+            let y = self.forward(x)?;
+            super::residual::check_join(y.shape(), residual.shape())?;
+            return if relu {
+                y.add_relu(residual)
+            } else {
+                y.add(residual)
+            };
+        }
+        let (weight, bias) = self.folded_for_forward()?;
+        x.conv2d_add(&weight, Some(&bias), self.conv.config, residual, relu)
+    }
+
     fn named_tensors(&self) -> Vec<(String, TensorKind, Tensor<T>)> {
         let conv = self
             .conv
@@ -229,6 +251,62 @@ mod tests {
         bn.running_mean = rand_input(&[6], seed + 3).detach();
         bn.running_var = rand_input(&[6], seed + 4).abs().add_scalar(0.2).detach();
         ConvBn::new("conv", conv, "bn", bn)
+    }
+
+    /// In evaluation mode the residual join is added in the convolution's epilogue
+    /// (`forward_add`): bitwise `forward` then `add` or `add_relu`, with and without
+    /// gradients, for the layer alone and as the body of a [`Residual`] block with a
+    /// projection shortcut; a residual of another shape is an error.
+    #[test]
+    fn residual_join_in_the_epilogue_equals_forward_then_add() {
+        use crate::nn::{Conv2d, Residual, Sequential};
+        let same = Conv2dConfig::new(1, 1, 1);
+        let x = rand_input(&[3, 4, 6, 6], 60);
+        let skip = rand_input(&[3, 6, 6, 6], 61);
+        let bits = |t: &Tensor<f64>| t.to_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for (relu, grad) in [(false, false), (true, false), (true, true)] {
+            let mut layer = pair(true, BnActivation::Identity, same, 62);
+            layer.set_training(false);
+            let y = layer.forward(&x).unwrap();
+            let want = if relu {
+                y.add_relu(&skip)
+            } else {
+                y.add(&skip)
+            }
+            .unwrap();
+            let run = |layer: &mut ConvBn<f64>| layer.forward_add(&x, &skip, relu);
+            let got = if grad {
+                run(&mut layer)
+            } else {
+                crate::autograd::no_grad(|| run(&mut layer))
+            }
+            .unwrap();
+            assert_eq!(bits(&got), bits(&want), "relu {relu}, grad {grad}");
+            assert!(layer.forward_add(&x, &x, relu).is_err());
+        }
+        let block = || {
+            let mut rng = StdRng::seed_from_u64(63);
+            let projection = Conv2d::new(4, 6, 1, Conv2dConfig::default(), false, &mut rng);
+            let body =
+                Sequential::new().push_unprefixed(pair(true, BnActivation::Identity, same, 64));
+            let mut block = Residual::new(body)
+                .with_shortcut("downsample", projection)
+                .with_relu();
+            block.set_training(false);
+            block
+        };
+        let got = crate::autograd::no_grad(|| block().forward(&x)).unwrap();
+        let mut body = pair(true, BnActivation::Identity, same, 64);
+        body.set_training(false);
+        let mut rng = StdRng::seed_from_u64(63);
+        let mut projection = Conv2d::new(4, 6, 1, Conv2dConfig::default(), false, &mut rng);
+        let want = body
+            .forward(&x)
+            .unwrap()
+            .add_relu(&projection.forward(&x).unwrap())
+            .unwrap();
+        assert_eq!(bits(&got), bits(&want));
+        assert!(want.to_vec().contains(&0.0) && want.to_vec().iter().any(|&v| v > 0.0));
     }
 
     /// The fold kept between inference calls follows every way the parameters change: in

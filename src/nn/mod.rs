@@ -57,6 +57,26 @@ pub trait Module<T: Element>: Send {
     /// Switches between training (`true`) and evaluation mode.
     fn set_training(&mut self, _training: bool) {}
 
+    /// `forward(x) + residual`, rectified if `relu`: the join of a residual block whose
+    /// body is this module ([`Residual`] calls it). A module may compute it in one pass
+    /// where that is faster and gives the same values ([`ConvBn`] in evaluation mode adds
+    /// the residual to its convolution's output in cache); the default adds after
+    /// `forward`. An error if the output's shape is not `residual`'s.
+    fn forward_add(
+        &mut self,
+        x: &Tensor<T>,
+        residual: &Tensor<T>,
+        relu: bool,
+    ) -> Result<Tensor<T>> {
+        let y = self.forward(x)?;
+        residual::check_join(y.shape(), residual.shape())?;
+        if relu {
+            y.add_relu(residual)
+        } else {
+            y.add(residual)
+        }
+    }
+
     /// What kind of layer this is, for profiles (`conv2d`, `linear`, …).
     fn kind(&self) -> &'static str {
         "module"
@@ -96,6 +116,14 @@ pub trait Module<T: Element>: Send {
 impl<T: Element> Module<T> for Box<dyn Module<T>> {
     fn forward(&mut self, x: &Tensor<T>) -> Result<Tensor<T>> {
         self.as_mut().forward(x)
+    }
+    fn forward_add(
+        &mut self,
+        x: &Tensor<T>,
+        residual: &Tensor<T>,
+        relu: bool,
+    ) -> Result<Tensor<T>> {
+        self.as_mut().forward_add(x, residual, relu)
     }
     fn named_tensors(&self) -> Vec<(String, TensorKind, Tensor<T>)> {
         self.as_ref().named_tensors()
@@ -239,6 +267,31 @@ fn run_layers<T: Element>(
 impl<T: Element> Module<T> for Sequential<T> {
     fn forward(&mut self, x: &Tensor<T>) -> Result<Tensor<T>> {
         run_layers(&mut self.layers, x)
+    }
+
+    /// The layers but the last, then the last layer's own `forward_add`.
+    fn forward_add(
+        &mut self,
+        x: &Tensor<T>,
+        residual: &Tensor<T>,
+        relu: bool,
+    ) -> Result<Tensor<T>> {
+        use crate::autograd::profile::{time, Phase};
+        let Some(((name, last), first)) = self.layers.split_last_mut() else {
+            residual::check_join(x.shape(), residual.shape())?;
+            return if relu {
+                x.add_relu(residual)
+            } else {
+                x.add(residual)
+            };
+        };
+        let h = run_layers(first, x)?;
+        let kind = last.kind();
+        crate::autograd::scope::within(name, kind, || {
+            time(Phase::Forward, kind, || {
+                last.forward_add(&h, residual, relu)
+            })
+        })
     }
 
     fn named_tensors(&self) -> Vec<(String, TensorKind, Tensor<T>)> {

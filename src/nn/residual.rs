@@ -85,33 +85,33 @@ impl<T: Element> Residual<T> {
     }
 }
 
+/// An error unless a residual block's body output (`out`) and shortcut (`skip`) have one
+/// shape: equal shapes, not broadcasting; a body that changes the shape needs a projection.
+pub(crate) fn check_join(out: &[usize], skip: &[usize]) -> Result<()> {
+    if out == skip {
+        return Ok(());
+    }
+    Err(crate::TensorError::InvalidShape {
+        op: "residual",
+        shape: out.to_vec(),
+        reason: format!(
+            "the body's output does not match the shortcut's {skip:?} (add a projection shortcut)"
+        ),
+    })
+}
+
 impl<T: Element> Module<T> for Residual<T> {
     fn kind(&self) -> &'static str {
         "residual"
     }
 
     fn forward(&mut self, x: &Tensor<T>) -> Result<Tensor<T>> {
-        let y = self.body.forward(x)?;
         let skip = match &mut self.shortcut {
             Some((_, shortcut)) => shortcut.forward(x)?,
             None => x.clone(),
         };
-        // Equal shapes, not broadcasting: a body that changed the shape needs a projection.
-        if y.shape() != skip.shape() {
-            return Err(crate::TensorError::InvalidShape {
-                op: "residual",
-                shape: y.shape().to_vec(),
-                reason: format!(
-                    "the body's output does not match the shortcut's {:?} (add a projection shortcut)",
-                    skip.shape()
-                ),
-            });
-        }
-        if self.relu {
-            // One op: the sum rectified where it is computed.
-            return y.add_relu(&skip);
-        }
-        y.add(&skip)
+        // The body adds the shortcut (and rectifies): in one pass where it can.
+        self.body.forward_add(x, &skip, self.relu)
     }
 
     fn named_tensors(&self) -> Vec<(String, TensorKind, Tensor<T>)> {

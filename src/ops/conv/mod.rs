@@ -11,7 +11,9 @@
 //! workspaces are per thread and reused across calls.
 //!
 //! [`Tensor::conv2d_relu`] is the same op followed by a fused ReLU (applied to each image's
-//! output in cache; backward masks each image's gradient where it is read).
+//! output in cache; backward masks each image's gradient where it is read). Where no
+//! gradient is recorded, [`Tensor::conv2d_relu6`] clamps and [`Tensor::conv2d_add`] adds a
+//! residual (and rectifies) the same way.
 
 mod backward;
 mod config;
@@ -116,6 +118,59 @@ impl<T: Element> Tensor<T> {
         self.conv2d_then(weight, bias, cfg, Fused::Relu6)
     }
 
+    /// `conv2d(x) + residual`, rectified if `relu`: the join of a residual block whose body
+    /// ends in this convolution. When no gradient is recorded (inference) the sum (and the
+    /// rectifier) are applied to each image's output while it is in cache, instead of a
+    /// separate pass over the batch that reads the convolution's output back; otherwise it
+    /// is [`Tensor::conv2d`] followed by [`Tensor::add`] or [`Tensor::add_relu`], whose
+    /// gradients are recorded. The values are bitwise the same either way; an error if
+    /// `residual` has another shape than the output.
+    /// ```
+    /// use tensorgrad::autograd::no_grad;
+    /// use tensorgrad::ops::conv::Conv2dConfig;
+    /// use tensorgrad::Tensor;
+    ///
+    /// let x = Tensor::<f32>::from_vec(vec![1.0, -2.0, 3.0, -4.0], &[1, 1, 2, 2])?;
+    /// let w = Tensor::<f32>::from_vec(vec![2.0], &[1, 1, 1, 1])?;
+    /// let skip = Tensor::<f32>::from_vec(vec![1.0, 1.0, 1.0, 1.0], &[1, 1, 2, 2])?;
+    /// let y = no_grad(|| x.conv2d_add(&w, None, Conv2dConfig::default(), &skip, true))?;
+    /// assert_eq!(y.to_vec(), vec![3.0, 0.0, 7.0, 0.0]);
+    /// # Ok::<(), tensorgrad::TensorError>(())
+    /// ```
+    pub fn conv2d_add(
+        &self,
+        weight: &Tensor<T>,
+        bias: Option<&Tensor<T>>,
+        cfg: Conv2dConfig,
+        residual: &Tensor<T>,
+        relu: bool,
+    ) -> Result<Tensor<T>> {
+        let recorded = crate::autograd::is_grad_enabled()
+            && (self.requires_grad()
+                || weight.requires_grad()
+                || bias.is_some_and(Tensor::requires_grad)
+                || residual.requires_grad());
+        let g = conv_geometry(self.shape(), weight.shape(), bias.map(|b| b.shape()), cfg)?;
+        let out = [self.shape()[0], weight.shape()[0], g.oh, g.ow];
+        if residual.shape() != out {
+            return Err(crate::TensorError::ShapeMismatch {
+                op: "conv2d_add",
+                lhs: out.to_vec(),
+                rhs: residual.shape().to_vec(),
+            });
+        }
+        if recorded {
+            let y = self.conv2d(weight, bias, cfg)?;
+            return if relu {
+                y.add_relu(residual)
+            } else {
+                y.add(residual)
+            };
+        }
+        let act = if relu { Fused::AddRelu } else { Fused::Add };
+        self.conv2d_fused(weight, bias, cfg, act, Some(&residual.values()))
+    }
+
     /// [`Tensor::conv2d`], followed by the fused activation `act`.
     fn conv2d_then(
         &self,
@@ -123,6 +178,19 @@ impl<T: Element> Tensor<T> {
         bias: Option<&Tensor<T>>,
         cfg: Conv2dConfig,
         act: Fused,
+    ) -> Result<Tensor<T>> {
+        self.conv2d_fused(weight, bias, cfg, act, None)
+    }
+
+    /// [`Tensor::conv2d`], followed by the fused `act`, which adds `residual` (as many
+    /// values as the output) for [`Fused::Add`] and [`Fused::AddRelu`].
+    fn conv2d_fused(
+        &self,
+        weight: &Tensor<T>,
+        bias: Option<&Tensor<T>>,
+        cfg: Conv2dConfig,
+        act: Fused,
+        residual: Option<&[T]>,
     ) -> Result<Tensor<T>> {
         let g = conv_geometry(self.shape(), weight.shape(), bias.map(|b| b.shape()), cfg)?;
         let (n, o, p) = (self.shape()[0], weight.shape()[0], g.p());
@@ -147,10 +215,19 @@ impl<T: Element> Tensor<T> {
             let first = i * per_call;
             let x_chunk = &x[first * g.chw()..(first + y.len() / (o * p)) * g.chw()];
             T::with_workspace(workspace, |ws| kernel.forward(x_chunk, b.as_deref(), y, ws));
+            // The residual's values of these images.
+            let len = y.len();
+            let skip = || &residual.expect("a residual for the fused add")[first * o * p..][..len];
             match act {
                 Fused::None => {}
                 Fused::Relu => relu_in_place(y),
                 Fused::Relu6 => relu6_in_place(y),
+                Fused::Add => y.iter_mut().zip(skip()).for_each(|(v, &r)| *v += r),
+                // As `add_relu` computes it: the rectifier of the sum.
+                Fused::AddRelu => y
+                    .iter_mut()
+                    .zip(skip())
+                    .for_each(|(v, &r)| *v = crate::ops::unary::relu::relu_value(*v + r)),
             }
         };
         let (out, _) = profile::time_layer(Phase::Forward, name, flops, || {
@@ -183,6 +260,10 @@ enum Fused {
     Relu,
     /// Only where no gradient is recorded ([`Tensor::conv2d_relu6`]).
     Relu6,
+    /// `+ residual`, only where no gradient is recorded ([`Tensor::conv2d_add`]).
+    Add,
+    /// `relu(· + residual)`, only where no gradient is recorded.
+    AddRelu,
 }
 
 /// `clamp(v, 0, 6)` for every element, computed as [`Tensor::clamp`] computes it.

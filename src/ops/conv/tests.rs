@@ -802,6 +802,83 @@ fn relu6_fused_in_inference_equals_conv_then_clamp() {
     assert_eq!(g.get(&wg).unwrap().to_vec(), gd.get(&wd).unwrap().to_vec());
 }
 
+/// `conv2d_add` where no gradient is recorded (the residual added, and rectified, to each
+/// image's output in cache) is bitwise `conv2d` then `add` or `add_relu`, for algorithms
+/// that write their outputs differently and a batch that does not split evenly into
+/// threads; with a gradient recorded it is that pair, gradients included (the residual's
+/// too); another residual shape is an error.
+#[test]
+fn conv2d_add_equals_conv_then_add() {
+    let to32 = |t: &Tensor<f64>| {
+        Tensor::<f32>::from_vec(
+            t.to_vec().iter().map(|&v| 4.0 * v as f32).collect(),
+            t.shape(),
+        )
+        .unwrap()
+    };
+    let x = to32(&rand_input(&[9, 16, 8, 8], 51));
+    let w = to32(&rand_input(&[16, 16, 3, 3], 52));
+    let b = to32(&rand_input(&[16], 53));
+    let skip = to32(&rand_input(&[9, 16, 8, 8], 54));
+    let bits = |t: &Tensor<f32>| t.to_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    for algorithm in [
+        ConvAlgorithm::Auto,
+        ConvAlgorithm::DirectRows,
+        ConvAlgorithm::Winograd,
+        ConvAlgorithm::Im2col,
+        ConvAlgorithm::ImplicitGemm,
+    ] {
+        let cfg = Conv2dConfig::new(1, 1, 1).with_algorithm(algorithm);
+        let y = x.conv2d(&w, Some(&b), cfg).unwrap();
+        for relu in [false, true] {
+            let want = if relu {
+                y.add_relu(&skip).unwrap()
+            } else {
+                y.add(&skip).unwrap()
+            };
+            let fused =
+                crate::autograd::no_grad(|| x.conv2d_add(&w, Some(&b), cfg, &skip, relu)).unwrap();
+            assert_eq!(bits(&fused), bits(&want), "{algorithm:?} relu {relu}");
+            let v = want.to_vec();
+            assert!(v.iter().any(|&y| y > 0.0));
+            assert_eq!(v.contains(&0.0), relu, "the rectifier shows only with relu");
+        }
+    }
+    let cfg = Conv2dConfig::new(2, 1, 1);
+    let bad = rand_input(&[2, 3, 4, 4], 55);
+    let xg = rand_input(&[2, 2, 4, 4], 56).detach().with_grad();
+    let wg = rand_input(&[3, 2, 3, 3], 57).detach().with_grad();
+    assert!(xg.conv2d_add(&wg, None, cfg, &bad, true).is_err());
+    let sg = rand_input(&[2, 3, 2, 2], 58).detach().with_grad();
+    let r = rand_input(&[2, 3, 2, 2], 59).detach();
+    let g = xg
+        .conv2d_add(&wg, None, cfg, &sg, true)
+        .unwrap()
+        .mul(&r)
+        .unwrap()
+        .sum_all()
+        .backward()
+        .unwrap();
+    let (xd, wd, sd) = (
+        xg.detach().with_grad(),
+        wg.detach().with_grad(),
+        sg.detach().with_grad(),
+    );
+    let gd = xd
+        .conv2d(&wd, None, cfg)
+        .unwrap()
+        .add_relu(&sd)
+        .unwrap()
+        .mul(&r)
+        .unwrap()
+        .sum_all()
+        .backward()
+        .unwrap();
+    for (a, b) in [(&xg, &xd), (&wg, &wd), (&sg, &sd)] {
+        assert_eq!(g.get(a).unwrap().to_vec(), gd.get(b).unwrap().to_vec());
+    }
+}
+
 #[test]
 fn convolution_keeps_its_input_only_for_the_weight_gradient() {
     let x = || rand_input(&[1, 2, 5, 5], 8).mul_scalar(1.0);
