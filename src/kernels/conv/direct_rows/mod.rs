@@ -27,6 +27,7 @@
 //! `weight_grad_avx512`). All are tested against the definition ([`super::direct`]).
 
 mod backward;
+mod strided;
 mod taps;
 
 pub use backward::DirectRowsBackward;
@@ -178,9 +179,7 @@ impl ShiftedImage {
                     row[lo..hi].copy_from_slice(from);
                     continue;
                 }
-                for (i, to) in row[lo..hi].iter_mut().enumerate() {
-                    *to = from[i * sw];
-                }
+                strided::copy_strided(from, sw, &mut row[lo..hi]);
             }
         }
     }
