@@ -3,13 +3,25 @@
 //! `kh·kw × pixels` column matrix: all packing, no reuse. This kernel slides each filter
 //! tap over the plane instead: for tap `(ki, kj)` and output row `i`, the valid outputs
 //! `j` read one input row at `j·s + kj·d − p`, so with stride 1 the inner loop is a
-//! contiguous `y += w·x` that the compiler vectorises. The reference is the grouped direct
-//! convolution ([`super::grouped`] over [`super::direct`]).
+//! contiguous `y += w·x` that the compiler vectorises. Narrow planes go channels-last
+//! instead, and "same" stride-1 layers in f32 on AVX-512 are read in place
+//! (`depthwise_flat.rs`). The reference is the grouped direct convolution
+//! ([`super::grouped`] over [`super::direct`]).
 
+use super::depthwise_flat::FlatDepthwise;
 use super::{ConvBackward, ConvForward};
 use crate::kernels::element::{as_f32, as_f32_mut};
 use crate::kernels::transpose::copy_transposed;
 use crate::kernels::{Element, Geometry};
+
+/// Whether the CPU has AVX-512F, which the in-place path needs.
+fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        return true;
+    }
+    false
+}
 
 /// Output rows narrower than this take the channels-last path of [`Depthwise::forward`]
 /// and of the backward pass. 17 puts 16-pixel rows there: mobilenet-v2's 32→32 layer at
@@ -84,6 +96,9 @@ pub struct Depthwise<'a, T> {
     weight: &'a [T],
     /// The weights tap-major (`kh·kw × c`), for the channels-last path.
     weight_by_tap: Vec<T>,
+    /// The in-place forward of "same" stride-1 layers (f32 on AVX-512), which takes the
+    /// place of both other paths.
+    flat: Option<FlatDepthwise>,
 }
 
 impl<'a, T: Element> Depthwise<'a, T> {
@@ -96,10 +111,14 @@ impl<'a, T: Element> Depthwise<'a, T> {
             weight_by_tap = vec![T::zero(); w.len()];
             copy_transposed(w, (g.c, taps, taps), &mut weight_by_tap, g.c);
         }
+        let flat = as_f32(w)
+            .filter(|w| w.len() == g.c * taps && has_avx512())
+            .and_then(|w| FlatDepthwise::new(g, w));
         Depthwise {
             geometry: *g,
             weight: w,
             weight_by_tap,
+            flat,
         }
     }
 
@@ -211,7 +230,9 @@ impl<T: Element> ConvForward<T> for Depthwise<'_, T> {
     /// its output transposed.
     fn workspace(&self) -> usize {
         let g = &self.geometry;
-        if !self.weight_by_tap.is_empty() {
+        if self.flat.is_some() {
+            0
+        } else if !self.weight_by_tap.is_empty() {
             g.c * (g.h * g.w + g.p())
         } else if g.padding == (0, 0) {
             0
@@ -232,7 +253,9 @@ impl<T: Element> ConvForward<T> for Depthwise<'_, T> {
     /// 16 outputs (MobileNet's planes at 32×32 go down to 1 pixel) leave nothing to
     /// vectorise and pay the per-plane overhead hundreds of thousands of times a batch:
     /// they take the channels-last path, vectorised across channels instead. Both add the
-    /// taps of each output in the same order.
+    /// taps of each output in the same order. On AVX-512, f32 "same" stride-1 layers take
+    /// neither: they are summed in place, 16 flat outputs at a time (`depthwise_flat.rs`),
+    /// with no padded copy and no transposes.
     fn forward(&self, x: &[T], bias: Option<&[T]>, y: &mut [T], workspace: &mut [T]) {
         let g = &self.geometry;
         let per_image = (g.c * g.h * g.w, g.c * g.p());
@@ -240,6 +263,18 @@ impl<T: Element> ConvForward<T> for Depthwise<'_, T> {
             .chunks_exact(per_image.0)
             .zip(y.chunks_exact_mut(per_image.1))
         {
+            if let Some(flat) = &self.flat {
+                // `flat` exists only for f32 on AVX-512 CPUs, so the casts and the kernel
+                // succeed.
+                let f32s = (as_f32(x_i), as_f32(self.weight), as_f32_mut(y_i));
+                if let (Some(x), Some(w), Some(y)) = f32s {
+                    let bias = bias.and_then(as_f32);
+                    if flat.forward(x, w, bias, y) {
+                        continue;
+                    }
+                }
+                unreachable!("the in-place depthwise path runs on f32 with AVX-512F");
+            }
             if self.weight_by_tap.is_empty() {
                 self.forward_planes(x_i, bias, y_i, workspace);
             } else {
@@ -443,6 +478,62 @@ mod tests {
                     b.is_some()
                 );
             }
+        }
+    }
+
+    /// The in-place path of "same" stride-1 layers (f32, where the CPU has AVX-512F)
+    /// equals the definition: planes that are multiples of 16 pixels and planes that
+    /// divide 16 (1×1, 1×2, 2×2, 2×4, 4×4, 4×8, 8×8, 16×16), channel counts that leave
+    /// the last vector partial, 3×3 and 5×5 kernels, with and without a bias; the images
+    /// sit between NaNs and the output starts as NaN, so a lane read outside its image or
+    /// an output left unwritten shows.
+    #[test]
+    fn in_place_path_equals_the_definition() {
+        let mut taken = 0;
+        for (c, h, w, k, p) in [
+            (3, 1, 1, 3, 1),
+            (7, 1, 2, 3, 1),
+            (5, 2, 2, 3, 1),
+            (9, 2, 4, 3, 1),
+            (6, 4, 4, 3, 1),
+            (3, 4, 8, 3, 1),
+            (4, 8, 8, 5, 2),
+            (2, 16, 16, 3, 1),
+            (1, 8, 8, 3, 1),
+        ] {
+            let g = Geometry::new(c, (h, w), (k, k), (1, 1), (p, p), (1, 1)).unwrap();
+            let imgs = 3;
+            let x: Vec<f64> = (0..imgs * g.chw())
+                .map(|i| (i as f64 * 0.37).sin())
+                .collect();
+            let wt: Vec<f64> = (0..c * k * k).map(|i| (i as f64 * 0.71).cos()).collect();
+            let bias: Vec<f64> = (0..c).map(|i| i as f64 * 0.5 - 1.0).collect();
+            let f = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<_>>();
+            let guard = vec![f32::NAN; 64];
+            let padded = [&guard[..], &f(&x), &guard[..]].concat();
+            let x32 = &padded[64..64 + x.len()];
+            let w32 = f(&wt);
+            let kernel = Depthwise::new(&g, &w32);
+            taken += usize::from(kernel.flat.is_some());
+            for b in [None, Some(&bias[..])] {
+                let want: Vec<f64> = x
+                    .chunks_exact(g.chw())
+                    .flat_map(|x_i| by_definition(&g, x_i, &wt, b.unwrap_or(&vec![0.0; c])))
+                    .collect();
+                let mut y = vec![f32::NAN; want.len()];
+                let mut ws = vec![f32::NAN; ConvForward::workspace(&kernel)];
+                kernel.forward(x32, b.map(f).as_deref(), &mut y, &mut ws);
+                for (a, e) in y.iter().zip(&want) {
+                    assert!(
+                        (*a as f64 - e).abs() <= 1e-5 * (1.0 + e.abs()),
+                        "{g:?} bias {}: {a} vs {e}",
+                        b.is_some()
+                    );
+                }
+            }
+        }
+        if has_avx512() {
+            assert_eq!(taken, 9, "every case takes the in-place path");
         }
     }
 

@@ -17,6 +17,7 @@
 //!   tiles) and F(2×2, 3×3) (16 GEMMs over 2×2 tiles, the smaller rounding error).
 
 pub mod depthwise;
+mod depthwise_flat;
 #[cfg(target_arch = "x86_64")]
 mod depthwise_x86;
 pub mod direct;
