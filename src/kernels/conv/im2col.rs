@@ -237,6 +237,27 @@ impl<T: Element> Im2colForward<T> {
         let (g, o) = (&self.geometry, self.outputs);
         let (k, p) = (g.k(), g.p());
         let imgs = y.len() / (o * p);
+        if g.kernel == (1, 1) && g.padding == (0, 0) && g.h * g.w == 1 {
+            // Images of one pixel (mobilenet-v2's last layers on 32×32 inputs): the batch
+            // is the matrix X[imgs × c] as it lies, and Y[imgs × o] = X · Wᵀ (Wᵀ is the
+            // weights by column, row-major) one product with no copies.
+            let beta = match bias {
+                Some(b) => {
+                    for row in y.chunks_exact_mut(o) {
+                        row.copy_from_slice(&b[..o]);
+                    }
+                    T::one()
+                }
+                None => T::zero(),
+            };
+            gemm(
+                MatRef::new(x, 0, (imgs, k), (k, 1)),
+                MatRef::new(&self.w_by_column, 0, (k, o), (o, 1)),
+                beta,
+                MatMut::new(y, (imgs, o), o),
+            );
+            return;
+        }
         let cols_len = imgs * p;
         let (cols, product) = ws[..(k + o) * cols_len].split_at_mut(k * cols_len);
         for (i, x_i) in x.chunks_exact(g.chw()).enumerate() {

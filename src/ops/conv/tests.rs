@@ -704,6 +704,28 @@ fn images_sharing_a_forward_gemm_match_each_image_alone() {
         let y = x.conv2d(&wt, Some(&b), cfg).unwrap();
         assert_close(&y.to_vec(), &reference(&x, &wt, Some(&b), cfg), 1e-12);
     }
+    // Images of one pixel under a 1×1 kernel: the whole batch is one product read in
+    // place (more input channels than one block of the GEMM's depth).
+    let cfg = Conv2dConfig::default().with_algorithm(ConvAlgorithm::Im2col);
+    let (batch, c, o) = (37, 300, 20);
+    let x = rand_input(&[batch, c, 1, 1], 903);
+    let wt = rand_input(&[o, c, 1, 1], 904);
+    let b = rand_input(&[o], 905);
+    let f = |t: &Tensor<f64>| {
+        Tensor::<f32>::from_vec(t.to_vec().iter().map(|&v| v as f32).collect(), t.shape()).unwrap()
+    };
+    let (x32, w32, b32) = (f(&x), f(&wt), f(&b));
+    for bias in [None, Some(&b32)] {
+        let all = x32.conv2d(&w32, bias, cfg).unwrap().to_vec();
+        for i in [0, 1, batch / 2, batch - 1] {
+            let one = x32.narrow(0, i, 1).unwrap().contiguous();
+            let alone = one.conv2d(&w32, bias, cfg).unwrap().to_vec();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&all[i * o..(i + 1) * o]), bits(&alone), "image {i}");
+        }
+    }
+    let y = x.conv2d(&wt, Some(&b), cfg).unwrap();
+    assert_close(&y.to_vec(), &reference(&x, &wt, Some(&b), cfg), 1e-12);
 }
 
 /// Backward shares its products between small images too (`Im2colBackward::images`):
