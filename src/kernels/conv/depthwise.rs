@@ -96,10 +96,16 @@ pub struct Depthwise<'a, T> {
     weight: &'a [T],
     /// The weights tap-major (`kh·kw × c`), for the channels-last path.
     weight_by_tap: Vec<T>,
-    /// The in-place forward of "same" stride-1 layers (f32 on AVX-512), which takes the
-    /// place of both other paths.
+    /// The in-place forward and dW of "same" stride-1 layers (f32 on AVX-512), which take
+    /// the place of both other paths.
     flat: Option<FlatDepthwise>,
+    /// The in-place forward of the transposed layer with its flipped weights: dX of those
+    /// layers, when it is wanted.
+    flat_input_grad: Option<FlippedLayer>,
 }
+
+/// The transposed layer's in-place kernel and its flipped weights.
+type FlippedLayer = (FlatDepthwise, Vec<f32>);
 
 impl<'a, T: Element> Depthwise<'a, T> {
     /// A depthwise convolution of geometry `g` with the `c × 1 × kh × kw` weights `w`
@@ -111,14 +117,17 @@ impl<'a, T: Element> Depthwise<'a, T> {
             weight_by_tap = vec![T::zero(); w.len()];
             copy_transposed(w, (g.c, taps, taps), &mut weight_by_tap, g.c);
         }
-        let flat = as_f32(w)
-            .filter(|w| w.len() == g.c * taps && has_avx512())
-            .and_then(|w| FlatDepthwise::new(g, w));
+        let f32_weights = as_f32(w).filter(|_| has_avx512());
+        let flat = f32_weights.and_then(|w| FlatDepthwise::new(g, w));
+        let flat_input_grad = f32_weights
+            .filter(|w| w.len() == g.c * taps && flat.is_some())
+            .and_then(|w| FlatDepthwise::transposed(g, w));
         Depthwise {
             geometry: *g,
             weight: w,
             weight_by_tap,
             flat,
+            flat_input_grad,
         }
     }
 
@@ -345,20 +354,82 @@ impl<T: Element> Depthwise<'_, T> {
     }
 }
 
+impl<T: Element> Depthwise<'_, T> {
+    /// The in-place kernels of the backward pass, where they take it: a "same" stride-1
+    /// layer in f32 on AVX-512 (dW from `flat`, dX when wanted from `flat_input_grad`).
+    fn flat_backward(&self) -> Option<(&FlatDepthwise, Option<&FlippedLayer>)> {
+        let flat = self.flat.as_ref()?;
+        match (&self.flat_input_grad, self.weight.is_empty()) {
+            (Some(dx), _) => Some((flat, Some(dx))),
+            (None, true) => Some((flat, None)),
+            (None, false) => None,
+        }
+    }
+
+    /// The in-place backward of one image ([`Depthwise::flat_backward`]): dW's lane sums
+    /// and dX (overwritten) by the transposed layer's forward. `false` if `T` is not f32.
+    fn backward_flat(&self, dy: &[T], x: &[T], dx: Option<&mut [T]>, dw: Option<&mut [T]>) -> bool {
+        let Some((flat, input_grad)) = self.flat_backward() else {
+            return false;
+        };
+        let (Some(dy), Some(x)) = (as_f32(dy), as_f32(x)) else {
+            return false;
+        };
+        if let Some(dw) = dw.and_then(as_f32_mut) {
+            assert!(
+                flat.weight_grad(x, dy, dw),
+                "the in-place path needs AVX-512F"
+            );
+        }
+        if let (Some(dx), Some((kernel, flipped))) = (dx.and_then(as_f32_mut), input_grad) {
+            assert!(
+                kernel.forward(dy, flipped, None, dx),
+                "the in-place path needs AVX-512F"
+            );
+        }
+        true
+    }
+}
+
 impl<T: Element> ConvBackward<T> for Depthwise<'_, T> {
     /// For the channels-last path: `dy`, `x` and `dx` transposed, and one image's `dw`
-    /// in both layouts.
+    /// in both layouts; none for the in-place path.
     fn workspace(&self) -> usize {
         let g = &self.geometry;
-        if g.ow < NARROW {
+        if self.flat_backward().is_some() {
+            0
+        } else if g.ow < NARROW {
             g.c * (g.p() + 2 * g.h * g.w + 2 * g.kernel.0 * g.kernel.1)
         } else {
             0
         }
     }
 
+    /// `c × kh·kw`, or for the in-place path a partial sum per lane of every vector and
+    /// tap of an image.
     fn weight_grad_len(&self) -> usize {
-        self.geometry.c * self.geometry.kernel.0 * self.geometry.kernel.1
+        match self.flat_backward() {
+            Some((flat, _)) => flat.weight_grad_len(),
+            None => self.geometry.c * self.geometry.kernel.0 * self.geometry.kernel.1,
+        }
+    }
+
+    /// The in-place path's lane sums added up by channel and tap.
+    fn finish_weight_grad(&self, summed: Vec<T>) -> Vec<T> {
+        match (self.flat_backward(), as_f32(&summed)) {
+            (Some((flat, _)), Some(lanes)) => flat
+                .finish_weight_grad(lanes)
+                .into_iter()
+                .map(|v| T::from_f64(f64::from(v)))
+                .collect(),
+            _ => summed,
+        }
+    }
+
+    /// The in-place path's dX is the transposed layer's forward, which writes every
+    /// element.
+    fn writes_every_input_grad(&self) -> bool {
+        self.flat_backward().is_some()
     }
 
     fn backward_image(
@@ -369,6 +440,9 @@ impl<T: Element> ConvBackward<T> for Depthwise<'_, T> {
         mut dw: Option<&mut [T]>,
         workspace: &mut [T],
     ) {
+        if self.backward_flat(dy, x, dx.as_deref_mut(), dw.as_deref_mut()) {
+            return;
+        }
         let g = &self.geometry;
         // Narrow rows: vectorised across channels (the weights by tap exist when dX is
         // wanted, as the forward's).
@@ -534,6 +608,84 @@ mod tests {
         }
         if has_avx512() {
             assert_eq!(taken, 9, "every case takes the in-place path");
+        }
+    }
+
+    /// The in-place backward of "same" stride-1 layers (f32, where the CPU has AVX-512F):
+    /// dX by the transposed layer's forward and dW from per-lane sums equal the
+    /// definition's over three images, for the planes of `in_place_path_equals_the_
+    /// definition`, with dX wanted and not; the images sit between NaNs and dX starts as
+    /// NaN (the path says it writes all of it).
+    #[test]
+    fn in_place_backward_equals_the_definition() {
+        let mut taken = 0;
+        for (c, h, w, k, p) in [
+            (3, 1, 1, 3, 1),
+            (7, 1, 2, 3, 1),
+            (5, 2, 2, 3, 1),
+            (9, 2, 4, 3, 1),
+            (6, 4, 4, 3, 1),
+            (3, 4, 8, 3, 1),
+            (4, 8, 8, 5, 2),
+            (2, 16, 16, 3, 1),
+        ] {
+            let g = Geometry::new(c, (h, w), (k, k), (1, 1), (p, p), (1, 1)).unwrap();
+            let (imgs, taps, plane) = (3, k * k, h * w);
+            let x: Vec<f64> = (0..imgs * g.chw())
+                .map(|i| (i as f64 * 0.37).sin())
+                .collect();
+            let dy: Vec<f64> = (0..imgs * g.chw())
+                .map(|i| (i as f64 * 0.53).cos())
+                .collect();
+            let wt: Vec<f64> = (0..c * taps).map(|i| (i as f64 * 0.71).cos()).collect();
+            // The definition: every (output, tap) pair inside the image, both ways.
+            let (mut dx_want, mut dw_want) = (vec![0.0; x.len()], vec![0.0; c * taps]);
+            for n in 0..imgs {
+                for ch in 0..c {
+                    let at = (n * c + ch) * plane;
+                    for q in 0..plane {
+                        for t in 0..taps {
+                            let r = (q / w + t / k).checked_sub(p).filter(|&r| r < h);
+                            let s = (q % w + t % k).checked_sub(p).filter(|&s| s < w);
+                            if let (Some(r), Some(s)) = (r, s) {
+                                dx_want[at + r * w + s] += wt[ch * taps + t] * dy[at + q];
+                                dw_want[ch * taps + t] += dy[at + q] * x[at + r * w + s];
+                            }
+                        }
+                    }
+                }
+            }
+            let f = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<_>>();
+            let guard = vec![f32::NAN; 64];
+            let padded = [&guard[..], &f(&x), &guard[..]].concat();
+            let x32 = &padded[64..64 + x.len()];
+            let (dy32, w32) = (f(&dy), f(&wt));
+            for with_dx in [true, false] {
+                let weights = if with_dx { &w32[..] } else { &[] };
+                let kernel = Depthwise::new(&g, weights);
+                taken += usize::from(kernel.flat_backward().is_some());
+                let mut dx = vec![f32::NAN; x.len()];
+                if !kernel.writes_every_input_grad() {
+                    dx.fill(0.0);
+                }
+                let mut dw = vec![0.0f32; kernel.weight_grad_len()];
+                let mut ws = vec![f32::NAN; ConvBackward::workspace(&kernel)];
+                let dx_arg = with_dx.then_some(&mut dx[..]);
+                kernel.backward_images(imgs, &dy32, x32, dx_arg, Some(&mut dw), &mut ws);
+                let dw = kernel.finish_weight_grad(dw);
+                let close = |a: f32, e: f64| (a as f64 - e).abs() <= 1e-5 * (1.0 + e.abs());
+                for (a, e) in dw.iter().zip(&dw_want) {
+                    assert!(close(*a, *e), "{g:?} dW: {a} vs {e}");
+                }
+                if with_dx {
+                    for (a, e) in dx.iter().zip(&dx_want) {
+                        assert!(close(*a, *e), "{g:?} dX: {a} vs {e}");
+                    }
+                }
+            }
+        }
+        if has_avx512() {
+            assert_eq!(taken, 16, "every case takes the in-place path");
         }
     }
 

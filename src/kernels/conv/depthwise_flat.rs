@@ -39,8 +39,8 @@ pub(super) struct FlatDepthwise {
 }
 
 impl FlatDepthwise {
-    /// The layer of geometry `g` with the `c × kh·kw` weights `w`, or `None` where this
-    /// path does not apply: strided, dilated, not "same", or planes that are neither a
+    /// The layer of geometry `g` with the `c × kh·kw` weights `w` (empty for a backward
+    /// pass that wants only dW), or `None` where this path does not apply: strided, dilated, not "same", or planes that are neither a
     /// multiple nor a divisor of 16 pixels.
     pub(super) fn new(g: &Geometry, w: &[f32]) -> Option<Self> {
         let p = g.p();
@@ -76,7 +76,8 @@ impl FlatDepthwise {
             })
             .collect();
         let mut lane_weights = Vec::new();
-        if p < LANES {
+        // Without weights (a backward pass that wants only dW) there are none to place.
+        if p < LANES && w.len() == g.c * taps {
             let vectors = (g.c * p).div_ceil(LANES);
             lane_weights = vec![0.0; vectors * taps * LANES];
             for (i, v) in lane_weights.iter_mut().enumerate() {
@@ -93,6 +94,94 @@ impl FlatDepthwise {
             offsets,
             lane_weights,
         })
+    }
+
+    /// The layer whose forward pass is this one's input gradient (dY correlated with each
+    /// channel's filter flipped, under padding `k − 1 − p`), with those flipped weights;
+    /// `None` where that layer is not read in place either.
+    pub(super) fn transposed(g: &Geometry, w: &[f32]) -> Option<(Self, Vec<f32>)> {
+        let ((kh, kw), (ph, pw)) = (g.kernel, g.padding);
+        let (ph, pw) = ((kh - 1).checked_sub(ph)?, (kw - 1).checked_sub(pw)?);
+        let gt = Geometry::new(g.c, (g.oh, g.ow), g.kernel, (1, 1), (ph, pw), (1, 1))?;
+        let taps = kh * kw;
+        let flipped: Vec<f32> = (0..g.c * taps)
+            .map(|i| w[i / taps * taps + taps - 1 - i % taps])
+            .collect();
+        Some((FlatDepthwise::new(&gt, &flipped)?, flipped))
+    }
+
+    /// Partial sums the weight gradient keeps: for every vector of an image and tap, one
+    /// per lane (each lane's channel is fixed by its place in the image).
+    pub(super) fn weight_grad_len(&self) -> usize {
+        let taps = self.g.kernel.0 * self.g.kernel.1;
+        (self.g.c * self.g.p()).div_ceil(LANES) * taps * LANES
+    }
+
+    /// The `c × kh·kw` weight gradient from the lanes' partial sums: each lane added to
+    /// its channel's tap.
+    pub(super) fn finish_weight_grad(&self, lanes: &[f32]) -> Vec<f32> {
+        let (p, taps) = (self.g.p(), self.g.kernel.0 * self.g.kernel.1);
+        let total = self.g.c * p;
+        let mut dw = vec![0.0; self.g.c * taps];
+        for (i, &v) in lanes.iter().enumerate() {
+            let (vector, t, lane) = (i / (taps * LANES), i / LANES % taps, i % LANES);
+            let q = vector * LANES + lane;
+            if q < total {
+                dw[q / p * taps + t] += v;
+            }
+        }
+        dw
+    }
+
+    /// `lanes[(v·taps + t)·16 + l] += dY[q] · x[q + offset(t)]` for output `q = 16v + l` of
+    /// one image and every tap inside its plane, where the CPU has AVX-512F; `false`
+    /// (nothing added) where it has not.
+    ///
+    /// # Panics
+    /// If `x`, `dy` or `lanes` is shorter than the layer's.
+    pub(super) fn weight_grad(&self, x: &[f32], dy: &[f32], lanes: &mut [f32]) -> bool {
+        let g = &self.g;
+        assert!(
+            x.len() >= g.chw() && dy.len() >= g.c * g.p() && lanes.len() >= self.weight_grad_len(),
+            "operands too short for the layer"
+        );
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked just above); the lengths are checked.
+            unsafe { self.weight_grad_avx512(x, dy, lanes) };
+            return true;
+        }
+        false
+    }
+
+    /// [`FlatDepthwise::weight_grad`] in AVX-512 registers.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F; the operands must be as long as the layer's.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn weight_grad_avx512(&self, x: &[f32], dy: &[f32], lanes: &mut [f32]) {
+        use std::arch::x86_64::*;
+        let g = &self.g;
+        let taps = g.kernel.0 * g.kernel.1;
+        let total = g.c * g.p();
+        for v in 0..total.div_ceil(LANES) {
+            let tail = ((1u32 << (total - v * LANES).min(LANES)) - 1) as u16;
+            let masks = &self.masks[(v % self.period) * taps..][..taps];
+            let sums = &mut lanes[v * taps * LANES..][..taps * LANES];
+            // SAFETY: the tail keeps the loads within the image's c·p outputs of dY and
+            // the partial sums' 16 per tap; the lanes kept of x are taps inside their
+            // channel's plane, inside `x`, and the others are not read.
+            unsafe {
+                let d = _mm512_maskz_loadu_ps(tail, dy.as_ptr().add(v * LANES));
+                for (t, (&offset, &mask)) in self.offsets.iter().zip(masks).enumerate() {
+                    let at = (v * LANES) as isize + offset;
+                    let xv = _mm512_maskz_loadu_ps(mask & tail, x.as_ptr().wrapping_offset(at));
+                    let sum = sums.as_mut_ptr().add(t * LANES);
+                    _mm512_storeu_ps(sum, _mm512_fmadd_ps(d, xv, _mm512_loadu_ps(sum)));
+                }
+            }
+        }
     }
 
     /// One image: `y` (`c·p`) from `x` (`c·h·w`), the `c × kh·kw` weights `w` and the
