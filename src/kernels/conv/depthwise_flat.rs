@@ -122,12 +122,17 @@ impl FlatDepthwise {
     pub(super) fn finish_weight_grad(&self, lanes: &[f32]) -> Vec<f32> {
         let (p, taps) = (self.g.p(), self.g.kernel.0 * self.g.kernel.1);
         let total = self.g.c * p;
+        // Lane l of a vector lies l / p channels past the vector's first (0 for planes of
+        // 16 pixels or more): no division per element (this runs serially, after the
+        // parallel part of backward).
+        let past_first: [usize; LANES] = std::array::from_fn(|l| if p < LANES { l / p } else { 0 });
         let mut dw = vec![0.0; self.g.c * taps];
-        for (i, &v) in lanes.iter().enumerate() {
-            let (vector, t, lane) = (i / (taps * LANES), i / LANES % taps, i % LANES);
-            let q = vector * LANES + lane;
-            if q < total {
-                dw[q / p * taps + t] += v;
+        for (v, sums) in lanes.chunks_exact(taps * LANES).enumerate() {
+            let (first, n) = (v * LANES / p, (total - v * LANES).min(LANES));
+            for (t, sums) in sums.chunks_exact(LANES).enumerate() {
+                for (&s, &past) in sums.iter().zip(&past_first).take(n) {
+                    dw[(first + past) * taps + t] += s;
+                }
             }
         }
         dw
