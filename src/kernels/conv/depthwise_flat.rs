@@ -211,6 +211,11 @@ impl FlatDepthwise {
                 && bias.is_none_or(|b| b.len() >= g.c),
             "operands too short for the layer"
         );
+        // Planes under 16 pixels read the lane weights made from `new`'s weights.
+        assert!(
+            g.p() >= LANES || self.lane_weights.len() == self.weight_grad_len(),
+            "a forward pass needs the weights given to `FlatDepthwise::new`"
+        );
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU has AVX-512F (checked just above); the lengths are checked.
