@@ -171,13 +171,7 @@ impl<T: Element> Module<T> for ConvBn<T> {
         relu: bool,
     ) -> Result<Tensor<T>> {
         if self.bn.is_training() || self.bn.activation != BnActivation::Identity {
-            let y = self.forward(x)?;
-            super::residual::check_join(y.shape(), residual.shape())?;
-            return if relu {
-                y.add_relu(residual)
-            } else {
-                y.add(residual)
-            };
+            return super::residual::join(&self.forward(x)?, residual, relu);
         }
         let (weight, bias) = self.folded_for_forward()?;
         x.conv2d_add(&weight, Some(&bias), self.conv.config, residual, relu)

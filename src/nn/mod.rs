@@ -68,13 +68,7 @@ pub trait Module<T: Element>: Send {
         residual: &Tensor<T>,
         relu: bool,
     ) -> Result<Tensor<T>> {
-        let y = self.forward(x)?;
-        residual::check_join(y.shape(), residual.shape())?;
-        if relu {
-            y.add_relu(residual)
-        } else {
-            y.add(residual)
-        }
+        residual::join(&self.forward(x)?, residual, relu)
     }
 
     /// What kind of layer this is, for profiles (`conv2d`, `linear`, …).
@@ -278,12 +272,7 @@ impl<T: Element> Module<T> for Sequential<T> {
     ) -> Result<Tensor<T>> {
         use crate::autograd::profile::{time, Phase};
         let Some(((name, last), first)) = self.layers.split_last_mut() else {
-            residual::check_join(x.shape(), residual.shape())?;
-            return if relu {
-                x.add_relu(residual)
-            } else {
-                x.add(residual)
-            };
+            return residual::join(x, residual, relu);
         };
         let h = run_layers(first, x)?;
         let kind = last.kind();

@@ -100,6 +100,17 @@ pub(crate) fn check_join(out: &[usize], skip: &[usize]) -> Result<()> {
     })
 }
 
+/// `y + skip`, rectified if `relu`: the join computed after the body, as one op each
+/// (shapes checked by [`check_join`]).
+pub(crate) fn join<T: Element>(y: &Tensor<T>, skip: &Tensor<T>, relu: bool) -> Result<Tensor<T>> {
+    check_join(y.shape(), skip.shape())?;
+    if relu {
+        y.add_relu(skip)
+    } else {
+        y.add(skip)
+    }
+}
+
 impl<T: Element> Module<T> for Residual<T> {
     fn kind(&self) -> &'static str {
         "residual"
