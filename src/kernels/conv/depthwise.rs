@@ -4,8 +4,8 @@
 //! tap over the plane instead: for tap `(ki, kj)` and output row `i`, the valid outputs
 //! `j` read one input row at `j·s + kj·d − p`, so with stride 1 the inner loop is a
 //! contiguous `y += w·x` that the compiler vectorises. Narrow planes go channels-last
-//! instead, and "same" stride-1 layers in f32 on AVX-512 are read in place
-//! (`depthwise_flat.rs`). The reference is the grouped direct convolution
+//! instead, and "same" stride-1 layers in f32 on AVX-512 are read in place, stride-2 ones
+//! with large enough planes from their input split into phases (`depthwise_flat.rs`). The reference is the grouped direct convolution
 //! ([`super::grouped`] over [`super::direct`]).
 
 use super::depthwise_flat::FlatDepthwise;
@@ -29,6 +29,14 @@ fn has_avx512() -> bool {
 /// forward in 2.5 instead of 2.1; the train step went from 621/618 to 650/643 images/s
 /// (same run, 2 rounds).
 const NARROW: usize = 17;
+
+/// Stride-2 layers with output planes of at least this many pixels are summed from their
+/// split input (`phases.rs`); smaller ones go channels-last, because splitting and
+/// merging cost per row. mobilenet-v2 training at 1 thread, batch 128, minimum ms of 4
+/// alternating profiles, forward + backward, channels-last → split: 96/2 on 16×16 (64
+/// output pixels) 12.4 → 8.7; 144/2 on 8×8 3.7 → 3.7; 192/2 on 4×4 1.1 → 1.9; 576/2 on
+/// 2×2 1.3 → 2.4.
+const SPLIT_MIN_PIXELS: usize = 64;
 
 /// The outputs `j` of one axis whose input `j·stride + tap − pad` lies in `0..size`,
 /// as a range (`tap` already multiplied by the dilation).
@@ -111,6 +119,12 @@ impl<'a, T: Element> Depthwise<'a, T> {
     /// A depthwise convolution of geometry `g` with the `c × 1 × kh × kw` weights `w`
     /// (empty for a backward pass that wants no input gradient).
     pub fn new(g: &Geometry, w: &'a [T]) -> Self {
+        Self::build(g, w, SPLIT_MIN_PIXELS)
+    }
+
+    /// [`Depthwise::new`], with stride-2 layers read from their split input where their
+    /// output planes have at least `split_min_pixels` pixels.
+    fn build(g: &Geometry, w: &'a [T], split_min_pixels: usize) -> Self {
         let taps = g.kernel.0 * g.kernel.1;
         let mut weight_by_tap = Vec::new();
         if g.ow < NARROW && w.len() == g.c * taps {
@@ -118,7 +132,9 @@ impl<'a, T: Element> Depthwise<'a, T> {
             copy_transposed(w, (g.c, taps, taps), &mut weight_by_tap, g.c);
         }
         let f32_weights = as_f32(w).filter(|_| has_avx512());
-        let flat = f32_weights.and_then(|w| FlatDepthwise::new(g, w));
+        let flat = f32_weights
+            .and_then(|w| FlatDepthwise::new(g, w))
+            .filter(|flat| flat.split_len() == 0 || g.p() >= split_min_pixels);
         let flat_input_grad = f32_weights
             .filter(|w| w.len() == g.c * taps && flat.is_some())
             .and_then(|w| FlatDepthwise::transposed(g, w));
@@ -239,8 +255,8 @@ impl<T: Element> ConvForward<T> for Depthwise<'_, T> {
     /// its output transposed.
     fn workspace(&self) -> usize {
         let g = &self.geometry;
-        if self.flat.is_some() {
-            0
+        if let Some(flat) = &self.flat {
+            flat.split_len()
         } else if !self.weight_by_tap.is_empty() {
             g.c * (g.h * g.w + g.p())
         } else if g.padding == (0, 0) {
@@ -276,9 +292,11 @@ impl<T: Element> ConvForward<T> for Depthwise<'_, T> {
                 // `flat` exists only for f32 on AVX-512 CPUs, so the casts and the kernel
                 // succeed.
                 let f32s = (as_f32(x_i), as_f32(self.weight), as_f32_mut(y_i));
-                if let (Some(x), Some(w), Some(y)) = f32s {
+                if let (Some(x), Some(w), Some(y), Some(ws)) =
+                    (f32s.0, f32s.1, f32s.2, as_f32_mut(workspace))
+                {
                     let bias = bias.and_then(as_f32);
-                    if flat.forward(x, w, bias, y) {
+                    if flat.forward(x, w, bias, y, ws) {
                         continue;
                     }
                 }
@@ -355,40 +373,68 @@ impl<T: Element> Depthwise<'_, T> {
 }
 
 impl<T: Element> Depthwise<'_, T> {
-    /// The in-place kernels of the backward pass, where they take it: a "same" stride-1
-    /// layer in f32 on AVX-512 (dW from `flat`, dX when wanted from `flat_input_grad`).
-    fn flat_backward(&self) -> Option<(&FlatDepthwise, Option<&FlippedLayer>)> {
+    /// The in-place kernels of the backward pass, where they take it: a "same" stride-1 or
+    /// a stride-2 layer in f32 on AVX-512 (dW from `flat`; dX, when wanted, from
+    /// `flat_input_grad` in place or from `flat` on the split input).
+    fn flat_backward(&self) -> Option<(&FlatDepthwise, FlatInputGrad<'_>)> {
         let flat = self.flat.as_ref()?;
-        match (&self.flat_input_grad, self.weight.is_empty()) {
-            (Some(dx), _) => Some((flat, Some(dx))),
-            (None, true) => Some((flat, None)),
-            (None, false) => None,
+        if self.weight.is_empty() {
+            return Some((flat, FlatInputGrad::NotWanted));
+        }
+        match &self.flat_input_grad {
+            Some(transposed) => Some((flat, FlatInputGrad::Transposed(transposed))),
+            None if flat.split_len() > 0 => Some((flat, FlatInputGrad::Split)),
+            None => None,
         }
     }
 
     /// The in-place backward of one image ([`Depthwise::flat_backward`]): dW's lane sums
-    /// and dX (overwritten) by the transposed layer's forward. `false` if `T` is not f32.
-    fn backward_flat(&self, dy: &[T], x: &[T], dx: Option<&mut [T]>, dw: Option<&mut [T]>) -> bool {
+    /// and dX (overwritten). `false` if `T` is not f32.
+    fn backward_flat(
+        &self,
+        dy: &[T],
+        x: &[T],
+        dx: Option<&mut [T]>,
+        dw: Option<&mut [T]>,
+        workspace: &mut [T],
+    ) -> bool {
         let Some((flat, input_grad)) = self.flat_backward() else {
             return false;
         };
-        let (Some(dy), Some(x)) = (as_f32(dy), as_f32(x)) else {
+        let (Some(dy), Some(x), Some(ws)) = (as_f32(dy), as_f32(x), as_f32_mut(workspace)) else {
             return false;
         };
         if let Some(dw) = dw.and_then(as_f32_mut) {
             assert!(
-                flat.weight_grad(x, dy, dw),
+                flat.weight_grad(x, dy, dw, ws),
                 "the in-place path needs AVX-512F"
             );
         }
-        if let (Some(dx), Some((kernel, flipped))) = (dx.and_then(as_f32_mut), input_grad) {
-            assert!(
-                kernel.forward(dy, flipped, None, dx),
-                "the in-place path needs AVX-512F"
-            );
-        }
+        let Some(dx) = dx.and_then(as_f32_mut) else {
+            return true;
+        };
+        let written = match input_grad {
+            FlatInputGrad::Transposed((kernel, flipped)) => {
+                kernel.forward(dy, flipped, None, dx, ws)
+            }
+            FlatInputGrad::Split => {
+                as_f32(self.weight).is_some_and(|w| flat.input_grad(dy, w, dx, ws))
+            }
+            FlatInputGrad::NotWanted => true,
+        };
+        assert!(written, "the in-place path needs AVX-512F");
         true
     }
+}
+
+/// How the in-place backward finds dX.
+enum FlatInputGrad<'k> {
+    /// No weights were given: dX is not wanted.
+    NotWanted,
+    /// A stride-1 layer: the transposed layer's in-place forward.
+    Transposed(&'k FlippedLayer),
+    /// A stride-2 layer: its own taps scattered into the split input's gradient.
+    Split,
 }
 
 impl<T: Element> ConvBackward<T> for Depthwise<'_, T> {
@@ -396,8 +442,8 @@ impl<T: Element> ConvBackward<T> for Depthwise<'_, T> {
     /// in both layouts; none for the in-place path.
     fn workspace(&self) -> usize {
         let g = &self.geometry;
-        if self.flat_backward().is_some() {
-            0
+        if let Some((flat, _)) = self.flat_backward() {
+            flat.split_len()
         } else if g.ow < NARROW {
             g.c * (g.p() + 2 * g.h * g.w + 2 * g.kernel.0 * g.kernel.1)
         } else {
@@ -440,7 +486,7 @@ impl<T: Element> ConvBackward<T> for Depthwise<'_, T> {
         mut dw: Option<&mut [T]>,
         workspace: &mut [T],
     ) {
-        if self.backward_flat(dy, x, dx.as_deref_mut(), dw.as_deref_mut()) {
+        if self.backward_flat(dy, x, dx.as_deref_mut(), dw.as_deref_mut(), workspace) {
             return;
         }
         let g = &self.geometry;
@@ -561,21 +607,44 @@ mod tests {
     /// the last vector partial, 3×3 and 5×5 kernels, with and without a bias; the images
     /// sit between NaNs and the output starts as NaN, so a lane read outside its image or
     /// an output left unwritten shows.
+    /// `(c, h, w, k, p, stride)` of "same" stride-1 layers whose planes are a multiple or
+    /// a divisor of 16 pixels.
+    const STRIDE_1_CASES: &[(usize, usize, usize, usize, usize, usize)] = &[
+        (3, 1, 1, 3, 1, 1),
+        (7, 1, 2, 3, 1, 1),
+        (5, 2, 2, 3, 1, 1),
+        (9, 2, 4, 3, 1, 1),
+        (6, 4, 4, 3, 1, 1),
+        (3, 4, 8, 3, 1, 1),
+        (4, 8, 8, 5, 2, 1),
+        (2, 16, 16, 3, 1, 1),
+    ];
+
+    /// Stride-2 layers whose output planes are 1, 2×2, 4×4 and 8×8 pixels, from even and
+    /// odd sizes, with 3×3 and 5×5 kernels: mobilenet-v2's downsampling layers and their
+    /// edges.
+    const STRIDE_2_CASES: &[(usize, usize, usize, usize, usize, usize)] = &[
+        (7, 2, 2, 3, 1, 2),
+        (3, 1, 1, 3, 1, 2),
+        (6, 4, 4, 3, 1, 2),
+        (5, 3, 3, 3, 1, 2),
+        (3, 8, 8, 3, 1, 2),
+        (4, 7, 7, 3, 1, 2),
+        (2, 8, 8, 5, 2, 2),
+        (5, 16, 16, 3, 1, 2),
+        (2, 15, 16, 3, 1, 2),
+    ];
+
     #[test]
     fn in_place_path_equals_the_definition() {
         let mut taken = 0;
-        for (c, h, w, k, p) in [
-            (3, 1, 1, 3, 1),
-            (7, 1, 2, 3, 1),
-            (5, 2, 2, 3, 1),
-            (9, 2, 4, 3, 1),
-            (6, 4, 4, 3, 1),
-            (3, 4, 8, 3, 1),
-            (4, 8, 8, 5, 2),
-            (2, 16, 16, 3, 1),
-            (1, 8, 8, 3, 1),
-        ] {
-            let g = Geometry::new(c, (h, w), (k, k), (1, 1), (p, p), (1, 1)).unwrap();
+        for (c, h, w, k, p, s) in STRIDE_1_CASES
+            .iter()
+            .chain(&[(1, 8, 8, 3, 1, 1)])
+            .chain(STRIDE_2_CASES)
+            .copied()
+        {
+            let g = Geometry::new(c, (h, w), (k, k), (s, s), (p, p), (1, 1)).unwrap();
             let imgs = 3;
             let x: Vec<f64> = (0..imgs * g.chw())
                 .map(|i| (i as f64 * 0.37).sin())
@@ -587,7 +656,7 @@ mod tests {
             let padded = [&guard[..], &f(&x), &guard[..]].concat();
             let x32 = &padded[64..64 + x.len()];
             let w32 = f(&wt);
-            let kernel = Depthwise::new(&g, &w32);
+            let kernel = Depthwise::build(&g, &w32, 0);
             taken += usize::from(kernel.flat.is_some());
             for b in [None, Some(&bias[..])] {
                 let want: Vec<f64> = x
@@ -607,7 +676,8 @@ mod tests {
             }
         }
         if has_avx512() {
-            assert_eq!(taken, 9, "every case takes the in-place path");
+            let cases = STRIDE_1_CASES.len() + 1 + STRIDE_2_CASES.len();
+            assert_eq!(taken, cases, "every case takes the in-place path");
         }
     }
 
@@ -619,22 +689,13 @@ mod tests {
     #[test]
     fn in_place_backward_equals_the_definition() {
         let mut taken = 0;
-        for (c, h, w, k, p) in [
-            (3, 1, 1, 3, 1),
-            (7, 1, 2, 3, 1),
-            (5, 2, 2, 3, 1),
-            (9, 2, 4, 3, 1),
-            (6, 4, 4, 3, 1),
-            (3, 4, 8, 3, 1),
-            (4, 8, 8, 5, 2),
-            (2, 16, 16, 3, 1),
-        ] {
-            let g = Geometry::new(c, (h, w), (k, k), (1, 1), (p, p), (1, 1)).unwrap();
-            let (imgs, taps, plane) = (3, k * k, h * w);
+        for &(c, h, w, k, p, s) in STRIDE_1_CASES.iter().chain(STRIDE_2_CASES) {
+            let g = Geometry::new(c, (h, w), (k, k), (s, s), (p, p), (1, 1)).unwrap();
+            let (imgs, taps, plane, out) = (3, k * k, h * w, g.p());
             let x: Vec<f64> = (0..imgs * g.chw())
                 .map(|i| (i as f64 * 0.37).sin())
                 .collect();
-            let dy: Vec<f64> = (0..imgs * g.chw())
+            let dy: Vec<f64> = (0..imgs * c * out)
                 .map(|i| (i as f64 * 0.53).cos())
                 .collect();
             let wt: Vec<f64> = (0..c * taps).map(|i| (i as f64 * 0.71).cos()).collect();
@@ -642,14 +703,15 @@ mod tests {
             let (mut dx_want, mut dw_want) = (vec![0.0; x.len()], vec![0.0; c * taps]);
             for n in 0..imgs {
                 for ch in 0..c {
-                    let at = (n * c + ch) * plane;
-                    for q in 0..plane {
+                    let (at, at_y) = ((n * c + ch) * plane, (n * c + ch) * out);
+                    for q in 0..out {
                         for t in 0..taps {
-                            let r = (q / w + t / k).checked_sub(p).filter(|&r| r < h);
-                            let s = (q % w + t % k).checked_sub(p).filter(|&s| s < w);
-                            if let (Some(r), Some(s)) = (r, s) {
-                                dx_want[at + r * w + s] += wt[ch * taps + t] * dy[at + q];
-                                dw_want[ch * taps + t] += dy[at + q] * x[at + r * w + s];
+                            let r = (q / g.ow * s + t / k).checked_sub(p).filter(|&r| r < h);
+                            let col = (q % g.ow * s + t % k).checked_sub(p);
+                            if let (Some(r), Some(col)) = (r, col.filter(|&v| v < w)) {
+                                let (gy, i) = (dy[at_y + q], at + r * w + col);
+                                dx_want[i] += wt[ch * taps + t] * gy;
+                                dw_want[ch * taps + t] += gy * x[i];
                             }
                         }
                     }
@@ -662,7 +724,7 @@ mod tests {
             let (dy32, w32) = (f(&dy), f(&wt));
             for with_dx in [true, false] {
                 let weights = if with_dx { &w32[..] } else { &[] };
-                let kernel = Depthwise::new(&g, weights);
+                let kernel = Depthwise::build(&g, weights, 0);
                 taken += usize::from(kernel.flat_backward().is_some());
                 let mut dx = vec![f32::NAN; x.len()];
                 if !kernel.writes_every_input_grad() {
@@ -685,7 +747,8 @@ mod tests {
             }
         }
         if has_avx512() {
-            assert_eq!(taken, 16, "every case takes the in-place path");
+            let cases = STRIDE_1_CASES.len() + STRIDE_2_CASES.len();
+            assert_eq!(taken, 2 * cases, "every case takes the in-place path");
         }
     }
 

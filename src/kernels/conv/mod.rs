@@ -26,6 +26,7 @@ pub mod grouped;
 pub mod im2col;
 pub mod implicit;
 pub mod implicit_backward;
+mod phases;
 pub mod winograd;
 
 use crate::kernels::{Element, Geometry};
