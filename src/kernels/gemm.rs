@@ -91,6 +91,8 @@ pub struct MatMut<'a, T> {
     rows: usize,
     cols: usize,
     ld: usize,
+    /// Elements between neighbouring columns: 1, except in [`MatMut::strided`] views.
+    cs: usize,
     _borrow: PhantomData<&'a mut [T]>,
 }
 
@@ -120,6 +122,41 @@ impl<'a, T> MatMut<'a, T> {
             rows,
             cols,
             ld,
+            cs: 1,
+            _borrow: PhantomData,
+        }
+    }
+
+    /// A `rows × cols` view of `data` whose element `(i, j)` is `data[i·rs + j·cs]`, for
+    /// rows and columns that interleave (one pixel of every image in a batch: `rs` the
+    /// image's size, `cs` its pixels). The elements must be distinct.
+    ///
+    /// # Panics
+    /// If two elements would coincide (`cs = 0` with several columns, or the columns of
+    /// a row reaching the next row: `(cols − 1)·cs ≥ rs`, with several rows), or the last
+    /// element lies past `data`.
+    pub fn strided(
+        data: &'a mut [T],
+        (rows, cols): (usize, usize),
+        (rs, cs): (usize, usize),
+    ) -> Self {
+        assert!(
+            (cs > 0 || cols <= 1) && (rows <= 1 || (cols.max(1) - 1) * cs < rs),
+            "rows of {cols} columns {cs} apart overlap at row stride {rs}"
+        );
+        if rows > 0 && cols > 0 {
+            assert!(
+                (rows - 1) * rs + (cols - 1) * cs < data.len(),
+                "matrix {rows}×{cols} (strides {rs}, {cs}) overruns {} elements",
+                data.len()
+            );
+        }
+        MatMut {
+            ptr: data.as_mut_ptr(),
+            rows,
+            cols,
+            ld: rs,
+            cs,
             _borrow: PhantomData,
         }
     }
@@ -158,7 +195,7 @@ impl<'a, T> MatMut<'a, T> {
         assert!(c <= self.cols, "split at column {c} of {}", self.cols);
         let rest = if c < self.cols {
             // SAFETY: column `c` of row 0 is inside the tile (c < cols).
-            unsafe { self.ptr.add(c) }
+            unsafe { self.ptr.add(c * self.cs) }
         } else {
             self.ptr
         };
@@ -182,6 +219,7 @@ impl<'a, T> MatMut<'a, T> {
             rows: self.rows,
             cols: self.cols,
             ld: self.ld,
+            cs: self.cs,
             _borrow: PhantomData,
         }
     }
@@ -204,10 +242,10 @@ pub fn gemm<T: Element>(a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, c: MatMut<'
     if k == 0 {
         // A·B is zero: C ← β·C.
         for i in 0..m {
-            // SAFETY: row i of the m×n tile is inside the borrowed region (checked when
-            // the view was made) and no other reference to it exists.
-            let row = unsafe { std::slice::from_raw_parts_mut(c.ptr.add(i * c.ld), n) };
-            for v in row {
+            for j in 0..n {
+                // SAFETY: element (i, j) of the m×n tile is inside the borrowed region
+                // (checked when the view was made) and no other reference to it exists.
+                let v = unsafe { &mut *c.ptr.add(i * c.ld + j * c.cs) };
                 *v = if beta == T::zero() {
                     T::zero()
                 } else {
@@ -236,7 +274,7 @@ pub fn gemm<T: Element>(a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, c: MatMut<'
             beta,
             c.ptr,
             c.ld as isize,
-            1,
+            c.cs as isize,
         )
     }
 }
@@ -271,6 +309,52 @@ pub fn gemm_reference<T: Element>(a: &[T], b: &[T], (m, k, n): (usize, usize, us
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A strided output view (column stride 3, rows 3·n + 1 apart) receives the product,
+    /// split by columns and accumulated with β = 1, and leaves every other element alone;
+    /// with k = 0 it is scaled by β elementwise.
+    #[test]
+    fn strided_outputs_receive_the_product_and_nothing_else() {
+        let (m, k, n) = (4, 5, 6);
+        let a: Vec<f32> = (0..m * k).map(|i| i as f32 * 0.5 - 3.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i as f32).sin()).collect();
+        let want = gemm_reference(&a, &b, (m, k, n));
+        let (rs, cs) = (3 * n + 1, 3);
+        let mut c = vec![f32::NAN; m * rs];
+        for (i, row) in c.chunks_mut(rs).enumerate() {
+            for j in 0..n {
+                row[j * cs] = i as f32;
+            }
+        }
+        let (av, bv) = (
+            MatRef::new(&a, 0, (m, k), (k, 1)),
+            MatRef::new(&b, 0, (k, n), (n, 1)),
+        );
+        let (left, right) = MatMut::strided(&mut c, (m, n), (rs, cs)).split_cols(2);
+        gemm(av, bv.cols(0, 2), 1.0, left);
+        gemm(av, bv.cols(2, 4), 1.0, right);
+        for (e, v) in c.iter().enumerate() {
+            let (i, r) = (e / rs, e % rs);
+            if r % cs == 0 && r / cs < n {
+                let expect = want[i * n + r / cs] + i as f32;
+                assert!(
+                    (v - expect).abs() < 1e-4,
+                    "({i}, {}): {v} vs {expect}",
+                    r / cs
+                );
+            } else {
+                assert!(v.is_nan(), "element {e} outside the view was written");
+            }
+        }
+        let none: [f32; 0] = [];
+        gemm(
+            MatRef::new(&none, 0, (m, 0), (0, 1)),
+            MatRef::new(&none, 0, (0, n), (n, 1)),
+            0.0,
+            MatMut::strided(&mut c, (m, n), (rs, cs)),
+        );
+        assert_eq!(c.iter().filter(|v| **v == 0.0).count(), m * n);
+    }
 
     #[test]
     fn split_tiles_fill_the_whole_product() {

@@ -704,33 +704,40 @@ fn images_sharing_a_forward_gemm_match_each_image_alone() {
         let y = x.conv2d(&wt, Some(&b), cfg).unwrap();
         assert_close(&y.to_vec(), &reference(&x, &wt, Some(&b), cfg), 1e-12);
     }
-    // Images of one pixel under a 1×1 kernel: the whole batch is one product read in
-    // place (more input channels than one block of the GEMM's depth).
+    // Images of 1, 2 and 4 pixels under a 1×1 kernel: one product per pixel over the
+    // whole batch, read and written in place (more input channels than one block of the
+    // GEMM's depth).
     let cfg = Conv2dConfig::default().with_algorithm(ConvAlgorithm::Im2col);
-    let (batch, c, o) = (37, 300, 20);
-    let x = rand_input(&[batch, c, 1, 1], 903);
-    let wt = rand_input(&[o, c, 1, 1], 904);
-    let b = rand_input(&[o], 905);
-    let f = |t: &Tensor<f64>| {
-        Tensor::<f32>::from_vec(t.to_vec().iter().map(|&v| v as f32).collect(), t.shape()).unwrap()
-    };
-    let (x32, w32, b32) = (f(&x), f(&wt), f(&b));
-    for bias in [None, Some(&b32)] {
-        let all = x32.conv2d(&w32, bias, cfg).unwrap().to_vec();
-        for i in [0, 1, batch / 2, batch - 1] {
-            let one = x32.narrow(0, i, 1).unwrap().contiguous();
-            let alone = one.conv2d(&w32, bias, cfg).unwrap().to_vec();
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&all[i * o..(i + 1) * o]), bits(&alone), "image {i}");
+    for (h, w) in [(1, 1), (1, 2), (2, 2)] {
+        let (batch, c, o) = (37, 300, 20);
+        let x = rand_input(&[batch, c, h, w], 903 + h as u64);
+        let wt = rand_input(&[o, c, 1, 1], 904);
+        let b = rand_input(&[o], 905);
+        let f = |t: &Tensor<f64>| {
+            Tensor::<f32>::from_vec(t.to_vec().iter().map(|&v| v as f32).collect(), t.shape())
+                .unwrap()
+        };
+        let (x32, w32, b32) = (f(&x), f(&wt), f(&b));
+        let out = o * h * w;
+        for bias in [None, Some(&b32)] {
+            let all = x32.conv2d(&w32, bias, cfg).unwrap().to_vec();
+            for i in [0, 1, batch / 2, batch - 1] {
+                let one = x32.narrow(0, i, 1).unwrap().contiguous();
+                let alone = one.conv2d(&w32, bias, cfg).unwrap().to_vec();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                let got = &all[i * out..(i + 1) * out];
+                assert_eq!(bits(got), bits(&alone), "image {i}, {h}×{w}");
+            }
         }
+        let y = x.conv2d(&wt, Some(&b), cfg).unwrap();
+        assert_close(&y.to_vec(), &reference(&x, &wt, Some(&b), cfg), 1e-12);
     }
-    let y = x.conv2d(&wt, Some(&b), cfg).unwrap();
-    assert_close(&y.to_vec(), &reference(&x, &wt, Some(&b), cfg), 1e-12);
 }
 
 /// Backward shares its products between small images too (`Im2colBackward::images`):
 /// dX, dW and db over batches split into groups (a last group shorter, chunks of several
-/// groups) equal the direct convolution's, for pointwise layers on 1×1 and 2×3 maps, a
+/// groups) equal the direct convolution's, for pointwise layers on 1×1, 2×2 and 1×2 maps
+/// (one product per pixel over the images) and on 2×3 maps, a
 /// strided 1×1, a padded strided 3×3 and a 3×3 without padding (75 images: chunks of 19,
 /// groups of 16 and 3); with the fused ReLU too.
 #[test]
@@ -738,6 +745,8 @@ fn images_sharing_backward_gemms_match_the_definition() {
     // (batch, c_in, h, w, kernel, stride, padding)
     let cases = [
         (45, 7, 1, 1, 1, 1, 0),
+        (41, 6, 2, 2, 1, 1, 0),
+        (23, 5, 1, 2, 1, 1, 0),
         (37, 6, 2, 3, 1, 1, 0),
         (29, 4, 5, 5, 1, 2, 0),
         (33, 3, 7, 7, 3, 2, 1),
