@@ -533,7 +533,8 @@ impl<T: Element> ConvBackward<T> for Im2colBackward<'_, T> {
         dw: Option<&mut [T]>,
         ws: &mut [T],
     ) {
-        if imgs > 1 {
+        // Pointwise layers on small maps keep no workspace for the one-image path.
+        if imgs > 1 || pixel_products(&self.geometry) {
             return self.images(dy, x, dx, dw, ws);
         }
         self.backward_image(dy, x, dx, dw, ws);

@@ -737,7 +737,7 @@ fn images_sharing_a_forward_gemm_match_each_image_alone() {
 /// Backward shares its products between small images too (`Im2colBackward::images`):
 /// dX, dW and db over batches split into groups (a last group shorter, chunks of several
 /// groups) equal the direct convolution's, for pointwise layers on 1×1, 2×2 and 1×2 maps
-/// (one product per pixel over the images) and on 2×3 maps, a
+/// (one product per pixel over the images; a batch of 1 too) and on 2×3 maps, a
 /// strided 1×1, a padded strided 3×3 and a 3×3 without padding (75 images: chunks of 19,
 /// groups of 16 and 3); with the fused ReLU too.
 #[test]
@@ -746,6 +746,7 @@ fn images_sharing_backward_gemms_match_the_definition() {
     let cases = [
         (45, 7, 1, 1, 1, 1, 0),
         (41, 6, 2, 2, 1, 1, 0),
+        (1, 4, 2, 2, 1, 1, 0),
         (23, 5, 1, 2, 1, 1, 0),
         (37, 6, 2, 3, 1, 1, 0),
         (29, 4, 5, 5, 1, 2, 0),
