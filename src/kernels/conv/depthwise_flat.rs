@@ -43,8 +43,6 @@ struct Reads<'r> {
 #[derive(Debug)]
 pub(super) struct FlatDepthwise {
     g: Geometry,
-    /// 1, or 2 for a layer whose input is first split into its four phases.
-    stride: usize,
     /// Vectors after which the masks repeat: `p / 16`, or 1 for planes of at most 16.
     period: usize,
     /// `masks[r·taps + t]`: the lanes of vector `r` (of a period) whose tap `t` lies
@@ -160,7 +158,6 @@ impl FlatDepthwise {
         }
         Some(FlatDepthwise {
             g: *g,
-            stride,
             period,
             masks,
             offsets,
@@ -245,10 +242,15 @@ impl FlatDepthwise {
         false
     }
 
+    /// Whether the layer is strided, and read from its input split into phases.
+    fn split(&self) -> bool {
+        self.g.stride == (2, 2)
+    }
+
     /// Elements of workspace the forward pass and dW need: the split input of a stride-2
     /// layer (`4·c·p`), none in place.
     pub(super) fn split_len(&self) -> usize {
-        if self.stride == 2 {
+        if self.split() {
             4 * self.g.c * self.g.p()
         } else {
             0
@@ -258,7 +260,7 @@ impl FlatDepthwise {
     /// What the kernels read: `x` itself in place, or its four phases split into the
     /// front of `workspace` (stride 2).
     fn source<'s>(&self, x: &'s [f32], workspace: &'s mut [f32]) -> &'s [f32] {
-        if self.stride == 1 {
+        if !self.split() {
             return x;
         }
         let xs = &mut workspace[..self.split_len()];
@@ -269,8 +271,8 @@ impl FlatDepthwise {
     /// dX of one image of a stride-2 layer (overwritten) from `dy`, with the layer's
     /// weights `w`: each phase of the split input gradient summed from the taps that read
     /// that phase (`w · dY` of the output each pixel's tap feeds), as the forward pass
-    /// sums its outputs, then the phases merged back into `dx`; `false` (nothing written) where the
-    /// CPU lacks AVX-512F. The workspace holds `4·c·p` elements.
+    /// sums its outputs, then the phases merged back into `dx`; `false` (nothing
+    /// written) where the CPU lacks AVX-512F. The workspace holds `4·c·p` elements.
     ///
     /// # Panics
     /// If the layer is not strided, or an operand is shorter than the layer's.
@@ -283,10 +285,7 @@ impl FlatDepthwise {
     ) -> bool {
         let g = &self.g;
         let taps = g.kernel.0 * g.kernel.1;
-        assert_eq!(
-            self.stride, 2,
-            "in-place layers take the transposed forward"
-        );
+        assert!(self.split(), "in-place layers take the transposed forward");
         assert!(
             dy.len() >= g.c * g.p() && w.len() >= g.c * taps && dx.len() >= g.chw(),
             "operands too short for the layer"
