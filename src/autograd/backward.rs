@@ -130,14 +130,27 @@ impl<T: Element> Tensor<T> {
                     continue;
                 }
                 debug_assert_eq!(g.shape(), input.shape(), "rule of {}", op.name());
-                match grads.remove(&input.id()) {
-                    Some(acc) => grads.insert(input.id(), acc.add(&g)?),
-                    None => grads.insert(input.id(), g),
+                let sum = match grads.remove(&input.id()) {
+                    Some(acc) => accumulate(acc, &g)?,
+                    None => g,
                 };
+                grads.insert(input.id(), sum);
             }
         }
         Ok(Gradients { map: grads })
     }
+}
+
+/// `acc + g` for a node reached twice (micrograd's `+=`): in place when nothing else holds
+/// `acc`'s values, else a new tensor ([`Tensor::add`]); bitwise the same either way. The
+/// new buffer and its pass were 2% of a resnet20 training step, a sum per residual block.
+fn accumulate<T: Element>(mut acc: Tensor<T>, g: &Tensor<T>) -> Result<Tensor<T>> {
+    if acc.shape() != g.shape() || !acc.owns_its_values() {
+        return acc.add(g);
+    }
+    let g = g.values();
+    acc.update_data(|a| crate::kernels::elementwise::zip_in_place(a, &g, |x, y| x + y));
+    Ok(acc)
 }
 
 /// Nodes reachable from `root` through recorded ops whose inputs pass `follow`, inputs
@@ -404,5 +417,34 @@ mod tests {
         assert!(kept(&|a| a.mul(&rand_input(&[3, 4], 5)).unwrap()));
         assert!(kept(&|a| a.matmul(&rand_input(&[4, 2], 5)).unwrap()));
         assert!(!kept(&|a| a.matmul(&Tensor::ones(&[4, 2])).unwrap()));
+    }
+
+    /// A node reached by several paths sums its gradients in place only where it owns the
+    /// sum: the seed the caller holds, a gradient two inputs share and views of it stay
+    /// unchanged, and the sum is the analytic one.
+    #[test]
+    fn gradient_sums_change_no_tensor_held_elsewhere() {
+        let x = rand_input(&[4, 5], 7);
+        let flat = |t: &Tensor<f64>| t.reshape(&[20]).unwrap();
+        // x reached through two reshapes (whose gradients are views of the seed's values),
+        // through exp (a buffer of its own) and through `x · 3`.
+        let y = flat(&x)
+            .add(&flat(&x))
+            .unwrap()
+            .add(&flat(&x.exp()))
+            .unwrap()
+            .add(&flat(&x.mul_scalar(3.0)))
+            .unwrap();
+        let seed = rand_input(&[20], 8).detach();
+        let before = seed.to_vec();
+        let grads = y.backward_with(&seed).unwrap();
+        let want: Vec<f64> = x
+            .to_vec()
+            .iter()
+            .zip(&before)
+            .map(|(x, s)| s * (x.exp() + 5.0))
+            .collect();
+        assert_close(&grads.get(&x).unwrap().to_vec(), &want, 1e-12);
+        assert_eq!(seed.to_vec(), before, "the seed changed");
     }
 }

@@ -38,9 +38,22 @@ pub(crate) fn zip_map<T: Element>(
     out
 }
 
+/// [`zip_map`] with `op`'s function, chosen once per call: a loop per op, with no `match`
+/// per element (which kept the loop scalar).
+fn zip_op<T: Element>(a: (&[T], &Layout), b: (&[T], &Layout), op: BinaryOp) -> Vec<T> {
+    macro_rules! loop_of {
+        ($($op:ident),*) => {
+            match op {
+                $(BinaryOp::$op => zip_map(a, b, |x, y| BinaryOp::$op.apply(x, y)),)*
+            }
+        };
+    }
+    loop_of!(Add, Sub, Mul, Div, Maximum, Minimum)
+}
+
 impl BinaryOp {
     /// The forward scalar function.
-    #[inline]
+    #[inline(always)]
     pub fn apply<T: Element>(self, a: T, b: T) -> T {
         match self {
             BinaryOp::Add => a + b,
@@ -70,11 +83,7 @@ impl<T: Element> Tensor<T> {
         let shape = broadcast_shapes(op.name(), self.shape(), rhs.shape())?;
         let a = self.broadcast_to(&shape)?;
         let b = rhs.broadcast_to(&shape)?;
-        let data = zip_map(
-            (a.storage(), a.layout()),
-            (b.storage(), b.layout()),
-            |x, y| op.apply(x, y),
-        );
+        let data = zip_op((a.storage(), a.layout()), (b.storage(), b.layout()), op);
         // Keep an operand's values only if the derivative rule reads them.
         let (read_a, read_b) = binary_operands_read(op, a.requires_grad(), b.requires_grad());
         let (lhs, rhs) = (a.kept_if(read_a), b.kept_if(read_b));

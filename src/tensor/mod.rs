@@ -279,11 +279,7 @@ impl<T: Element> Tensor<T> {
     /// statistics). The node keeps its identity when nothing else holds it or its storage;
     /// otherwise the values are copied into a new node first, so no other view changes.
     pub fn update_data(&mut self, f: impl FnOnce(&mut [T])) {
-        let unique = self.is_contiguous()
-            && self.node.layout.offset() == 0
-            && self.numel() == self.node.storage.len()
-            && Arc::get_mut(&mut self.node).is_some_and(|n| Arc::get_mut(&mut n.storage).is_some());
-        if !unique {
+        if !self.owns_its_values() {
             let fresh = Tensor::from_contiguous(self.to_vec(), self.shape());
             *self = if self.requires_grad() {
                 fresh.with_grad()
@@ -294,6 +290,16 @@ impl<T: Element> Tensor<T> {
         let node = Arc::get_mut(&mut self.node).expect("uniquely owned after the copy");
         node.version += 1;
         f(Arc::get_mut(&mut node.storage).expect("uniquely owned after the copy"));
+    }
+
+    /// Whether the values could change in place without any other tensor, view or op
+    /// record seeing it: a contiguous tensor over all of its storage, and nothing else
+    /// holding its node or its storage.
+    pub(crate) fn owns_its_values(&mut self) -> bool {
+        self.is_contiguous()
+            && self.node.layout.offset() == 0
+            && self.numel() == self.node.storage.len()
+            && Arc::get_mut(&mut self.node).is_some_and(|n| Arc::get_mut(&mut n.storage).is_some())
     }
 
     // ---------------------------------------------------------------- inspection
