@@ -162,9 +162,43 @@ fn in_place_slice_body<T: Element>(acc: &mut [T], b: &[T], f: &impl Fn(T, T) -> 
     }
 }
 
+/// `dst.copy_from_slice(src)` (equal lengths) for short rows, in copies of 8 and then of
+/// single elements whose sizes the compiler knows: `copy_from_slice` makes a `memmove`
+/// call per row, and an 8-pixel row of LeNet's conv2 in im2col cost a call each (10% of
+/// the layer's backward; its dW alone went from 4.5 to 4.3 ms at batch 64, 1 thread).
+#[inline(always)]
+pub fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
+    assert_eq!(
+        dst.len(),
+        src.len(),
+        "copy_short between slices of different lengths"
+    );
+    let mut to = dst.chunks_exact_mut(8);
+    let mut from = src.chunks_exact(8);
+    for (d, s) in (&mut to).zip(&mut from) {
+        let s: [T; 8] = std::array::from_fn(|i| s[i]);
+        d.copy_from_slice(&s);
+    }
+    for (d, &s) in to.into_remainder().iter_mut().zip(from.remainder()) {
+        *d = s;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_copies_equal_copy_from_slice() {
+        // Whole chunks of 8, remainders, and both.
+        for len in 0..40 {
+            let src: Vec<f32> = (0..len).map(|i| i as f32 + 0.5).collect();
+            let mut dst = vec![-1.0f32; len + 3];
+            copy_short(&mut dst[..len], &src);
+            assert_eq!(dst[..len], src[..], "length {len}");
+            assert!(dst[len..].iter().all(|&v| v == -1.0), "past length {len}");
+        }
+    }
 
     #[test]
     fn zeroed_chunks_cover_the_vector_in_order() {

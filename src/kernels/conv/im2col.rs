@@ -94,7 +94,10 @@ pub fn im2col_strided<T: Copy + Default>(
             }
             let first = (lo * sw) as isize + iw_off;
             if sw == 1 {
-                dst[lo..hi].copy_from_slice(&src[first as usize..first as usize + hi - lo]);
+                crate::kernels::elementwise::copy_short(
+                    &mut dst[lo..hi],
+                    &src[first as usize..first as usize + hi - lo],
+                );
             } else {
                 for (j, d) in dst[lo..hi].iter_mut().enumerate() {
                     *d = src[first as usize + j * sw];
