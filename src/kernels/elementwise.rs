@@ -60,9 +60,9 @@ pub fn par_chunks_overwritten<T: Element, R: Send>(
 
 /// `f` of every element of `a`, on the rayon pool in pieces of [`PARALLEL_ELEMENTS`] for
 /// large inputs (elementwise, so the same on any thread count). Each piece is one plain
-/// slice loop ([`map_slice`]); rayon's collecting iterator wrote element by element, which
-/// kept the loop from vectorising (two floats per SSE operation: resnet20's joins and
-/// gradient sums took 8% of its training step).
+/// slice loop, compiled for AVX2 where the CPU has it; rayon's collecting iterator wrote
+/// element by element, which kept the loop from vectorising (two floats per SSE operation:
+/// resnet20's joins and gradient sums took 8% of its training step).
 pub fn map_elements<T: Element>(a: &[T], f: impl Fn(T) -> T + Sync + Send) -> Vec<T> {
     let g = |x, _| f(x);
     zip_elements(a, a, g)
