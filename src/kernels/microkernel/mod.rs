@@ -136,6 +136,35 @@ pub fn multiply_block<T: Element>(
     c: &mut [T],
     ldc: usize,
 ) {
+    block(a, (b, ldb), n, bias, false, c, ldc)
+}
+
+/// [`multiply_block`] adding the products to `c`: `c[i·ldc + j] += Σ_kk A(i, kk)·b[kk·ldb +
+/// j]`, the sum over `kk` started from `c`'s value (a weight gradient summed image by
+/// image).
+///
+/// # Panics
+/// As [`multiply_block`].
+pub fn add_block<T: Element>(
+    a: &PackedRows<T>,
+    (b, ldb): (&[T], usize),
+    n: usize,
+    c: &mut [T],
+    ldc: usize,
+) {
+    block(a, (b, ldb), n, None, true, c, ldc)
+}
+
+/// [`multiply_block`] or [`add_block`].
+fn block<T: Element>(
+    a: &PackedRows<T>,
+    (b, ldb): (&[T], usize),
+    n: usize,
+    bias: Option<&[T]>,
+    accumulate: bool,
+    c: &mut [T],
+    ldc: usize,
+) {
     assert!(
         n <= NR && ldb >= NR && (a.k == 0 || (a.k - 1) * ldb + NR <= b.len()),
         "block of {n} columns, rows {ldb} apart"
@@ -146,14 +175,16 @@ pub fn multiply_block<T: Element>(
     );
     assert!(bias.is_none_or(|bias| bias.len() >= a.m), "bias too short");
     if a.k == 0 {
-        // No inner dimension, no panel to walk: every output is its bias.
-        for i in 0..a.m {
-            c[i * ldc..][..n].fill(bias.map_or(T::zero(), |bias| bias[i]));
+        // No inner dimension, no panel to walk: every output is its bias (or unchanged).
+        if !accumulate {
+            for i in 0..a.m {
+                c[i * ldc..][..n].fill(bias.map_or(T::zero(), |bias| bias[i]));
+            }
         }
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if let Some(f32s) = x86::F32Block::of(a, (b, ldb), bias, c) {
+    if let Some(f32s) = x86::F32Block::of(a, (b, ldb), bias, accumulate, c) {
         match isa() {
             // SAFETY: the CPU has AVX-512F (checked by `isa`); the shapes were checked above.
             Isa::Avx512 => return unsafe { x86::block_avx512(f32s, n, ldc) },
@@ -162,7 +193,7 @@ pub fn multiply_block<T: Element>(
             Isa::Portable => {}
         }
     }
-    portable_block(a, (b, ldb), n, bias, c, ldc)
+    portable_block(a, (b, ldb), n, bias, accumulate, c, ldc)
 }
 
 /// [`multiply_block`] in plain loops over an `mr × NR` accumulator (f64, and CPUs without
@@ -172,6 +203,7 @@ fn portable_block<T: Element>(
     (b, ldb): (&[T], usize),
     n: usize,
     bias: Option<&[T]>,
+    accumulate: bool,
     c: &mut [T],
     ldc: usize,
 ) {
@@ -180,6 +212,9 @@ fn portable_block<T: Element>(
         let rows = (a.m - q * mr).min(mr);
         for r in 0..rows {
             let mut acc = [bias.map_or(T::zero(), |bias| bias[q * mr + r]); NR];
+            if accumulate {
+                acc[..n].copy_from_slice(&c[(q * mr + r) * ldc..][..n]);
+            }
             for (kk, ak) in panel.chunks_exact(mr).enumerate() {
                 let bk = &b[kk * ldb..][..NR];
                 for (acc, &bv) in acc.iter_mut().zip(bk) {
@@ -286,6 +321,49 @@ mod tests {
         }
     }
 
+    /// `add_block` adds to what `c` holds (full and partial blocks, several panels, an empty
+    /// inner dimension), in f64 and in f32 (this CPU's vector kernel).
+    #[test]
+    fn add_block_adds_the_product_to_c() {
+        for (m, k, n) in [(50, 64, 16), (7, 3, 5), (21, 40, 16), (3, 0, 9)] {
+            let (a, b, c0) = (values(m * k, 7), values(k * NR, 8), values(m * NR, 9));
+            let mut product = vec![0.0; m * NR];
+            multiply_reference(&a, (m, k), &b, n, None, &mut product, NR);
+            let single = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
+            let mut c = c0.clone();
+            add_block(
+                &PackedRows::new(&a, (m, k), (k, 1)),
+                (&b, NR),
+                n,
+                &mut c,
+                NR,
+            );
+            let mut c32 = single(&c0);
+            let (a32, b32) = (single(&a), single(&b));
+            add_block(
+                &PackedRows::new(&a32, (m, k), (k, 1)),
+                (&b32, NR),
+                n,
+                &mut c32,
+                NR,
+            );
+            for i in 0..m * NR {
+                let want = if i % NR < n {
+                    c0[i] + product[i]
+                } else {
+                    c0[i]
+                };
+                assert!((c[i] - want).abs() <= 1e-12 * (1.0 + want.abs()), "f64 {i}");
+                let tol = 1e-5 * (1.0 + want.abs() + (k as f64).sqrt() * 4.0);
+                assert!(
+                    (c32[i] as f64 - want).abs() <= tol,
+                    "f32 {i}: {} vs {want}",
+                    c32[i]
+                );
+            }
+        }
+    }
+
     /// The panels waste as few rows as the compiled heights allow.
     #[test]
     fn panel_height_pads_least() {
@@ -363,7 +441,8 @@ mod tests {
                 let packed = PackedRows::with_mr(&single(a), (m, k), (k, 1), mr);
                 let (b, bias) = (single(b), single(bias));
                 let mut c = vec![f32::NAN; m * NR];
-                let block = x86::F32Block::of(&packed, (&b, NR), Some(&bias), &mut c).expect("f32");
+                let block =
+                    x86::F32Block::of(&packed, (&b, NR), Some(&bias), false, &mut c).expect("f32");
                 // SAFETY: AVX2 and FMA were detected above; the shapes are those
                 // `multiply_block` checks (k rows of NR in `b`, m rows of NR in `c`).
                 unsafe { x86::block_avx2(block, n, NR) };

@@ -16,6 +16,8 @@ pub(super) struct F32Block<'a> {
     b: &'a [f32],
     ldb: usize,
     bias: Option<&'a [f32]>,
+    /// Whether the products are added to `c`'s values rather than written over them.
+    accumulate: bool,
     c: &'a mut [f32],
 }
 
@@ -25,6 +27,7 @@ impl<'a> F32Block<'a> {
         a: &'a PackedRows<T>,
         (b, ldb): (&'a [T], usize),
         bias: Option<&'a [T]>,
+        accumulate: bool,
         c: &'a mut [T],
     ) -> Option<Self> {
         Some(F32Block {
@@ -38,8 +41,23 @@ impl<'a> F32Block<'a> {
                 Some(bias) => Some(as_f32(bias)?),
                 None => None,
             },
+            accumulate,
             c: as_f32_mut(c)?,
         })
+    }
+}
+
+/// One row of `c`'s block (`n ≤ NR` values) padded with zeros to [`NR`], for loading into
+/// accumulators (a whole row is copied as a fixed-size array, with no `memcpy` call).
+#[inline(always)]
+fn c_row(c: &[f32]) -> [f32; NR] {
+    match <&[f32; NR]>::try_from(c) {
+        Ok(full) => *full,
+        Err(_) => {
+            let mut row = [0.0f32; NR];
+            row[..c.len()].copy_from_slice(c);
+            row
+        }
     }
 }
 
@@ -69,6 +87,13 @@ pub(super) unsafe fn block_avx512(blk: F32Block<'_>, n: usize, ldc: usize) {
             if let Some(bias) = blk.bias {
                 for (r, acc) in acc.iter_mut().enumerate().take(rows) {
                     *acc = _mm512_set1_ps(bias[q * MR + r]);
+                }
+            }
+            if blk.accumulate {
+                for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                    let row = c_row(&blk.c[(q * MR + r) * ldc..][..n]);
+                    // SAFETY: `row` holds 16 floats.
+                    *acc = unsafe { _mm512_loadu_ps(row.as_ptr()) };
                 }
             }
             let a = panel.as_ptr();
@@ -116,6 +141,18 @@ pub(super) unsafe fn block_avx2(blk: F32Block<'_>, n: usize, ldc: usize) {
             if let Some(bias) = blk.bias {
                 for (r, acc) in acc.iter_mut().enumerate().take(rows) {
                     *acc = [_mm256_set1_ps(bias[q * MR + r]); 2];
+                }
+            }
+            if blk.accumulate {
+                for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                    let row = c_row(&blk.c[(q * MR + r) * ldc..][..n]);
+                    // SAFETY: `row` holds 16 floats.
+                    *acc = unsafe {
+                        [
+                            _mm256_loadu_ps(row.as_ptr()),
+                            _mm256_loadu_ps(row.as_ptr().add(8)),
+                        ]
+                    };
                 }
             }
             let a = panel.as_ptr();
