@@ -369,6 +369,11 @@ fn matmul_grads<T: Element>(a: &Tensor<T>, b: &Tensor<T>, g: &Tensor<T>) -> Resu
     } else {
         None
     };
+    // A 2-D B stored transposed (a linear layer's `Wᵀ`, a view of the row-major `W`) gets
+    // its gradient as `(Gᵀ·A)ᵀ`: the same sums, computed in `W`'s own layout, so that the
+    // parameter's gradient comes out row-major. As `Aᵀ·G` it came out as a transposed view,
+    // which every reader (the optimizer each step) gathered element by element.
+    let transposed_rhs = b.ndim() == 2 && !b.is_contiguous() && b.transpose(0, 1)?.is_contiguous();
     let gb = if !b.requires_grad() {
         None
     } else if a.ndim() == 3 && b.ndim() == 2 {
@@ -377,7 +382,13 @@ fn matmul_grads<T: Element>(a: &Tensor<T>, b: &Tensor<T>, g: &Tensor<T>) -> Resu
         let n = b.shape()[1];
         let a2 = a.reshape(&[bs * m, k])?;
         let g2 = g.reshape(&[bs * m, n])?;
-        Some(a2.transpose(0, 1)?.matmul(&g2)?)
+        Some(if transposed_rhs {
+            g2.transpose(0, 1)?.matmul(&a2)?.transpose(0, 1)?
+        } else {
+            a2.transpose(0, 1)?.matmul(&g2)?
+        })
+    } else if transposed_rhs {
+        Some(g.transpose(0, 1)?.matmul(a)?.transpose(0, 1)?)
     } else {
         Some(a.transpose(-2, -1)?.matmul(g)?)
     };
@@ -388,6 +399,32 @@ fn matmul_grads<T: Element>(a: &Tensor<T>, b: &Tensor<T>, g: &Tensor<T>) -> Resu
 mod tests {
     use crate::testing::*;
     use crate::Tensor;
+
+    /// A linear layer's `x·Wᵀ` (2-D and 3-D `x`) gives `W` a row-major gradient equal to
+    /// the closed form `Gᵀ·x` (summed over the batch for 3-D), not a transposed view.
+    #[test]
+    fn transposed_weight_gets_a_row_major_gradient() {
+        let w = rand_input(&[3, 4], 71);
+        for x_shape in [vec![5, 4], vec![2, 5, 4]] {
+            let x = rand_input(&x_shape, 72);
+            let y = x.matmul(&w.transpose(0, 1).unwrap()).unwrap();
+            let c = rand_input(y.shape(), 73);
+            let grads = y.mul(&c).unwrap().sum_all().backward().unwrap();
+            let gw = grads.get(&w).unwrap();
+            assert!(gw.is_contiguous(), "{x_shape:?}");
+            let rows = x.numel() / 4;
+            let (xv, cv) = (x.to_vec(), c.to_vec());
+            let mut want = vec![0.0; 12];
+            for r in 0..rows {
+                for o in 0..3 {
+                    for i in 0..4 {
+                        want[o * 4 + i] += cv[r * 3 + o] * xv[r * 4 + i];
+                    }
+                }
+            }
+            assert_close(&gw.to_vec(), &want, 1e-12);
+        }
+    }
 
     #[test]
     fn op_records_keep_only_the_buffers_their_rules_read() {
