@@ -124,12 +124,6 @@ pub struct ImplicitGemmBackward<T> {
     outputs: usize,
     /// `Wᵀ` (`k × o`) in panels, for dX; `None` when no input gradient is wanted.
     weights_t: Option<PackedRows<T>>,
-    /// Whether dW goes by [`im2row`] and the micro-kernel (at least as many taps as output
-    /// channels) rather than by im2col and matrixmultiply: packing `dY`'s tile costs as
-    /// much as the product when a layer has few taps and many outputs (mobilenet-v2's
-    /// 24→144 pointwise layer, batch 128, 1 thread: 3.8 → 6.2 ms), and matrixmultiply
-    /// handles that shape better.
-    weight_grad_by_rows: bool,
 }
 
 impl<T: Element> ImplicitGemmBackward<T> {
@@ -142,8 +136,16 @@ impl<T: Element> ImplicitGemmBackward<T> {
             geometry: *g,
             outputs: o,
             weights_t,
-            weight_grad_by_rows: k >= o,
         }
+    }
+
+    /// Whether dW goes by [`im2row`] and the micro-kernel (at least as many taps as output
+    /// channels) rather than by im2col and matrixmultiply: packing `dY`'s tile costs as
+    /// much as the product when a layer has few taps and many outputs (mobilenet-v2's
+    /// 24→144 pointwise layer, batch 128, 1 thread: 3.8 → 6.2 ms), and matrixmultiply
+    /// handles that shape better.
+    fn weight_grad_by_rows(&self) -> bool {
+        self.geometry.k() >= self.outputs
     }
 
     /// The workspace of one tile's weight gradient (which also holds dX's column gradient).
@@ -153,7 +155,7 @@ impl<T: Element> ImplicitGemmBackward<T> {
             self.outputs,
             max_tile_pixels(&self.geometry),
         );
-        if self.weight_grad_by_rows {
+        if self.weight_grad_by_rows() {
             tile * row_stride(g.k()) + ROW_SLACK
         } else {
             (2 * g.k() + o) * tile
@@ -212,7 +214,7 @@ impl<T: Element> ConvBackward<T> for ImplicitGemmBackward<T> {
         for (r0, r1) in row_tiles(g) {
             let (p0, pt) = (r0 * g.ow, (r1 - r0) * g.ow);
             if let Some(dw) = dw.as_deref_mut() {
-                if self.weight_grad_by_rows {
+                if self.weight_grad_by_rows() {
                     self.add_tile_weight_grad(dy, x, (p0, pt), cols, dw);
                 } else {
                     let (cols, rest) = cols.split_at_mut(k * tile);
