@@ -55,6 +55,12 @@ pub fn has_avx512() -> bool {
     isa() == Isa::Avx512
 }
 
+/// Whether the CPU has AVX2 and FMA (every AVX-512 CPU has them too): 16 registers of 8
+/// floats, for the kernels written for CPUs without AVX-512.
+pub fn has_avx2() -> bool {
+    matches!(isa(), Isa::Avx512 | Isa::Avx2)
+}
+
 /// Panel heights the kernel is compiled for, per instruction set, largest first.
 fn panel_heights(isa: Isa) -> &'static [usize] {
     match isa {

@@ -16,8 +16,8 @@ use crate::kernels::conv::winograd::{
 };
 use crate::kernels::conv::TransposedInputGrad;
 use crate::kernels::conv::{ConvBackward, ConvForward};
-use crate::kernels::microkernel::has_avx512;
 use crate::kernels::microkernel::NR;
+use crate::kernels::microkernel::{has_avx2, has_avx512};
 use crate::kernels::{Element, Geometry};
 
 /// Stride, padding and dilation of a convolution (vertical, horizontal), its channel
@@ -42,9 +42,9 @@ pub struct Conv2dConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ConvAlgorithm {
     /// For f32: Winograd where it applies and pays
-    /// ([`ConvAlgorithm::auto_prefers_winograd`]), on AVX-512 CPUs the rows kernels for
-    /// other stride-1 layers and Winograd's with few channels
-    /// ([`ConvAlgorithm::auto_prefers_rows`]), otherwise the implicit GEMM for maps of
+    /// ([`ConvAlgorithm::auto_prefers_winograd`]), the rows kernels for other layers and
+    /// Winograd's with few channels on AVX-512 CPUs, for first and strided layers on AVX2
+    /// ones ([`ConvAlgorithm::auto_prefers_rows`]), otherwise the implicit GEMM for maps of
     /// at least 16 output pixels and im2col for smaller ones (whose images share one
     /// product). For f64: im2col, whose GEMM (matrixmultiply's dgemm) has vector code for
     /// f64, which the micro-kernel under Winograd and the implicit GEMM lacks (on a
@@ -60,12 +60,13 @@ pub enum ConvAlgorithm {
     ImplicitGemm,
     /// Undilated layers summed directly in registers
     /// ([`kernels::conv::direct_rows`](crate::kernels::conv::direct_rows): the output's
-    /// rows laid end to end, 8 channels × 32 or 48 pixels at a time, from copies of the
-    /// image shifted by each tap column), any kernel, stride, channel count and map size
-    /// (an error for dilated layers). `Auto` takes it on AVX-512 CPUs for layers outside
-    /// Winograd's reach (first layers, LeNet's 5×5 conv2, resnet20's stride-2 3×3 layers)
-    /// and for Winograd's layers
-    /// with few channels on large maps ([`ConvAlgorithm::auto_prefers_rows`]). Backward:
+    /// rows laid end to end, 8 channels × 32 or 48 pixels at a time on AVX-512, 4 × 16 or
+    /// 24 on AVX2, from copies of the image shifted by each tap column), any kernel,
+    /// stride, channel count and map size (an error for dilated layers). `Auto` takes it
+    /// on AVX-512 CPUs for layers outside Winograd's reach (first layers, LeNet's 5×5
+    /// conv2, resnet20's stride-2 3×3 layers) and for Winograd's layers with few channels
+    /// on large maps, on AVX2 CPUs for first and strided layers
+    /// ([`ConvAlgorithm::auto_prefers_rows`]). Backward:
     /// first layers by the rows kernels (dW as dot products over the pixels, dX as the
     /// transposed layer's rows forward, or the implicit GEMM's for strided layers); deeper
     /// stride-1 3×3 layers dX the same, dW by Winograd; others as
@@ -118,19 +119,33 @@ impl ConvAlgorithm {
     }
 
     /// Whether `Auto` runs a dense convolution of geometry `g` with `c_out` outputs by the
-    /// rows kernels: on an AVX-512 CPU, an undilated layer ([`direct_rows::supports`]) with
-    /// a kernel larger than 1×1 and at least 16 output pixels, unless Winograd takes it
-    /// ([`ConvAlgorithm::auto_prefers_winograd`]) and has the channels to pay for its
-    /// transforms: more than 16 × 16 of them on 32 × 32 maps, 32 × 32 on 16 × 16, or a
-    /// map under 16 × 16 pixels.
+    /// rows kernels: an undilated layer ([`direct_rows::supports`]) with a kernel larger
+    /// than 1×1 and at least 16 output pixels, and
+    /// - on an AVX-512 CPU, unless Winograd takes it
+    ///   ([`ConvAlgorithm::auto_prefers_winograd`]) and has the channels to pay for its
+    ///   transforms: more than 16 × 16 of them on 32 × 32 maps, 32 × 32 on 16 × 16, or a
+    ///   map under 16 × 16 pixels;
+    /// - on an AVX2 CPU (4 channels × 24 pixels of accumulators, not 8 × 48), only
+    ///   outside Winograd's reach, and there for first layers (at most
+    ///   [`direct_rows::DOT_GRAD_MAX_TAPS`] taps) and strided layers. Measured against the
+    ///   implicit GEMM (AMD EPYC, batch 128 or 64, 1 thread, forward / backward ms): resnet20's
+    ///   3→16 3.2 / 2.0 against 3.8 / 7.8, its 16→32/2 6.5 / 14.2 against 8.6 / 16.5 and
+    ///   32→64/2 5.4 / 11.7 against 6.1 / 11.8, LeNet's conv1 1.0 / 0.6 against 0.9 / 1.9;
+    ///   LeNet's conv2 keeps the implicit GEMM (3.1 / 7.2 against 2.8 / 7.3) and resnet20's
+    ///   16→16 and 32→32 Winograd (9.5 / 19.5 against 8.3 / 16.7, 8.8 / 14.9 against
+    ///   6.1 / 11.6).
     pub fn auto_prefers_rows(g: &Geometry, c_out: usize) -> bool {
-        let rows_over_winograd = g.p() >= ROWS_MIN_PIXELS_OVER_WINOGRAD
-            && g.c * c_out * g.p() <= ROWS_MAX_CHANNELS_BY_PIXELS;
-        g.kernel != (1, 1)
-            && g.p() >= NR
-            && direct_rows::supports(g)
-            && has_avx512()
-            && (rows_over_winograd || !Self::auto_prefers_winograd(g, c_out))
+        if g.kernel == (1, 1) || g.p() < NR || !direct_rows::supports(g) {
+            return false;
+        }
+        if has_avx512() {
+            let rows_over_winograd = g.p() >= ROWS_MIN_PIXELS_OVER_WINOGRAD
+                && g.c * c_out * g.p() <= ROWS_MAX_CHANNELS_BY_PIXELS;
+            return rows_over_winograd || !Self::auto_prefers_winograd(g, c_out);
+        }
+        has_avx2()
+            && !Self::auto_prefers_winograd(g, c_out)
+            && (g.k() <= direct_rows::DOT_GRAD_MAX_TAPS || g.stride != (1, 1))
     }
 
     /// The algorithm this choice runs geometry `g` (all input channels) with `c_out`

@@ -1079,7 +1079,8 @@ fn bad_groups_are_errors_that_say_why() {
 
 /// `Auto` takes the rows kernels for Winograd's layers with few channels on large maps
 /// (resnet20's 16→16 on 32×32 and 32→32 on 16×16) on AVX-512 CPUs, and keeps Winograd
-/// for more channels or small maps; the backward of such a layer matches the definition.
+/// for more channels or small maps; it takes them for first and strided layers on AVX2
+/// CPUs too; the backward of such a layer matches the definition.
 #[test]
 fn auto_takes_rows_for_few_channels_on_large_maps() {
     let same = Conv2dConfig::new(1, 1, 1);
@@ -1103,6 +1104,24 @@ fn auto_takes_rows_for_few_channels_on_large_maps() {
         algo(&[2, 64, 8, 8], &[64, 64, 3, 3]),
         ConvAlgorithm::Winograd
     );
+    // First and strided layers by rows on AVX2 CPUs too; LeNet's conv2 only on AVX-512.
+    let (avx2, avx512) = (
+        crate::kernels::microkernel::has_avx2(),
+        crate::kernels::microkernel::has_avx512(),
+    );
+    let rows_if = |yes: bool| {
+        if yes {
+            ConvAlgorithm::DirectRows
+        } else {
+            ConvAlgorithm::ImplicitGemm
+        }
+    };
+    assert_eq!(algo(&[2, 1, 28, 28], &[20, 1, 5, 5]), rows_if(avx2));
+    assert_eq!(algo(&[2, 3, 32, 32], &[16, 3, 3, 3]), rows_if(avx2));
+    let strided =
+        |x: &[usize], w: &[usize]| Conv2dConfig::new(2, 1, 1).algorithm_for(x, w).unwrap();
+    assert_eq!(strided(&[2, 16, 32, 32], &[32, 16, 3, 3]), rows_if(avx2));
+    assert_eq!(algo(&[2, 20, 12, 12], &[50, 20, 5, 5]), rows_if(avx512));
     // dX by the transposed layer's rows forward, dW by Winograd's transforms.
     let x = rand_input(&[2, 16, 16, 16], 7);
     let w = rand_input(&[16, 16, 3, 3], 8);

@@ -3,6 +3,8 @@
 //! AVX-512), dX as the transposed layer's rows forward or the implicit GEMM's backward.
 
 #[cfg(target_arch = "x86_64")]
+use super::has_avx2;
+#[cfg(target_arch = "x86_64")]
 use super::taps::{InPlaceTaps, ShiftedTaps, Taps};
 use super::{in_place_masks, supports, taps::InPlaceMasks, DirectRowsForward, ShiftedImage};
 use super::{GROUP, LANES};
@@ -102,12 +104,19 @@ impl<T: Element> DirectRowsBackward<T> {
         if let (Some(f32s), Some(s), true) = (
             F32Grad::of(self, dy, &mut *dw),
             crate::kernels::element::as_f32(shifted),
-            std::arch::is_x86_feature_detected!("avx512f"),
+            has_avx2(),
         ) {
-            // SAFETY: the CPU has AVX-512F (checked just above); the copies are the
-            // layer's (`ShiftedTaps::new` checks their length), and `weight_grad_avx512`
-            // checks the other shapes.
-            unsafe { weight_grad_avx512(f32s, &ShiftedTaps::new(self.image, s)) };
+            let taps = ShiftedTaps::new(self.image, s);
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F (checked just above); the copies are the
+                // layer's (`ShiftedTaps::new` checks their length), and
+                // `weight_grad_avx512` checks the other shapes.
+                unsafe { weight_grad_avx512(f32s, &taps) };
+                return;
+            }
+            // SAFETY: the CPU has AVX2 and FMA (checked above); the copies are the
+            // layer's, and `weight_grad_avx2` checks the other shapes.
+            unsafe { super::avx2::weight_grad_avx2(f32s, &taps) };
             return;
         }
         self.weight_grad_portable(shifted, dy, dw);
@@ -168,16 +177,20 @@ impl<T: Element> ConvBackward<T> for DirectRowsBackward<T> {
 
 /// The operands of a rows `dW` seen as f32, for [`weight_grad_avx512`].
 #[cfg(target_arch = "x86_64")]
-struct F32Grad<'a> {
-    g: crate::kernels::Geometry,
-    dy: &'a [f32],
-    dw: &'a mut [f32],
+pub(super) struct F32Grad<'a> {
+    pub(super) g: crate::kernels::Geometry,
+    pub(super) dy: &'a [f32],
+    pub(super) dw: &'a mut [f32],
 }
 
 #[cfg(target_arch = "x86_64")]
 impl<'a> F32Grad<'a> {
     /// The operands as f32, or `None` when `T` is another type.
-    fn of<T: Element>(layer: &DirectRowsBackward<T>, dy: &'a [T], dw: &'a mut [T]) -> Option<Self> {
+    pub(super) fn of<T: Element>(
+        layer: &DirectRowsBackward<T>,
+        dy: &'a [T],
+        dw: &'a mut [T],
+    ) -> Option<Self> {
         use crate::kernels::element::{as_f32, as_f32_mut};
         Some(F32Grad {
             g: layer.image.g,

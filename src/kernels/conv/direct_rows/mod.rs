@@ -26,6 +26,8 @@
 //! first); on AVX-512 f32 twins keep the accumulators in registers (`forward_avx512`,
 //! `weight_grad_avx512`). All are tested against the definition ([`super::direct`]).
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 mod backward;
 mod strided;
 mod taps;
@@ -66,6 +68,13 @@ pub const DOT_GRAD_MAX_CHANNEL_PAIRS: usize = 512;
 /// Whether the rows kernels compute a layer of geometry `g`: any undilated layer.
 pub fn supports(g: &Geometry) -> bool {
     g.dilation == (1, 1)
+}
+
+/// Whether the CPU has AVX2 and FMA, which the vector kernels of CPUs without AVX-512
+/// need (every AVX-512 CPU has them too).
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
 /// The masks with which the AVX-512 kernels read images of layer `g` in place, where
@@ -306,18 +315,23 @@ impl<T: Element> ConvForward<T> for DirectRowsForward<T> {
             }
             self.shifted().fill(x_i, shifted);
             #[cfg(target_arch = "x86_64")]
-            if let (Some(f32s), Some(s)) = (
+            if let (Some(f32s), Some(s), true) = (
                 F32Rows::of(self, bias, y_i),
                 crate::kernels::element::as_f32(shifted),
+                has_avx2(),
             ) {
+                let taps = ShiftedTaps::new(self.shifted(), s);
                 if std::arch::is_x86_feature_detected!("avx512f") {
-                    let taps = ShiftedTaps::new(self.shifted(), s);
                     // SAFETY: the CPU has AVX-512F (checked just above); the shapes are the
                     // layer's own (`shifted` from `ShiftedImage::fill`, `y_i` one image's
                     // output), and `forward_avx512` checks them.
                     unsafe { forward_avx512(f32s, &taps) };
                     continue;
                 }
+                // SAFETY: the CPU has AVX2 and FMA (checked above); the copies are this
+                // image's, and `forward_avx2` checks the other shapes.
+                unsafe { avx2::forward_avx2(f32s, &taps) };
+                continue;
             }
             self.forward_portable(shifted, bias, y_i);
         }
@@ -463,25 +477,31 @@ mod tests {
         strided(c, (h, w), k, pad, 1)
     }
 
-    fn strided(c: usize, (h, w): (usize, usize), k: usize, pad: usize, s: usize) -> Geometry {
+    pub(super) fn strided(
+        c: usize,
+        (h, w): (usize, usize),
+        k: usize,
+        pad: usize,
+        s: usize,
+    ) -> Geometry {
         Geometry::new(c, (h, w), (k, k), (s, s), (pad, pad), (1, 1)).expect("kernel fits")
     }
 
-    fn values(n: usize, seed: u64) -> Vec<f64> {
+    pub(super) fn values(n: usize, seed: u64) -> Vec<f64> {
         (0..n)
             .map(|i| (((i as u64 * 2654435761 + seed * 97) % 1009) as f64 / 504.5) - 1.0)
             .collect()
     }
 
     /// `(c, o, (h, w), k, pad, stride)`.
-    type Case = (usize, usize, (usize, usize), usize, usize, usize);
+    pub(super) type Case = (usize, usize, (usize, usize), usize, usize, usize);
 
     /// First layers (LeNet's conv1, cifar-cnn's and resnet's), resnet's 16-, 32- and
     /// 64-channel layers and its stride-2 ones, LeNet's conv2, rows of 1–40 pixels, images
     /// whose pixels are not a multiple of 16, output channels not a multiple of 8, padding
     /// 0–3 (as large as the kernel, and larger than the image), 1×1 kernels, strides 2 and
     /// 3 on sizes they do not divide.
-    const CASES: [Case; 20] = [
+    pub(super) const CASES: [Case; 20] = [
         (1, 20, (28, 28), 5, 0, 1),
         (3, 32, (32, 32), 3, 1, 1),
         (3, 16, (32, 32), 3, 1, 1),
@@ -581,7 +601,7 @@ mod tests {
     /// dX and dW of `imgs` images by `kernel`, from workspaces filled with NaN (every
     /// element the kernels read must be written first) and, where the kernel says it writes
     /// all of it, a dX filled with NaN.
-    fn run_backward<T: Element>(
+    pub(super) fn run_backward<T: Element>(
         kernel: &dyn ConvBackward<T>,
         imgs: usize,
         dy: &[T],
