@@ -209,21 +209,29 @@ impl<'a, T: Element> Depthwise<'a, T> {
     /// once, for every output pixel and tap inside the image: `xt` is the image
     /// channels-last (`pixels × c`), `yt` the output. The plain loops (the reference,
     /// vectorised by the compiler over the channels) add one tap to a whole pixel at a
-    /// time; with `fast`, f32 on an AVX-512 CPU keeps each pixel's sums in registers
-    /// instead (`depthwise_x86`), with the same sums in the same order: bitwise the same.
+    /// time; with `fast`, f32 on an AVX-512 or AVX2 CPU keeps each pixel's sums in
+    /// registers instead (`depthwise_x86`), with the same sums in the same order: bitwise
+    /// the same. On AVX2 that took mobilenet-v2's depthwise forward passes from 15.2 to
+    /// 10.6 ms a training step (AMD EPYC, batch 128, 1 thread, min of 4 profiles).
     fn sums_channels_last(&self, xt: &[T], bias: Option<&[T]>, yt: &mut [T], fast: bool) {
         let g = &self.geometry;
         let c = g.c;
         #[cfg(target_arch = "x86_64")]
-        if fast && std::arch::is_x86_feature_detected!("avx512f") {
-            if let (Some(xt), Some(w), Some(bias), Some(yt)) = (
-                as_f32(xt),
-                as_f32(&self.weight_by_tap),
-                bias.map_or(Some(None), |b| as_f32(b).map(Some)),
-                as_f32_mut(yt),
-            ) {
+        if let (true, Some(xt), Some(w), Some(bias), Some(yt)) = (
+            fast,
+            as_f32(xt),
+            as_f32(&self.weight_by_tap),
+            bias.map_or(Some(None), |b| as_f32(b).map(Some)),
+            as_f32_mut(yt),
+        ) {
+            if std::arch::is_x86_feature_detected!("avx512f") {
                 // SAFETY: the CPU has AVX-512F, checked just above.
                 unsafe { super::depthwise_x86::forward_channels_last(g, xt, w, bias, yt) };
+                return;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2, checked just above.
+                unsafe { super::depthwise_x86::forward_channels_last_avx2(g, xt, w, bias, yt) };
                 return;
             }
         }
@@ -591,12 +599,21 @@ mod tests {
                 kernel.sums_channels_last(&xt, b, &mut fast, true);
                 kernel.sums_channels_last(&xt, b, &mut plain, false);
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(
-                    bits(&fast),
-                    bits(&plain),
-                    "c {c}, {h}×{w}, k {k}, s {s}, p {p}, d {d}, bias {}",
-                    b.is_some()
-                );
+                let case = format!("c {c}, {h}×{w}, k {k}, s {s}, p {p}, d {d}, bias {b:?}");
+                assert_eq!(bits(&fast), bits(&plain), "{case}");
+                // The AVX2 kernel, which AVX-512 CPUs do not take, called directly.
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    let w = &kernel.weight_by_tap;
+                    fast.fill(f32::NAN);
+                    // SAFETY: the CPU has AVX2, checked just above.
+                    unsafe {
+                        super::super::depthwise_x86::forward_channels_last_avx2(
+                            &g, &xt, w, b, &mut fast,
+                        )
+                    };
+                    assert_eq!(bits(&fast), bits(&plain), "AVX2: {case}");
+                }
             }
         }
     }

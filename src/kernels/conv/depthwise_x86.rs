@@ -1,6 +1,6 @@
-//! The channels-last depthwise forward for f32 in explicit AVX-512 vectors: the fast path
-//! of `Depthwise::forward_channels_last`, whose plain loops are the reference it is tested
-//! against (bitwise).
+//! The channels-last depthwise forward for f32 in explicit AVX-512 vectors, and its AVX2
+//! twin for CPUs without AVX-512: the fast paths of `Depthwise::forward_channels_last`,
+//! whose plain loops are the reference they are tested against (bitwise).
 //!
 //! The plain loops add one tap to a whole pixel's channels at a time (`y += w·x` over the
 //! channels: the output row is read and written back for every tap). Here the sums of a
@@ -171,6 +171,143 @@ impl Pixel<'_> {
             let y = yt.as_mut_ptr().add((i * g.ow + j) * c + start);
             for (b, acc) in acc.iter().enumerate() {
                 _mm512_mask_storeu_ps(y.add(b * LANES), masks[b], *acc);
+            }
+        }
+    }
+}
+
+/// f32 lanes per AVX2 register.
+const LANES_AVX2: usize = 8;
+
+/// [`forward_channels_last`] on AVX2 (CPUs without AVX-512): registers of 8 channels,
+/// the same sums in the same order (bitwise the plain loops' too). AVX2's masked store is
+/// slow on AMD CPUs, so only a last register holding fewer than 8 channels is masked.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn forward_channels_last_avx2(
+    g: &Geometry,
+    xt: &[f32],
+    w_by_tap: &[f32],
+    bias: Option<&[f32]>,
+    yt: &mut [f32],
+) {
+    let c = g.c;
+    let taps = g.kernel.0 * g.kernel.1;
+    // The bounds every load and store below relies on.
+    assert!(xt.len() >= g.h * g.w * c, "input too short");
+    assert!(w_by_tap.len() >= taps * c, "weights too short");
+    assert!(yt.len() >= g.oh * g.ow * c, "output too short");
+    assert!(bias.is_none_or(|b| b.len() >= c), "bias too short");
+    let axis_h = (g.stride.0, g.dilation.0, g.padding.0);
+    let axis_w = (g.stride.1, g.dilation.1, g.padding.1);
+    for i in 0..g.oh {
+        let rows = valid_taps(i, axis_h, g.kernel.0, g.h);
+        for j in 0..g.ow {
+            let cols = valid_taps(j, axis_w, g.kernel.1, g.w);
+            let pixel = Pixel {
+                g,
+                rows: rows.clone(),
+                cols,
+                at: (i, j),
+            };
+            let mut start = 0;
+            let full = LANES_AVX2;
+            while c - start >= BLOCKS * LANES_AVX2 {
+                // SAFETY: AVX2 (this function's contract); channels start..start + 32 are
+                // inside every row of c (checked by the loop condition).
+                unsafe { pixel.sum_avx2::<BLOCKS>(xt, w_by_tap, bias, yt, start, full) };
+                start += BLOCKS * LANES_AVX2;
+            }
+            // The last 1–4 registers, the last one holding the 1–8 channels left.
+            let left = c - start;
+            let regs = left.div_ceil(LANES_AVX2);
+            let last = left + LANES_AVX2 - regs.max(1) * LANES_AVX2;
+            // SAFETY: as above; the registers cover channels start..c only.
+            unsafe {
+                match regs {
+                    0 => {}
+                    1 => pixel.sum_avx2::<1>(xt, w_by_tap, bias, yt, start, last),
+                    2 => pixel.sum_avx2::<2>(xt, w_by_tap, bias, yt, start, last),
+                    3 => pixel.sum_avx2::<3>(xt, w_by_tap, bias, yt, start, last),
+                    _ => pixel.sum_avx2::<4>(xt, w_by_tap, bias, yt, start, last),
+                }
+            }
+        }
+    }
+}
+
+/// The 8 floats at `p`, or only the lanes `mask` enables (the others read as zero and
+/// not accessed) when `masked`.
+///
+/// # Safety
+/// The CPU must have AVX2, and the enabled lanes must be readable.
+#[inline(always)]
+unsafe fn load8(p: *const f32, masked: bool, mask: __m256i) -> __m256 {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if masked {
+            _mm256_maskload_ps(p, mask)
+        } else {
+            _mm256_loadu_ps(p)
+        }
+    }
+}
+
+impl Pixel<'_> {
+    /// The pixel's outputs for channels `start .. start + 8·(N − 1) + last` (`1 ≤ last ≤
+    /// 8` channels in register `N − 1`).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2; the slices hold the sizes [`forward_channels_last_avx2`]
+    /// asserts, and channel `start + 8·(N − 1) + last − 1` is below `g.c`.
+    #[target_feature(enable = "avx2")]
+    unsafe fn sum_avx2<const N: usize>(
+        &self,
+        xt: &[f32],
+        w_by_tap: &[f32],
+        bias: Option<&[f32]>,
+        yt: &mut [f32],
+        start: usize,
+        last: usize,
+    ) {
+        let g = self.g;
+        let c = g.c;
+        let (i, j) = self.at;
+        let lanes: [i32; LANES_AVX2] = std::array::from_fn(|l| -i32::from(l < last));
+        // SAFETY: AVX2 (this function's contract). Every load and store is at offset
+        // `start + 8·b` of a row of `c` channels that exists (the output pixel, a tap
+        // inside the image by construction, or the bias) and touches channels below `c`
+        // only: whole registers before the last, the last one's enabled lanes (masked-off
+        // lanes are not accessed).
+        unsafe {
+            let mask = _mm256_loadu_si256(lanes.as_ptr().cast());
+            let masked = |b: usize| b + 1 == N && last < LANES_AVX2;
+            let mut acc: [__m256; N] = std::array::from_fn(|b| match bias {
+                Some(bias) => load8(bias.as_ptr().add(start + b * LANES_AVX2), masked(b), mask),
+                None => _mm256_setzero_ps(),
+            });
+            for a in self.rows.clone() {
+                let ih = i * g.stride.0 + a * g.dilation.0 - g.padding.0;
+                for bb in self.cols.clone() {
+                    let iw = j * g.stride.1 + bb * g.dilation.1 - g.padding.1;
+                    let x = xt.as_ptr().add((ih * g.w + iw) * c + start);
+                    let w = w_by_tap.as_ptr().add((a * g.kernel.1 + bb) * c + start);
+                    for (b, acc) in acc.iter_mut().enumerate() {
+                        let xv = load8(x.add(b * LANES_AVX2), masked(b), mask);
+                        let wv = load8(w.add(b * LANES_AVX2), masked(b), mask);
+                        *acc = _mm256_add_ps(*acc, _mm256_mul_ps(wv, xv));
+                    }
+                }
+            }
+            let y = yt.as_mut_ptr().add((i * g.ow + j) * c + start);
+            for (b, acc) in acc.iter().enumerate() {
+                if masked(b) {
+                    _mm256_maskstore_ps(y.add(b * LANES_AVX2), mask, *acc);
+                } else {
+                    _mm256_storeu_ps(y.add(b * LANES_AVX2), *acc);
+                }
             }
         }
     }
