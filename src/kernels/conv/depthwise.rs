@@ -324,45 +324,43 @@ impl<T: Element> Depthwise<'_, T> {
     /// forward): `dy` and `x` transposed to `pixels × c`, then for every output pixel and
     /// tap inside the image `dx[input pixel][·] += w[tap][·] · dy[pixel][·]` and
     /// `dw[tap][·] += dy[pixel][·] · x[input pixel][·]` over all channels at once, then `dx`
-    /// and `dw` transposed back. Each dX and dW element sums its terms in the order of
-    /// the plane path (pixels ascending), but dW adds them one by one instead of row by
-    /// row, so the two paths agree to rounding.
+    /// transposed back. `dw` stays `kh·kw × c` and sums every image's products in place:
+    /// transposing and adding it per image cost as much as the products on
+    /// mobilenet-v2's 2×2 and 1×1 planes. Each dX element sums its terms in the order of
+    /// the plane path (pixels ascending); dW adds them one by one across the images
+    /// instead of row by row per image, so the two paths agree to rounding.
     fn backward_channels_last(
         &self,
         dy: &[T],
         x: &[T],
         dx: Option<&mut [T]>,
-        dw: Option<&mut [T]>,
+        mut dw: Option<&mut [T]>,
         ws: &mut [T],
     ) {
         let g = &self.geometry;
-        let (c, plane, out, taps) = (g.c, g.h * g.w, g.p(), g.kernel.0 * g.kernel.1);
+        let (c, plane, out) = (g.c, g.h * g.w, g.p());
         let (dyt, rest) = ws.split_at_mut(out * c);
         let (xt, rest) = rest.split_at_mut(plane * c);
-        let (dxt, rest) = rest.split_at_mut(plane * c);
-        let (dwt, rest) = rest.split_at_mut(taps * c);
-        let dw_part = &mut rest[..taps * c];
+        let dxt = &mut rest[..plane * c];
         copy_transposed(dy, (c, out, out), dyt, c);
-        let (want_dx, want_dw) = (dx.is_some(), dw.is_some());
-        if want_dw {
+        if dw.is_some() {
             copy_transposed(x, (c, plane, plane), xt, c);
-            dwt.fill(T::zero());
         }
-        if want_dx {
+        if dx.is_some() {
             dxt.fill(T::zero());
         }
         for_each_pixel_tap(g, |out_pix, tap, in_pix| {
             let dy_pix = &dyt[out_pix * c..][..c];
             let (at, tap) = (in_pix * c, tap * c);
-            if want_dx {
+            if dx.is_some() {
                 let w_tap = &self.weight_by_tap[tap..][..c];
                 for ((d, &gy), &wv) in dxt[at..][..c].iter_mut().zip(dy_pix).zip(w_tap) {
                     *d += wv * gy;
                 }
             }
-            if want_dw {
+            if let Some(dw) = dw.as_deref_mut() {
                 let x_pix = &xt[at..][..c];
-                for ((d, &gy), &xv) in dwt[tap..][..c].iter_mut().zip(dy_pix).zip(x_pix) {
+                for ((d, &gy), &xv) in dw[tap..][..c].iter_mut().zip(dy_pix).zip(x_pix) {
                     *d += gy * xv;
                 }
             }
@@ -370,13 +368,13 @@ impl<T: Element> Depthwise<'_, T> {
         if let Some(dx) = dx {
             copy_transposed(dxt, (plane, c, c), dx, plane);
         }
-        if let Some(dw) = dw {
-            // dW is accumulated over images: transpose this image's part, then add.
-            copy_transposed(dwt, (taps, c, c), dw_part, taps);
-            for (d, &v) in dw.iter_mut().zip(dw_part.iter()) {
-                *d += v;
-            }
-        }
+    }
+
+    /// Whether this layer's backward goes channels-last ([`NARROW`] rows, not in place):
+    /// its weight gradient is then summed as `kh·kw × c` over the images, and transposed
+    /// to the weights' `c × kh·kw` once, by `finish_weight_grad`.
+    fn channels_last_backward(&self) -> bool {
+        self.flat_backward().is_none() && self.geometry.ow < NARROW
     }
 }
 
@@ -446,14 +444,14 @@ enum FlatInputGrad<'k> {
 }
 
 impl<T: Element> ConvBackward<T> for Depthwise<'_, T> {
-    /// For the channels-last path: `dy`, `x` and `dx` transposed, and one image's `dw`
-    /// in both layouts; none for the in-place path.
+    /// For the channels-last path: `dy`, `x` and `dx` transposed; none for the in-place
+    /// path.
     fn workspace(&self) -> usize {
         let g = &self.geometry;
         if let Some((flat, _)) = self.flat_backward() {
             flat.split_len()
-        } else if g.ow < NARROW {
-            g.c * (g.p() + 2 * g.h * g.w + 2 * g.kernel.0 * g.kernel.1)
+        } else if self.channels_last_backward() {
+            g.c * (g.p() + 2 * g.h * g.w)
         } else {
             0
         }
@@ -468,8 +466,16 @@ impl<T: Element> ConvBackward<T> for Depthwise<'_, T> {
         }
     }
 
-    /// The in-place path's lane sums added up by channel and tap.
+    /// The in-place path's lane sums added up by channel and tap; the channels-last
+    /// path's `kh·kw × c` sums transposed to `c × kh·kw`.
     fn finish_weight_grad(&self, summed: Vec<T>) -> Vec<T> {
+        let g = &self.geometry;
+        if self.channels_last_backward() {
+            let taps = g.kernel.0 * g.kernel.1;
+            let mut dw = vec![T::zero(); summed.len()];
+            copy_transposed(&summed, (taps, g.c, g.c), &mut dw, taps);
+            return dw;
+        }
         match (self.flat_backward(), as_f32(&summed)) {
             (Some((flat, _)), Some(lanes)) => flat
                 .finish_weight_grad(lanes)
@@ -499,8 +505,13 @@ impl<T: Element> ConvBackward<T> for Depthwise<'_, T> {
         }
         let g = &self.geometry;
         // Narrow rows: vectorised across channels (the weights by tap exist when dX is
-        // wanted, as the forward's).
-        if g.ow < NARROW && (dx.is_none() || !self.weight_by_tap.is_empty()) {
+        // wanted, as the forward's; dW is summed as `kh·kw × c`, which
+        // `finish_weight_grad` expects of these layers whatever is asked).
+        if self.channels_last_backward() {
+            assert!(
+                dx.is_none() || !self.weight_by_tap.is_empty(),
+                "the input gradient needs the layer's weights"
+            );
             return self.backward_channels_last(dy, x, dx, dw, workspace);
         }
         let (plane, out, taps) = (g.h * g.w, g.p(), g.kernel.0 * g.kernel.1);
