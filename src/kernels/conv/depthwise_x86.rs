@@ -51,68 +51,87 @@ pub(super) unsafe fn forward_channels_last(
     yt: &mut [f32],
 ) {
     let c = g.c;
-    let taps = g.kernel.0 * g.kernel.1;
-    // The bounds every load and store below relies on.
+    let lengths = (xt, w_by_tap, bias, yt.len());
+    for_each_pixel(g, lengths, |pixel| {
+        let mut start = 0;
+        while c - start >= BLOCKS * LANES {
+            // SAFETY: AVX-512F (this function's contract); channels start..start + 64
+            // are inside every row of c (checked by the loop condition).
+            unsafe { pixel.sum::<BLOCKS>(xt, w_by_tap, bias, yt, start, [u16::MAX; BLOCKS]) };
+            start += BLOCKS * LANES;
+        }
+        // The last 1–4 registers, the last one masked to the channels left.
+        let left = c - start;
+        let masks = |n: usize| -> [u16; BLOCKS] {
+            std::array::from_fn(|b| {
+                let lanes = left.saturating_sub(b * LANES).min(LANES);
+                if b < n {
+                    ((1u32 << lanes) - 1) as u16
+                } else {
+                    0
+                }
+            })
+        };
+        // SAFETY: as above; the masks cover channels start..c only, and masked-off lanes
+        // are neither read nor written.
+        unsafe {
+            match left.div_ceil(LANES) {
+                0 => {}
+                1 => pixel.sum::<1>(xt, w_by_tap, bias, yt, start, [masks(1)[0]]),
+                2 => pixel.sum::<2>(
+                    xt,
+                    w_by_tap,
+                    bias,
+                    yt,
+                    start,
+                    masks(2)[..2].try_into().unwrap(),
+                ),
+                3 => pixel.sum::<3>(
+                    xt,
+                    w_by_tap,
+                    bias,
+                    yt,
+                    start,
+                    masks(3)[..3].try_into().unwrap(),
+                ),
+                _ => pixel.sum::<4>(xt, w_by_tap, bias, yt, start, masks(4)),
+            }
+        }
+    });
+}
+
+/// Checks the operands' lengths (the bounds every load and store of the kernels relies
+/// on), then calls `f` with every output pixel of `g` and the taps that read inside the
+/// image, row by row. Plain loops: an iterator chain here made the AVX2 kernel 8–13%
+/// slower.
+///
+/// # Panics
+/// If an operand is too short for the layer.
+#[inline(always)]
+fn for_each_pixel(
+    g: &Geometry,
+    (xt, w_by_tap, bias, yt): (&[f32], &[f32], Option<&[f32]>, usize),
+    mut f: impl FnMut(Pixel<'_>),
+) {
+    let c = g.c;
     assert!(xt.len() >= g.h * g.w * c, "input too short");
-    assert!(w_by_tap.len() >= taps * c, "weights too short");
-    assert!(yt.len() >= g.oh * g.ow * c, "output too short");
+    assert!(
+        w_by_tap.len() >= g.kernel.0 * g.kernel.1 * c,
+        "weights too short"
+    );
+    assert!(yt >= g.oh * g.ow * c, "output too short");
     assert!(bias.is_none_or(|b| b.len() >= c), "bias too short");
     let axis_h = (g.stride.0, g.dilation.0, g.padding.0);
     let axis_w = (g.stride.1, g.dilation.1, g.padding.1);
     for i in 0..g.oh {
         let rows = valid_taps(i, axis_h, g.kernel.0, g.h);
         for j in 0..g.ow {
-            let cols = valid_taps(j, axis_w, g.kernel.1, g.w);
-            let pixel = Pixel {
+            f(Pixel {
                 g,
                 rows: rows.clone(),
-                cols,
+                cols: valid_taps(j, axis_w, g.kernel.1, g.w),
                 at: (i, j),
-            };
-            let mut start = 0;
-            while c - start >= BLOCKS * LANES {
-                // SAFETY: AVX-512F (this function's contract); channels start..start + 64
-                // are inside every row of c (checked by the loop condition).
-                unsafe { pixel.sum::<BLOCKS>(xt, w_by_tap, bias, yt, start, [u16::MAX; BLOCKS]) };
-                start += BLOCKS * LANES;
-            }
-            // The last 1–4 registers, the last one masked to the channels left.
-            let left = c - start;
-            let masks = |n: usize| -> [u16; BLOCKS] {
-                std::array::from_fn(|b| {
-                    let lanes = left.saturating_sub(b * LANES).min(LANES);
-                    if b < n {
-                        ((1u32 << lanes) - 1) as u16
-                    } else {
-                        0
-                    }
-                })
-            };
-            // SAFETY: as above; the masks cover channels start..c only, and masked-off lanes
-            // are neither read nor written.
-            unsafe {
-                match left.div_ceil(LANES) {
-                    0 => {}
-                    1 => pixel.sum::<1>(xt, w_by_tap, bias, yt, start, [masks(1)[0]]),
-                    2 => pixel.sum::<2>(
-                        xt,
-                        w_by_tap,
-                        bias,
-                        yt,
-                        start,
-                        masks(2)[..2].try_into().unwrap(),
-                    ),
-                    3 => pixel.sum::<3>(
-                        xt,
-                        w_by_tap,
-                        bias,
-                        yt,
-                        start,
-                        masks(3)[..3].try_into().unwrap(),
-                    ),
-                    _ => pixel.sum::<4>(xt, w_by_tap, bias, yt, start, masks(4)),
-                }
-            }
+            });
         }
     }
 }
@@ -194,48 +213,31 @@ pub(super) unsafe fn forward_channels_last_avx2(
     yt: &mut [f32],
 ) {
     let c = g.c;
-    let taps = g.kernel.0 * g.kernel.1;
-    // The bounds every load and store below relies on.
-    assert!(xt.len() >= g.h * g.w * c, "input too short");
-    assert!(w_by_tap.len() >= taps * c, "weights too short");
-    assert!(yt.len() >= g.oh * g.ow * c, "output too short");
-    assert!(bias.is_none_or(|b| b.len() >= c), "bias too short");
-    let axis_h = (g.stride.0, g.dilation.0, g.padding.0);
-    let axis_w = (g.stride.1, g.dilation.1, g.padding.1);
-    for i in 0..g.oh {
-        let rows = valid_taps(i, axis_h, g.kernel.0, g.h);
-        for j in 0..g.ow {
-            let cols = valid_taps(j, axis_w, g.kernel.1, g.w);
-            let pixel = Pixel {
-                g,
-                rows: rows.clone(),
-                cols,
-                at: (i, j),
-            };
-            let mut start = 0;
-            let full = LANES_AVX2;
-            while c - start >= BLOCKS * LANES_AVX2 {
-                // SAFETY: AVX2 (this function's contract); channels start..start + 32 are
-                // inside every row of c (checked by the loop condition).
-                unsafe { pixel.sum_avx2::<BLOCKS>(xt, w_by_tap, bias, yt, start, full) };
-                start += BLOCKS * LANES_AVX2;
-            }
-            // The last 1–4 registers, the last one holding the 1–8 channels left.
-            let left = c - start;
-            let regs = left.div_ceil(LANES_AVX2);
-            let last = left + LANES_AVX2 - regs.max(1) * LANES_AVX2;
-            // SAFETY: as above; the registers cover channels start..c only.
-            unsafe {
-                match regs {
-                    0 => {}
-                    1 => pixel.sum_avx2::<1>(xt, w_by_tap, bias, yt, start, last),
-                    2 => pixel.sum_avx2::<2>(xt, w_by_tap, bias, yt, start, last),
-                    3 => pixel.sum_avx2::<3>(xt, w_by_tap, bias, yt, start, last),
-                    _ => pixel.sum_avx2::<4>(xt, w_by_tap, bias, yt, start, last),
-                }
+    let lengths = (xt, w_by_tap, bias, yt.len());
+    for_each_pixel(g, lengths, |pixel| {
+        let mut start = 0;
+        let full = LANES_AVX2;
+        while c - start >= BLOCKS * LANES_AVX2 {
+            // SAFETY: AVX2 (this function's contract); channels start..start + 32 are
+            // inside every row of c (checked by the loop condition).
+            unsafe { pixel.sum_avx2::<BLOCKS>(xt, w_by_tap, bias, yt, start, full) };
+            start += BLOCKS * LANES_AVX2;
+        }
+        // The last 1–4 registers, the last one holding the 1–8 channels left.
+        let left = c - start;
+        let regs = left.div_ceil(LANES_AVX2);
+        let last = left + LANES_AVX2 - regs.max(1) * LANES_AVX2;
+        // SAFETY: as above; the registers cover channels start..c only.
+        unsafe {
+            match regs {
+                0 => {}
+                1 => pixel.sum_avx2::<1>(xt, w_by_tap, bias, yt, start, last),
+                2 => pixel.sum_avx2::<2>(xt, w_by_tap, bias, yt, start, last),
+                3 => pixel.sum_avx2::<3>(xt, w_by_tap, bias, yt, start, last),
+                _ => pixel.sum_avx2::<4>(xt, w_by_tap, bias, yt, start, last),
             }
         }
-    }
+    });
 }
 
 /// The 8 floats at `p`, or only the lanes `mask` enables (the others read as zero and

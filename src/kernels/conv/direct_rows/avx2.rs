@@ -5,7 +5,7 @@
 //! block's loads. Each is the AVX-512 kernel with half the channels per pass and half the
 //! lanes per vector, tested against the definition below.
 
-use super::backward::F32Grad;
+use super::backward::{for_each_grad_block, F32Grad};
 use super::taps::{ShiftedTaps, Taps};
 use super::{F32Rows, GROUP, LANES, MAX_BLOCK};
 use std::arch::x86_64::*;
@@ -205,25 +205,17 @@ pub(super) unsafe fn weight_grad_avx2(mut r: F32Grad<'_>, src: &ShiftedTaps<'_>)
             }
         }
     }
-    let g = r.g;
-    let (p, kw) = (g.p(), g.kernel.1);
-    let o = r.dy.len() / p;
-    for p0 in (0..p).step_by(CHUNK) {
-        let p1 = (p0 + CHUNK).min(p);
-        for first in (0..o).step_by(HALF) {
-            let n = HALF.min(o - first);
-            for kj0 in (0..kw).step_by(3) {
-                // SAFETY: the caller guarantees AVX2 + FMA; `taps` checks the shapes.
-                unsafe {
-                    match kw - kj0 {
-                        1 => taps::<1>(&mut r, src, (first, n), kj0, (p0, p1)),
-                        2 => taps::<2>(&mut r, src, (first, n), kj0, (p0, p1)),
-                        _ => taps::<3>(&mut r, src, (first, n), kj0, (p0, p1)),
-                    }
-                }
+    let (g, o) = (r.g, r.dy.len() / r.g.p());
+    for_each_grad_block(&g, o, (CHUNK, HALF), |group, kj0, span| {
+        // SAFETY: the caller guarantees AVX2 + FMA; `taps` checks the shapes.
+        unsafe {
+            match g.kernel.1 - kj0 {
+                1 => taps::<1>(&mut r, src, group, kj0, span),
+                2 => taps::<2>(&mut r, src, group, kj0, span),
+                _ => taps::<3>(&mut r, src, group, kj0, span),
             }
         }
-    }
+    });
 }
 
 #[cfg(test)]

@@ -175,6 +175,28 @@ impl<T: Element> ConvBackward<T> for DirectRowsBackward<T> {
     }
 }
 
+/// The blocks a rows dW kernel sums one after the other: chunks of `chunk` pixels, in each
+/// the output channels by groups of at most `group`, in each the tap columns by threes;
+/// `f((first channel, channels), first tap column, (first pixel, end))`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(super) fn for_each_grad_block(
+    g: &Geometry,
+    o: usize,
+    (chunk, group): (usize, usize),
+    mut f: impl FnMut((usize, usize), usize, (usize, usize)),
+) {
+    let p = g.p();
+    for p0 in (0..p).step_by(chunk) {
+        let p1 = (p0 + chunk).min(p);
+        for first in (0..o).step_by(group) {
+            for kj0 in (0..g.kernel.1).step_by(3) {
+                f((first, group.min(o - first)), kj0, (p0, p1));
+            }
+        }
+    }
+}
+
 /// The operands of a rows `dW` seen as f32, for [`weight_grad_avx512`].
 #[cfg(target_arch = "x86_64")]
 pub(super) struct F32Grad<'a> {
@@ -287,23 +309,15 @@ unsafe fn weight_grad_avx512<S: Taps>(mut r: F32Grad<'_>, src: &S) {
             }
         }
     }
-    let g = r.g;
-    let (p, kw) = (g.p(), g.kernel.1);
-    let o = r.dy.len() / p;
-    for p0 in (0..p).step_by(CHUNK) {
-        let p1 = (p0 + CHUNK).min(p);
-        for first in (0..o).step_by(GROUP) {
-            let n = GROUP.min(o - first);
-            for kj0 in (0..kw).step_by(3) {
-                // SAFETY: the caller guarantees AVX-512F; `taps` checks the shapes.
-                unsafe {
-                    match kw - kj0 {
-                        1 => taps::<1, S>(&mut r, src, (first, n), kj0, (p0, p1)),
-                        2 => taps::<2, S>(&mut r, src, (first, n), kj0, (p0, p1)),
-                        _ => taps::<3, S>(&mut r, src, (first, n), kj0, (p0, p1)),
-                    }
-                }
+    let (g, o) = (r.g, r.dy.len() / r.g.p());
+    for_each_grad_block(&g, o, (CHUNK, GROUP), |group, kj0, span| {
+        // SAFETY: the caller guarantees AVX-512F; `taps` checks the shapes.
+        unsafe {
+            match g.kernel.1 - kj0 {
+                1 => taps::<1, S>(&mut r, src, group, kj0, span),
+                2 => taps::<2, S>(&mut r, src, group, kj0, span),
+                _ => taps::<3, S>(&mut r, src, group, kj0, span),
             }
         }
-    }
+    });
 }
