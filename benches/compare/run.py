@@ -3,8 +3,9 @@
 
 For every thread count and round, runs each implementation over every workload, in turn
 (tensorgrad's command line, tensorgrad as a plain library program, then PyTorch eager,
-channels-last, channels-last with tcmalloc preloaded, and torch.compile), so that drift of
-the machine's speed hits all alike. Each PyTorch variant runs all its workloads in one
+channels-last, channels-last with tcmalloc preloaded, and torch.compile; each round starts
+one implementation further along that list), so that drift of the machine's speed hits all
+alike. Each PyTorch variant runs all its workloads in one
 process, training first (the same warm-up for every variant); tensorgrad runs one process
 per workload. Prints the median images/s of each (min–max), tensorgrad against the best
 PyTorch variant per row, the library program against the command line, and the peak
@@ -139,7 +140,12 @@ def main():
     started = time.time()
     for r in range(a.rounds):
         for threads in [int(t) for t in a.threads.split(",")]:
-            for impl in impls:
+            # Each round starts one implementation later, so none always runs first (or
+            # always right after another): a fixed order put the library program after
+            # the command line in every round, and read it 5-6% low on a machine where
+            # alternating pairs of the two read level.
+            shift = r % len(impls)
+            for impl in impls[shift:] + impls[:shift]:
                 if impl == "tensorgrad":
                     got = tensorgrad(workloads, threads, a.seconds, library=False)
                 elif impl == "library":
