@@ -351,6 +351,12 @@ impl<T: Element> ConvBackward<T> for WinogradBackward<T> {
         self.dw4.as_ref().map_or(1, |f4| f4.images_per_call())
     }
 
+    /// dX by F(4×4) is a forward pass, which writes every element; by F(2×2) each tile's
+    /// patch is added into the overlapping ones.
+    fn writes_every_input_grad(&self) -> bool {
+        self.dx4.as_ref().is_some_and(|f4| f4.writes_every_output())
+    }
+
     fn backward_images(
         &self,
         imgs: usize,
@@ -400,6 +406,60 @@ impl<T: Element> ConvBackward<T> for WinogradBackward<T> {
         match self.dw4 {
             Some(_) => f4_grad::finish_weight_grad(&summed, o, c),
             None => super::finish_weight_grad(&summed, o, c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_values as values;
+    use super::*;
+    use crate::kernels::conv::direct;
+
+    /// dX by F(4×4) (rows of 8 tiles, of 4, and the small maps' tile-major path) into a
+    /// dX full of NaN, as [`ConvBackward::writes_every_input_grad`] allows, and dW, against
+    /// the definition; F(2×2) makes no such claim.
+    #[test]
+    fn input_grad_by_f4_overwrites_dx_and_both_match_the_definition() {
+        for (c, o, h, w, p, imgs) in [
+            (3, 5, 32, 32, 1, 2),
+            (4, 2, 16, 15, 1, 3),
+            (2, 3, 8, 8, 1, 2),
+        ] {
+            let g = Geometry::new(c, (h, w), (3, 3), (1, 1), (p, p), (1, 1)).unwrap();
+            let (x, k, dy) = (
+                values(imgs * g.chw(), 1),
+                values(o * c * 9, 2),
+                values(imgs * o * g.p(), 3),
+            );
+            let kernel = WinogradBackward::new(&g, o, &k);
+            assert!(kernel.writes_every_input_grad(), "{g:?}");
+            assert!(!WinogradBackward::f2(&g, o, &k).writes_every_input_grad());
+            let mut dx = vec![f64::NAN; imgs * g.chw()];
+            let mut dw = vec![0.0; kernel.weight_grad_len()];
+            let mut ws = vec![f64::NAN; kernel.workspace()];
+            let per = kernel.images_per_call();
+            for first in (0..imgs).step_by(per) {
+                let n = per.min(imgs - first);
+                kernel.backward_images(
+                    n,
+                    &dy[first * o * g.p()..(first + n) * o * g.p()],
+                    &x[first * g.chw()..(first + n) * g.chw()],
+                    Some(&mut dx[first * g.chw()..(first + n) * g.chw()]),
+                    Some(&mut dw),
+                    &mut ws,
+                );
+            }
+            let dw = kernel.finish_weight_grad(dw);
+            let (mut dx_ref, mut dw_ref) = (vec![0.0; imgs * g.chw()], vec![0.0; o * c * 9]);
+            for i in 0..imgs {
+                let dy_i = &dy[i * o * g.p()..][..o * g.p()];
+                direct::input_grad(dy_i, &k, &g, o, &mut dx_ref[i * g.chw()..][..g.chw()]);
+                direct::weight_grad(dy_i, &x[i * g.chw()..][..g.chw()], &g, o, &mut dw_ref);
+            }
+            for (a, e) in dx.iter().zip(&dx_ref).chain(dw.iter().zip(&dw_ref)) {
+                assert!((a - e).abs() < 1e-10 * (1.0 + e.abs()), "{g:?}: {a} vs {e}");
+            }
         }
     }
 }

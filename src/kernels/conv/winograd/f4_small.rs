@@ -205,6 +205,12 @@ fn output_tile<T: Element, const L: usize>(
 }
 
 impl<T: Element> ConvForward<T> for Winograd4SmallForward<T> {
+    /// Every tile's output transform writes its pixels (bias included), and the tiles
+    /// cover the map: the output is not zeroed first (the tests start from NaN).
+    fn writes_every_output(&self) -> bool {
+        true
+    }
+
     fn images_per_call(&self) -> usize {
         self.images()
     }
@@ -253,6 +259,7 @@ mod tests {
             let g = Geometry::new(c, (h, w), (3, 3), (1, 1), (p, p), (1, 1)).unwrap();
             let (x, k, b) = (values(n * g.chw(), 1), values(o * c * 9, 2), values(o, 3));
             let fast = Winograd4SmallForward::new(&g, o, &k);
+            assert!(fast.writes_every_output());
             for bias in [Some(&b[..]), None] {
                 let mut y = vec![f64::NAN; n * o * g.p()];
                 let mut ws = vec![f64::NAN; fast.workspace()];

@@ -26,6 +26,8 @@ mod driver;
 pub mod f4;
 mod f4_grad;
 pub mod f4_small;
+#[cfg(target_arch = "x86_64")]
+mod f4_x86;
 pub mod reference;
 mod rows;
 mod tile_major;

@@ -1,0 +1,221 @@
+//! F(4×4)'s column phases in explicit AVX2 shuffles, for f32: the fast paths of `f4`'s
+//! `phases` (a row's columns split by `col % 4`) and `interleave` (the phases put back
+//! into a row), whose plain fixed-size loops are the reference they are tested against.
+//!
+//! Left to LLVM, those loops became one scalar insert or extract per element, through the
+//! stack: they were most of the F(4×4) forward's transforms on 16-channel layers. Here a
+//! group of 8 tiles (32 columns) is an 8 × 4 transpose of four registers: two
+//! `vperm2f128` swaps of 128-bit halves and an in-lane 4 × 4 transpose (unpack, shuffle),
+//! twelve shuffles in all. The transforms are lane-wise, so the values are exactly the
+//! plain loops'.
+
+use std::arch::x86_64::*;
+
+/// The in-lane 4 × 4 transposes of `r`: in each 128-bit half, element `j` of register
+/// `k` of the result is element `k` of register `j` of `r`.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn transpose_in_lanes(r: [__m256; 4]) -> [__m256; 4] {
+    let u0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let u1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let u2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let u3 = _mm256_unpackhi_ps(r[2], r[3]);
+    [
+        _mm256_shuffle_ps::<0x44>(u0, u2),
+        _mm256_shuffle_ps::<0xEE>(u0, u2),
+        _mm256_shuffle_ps::<0x44>(u1, u3),
+        _mm256_shuffle_ps::<0xEE>(u1, u3),
+    ]
+}
+
+/// The four column phases of 8 tiles from `row[at..at + 32]`: `out[k][j] = row[at + 4j + k]`.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn phases8(row: &[f32], at: usize) -> [__m256; 4] {
+    let src = &row[at..at + 32];
+    // SAFETY: `src` holds 32 floats: four unaligned loads of 8.
+    let r = unsafe { [0, 8, 16, 24].map(|i| _mm256_loadu_ps(src.as_ptr().add(i))) };
+    // Tiles 0–1 are r[0], 2–3 r[1], 4–5 r[2], 6–7 r[3]: first the halves holding tiles
+    // 0–3 go to the low lanes and 4–7 to the high ones, then each lane is a 4 × 4 block.
+    transpose_in_lanes([
+        _mm256_permute2f128_ps::<0x20>(r[0], r[2]),
+        _mm256_permute2f128_ps::<0x31>(r[0], r[2]),
+        _mm256_permute2f128_ps::<0x20>(r[1], r[3]),
+        _mm256_permute2f128_ps::<0x31>(r[1], r[3]),
+    ])
+}
+
+/// `f4::row_patches` for one row of 8 tiles from column `at`: `out[k][j] = row[at + 4j + k]`
+/// for the six columns `k < 6` of each tile's patch (`out` is `[[f32; 8]; 6]` flattened).
+///
+/// # Safety
+/// The CPU must support AVX2.
+///
+/// # Panics
+/// If `row` is shorter than `at + 36`.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) unsafe fn row_patches8(row: &[f32], at: usize, out: &mut [f32; 48]) {
+    let [d0, d1, d2, d3] = phases8(row, at);
+    let [d4, d5, _, _] = phases8(row, at + 4);
+    store6(out, [d0, d1, d2, d3, d4, d5]);
+}
+
+/// Six registers into `out`, in order.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn store6(out: &mut [f32; 48], v: [__m256; 6]) {
+    for (k, v) in v.into_iter().enumerate() {
+        // SAFETY: `out` holds 48 floats; this stores 8 from 8·k.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * k), v) };
+    }
+}
+
+/// `f4::row_patches` for two rows of 4 tiles: lanes 0–3 are row `a`'s tiles, 4–7 row `b`'s,
+/// `out[k][l] = a[4l + k]` and `out[k][4 + l] = b[4l + k]` for `k < 6` (`out` flattened).
+///
+/// # Safety
+/// The CPU must support AVX2.
+///
+/// # Panics
+/// If `a` or `b` is shorter than 20.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) unsafe fn row_patches4x2(a: &[f32], b: &[f32], out: &mut [f32; 48]) {
+    let (a, b) = (&a[..20], &b[..20]);
+    // Register m holds tile m of row a in its low half and of row b in its high half.
+    // SAFETY: `a` and `b` hold 20 floats; the loads read 4 at offsets up to 16.
+    let tiles = |shift: usize| unsafe {
+        [0, 4, 8, 12]
+            .map(|i| _mm256_loadu2_m128(b.as_ptr().add(shift + i), a.as_ptr().add(shift + i)))
+    };
+    let [d0, d1, d2, d3] = transpose_in_lanes(tiles(0));
+    let [d4, d5, _, _] = transpose_in_lanes(tiles(4));
+    store6(out, [d0, d1, d2, d3, d4, d5]);
+}
+
+/// `f4::interleave` for 8 tiles: `out[4l + v] = px[v][l]` (`px` is `[[f32; 8]; 4]` flattened).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) unsafe fn interleave8(px: &[f32; 32], out: &mut [f32; 32]) {
+    let p = load4(px);
+    // The inverse of `phases8`: in-lane transposes make register m hold tile m in its low
+    // half and tile m + 4 in its high one; the halves are then paired back in order.
+    let [s0, s1, s2, s3] = transpose_in_lanes(p);
+    let rows = [
+        _mm256_permute2f128_ps::<0x20>(s0, s1),
+        _mm256_permute2f128_ps::<0x20>(s2, s3),
+        _mm256_permute2f128_ps::<0x31>(s0, s1),
+        _mm256_permute2f128_ps::<0x31>(s2, s3),
+    ];
+    for (i, v) in rows.into_iter().enumerate() {
+        // SAFETY: `out` holds 32 floats; this stores 8 from 8·i.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * i), v) };
+    }
+}
+
+/// `f4::interleave` for two rows of 4 tiles: `out[4l + v] = px[v][l]` (row a, the first
+/// 16) and `out[16 + 4l + v] = px[v][4 + l]` (row b).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) unsafe fn interleave4x2(px: &[f32; 32], out: &mut [f32; 32]) {
+    let p = load4(px);
+    for (m, v) in transpose_in_lanes(p).into_iter().enumerate() {
+        // SAFETY: `out` holds 32 floats; the stores write 4 at 4m and at 16 + 4m.
+        unsafe {
+            _mm256_storeu2_m128(
+                out.as_mut_ptr().add(16 + 4 * m),
+                out.as_mut_ptr().add(4 * m),
+                v,
+            )
+        };
+    }
+}
+
+/// Four registers from `px`, in order.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn load4(px: &[f32; 32]) -> [__m256; 4] {
+    // SAFETY: `px` holds 32 floats; each load reads 8 from 8·k.
+    [0, 1, 2, 3].map(|k| unsafe { _mm256_loadu_ps(px.as_ptr().add(8 * k)) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn avx2() -> bool {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+
+    /// Every value of the row is distinct, so any misplaced lane shows.
+    fn row(n: usize) -> Vec<f32> {
+        (0..n).map(|i| i as f32 * 1.5 - 7.0).collect()
+    }
+
+    #[test]
+    fn row_patches_are_the_column_phases() {
+        if !avx2() {
+            return;
+        }
+        let (a, b) = (
+            row(40),
+            row(40).iter().map(|v| v + 100.0).collect::<Vec<_>>(),
+        );
+        for at in [0, 4, 3] {
+            let mut out = [0.0; 48];
+            // SAFETY: the CPU has AVX2 (checked above).
+            unsafe { row_patches8(&a, at, &mut out) };
+            for (k, lanes) in out.chunks_exact(8).enumerate() {
+                for (j, v) in lanes.iter().enumerate() {
+                    assert_eq!(*v, a[at + 4 * j + k], "at {at}, column {k}, tile {j}");
+                }
+            }
+        }
+        let mut out = [0.0; 48];
+        // SAFETY: the CPU has AVX2 (checked above).
+        unsafe { row_patches4x2(&a, &b, &mut out) };
+        for (k, lanes) in out.chunks_exact(8).enumerate() {
+            for l in 0..4 {
+                assert_eq!(lanes[l], a[4 * l + k], "row a, column {k}, tile {l}");
+                assert_eq!(lanes[4 + l], b[4 * l + k], "row b, column {k}, tile {l}");
+            }
+        }
+    }
+
+    #[test]
+    fn interleaving_puts_the_phases_back_in_order() {
+        if !avx2() {
+            return;
+        }
+        let values = row(32);
+        let flat: [f32; 32] = std::array::from_fn(|i| values[i]);
+        let px = |v: usize, l: usize| flat[8 * v + l];
+        let mut out = [0.0; 32];
+        // SAFETY: the CPU has AVX2 (checked above).
+        unsafe { interleave8(&flat, &mut out) };
+        for l in 0..8 {
+            for v in 0..4 {
+                assert_eq!(out[4 * l + v], px(v, l), "tile {l}, phase {v}");
+            }
+        }
+        // SAFETY: the CPU has AVX2 (checked above).
+        unsafe { interleave4x2(&flat, &mut out) };
+        for l in 0..4 {
+            for v in 0..4 {
+                assert_eq!(out[4 * l + v], px(v, l), "row a, tile {l}, phase {v}");
+                assert_eq!(
+                    out[16 + 4 * l + v],
+                    px(v, 4 + l),
+                    "row b, tile {l}, phase {v}"
+                );
+            }
+        }
+    }
+}
