@@ -2,12 +2,14 @@
 //! `phases` (a row's columns split by `col % 4`) and `interleave` (the phases put back
 //! into a row), whose plain fixed-size loops are the reference they are tested against.
 //!
-//! Left to LLVM, those loops became one scalar insert or extract per element, through the
-//! stack: they were most of the F(4×4) forward's transforms on 16-channel layers. Here a
+//! Left to LLVM, those loops became scalar inserts and extracts through the stack. Here a
 //! group of 8 tiles (32 columns) is an 8 × 4 transpose of four registers: two
 //! `vperm2f128` swaps of 128-bit halves and an in-lane 4 × 4 transpose (unpack, shuffle),
 //! twelve shuffles in all. The transforms are lane-wise, so the values are exactly the
-//! plain loops'.
+//! plain loops'. On AMD Zen 3 (resnet20 train step, batch 128, 1 thread, min of 4
+//! profiles) the forward of the 16→16 layers on 32×32 went from 49.2 to 47.1 ms a step
+//! and of the 32→32 layers on 16×16 from 26.4 to 24.9: the transforms' loads and stores
+//! through their scratch rows, not the shuffles, are most of what is left.
 
 use std::arch::x86_64::*;
 
