@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | [`gemm`] | matrixmultiply's packed sgemm/dgemm behind checked [`gemm::MatRef`]/[`gemm::MatMut`] views | [`gemm::gemm_reference`] (three loops) |
 //! | [`microkernel`] | `mr × 16` register tiles over a left operand packed once (AVX-512 / AVX2 + FMA chosen at run time) | [`microkernel::multiply_reference`] (three loops) |
-//! | [`transpose`] | 8×8 blocks, AVX in-register shuffles for f32 | [`transpose::transpose_reference`] |
+//! | [`transpose`] | 8×8 blocks (8×4 and 4×8 at the edges), AVX in-register shuffles for f32 | [`transpose::transpose_reference`] |
 //! | [`elementwise`] | maps split over the rayon pool, chunks zeroed by their filling thread | the serial loop (same results, tested) |
 //! | [`batch_norm`] | per-channel sums by slabs of whole images (one partial sum per channel and pixel), AVX2-compiled passes | [`batch_norm::channel_sums_reference`], [`batch_norm::normalise_reference`], [`batch_norm::input_grad_reference`] (plane by plane, element by element) |
 //! | [`conv`] | implicit GEMM, im2col + GEMM, Winograd F(2×2, 3×3) and F(4×4, 3×3), the rows kernels and the depthwise kernel (reading "same" stride-1 layers in place on AVX-512, with masked loads) | [`conv::direct`] (seven loops), [`conv::winograd::reference`] (one tile, `Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A`) |

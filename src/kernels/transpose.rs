@@ -1,13 +1,19 @@
-//! Matrix transposes between buffers, in 8×8 blocks.
+//! Matrix transposes between buffers, in 8×8 blocks (and 8×4 and 4×8 ones at the edges).
 //!
 //! The Winograd backward pass transposes every image into NHWC (6% of a cifar-cnn step
 //! with element-wise block copies), so f32 blocks on AVX take an in-register transpose:
-//! eight row loads, 24 shuffles, eight column stores.
+//! eight row loads, 24 shuffles, eight column stores. The depthwise kernel's channels-last
+//! path transposes `c × 4` planes (mobilenet-v2's 2×2 maps) and back: those take 8×4 and
+//! 4×8 blocks (four loads, eight shuffles, four stores) instead of one element at a time;
+//! a single row or column that is contiguous on both sides (1×1 maps) is a copy.
 
 use std::any::TypeId;
 
 /// Block side: eight f32 lanes of an AVX register.
 const B: usize = 8;
+
+/// The short side of the edge blocks: four f32 lanes, half an AVX register.
+const H: usize = 4;
 
 /// `dst[j·dst_stride + i] = src[i·src_stride + j]` for `i < rows`, `j < cols`: a transpose
 /// in 8×8 blocks, so that its loads and its stores are both runs of 8.
@@ -22,6 +28,12 @@ pub fn copy_transposed<T: Copy + Default + 'static>(
     dst_stride: usize,
 ) {
     if rows == 0 || cols == 0 {
+        return;
+    }
+    // One column read with stride 1, or one row written with stride 1: a copy.
+    if (cols == 1 && src_stride == 1) || (rows == 1 && dst_stride == 1) {
+        let n = rows * cols;
+        dst[..n].copy_from_slice(&src[..n]);
         return;
     }
     // Every element read or written, checked once here; the blocks index within them.
@@ -42,19 +54,35 @@ pub fn copy_transposed<T: Copy + Default + 'static>(
                 std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<f32>(), dst.len()),
             )
         };
-        return blocks(src, (rows, cols, src_stride), dst, dst_stride, |s, d| {
+        return blocks(
+            src,
+            (rows, cols, src_stride),
+            dst,
+            dst_stride,
             // SAFETY: the CPU has AVX (checked above), and `blocks` hands over in-bounds
             // 8×8 blocks: 8 rows of 8 elements from `s`, 8 of 8 into `d`.
-            unsafe { block_avx(s, src_stride, d, dst_stride) }
-        });
+            |s, d| unsafe { block_avx(s, src_stride, d, dst_stride) },
+            // SAFETY: as above, for 8 rows of 4 from `s` and 4 of 8 into `d`.
+            |s, d| unsafe { block_8x4_avx(s, src_stride, d, dst_stride) },
+            // SAFETY: as above, for 4 rows of 8 from `s` and 8 of 4 into `d`.
+            |s, d| unsafe { block_4x8_avx(s, src_stride, d, dst_stride) },
+        );
     }
-    blocks(src, (rows, cols, src_stride), dst, dst_stride, |s, d| {
-        block_scalar(s, src_stride, d, dst_stride)
-    });
+    blocks(
+        src,
+        (rows, cols, src_stride),
+        dst,
+        dst_stride,
+        |s, d| block_scalar(s, src_stride, d, dst_stride),
+        |s, d| transpose_reference(s, (B, H, src_stride), d, dst_stride),
+        |s, d| transpose_reference(s, (H, B, src_stride), d, dst_stride),
+    );
 }
 
 /// The 8×8 blocks through `block` (given each block's first source and destination
-/// element), then the remainder rows and columns one element at a time.
+/// element); at the right edge one 8-row × 4-column block through `tall` where 4 columns
+/// are left, at the bottom 4-row × 8-column blocks through `wide` where 4 rows are left;
+/// then what remains one element at a time.
 #[inline(always)]
 fn blocks<T: Copy>(
     src: &[T],
@@ -62,18 +90,29 @@ fn blocks<T: Copy>(
     dst: &mut [T],
     dst_stride: usize,
     mut block: impl FnMut(&[T], &mut [T]),
+    mut tall: impl FnMut(&[T], &mut [T]),
+    mut wide: impl FnMut(&[T], &mut [T]),
 ) {
+    // The source and destination of the `r × c` block at row i, column j.
+    let at = |i: usize, j: usize, (r, c): (usize, usize)| {
+        let (from, to) = (i * src_stride + j, j * dst_stride + i);
+        (
+            from..from + (r - 1) * src_stride + c,
+            to..to + (c - 1) * dst_stride + r,
+        )
+    };
     let mut i = 0;
     while i + B <= rows {
         let mut j = 0;
         while j + B <= cols {
-            let from = i * src_stride + j;
-            let to = j * dst_stride + i;
-            block(
-                &src[from..from + (B - 1) * src_stride + B],
-                &mut dst[to..to + (B - 1) * dst_stride + B],
-            );
+            let (s, d) = at(i, j, (B, B));
+            block(&src[s], &mut dst[d]);
             j += B;
+        }
+        if j + H <= cols {
+            let (s, d) = at(i, j, (B, H));
+            tall(&src[s], &mut dst[d]);
+            j += H;
         }
         for j in j..cols {
             for r in i..i + B {
@@ -81,6 +120,20 @@ fn blocks<T: Copy>(
             }
         }
         i += B;
+    }
+    if i + H <= rows {
+        let mut j = 0;
+        while j + B <= cols {
+            let (s, d) = at(i, j, (H, B));
+            wide(&src[s], &mut dst[d]);
+            j += B;
+        }
+        for j in j..cols {
+            for r in i..i + H {
+                dst[j * dst_stride + r] = src[r * src_stride + j];
+            }
+        }
+        i += H;
     }
     for r in i..rows {
         for j in 0..cols {
@@ -156,6 +209,70 @@ unsafe fn block_avx(src: &[f32], src_stride: usize, dst: &mut [f32], dst_stride:
     }
 }
 
+/// The in-lane 4 × 4 transposes of `r`: in each 128-bit half, element `j` of register `k`
+/// of the result is element `k` of register `j` of `r` (unpacks, then shuffles).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+#[inline]
+pub(crate) fn transpose_in_lanes(
+    r: [std::arch::x86_64::__m256; 4],
+) -> [std::arch::x86_64::__m256; 4] {
+    use std::arch::x86_64::*;
+    let u0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let u1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let u2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let u3 = _mm256_unpackhi_ps(r[2], r[3]);
+    [
+        _mm256_shuffle_ps::<0x44>(u0, u2),
+        _mm256_shuffle_ps::<0xEE>(u0, u2),
+        _mm256_shuffle_ps::<0x44>(u1, u3),
+        _mm256_shuffle_ps::<0xEE>(u1, u3),
+    ]
+}
+
+/// One block of 8 rows × 4 columns into 4 rows × 8: rows m and m + 4 share a register
+/// (low and high half), so the in-lane transposes leave column k whole in register k.
+///
+/// # Safety
+/// The CPU must have AVX; `src` must hold 8 rows of 4 at `src_stride` and `dst` 4 rows of
+/// 8 at `dst_stride`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn block_8x4_avx(src: &[f32], src_stride: usize, dst: &mut [f32], dst_stride: usize) {
+    use std::arch::x86_64::*;
+    debug_assert!(src.len() >= (B - 1) * src_stride + H);
+    debug_assert!(dst.len() >= (H - 1) * dst_stride + B);
+    let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+    // SAFETY: rows m and m + 4 (m < 4) of 4 elements at `src_stride` are within `src`.
+    let r = [0, 1, 2, 3]
+        .map(|m| unsafe { _mm256_loadu2_m128(s.add((m + H) * src_stride), s.add(m * src_stride)) });
+    for (k, column) in transpose_in_lanes(r).into_iter().enumerate() {
+        // SAFETY: row k < 4 of 8 elements at `dst_stride` is within `dst`.
+        unsafe { _mm256_storeu_ps(d.add(k * dst_stride), column) };
+    }
+}
+
+/// One block of 4 rows × 8 columns into 8 rows × 4: after the in-lane transposes register
+/// m holds column m (low half) and column m + 4 (high half) of the 4 rows.
+///
+/// # Safety
+/// The CPU must have AVX; `src` must hold 4 rows of 8 at `src_stride` and `dst` 8 rows of
+/// 4 at `dst_stride`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn block_4x8_avx(src: &[f32], src_stride: usize, dst: &mut [f32], dst_stride: usize) {
+    use std::arch::x86_64::*;
+    debug_assert!(src.len() >= (H - 1) * src_stride + B);
+    debug_assert!(dst.len() >= (B - 1) * dst_stride + H);
+    let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+    // SAFETY: rows 0..4 of 8 elements at `src_stride` are within `src`.
+    let r = [0, 1, 2, 3].map(|k| unsafe { _mm256_loadu_ps(s.add(k * src_stride)) });
+    for (m, columns) in transpose_in_lanes(r).into_iter().enumerate() {
+        // SAFETY: rows m and m + 4 (m < 4) of 4 elements at `dst_stride` are within `dst`.
+        unsafe { _mm256_storeu2_m128(d.add((m + H) * dst_stride), d.add(m * dst_stride), columns) };
+    }
+}
+
 /// The readable reference for [`copy_transposed`]: the same contract, one element at a
 /// time. Tests compare the blocked version against it.
 ///
@@ -188,7 +305,10 @@ mod tests {
     /// elements outside the matrix left as they were.
     #[test]
     fn blocked_transpose_matches_element_by_element() {
-        let cases: [(usize, usize, usize, usize); 8] = [
+        // Also the edge blocks: 8×4 ones at the right (12 and 13 columns), 4×8 ones at the
+        // bottom (4–7 rows left), `c × 4` planes and back, and single rows and columns
+        // (copies where contiguous).
+        let cases: [(usize, usize, usize, usize); 18] = [
             (8, 8, 8, 8),
             (16, 24, 24, 16),
             (19, 13, 21, 23),
@@ -197,6 +317,16 @@ mod tests {
             (1, 1, 1, 1),
             (0, 5, 5, 1),
             (32, 32, 1024, 32),
+            (16, 12, 12, 16),
+            (21, 13, 15, 22),
+            (6, 21, 22, 9),
+            (13, 4, 4, 13),
+            (4, 13, 13, 4),
+            (96, 4, 4, 96),
+            (4, 96, 96, 4),
+            (960, 1, 1, 960),
+            (1, 960, 960, 1),
+            (7, 1, 3, 7),
         ];
         for (rows, cols, src_stride, dst_stride) in cases {
             let src_len = rows.saturating_sub(1) * src_stride + cols;

@@ -11,24 +11,8 @@
 //! and of the 32→32 layers on 16×16 from 26.4 to 24.9: the transforms' loads and stores
 //! through their scratch rows, not the shuffles, are most of what is left.
 
+use crate::kernels::transpose::transpose_in_lanes;
 use std::arch::x86_64::*;
-
-/// The in-lane 4 × 4 transposes of `r`: in each 128-bit half, element `j` of register
-/// `k` of the result is element `k` of register `j` of `r`.
-#[target_feature(enable = "avx2")]
-#[inline]
-fn transpose_in_lanes(r: [__m256; 4]) -> [__m256; 4] {
-    let u0 = _mm256_unpacklo_ps(r[0], r[1]);
-    let u1 = _mm256_unpackhi_ps(r[0], r[1]);
-    let u2 = _mm256_unpacklo_ps(r[2], r[3]);
-    let u3 = _mm256_unpackhi_ps(r[2], r[3]);
-    [
-        _mm256_shuffle_ps::<0x44>(u0, u2),
-        _mm256_shuffle_ps::<0xEE>(u0, u2),
-        _mm256_shuffle_ps::<0x44>(u1, u3),
-        _mm256_shuffle_ps::<0xEE>(u1, u3),
-    ]
-}
 
 /// The four column phases of 8 tiles from `row[at..at + 32]`: `out[k][j] = row[at + 4j + k]`.
 #[target_feature(enable = "avx2")]
