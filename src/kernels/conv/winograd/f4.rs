@@ -28,8 +28,6 @@ use super::f4_x86;
 use super::reference::G4;
 use super::{position_stride, supports};
 use crate::kernels::conv::ConvForward;
-#[cfg(target_arch = "x86_64")]
-use crate::kernels::element::{as_f32, as_f32_mut};
 use crate::kernels::microkernel::{PackedRows, NR};
 use crate::kernels::{Element, Geometry};
 
@@ -185,22 +183,9 @@ fn row_patches<T: Element, const AVX2: bool>(
     const HALF: usize = LANES / 2;
     #[cfg(target_arch = "x86_64")]
     if AVX2 {
-        let mut d = [[T::zero(); LANES]; 6];
-        if let (Some(a), Some(b), Some(out)) = (
-            as_f32(rows[0]),
-            as_f32(rows[1]),
-            as_f32_mut(d.as_flattened_mut()),
-        ) {
-            let out: &mut [f32; 48] = out.try_into().expect("6 lane groups");
-            // SAFETY: the caller has checked that the CPU has AVX2; the padded rows hold
-            // `4·cols + 36` elements, the 36 from `4·j0` (or 20 from 0) read here.
-            unsafe {
-                if cols == HALF {
-                    f4_x86::row_patches4x2(a, b, out);
-                } else {
-                    f4_x86::row_patches8(a, 4 * j0, out);
-                }
-            }
+        // SAFETY: the caller has checked that the CPU has AVX2; the padded rows hold
+        // `4·cols + 36` elements.
+        if let Some(d) = unsafe { f4_x86::row_patches(rows, j0, cols) } {
             return d;
         }
     }
@@ -346,52 +331,6 @@ fn interleave<T: Element, const N: usize>(
     }
 }
 
-/// [`interleave`] by [`f4_x86`]'s shuffles, for f32: the lane group `px` of tile row
-/// `ti` (output row `r`, of the block's `rows`) from tile column `j0` into `plane`. Returns
-/// whether it wrote (false for another `T`, or a row the group's pixels overrun).
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn interleave_avx2<T: Element>(
-    px: &[[T; LANES]; 4],
-    cols: usize,
-    (r, ti, rows): (usize, usize, usize),
-    j0: usize,
-    g: &Geometry,
-    plane: &mut [T],
-) -> bool {
-    let Some(px) = as_f32(px.as_flattened()) else {
-        return false;
-    };
-    let px: &[f32; 32] = px.try_into().expect("4 lane groups");
-    let mut out = [0.0f32; 32];
-    if cols == LANES / 2 {
-        // Two rows of 4 tiles, 16 pixels each: only whole rows of 16 here.
-        if g.ow != 16 {
-            return false;
-        }
-        // SAFETY: the caller has checked that the CPU has AVX2.
-        unsafe { f4_x86::interleave4x2(px, &mut out) };
-        for half in 0..2 {
-            let r = r + 4 * half;
-            if r < g.oh && ti + half < rows {
-                let row = as_f32_mut(&mut plane[r * 16..][..16]).expect("f32");
-                row.copy_from_slice(&out[16 * half..][..16]);
-            }
-        }
-    } else {
-        if r >= g.oh {
-            return true;
-        }
-        let Some(row) = plane[r * g.ow..][..g.ow].get_mut(4 * j0..4 * j0 + 32) else {
-            return false;
-        };
-        // SAFETY: the caller has checked that the CPU has AVX2.
-        unsafe { f4_x86::interleave8(px, &mut out) };
-        as_f32_mut(row).expect("f32").copy_from_slice(&out);
-    }
-    true
-}
-
 /// `Y = Aᵀ M A + bias` for the tiles of `block`, written into one image's output `y`
 /// (`o × oh × ow`, cut at its edges); position ξ's `o × nt` products start at `ξ·stride`
 /// in `m`.
@@ -453,7 +392,8 @@ fn transform_output<T: Element, const AVX2: bool>(
                 let (ti, j0) = (t / cols, t % cols);
                 let r = 4 * (block.0 + ti) + u;
                 #[cfg(target_arch = "x86_64")]
-                if AVX2 && interleave_avx2(&px, cols, (r, ti, rows), j0, g, plane) {
+                // SAFETY: with `AVX2`, the caller has checked that the CPU has AVX2.
+                if AVX2 && unsafe { f4_x86::interleave(&px, cols, (r, ti, rows), j0, g, plane) } {
                     continue;
                 }
                 if cols == LANES / 2 {

@@ -11,8 +11,92 @@
 //! and of the 32→32 layers on 16×16 from 26.4 to 24.9: the transforms' loads and stores
 //! through their scratch rows, not the shuffles, are most of what is left.
 
+use crate::kernels::element::{as_f32, as_f32_mut};
 use crate::kernels::transpose::transpose_in_lanes;
+use crate::kernels::{Element, Geometry};
 use std::arch::x86_64::*;
+
+/// `f4::row_patches` for f32 by the shuffles below: the six column phases of a lane group
+/// of 8 tiles of `rows[0]` from tile column `j0`, or (`cols == 4`) of 4 tiles of each of
+/// the two rows; `None` for another `T`.
+///
+/// # Safety
+/// The CPU must support AVX2.
+///
+/// # Panics
+/// If the rows are shorter than `4·cols + 36` (the padded rows' length).
+#[inline(always)]
+pub(super) unsafe fn row_patches<T: Element>(
+    rows: [&[T]; 2],
+    j0: usize,
+    cols: usize,
+) -> Option<[[T; 8]; 6]> {
+    let mut d = [[T::zero(); 8]; 6];
+    let (a, b, out) = (
+        as_f32(rows[0])?,
+        as_f32(rows[1])?,
+        as_f32_mut(d.as_flattened_mut())?,
+    );
+    let out: &mut [f32; 48] = out.try_into().expect("6 lane groups");
+    // SAFETY: the caller guarantees AVX2; the functions check their rows' lengths.
+    unsafe {
+        if cols == 4 {
+            row_patches4x2(a, b, out);
+        } else {
+            row_patches8(a, 4 * j0, out);
+        }
+    }
+    Some(d)
+}
+
+/// `f4::interleave` for f32 by the shuffles below: the lane group `px` of tile row `ti`
+/// (output row `r`, of the block's `rows`) from tile column `j0` into `plane` (one output
+/// channel of a layer of geometry `g`). Returns whether it wrote: not for another `T`,
+/// nor for a group whose pixels overrun its row (the plain loops cut those).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[inline(always)]
+pub(super) unsafe fn interleave<T: Element>(
+    px: &[[T; 8]; 4],
+    cols: usize,
+    (r, ti, rows): (usize, usize, usize),
+    j0: usize,
+    g: &Geometry,
+    plane: &mut [T],
+) -> bool {
+    let Some(px) = as_f32(px.as_flattened()) else {
+        return false;
+    };
+    let px: &[f32; 32] = px.try_into().expect("4 lane groups");
+    let mut out = [0.0f32; 32];
+    if cols == 4 {
+        // Two rows of 4 tiles, 16 pixels each: only whole rows of 16 here.
+        if g.ow != 16 {
+            return false;
+        }
+        // SAFETY: the caller guarantees AVX2.
+        unsafe { interleave4x2(px, &mut out) };
+        for half in 0..2 {
+            let r = r + 4 * half;
+            if r < g.oh && ti + half < rows {
+                let row = as_f32_mut(&mut plane[r * 16..][..16]).expect("f32");
+                row.copy_from_slice(&out[16 * half..][..16]);
+            }
+        }
+    } else {
+        if r >= g.oh {
+            return true;
+        }
+        let Some(row) = plane[r * g.ow..][..g.ow].get_mut(4 * j0..4 * j0 + 32) else {
+            return false;
+        };
+        // SAFETY: the caller guarantees AVX2.
+        unsafe { interleave8(px, &mut out) };
+        as_f32_mut(row).expect("f32").copy_from_slice(&out);
+    }
+    true
+}
 
 /// The four column phases of 8 tiles from `row[at..at + 32]`: `out[k][j] = row[at + 4j + k]`.
 #[target_feature(enable = "avx2")]
@@ -41,7 +125,7 @@ fn phases8(row: &[f32], at: usize) -> [__m256; 4] {
 /// If `row` is shorter than `at + 36`.
 #[target_feature(enable = "avx2")]
 #[inline]
-pub(super) unsafe fn row_patches8(row: &[f32], at: usize, out: &mut [f32; 48]) {
+unsafe fn row_patches8(row: &[f32], at: usize, out: &mut [f32; 48]) {
     let [d0, d1, d2, d3] = phases8(row, at);
     let [d4, d5, _, _] = phases8(row, at + 4);
     store6(out, [d0, d1, d2, d3, d4, d5]);
@@ -67,7 +151,7 @@ fn store6(out: &mut [f32; 48], v: [__m256; 6]) {
 /// If `a` or `b` is shorter than 20.
 #[target_feature(enable = "avx2")]
 #[inline]
-pub(super) unsafe fn row_patches4x2(a: &[f32], b: &[f32], out: &mut [f32; 48]) {
+unsafe fn row_patches4x2(a: &[f32], b: &[f32], out: &mut [f32; 48]) {
     let (a, b) = (&a[..20], &b[..20]);
     // Register m holds tile m of row a in its low half and of row b in its high half.
     // SAFETY: `a` and `b` hold 20 floats; the loads read 4 at offsets up to 16.
@@ -86,7 +170,7 @@ pub(super) unsafe fn row_patches4x2(a: &[f32], b: &[f32], out: &mut [f32; 48]) {
 /// The CPU must support AVX2.
 #[target_feature(enable = "avx2")]
 #[inline]
-pub(super) unsafe fn interleave8(px: &[f32; 32], out: &mut [f32; 32]) {
+unsafe fn interleave8(px: &[f32; 32], out: &mut [f32; 32]) {
     let p = load4(px);
     // The inverse of `phases8`: in-lane transposes make register m hold tile m in its low
     // half and tile m + 4 in its high one; the halves are then paired back in order.
@@ -110,7 +194,7 @@ pub(super) unsafe fn interleave8(px: &[f32; 32], out: &mut [f32; 32]) {
 /// The CPU must support AVX2.
 #[target_feature(enable = "avx2")]
 #[inline]
-pub(super) unsafe fn interleave4x2(px: &[f32; 32], out: &mut [f32; 32]) {
+unsafe fn interleave4x2(px: &[f32; 32], out: &mut [f32; 32]) {
     let p = load4(px);
     for (m, v) in transpose_in_lanes(p).into_iter().enumerate() {
         // SAFETY: `out` holds 32 floats; the stores write 4 at 4m and at 16 + 4m.
