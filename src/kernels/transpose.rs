@@ -101,6 +101,14 @@ fn blocks<T: Copy>(
             to..to + (c - 1) * dst_stride + r,
         )
     };
+    // Rows `band`, from column `first` on, one element at a time.
+    let single = |dst: &mut [T], band: std::ops::Range<usize>, first: usize| {
+        for j in first..cols {
+            for r in band.clone() {
+                dst[j * dst_stride + r] = src[r * src_stride + j];
+            }
+        }
+    };
     let mut i = 0;
     while i + B <= rows {
         let mut j = 0;
@@ -114,11 +122,7 @@ fn blocks<T: Copy>(
             tall(&src[s], &mut dst[d]);
             j += H;
         }
-        for j in j..cols {
-            for r in i..i + B {
-                dst[j * dst_stride + r] = src[r * src_stride + j];
-            }
-        }
+        single(dst, i..i + B, j);
         i += B;
     }
     if i + H <= rows {
@@ -128,18 +132,10 @@ fn blocks<T: Copy>(
             wide(&src[s], &mut dst[d]);
             j += B;
         }
-        for j in j..cols {
-            for r in i..i + H {
-                dst[j * dst_stride + r] = src[r * src_stride + j];
-            }
-        }
+        single(dst, i..i + H, j);
         i += H;
     }
-    for r in i..rows {
-        for j in 0..cols {
-            dst[j * dst_stride + r] = src[r * src_stride + j];
-        }
-    }
+    single(dst, i..rows, 0);
 }
 
 /// One 8×8 block, element by element through a local array.
