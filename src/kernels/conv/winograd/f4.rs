@@ -17,15 +17,19 @@
 //! `ti`'s six rows are phases 0–3 at `ti` and 0–1 at `ti + 1`: the same flattened tile
 //! index in each, and the column pass runs over a block's tiles at once.
 //!
+//! On AVX2, "same" layers 32 or 16 wide take `f4_same_x86`'s transforms instead, straight
+//! from the image and kept in registers; the ones below are their reference (and every
+//! other width's path).
+//!
 //! The larger interpolation points cost accuracy: in f32 the outputs differ from the
 //! direct sums by about 5× F(2×2)'s error (`f32_error_against_the_direct_sums` states the
 //! measured figures). Backward stays F(2×2), which computes the exact adjoint of its own
 //! forward; the two forwards agree to that rounding.
 
 use super::driver::multiply_tiles;
-#[cfg(target_arch = "x86_64")]
-use super::f4_x86;
 use super::reference::G4;
+#[cfg(target_arch = "x86_64")]
+use super::{f4_same_x86, f4_x86};
 use super::{position_stride, supports};
 use crate::kernels::conv::ConvForward;
 use crate::kernels::elementwise::copy_short;
@@ -221,6 +225,11 @@ fn transform_input<T: Element, const AVX2: bool>(
     stride: usize,
     scratch: &mut [T],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: with `AVX2`, the caller has checked that the CPU has AVX2.
+    if AVX2 && unsafe { f4_same_x86::transform_input(x, g, block, v, stride) } {
+        return;
+    }
     let cols = tiles.cols;
     let rows = block.1 - block.0;
     let nt = rows * cols;
@@ -334,6 +343,11 @@ fn transform_output<T: Element, const AVX2: bool>(
     y: &mut [T],
     scratch: &mut [T],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: with `AVX2`, the caller has checked that the CPU has AVX2.
+    if AVX2 && unsafe { f4_same_x86::transform_output(m, stride, o, g, block, bias, y) } {
+        return;
+    }
     let cols = tiles.cols;
     let rows = block.1 - block.0;
     let nt = rows * cols;
@@ -651,16 +665,23 @@ mod tests {
     }
 
     /// The fast path on a CPU without AVX2 (the portable body) equals the dispatched one
-    /// bitwise (on AVX2 CPUs, `f4_x86`'s shuffles): two rows of 4 tiles (16 wide, and 14
-    /// with its last tile cut), one row of 8 (32 wide, and 30) and of 16 (64 wide).
+    /// bitwise (on AVX2 CPUs, `f4_x86`'s shuffles, and `f4_same_x86`'s transforms for maps
+    /// 32 and 16 wide): two rows of 4 tiles (16 wide, and 14 with its last tile cut), one
+    /// row of 8 (32 wide, and 30) and of 16 (64 wide).
     #[test]
     fn portable_body_equals_the_dispatched_path() {
+        // 32 and 16 wide: `f4_same_x86`'s, with blocks of whole images, blocks after the
+        // first (40 and 70 rows), an odd count of tile rows (20) and rows cut (13, 70).
         for (c, h, w) in [
             (8, 16, 16),
             (3, 14, 14),
             (5, 32, 32),
             (4, 30, 30),
             (2, 9, 64),
+            (3, 40, 32),
+            (2, 13, 32),
+            (3, 20, 16),
+            (2, 70, 16),
         ] {
             let g = Geometry::new(c, (h, w), (3, 3), (1, 1), (1, 1), (1, 1)).unwrap();
             let (o, k) = (16, values(16 * c * 9, 4));

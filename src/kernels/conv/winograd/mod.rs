@@ -25,6 +25,8 @@
 mod driver;
 pub mod f4;
 mod f4_grad;
+#[cfg(target_arch = "x86_64")]
+mod f4_same_x86;
 pub mod f4_small;
 #[cfg(target_arch = "x86_64")]
 mod f4_x86;
