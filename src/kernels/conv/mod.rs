@@ -121,6 +121,44 @@ pub fn transposed_layer<T: Element>(g: &Geometry, o: usize, w: &[T]) -> Option<(
     Some((gx, flipped))
 }
 
+/// What a forward pass applies to its outputs (after the bias) as it stores them, where
+/// the kernel can ([`ConvForward::forward_fused`]): saves a pass over the output.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Epilogue<'a, T> {
+    /// `relu(y)`: `y` where `y > 0`, else 0 (NaN too), as `Tensor::relu`.
+    Relu,
+    /// `y + residual`, the residual as many values as the output, in its layout.
+    Add(&'a [T]),
+    /// `relu(y + residual)`.
+    AddRelu(&'a [T]),
+}
+
+impl<'a, T: Element> Epilogue<'a, T> {
+    /// The epilogue of outputs `at..at + len`: its residual's values there.
+    pub fn part(&self, at: usize, len: usize) -> Epilogue<'a, T> {
+        match *self {
+            Epilogue::Relu => Epilogue::Relu,
+            Epilogue::Add(r) => Epilogue::Add(&r[at..][..len]),
+            Epilogue::AddRelu(r) => Epilogue::AddRelu(&r[at..][..len]),
+        }
+    }
+
+    /// The epilogue on `y`, outputs `at..` of the residual's layout: the plain pass the
+    /// fused kernels are tested against.
+    pub fn apply(&self, y: &mut [T], at: usize) {
+        // As `Tensor::relu`'s rule: NaN and −0 give +0.
+        let relu = |v: T| if v > T::zero() { v } else { T::zero() };
+        match *self {
+            Epilogue::Relu => y.iter_mut().for_each(|v| *v = relu(*v)),
+            Epilogue::Add(r) => y.iter_mut().zip(&r[at..]).for_each(|(v, &r)| *v += r),
+            Epilogue::AddRelu(r) => y
+                .iter_mut()
+                .zip(&r[at..])
+                .for_each(|(v, &r)| *v = relu(*v + r)),
+        }
+    }
+}
+
 /// The forward pass of one convolution layer with its weights prepared.
 pub trait ConvForward<T>: Sync {
     /// Images one [`ConvForward::forward`] call computes (im2col shares one GEMM between
@@ -139,6 +177,21 @@ pub trait ConvForward<T>: Sync {
     /// Whether [`ConvForward::forward`] writes every element of `y` whatever it held, so
     /// that `y` need not be zeroed first.
     fn writes_every_output(&self) -> bool {
+        false
+    }
+
+    /// [`ConvForward::forward`] with `epilogue` applied to every output as it is stored,
+    /// every output written (whatever `y` held); or `false`, having done nothing, where the
+    /// kernel does not fuse it (the default): the caller then runs `forward` and a pass of
+    /// its own. Fused, the values are bitwise those of that pass.
+    fn forward_fused(
+        &self,
+        _x: &[T],
+        _bias: Option<&[T]>,
+        _epilogue: Epilogue<'_, T>,
+        _y: &mut [T],
+        _workspace: &mut [T],
+    ) -> bool {
         false
     }
 }

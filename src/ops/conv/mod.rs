@@ -25,6 +25,7 @@ pub use config::{Conv2dConfig, ConvAlgorithm};
 
 use crate::autograd::profile::{self, Phase};
 use crate::error::Result;
+use crate::kernels::conv::Epilogue;
 use crate::kernels::elementwise::{par_chunks_overwritten, par_chunks_zeroed};
 use crate::tensor::{Element, Tensor};
 use backward::{relu_in_place, Conv2dBackward};
@@ -214,10 +215,25 @@ impl<T: Element> Tensor<T> {
         let images = |i: usize, y: &mut [T]| {
             let first = i * per_call;
             let x_chunk = &x[first * g.chw()..(first + y.len() / (o * p)) * g.chw()];
-            T::with_workspace(workspace, |ws| kernel.forward(x_chunk, b.as_deref(), y, ws));
             // The residual's values of these images.
             let len = y.len();
             let skip = || &residual.expect("a residual for the fused add")[first * o * p..][..len];
+            // Applied in the kernel's stores where it can (F(4×4) Winograd); else a pass
+            // over the images' outputs while they are in cache.
+            let epilogue = match act {
+                Fused::Relu => Some(Epilogue::Relu),
+                Fused::Add => Some(Epilogue::Add(skip())),
+                Fused::AddRelu => Some(Epilogue::AddRelu(skip())),
+                Fused::None | Fused::Relu6 => None,
+            };
+            let fused = T::with_workspace(workspace, |ws| match epilogue {
+                Some(e) => kernel.forward_fused(x_chunk, b.as_deref(), e, y, ws),
+                None => false,
+            });
+            if fused {
+                return;
+            }
+            T::with_workspace(workspace, |ws| kernel.forward(x_chunk, b.as_deref(), y, ws));
             match act {
                 Fused::None => {}
                 Fused::Relu => relu_in_place(y),

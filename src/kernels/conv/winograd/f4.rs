@@ -31,7 +31,7 @@ use super::reference::G4;
 #[cfg(target_arch = "x86_64")]
 use super::{f4_same_x86, f4_x86};
 use super::{position_stride, supports};
-use crate::kernels::conv::ConvForward;
+use crate::kernels::conv::{ConvForward, Epilogue};
 use crate::kernels::elementwise::copy_short;
 use crate::kernels::microkernel::{PackedRows, NR};
 use crate::kernels::{Element, Geometry};
@@ -328,8 +328,8 @@ fn interleave<T: Element, const N: usize>(
 }
 
 /// `Y = Aᵀ M A + bias` for the tiles of `block`, written into one image's output `y`
-/// (`o × oh × ow`, cut at its edges); position ξ's `o × nt` products start at `ξ·stride`
-/// in `m`.
+/// (`o × oh × ow`, cut at its edges), then `epilogue` on the rows written (`f4_same_x86`
+/// applies it in its stores); position ξ's `o × nt` products start at `ξ·stride` in `m`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn transform_output<T: Element, const AVX2: bool>(
@@ -340,12 +340,13 @@ fn transform_output<T: Element, const AVX2: bool>(
     tiles: &Tiles,
     block: (usize, usize),
     bias: Option<&[T]>,
+    epilogue: Option<Epilogue<'_, T>>,
     y: &mut [T],
     scratch: &mut [T],
 ) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: with `AVX2`, the caller has checked that the CPU has AVX2.
-    if AVX2 && unsafe { f4_same_x86::transform_output(m, stride, o, g, block, bias, y) } {
+    if AVX2 && unsafe { f4_same_x86::transform_output(m, stride, o, g, block, bias, epilogue, y) } {
         return;
     }
     let cols = tiles.cols;
@@ -410,6 +411,12 @@ fn transform_output<T: Element, const AVX2: bool>(
                     interleave::<T, LANES>(&px, 0, row, 4 * j0);
                 }
             }
+        }
+        if let Some(epilogue) = epilogue {
+            // The block's output rows of this channel, still in cache.
+            let rows = 4 * block.0..(4 * block.1).min(g.oh);
+            let at = rows.start * g.ow..rows.end * g.ow;
+            epilogue.apply(&mut plane[at.clone()], oc * g.oh * g.ow + at.start);
         }
     }
 }
@@ -505,7 +512,14 @@ impl<T: Element> Winograd4Forward<T> {
 
     /// One image (with `AVX2`, the caller has checked that the CPU has AVX2).
     #[inline(always)]
-    fn image_body<const AVX2: bool>(&self, x: &[T], bias: Option<&[T]>, y: &mut [T], ws: &mut [T]) {
+    fn image_body<const AVX2: bool>(
+        &self,
+        x: &[T],
+        bias: Option<&[T]>,
+        epilogue: Option<Epilogue<'_, T>>,
+        y: &mut [T],
+        ws: &mut [T],
+    ) {
         let (g, o) = (&self.geometry, self.outputs);
         let tiles = Tiles::of(g);
         let (v_stride, m_stride) = self.strides();
@@ -520,15 +534,52 @@ impl<T: Element> Winograd4Forward<T> {
                 let (v, m) = (&v[xi * v_stride..], &mut m[xi * m_stride..]);
                 multiply_tiles(u, v, nt, m, tail);
             }
-            transform_output::<T, AVX2>(m, m_stride, o, g, &tiles, block, bias, y, scratch);
+            transform_output::<T, AVX2>(
+                m, m_stride, o, g, &tiles, block, bias, epilogue, y, scratch,
+            );
         }
     }
 
     /// [`Winograd4Forward::image_body`] compiled for AVX2: the lane groups are vectors.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    fn image_avx2(&self, x: &[T], bias: Option<&[T]>, y: &mut [T], ws: &mut [T]) {
-        self.image_body::<true>(x, bias, y, ws)
+    fn image_avx2(
+        &self,
+        x: &[T],
+        bias: Option<&[T]>,
+        epilogue: Option<Epilogue<'_, T>>,
+        y: &mut [T],
+        ws: &mut [T],
+    ) {
+        self.image_body::<true>(x, bias, epilogue, y, ws)
+    }
+
+    /// The images of `x` into `y`, with `epilogue` (its residual the batch's) if any.
+    fn images(
+        &self,
+        x: &[T],
+        bias: Option<&[T]>,
+        epilogue: Option<Epilogue<'_, T>>,
+        y: &mut [T],
+        workspace: &mut [T],
+    ) {
+        let (g, o) = (&self.geometry, self.outputs);
+        let len = o * g.p();
+        for (i, (x_i, y_i)) in x
+            .chunks_exact(g.chw())
+            .zip(y.chunks_exact_mut(len))
+            .enumerate()
+        {
+            // The residual's values of image i.
+            let epilogue = epilogue.map(|e| e.part(i * len, len));
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2, checked just above.
+                unsafe { self.image_avx2(x_i, bias, epilogue, y_i, workspace) };
+                continue;
+            }
+            self.image_body::<false>(x_i, bias, epilogue, y_i, workspace);
+        }
     }
 }
 
@@ -546,16 +597,21 @@ impl<T: Element> ConvForward<T> for Winograd4Forward<T> {
     }
 
     fn forward(&self, x: &[T], bias: Option<&[T]>, y: &mut [T], workspace: &mut [T]) {
-        let (g, o) = (&self.geometry, self.outputs);
-        for (x_i, y_i) in x.chunks_exact(g.chw()).zip(y.chunks_exact_mut(o * g.p())) {
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2, checked just above.
-                unsafe { self.image_avx2(x_i, bias, y_i, workspace) };
-                continue;
-            }
-            self.image_body::<false>(x_i, bias, y_i, workspace);
-        }
+        self.images(x, bias, None, y, workspace);
+    }
+
+    /// Always fused: in the AVX2 transforms' stores, else on each block's rows as the
+    /// output transform leaves them (in cache).
+    fn forward_fused(
+        &self,
+        x: &[T],
+        bias: Option<&[T]>,
+        epilogue: Epilogue<'_, T>,
+        y: &mut [T],
+        workspace: &mut [T],
+    ) -> bool {
+        self.images(x, bias, Some(epilogue), y, workspace);
+        true
     }
 }
 
@@ -692,9 +748,66 @@ mod tests {
             let mut ws = vec![f32::NAN; fast.workspace()];
             let (mut a, mut b) = (vec![f32::NAN; o * g.p()], vec![f32::NAN; o * g.p()]);
             fast.forward(&x, Some(&bias), &mut a, &mut ws);
-            fast.image_body::<false>(&x, Some(&bias), &mut b, &mut ws);
+            fast.image_body::<false>(&x, Some(&bias), None, &mut b, &mut ws);
             let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&a), bits(&b), "{c} channels, {h}×{w}");
+        }
+    }
+
+    /// The fused epilogues (ReLU, residual add, both) are bitwise `forward` followed by
+    /// [`Epilogue::apply`], in the dispatched path (on AVX2, `f4_same_x86`'s stores for 32
+    /// and 16 wide) and the portable one, with NaN, −0 and negative values in the residual
+    /// and the outputs overwritten from NaN.
+    #[test]
+    fn fused_epilogues_equal_the_pass_after_the_forward() {
+        for (c, h, w) in [
+            (5, 32, 32),
+            (8, 16, 16),
+            (3, 20, 16),
+            (2, 13, 32),
+            (4, 30, 30),
+        ] {
+            let g = Geometry::new(c, (h, w), (3, 3), (1, 1), (1, 1), (1, 1)).unwrap();
+            let (o, n) = (9, 2);
+            let f32s = |v: Vec<f64>| v.iter().map(|&v| v as f32).collect::<Vec<_>>();
+            let x = f32s(values(n * g.chw(), 5));
+            let k = f32s(values(o * c * 9, 4));
+            let bias = f32s(values(o, 6));
+            let mut residual = f32s(values(n * o * g.p(), 7));
+            for (i, special) in [f32::NAN, -0.0, -1e30].into_iter().enumerate() {
+                residual[7 + 100 * i] = special;
+            }
+            let kernel = Winograd4Forward::new(&g, o, &k);
+            let mut ws = vec![f32::NAN; kernel.workspace()];
+            let mut plain = vec![f32::NAN; n * o * g.p()];
+            kernel.forward(&x, Some(&bias), &mut plain, &mut ws);
+            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            for epilogue in [
+                Epilogue::Relu,
+                Epilogue::Add(&residual),
+                Epilogue::AddRelu(&residual),
+            ] {
+                let mut want = plain.clone();
+                epilogue.apply(&mut want, 0);
+                let mut fused = vec![f32::NAN; n * o * g.p()];
+                assert!(kernel.forward_fused(&x, Some(&bias), epilogue, &mut fused, &mut ws));
+                let name = match epilogue {
+                    Epilogue::Relu => "relu",
+                    Epilogue::Add(_) => "add",
+                    Epilogue::AddRelu(_) => "add+relu",
+                };
+                let same = |a: &[f32]| bits(a) == bits(&want);
+                assert!(same(&fused), "fused {name}, {c} × {h}×{w}");
+                // The portable body, image by image.
+                let len = o * g.p();
+                let mut portable = vec![f32::NAN; n * len];
+                for (i, y) in portable.chunks_exact_mut(len).enumerate() {
+                    let e = Some(epilogue.part(i * len, len));
+                    let x = &x[i * g.chw()..][..g.chw()];
+                    kernel.image_body::<false>(x, Some(&bias), e, y, &mut ws);
+                }
+                assert!(same(&portable), "portable {name}, {c} × {h}×{w}");
+            }
         }
     }
 
