@@ -27,7 +27,7 @@
 //! forward; the two forwards agree to that rounding.
 
 use super::driver::multiply_tiles;
-use super::reference::G4;
+use super::weights::transform_weights_f4;
 #[cfg(target_arch = "x86_64")]
 use super::{f4_same_x86, f4_x86};
 use super::{position_stride, supports};
@@ -421,55 +421,6 @@ fn transform_output<T: Element, const AVX2: bool>(
     }
 }
 
-/// `U[ξ][oc][ci] = (G g Gᵀ)[ξ]` (F(4×4)'s `G`, 36 positions, `U[ξ]` at `ξ·o·c`) for every
-/// 3×3 kernel `g` of the `o × c × 3 × 3` weights `w`, computed in f64 and rounded once.
-/// [`transform_kernels`] does it for 8 kernels at a time, vectorised across them: one
-/// kernel at a time ([`sandwich`](super::reference::sandwich), the reference) was 2.5% of
-/// a resnet20 inference.
-pub(super) fn transform_weights<T: Element>(w: &[T], o: usize, c: usize) -> Vec<T> {
-    const L: usize = 8;
-    let kernels = o * c;
-    let mut u = vec![T::zero(); POSITIONS * kernels];
-    for first in (0..kernels).step_by(L) {
-        let n = L.min(kernels - first);
-        let mut taps = [[[0.0; L]; 3]; 3];
-        for (l, k) in w[9 * first..9 * (first + n)].chunks_exact(9).enumerate() {
-            for (t, v) in k.iter().enumerate() {
-                taps[t / 3][t % 3][l] = v.as_f64();
-            }
-        }
-        for (xi, lanes) in transform_kernels(&taps).iter().flatten().enumerate() {
-            for (to, v) in u[xi * kernels + first..][..n].iter_mut().zip(lanes) {
-                *to = T::from_f64(*v);
-            }
-        }
-    }
-    u
-}
-
-/// `G g Gᵀ` for `L` kernels at once (`g[i][j][l]`: tap `(i, j)` of kernel `l`), each sum
-/// in [`sandwich`](super::reference::sandwich)'s order, so bitwise its result.
-#[inline(always)]
-fn transform_kernels<const L: usize>(g: &[[[f64; L]; 3]; 3]) -> [[[f64; L]; 6]; 6] {
-    let mut gg = [[[0.0; L]; 3]; 6];
-    for (a, row) in gg.iter_mut().enumerate() {
-        for (j, out) in row.iter_mut().enumerate() {
-            for l in 0..L {
-                out[l] = G4[a][0] * g[0][j][l] + G4[a][1] * g[1][j][l] + G4[a][2] * g[2][j][l];
-            }
-        }
-    }
-    let mut t = [[[0.0; L]; 6]; 6];
-    for (a, row) in t.iter_mut().enumerate() {
-        for (b, out) in row.iter_mut().enumerate() {
-            for l in 0..L {
-                out[l] = gg[a][0][l] * G4[b][0] + gg[a][1][l] * G4[b][1] + gg[a][2][l] * G4[b][2];
-            }
-        }
-    }
-    t
-}
-
 /// The forward pass by F(4×4, 3×3), with the weights transformed (in f64, rounded once)
 /// and packed for the micro-kernel once per call, one `o × c` matrix per position.
 pub struct Winograd4Forward<T> {
@@ -491,7 +442,7 @@ impl<T: Element> Winograd4Forward<T> {
             "F(4×4) needs a 3×3 stride-1 layer with 4 or a multiple of 8 tiles a row, not {g:?}"
         );
         let c = g.c;
-        let u = transform_weights(w, o, c);
+        let u = transform_weights_f4(w, o, c);
         Winograd4Forward {
             geometry: *g,
             outputs: o,
@@ -619,7 +570,7 @@ impl<T: Element> ConvForward<T> for Winograd4Forward<T> {
 mod tests {
     use super::super::test_values as values;
     use super::*;
-    use crate::kernels::conv::winograd::reference::{sandwich, AT4, BT4};
+    use crate::kernels::conv::winograd::reference::{sandwich, AT4, BT4, G4};
     use crate::kernels::conv::{direct, winograd};
 
     /// The written-out transforms are the matrices: `bt6` is `Bᵀ·d`, `at6` is `Aᵀ·m`.
@@ -629,7 +580,7 @@ mod tests {
     fn weight_transform_is_the_reference_sandwich() {
         let (o, c) = (3, 5);
         let w: Vec<f64> = values(o * c * 9, 7);
-        let u = transform_weights(&w, o, c);
+        let u = transform_weights_f4(&w, o, c);
         for (k, g) in w.chunks_exact(9).enumerate() {
             let g: [[f64; 3]; 3] = std::array::from_fn(|i| std::array::from_fn(|j| g[3 * i + j]));
             let want = sandwich(&G4, &g, &G4);

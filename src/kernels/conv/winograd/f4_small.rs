@@ -43,7 +43,7 @@ impl<T: Element> Winograd4SmallForward<T> {
         Winograd4SmallForward {
             geometry: *g,
             outputs: o,
-            u: super::f4::transform_weights(w, o, g.c),
+            u: super::weights::transform_weights_f4(w, o, g.c),
             rows: g.oh.div_ceil(4),
             cols: g.ow.div_ceil(4),
         }

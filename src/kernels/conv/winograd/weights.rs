@@ -1,5 +1,6 @@
 //! The weight transforms: `U = G g Gᵀ` before the products, `dW = Gᵀ W̃ G` after them.
 
+use super::reference::G4;
 use super::POSITIONS;
 use crate::kernels::Element;
 
@@ -69,4 +70,53 @@ pub fn finish_weight_grad<T: Element>(wt: &[T], o: usize, c: usize) -> Vec<T> {
         }
     }
     dw
+}
+
+/// F(4×4)'s weight transform: `U[ξ][oc][ci] = (G g Gᵀ)[ξ]` (its `G`, 36 positions, `U[ξ]` at `ξ·o·c`) for every
+/// 3×3 kernel `g` of the `o × c × 3 × 3` weights `w`, computed in f64 and rounded once.
+/// [`transform_kernels_f4`] does it for 8 kernels at a time, vectorised across them: one
+/// kernel at a time ([`sandwich`](super::reference::sandwich), the reference) was 2.5% of
+/// a resnet20 inference.
+pub(super) fn transform_weights_f4<T: Element>(w: &[T], o: usize, c: usize) -> Vec<T> {
+    const L: usize = 8;
+    let kernels = o * c;
+    let mut u = vec![T::zero(); 36 * kernels];
+    for first in (0..kernels).step_by(L) {
+        let n = L.min(kernels - first);
+        let mut taps = [[[0.0; L]; 3]; 3];
+        for (l, k) in w[9 * first..9 * (first + n)].chunks_exact(9).enumerate() {
+            for (t, v) in k.iter().enumerate() {
+                taps[t / 3][t % 3][l] = v.as_f64();
+            }
+        }
+        for (xi, lanes) in transform_kernels_f4(&taps).iter().flatten().enumerate() {
+            for (to, v) in u[xi * kernels + first..][..n].iter_mut().zip(lanes) {
+                *to = T::from_f64(*v);
+            }
+        }
+    }
+    u
+}
+
+/// `G g Gᵀ` for `L` kernels at once (`g[i][j][l]`: tap `(i, j)` of kernel `l`), each sum
+/// in [`sandwich`](super::reference::sandwich)'s order, so bitwise its result.
+#[inline(always)]
+fn transform_kernels_f4<const L: usize>(g: &[[[f64; L]; 3]; 3]) -> [[[f64; L]; 6]; 6] {
+    let mut gg = [[[0.0; L]; 3]; 6];
+    for (a, row) in gg.iter_mut().enumerate() {
+        for (j, out) in row.iter_mut().enumerate() {
+            for l in 0..L {
+                out[l] = G4[a][0] * g[0][j][l] + G4[a][1] * g[1][j][l] + G4[a][2] * g[2][j][l];
+            }
+        }
+    }
+    let mut t = [[[0.0; L]; 6]; 6];
+    for (a, row) in t.iter_mut().enumerate() {
+        for (b, out) in row.iter_mut().enumerate() {
+            for l in 0..L {
+                out[l] = gg[a][0][l] * G4[b][0] + gg[a][1][l] * G4[b][1] + gg[a][2][l] * G4[b][2];
+            }
+        }
+    }
+    t
 }
