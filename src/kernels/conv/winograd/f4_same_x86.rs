@@ -14,6 +14,7 @@
 //! shares with the next are transformed once; the output's column sums of a tile row are
 //! kept the same way, and its rows go straight into the image.
 
+use super::f4_x86::{interleave8_of, phases8_of};
 use crate::kernels::conv::Epilogue;
 use crate::kernels::element::{as_f32, as_f32_mut};
 use crate::kernels::transpose::transpose_in_lanes;
@@ -234,14 +235,7 @@ unsafe fn row_transform8(plane: &[f32], h: usize, r: isize) -> [__m256; 6] {
         // SAFETY: row r < h of 32 floats is within the plane: this loads 8 from 8i.
         *q = unsafe { _mm256_loadu_ps(plane.as_ptr().add(32 * r as usize + 8 * i)) };
     }
-    // Tiles 0–3 to the low halves and 4–7 to the high ones, then 4 × 4 blocks per lane
-    // (as `f4_x86::phases8`).
-    let p = transpose_in_lanes([
-        _mm256_permute2f128_ps::<0x20>(q[0], q[2]),
-        _mm256_permute2f128_ps::<0x31>(q[0], q[2]),
-        _mm256_permute2f128_ps::<0x20>(q[1], q[3]),
-        _mm256_permute2f128_ps::<0x31>(q[1], q[3]),
-    ]);
+    let p = phases8_of(q);
     // The patches' columns: `p[k]` lane j is column `4j + k`, the patch's column k + 1;
     // its column 0 is p[3] one tile to the left, column 5 p[0] one to the right, with the
     // padding's zero at the row's ends.
@@ -468,14 +462,8 @@ unsafe fn output_rows8(
             if r >= oh {
                 break;
             }
-            // The column phases of output row r, back in order (as `f4_x86::interleave8`).
-            let [s0, s1, s2, s3] = transpose_in_lanes(at6(sums_row(&s, u), bias));
-            let pixels = [
-                _mm256_permute2f128_ps::<0x20>(s0, s1),
-                _mm256_permute2f128_ps::<0x20>(s2, s3),
-                _mm256_permute2f128_ps::<0x31>(s0, s1),
-                _mm256_permute2f128_ps::<0x31>(s2, s3),
-            ];
+            // The column phases of output row r, back in order.
+            let pixels = interleave8_of(at6(sums_row(&s, u), bias));
             for (i, value) in pixels.into_iter().enumerate() {
                 let at = 32 * r + 8 * i;
                 // SAFETY: row r < oh of 32 floats is within the plane (and its residual);

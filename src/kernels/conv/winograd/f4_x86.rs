@@ -105,6 +105,14 @@ fn phases8(row: &[f32], at: usize) -> [__m256; 4] {
     let src = &row[at..at + 32];
     // SAFETY: `src` holds 32 floats: four unaligned loads of 8.
     let r = unsafe { [0, 8, 16, 24].map(|i| _mm256_loadu_ps(src.as_ptr().add(i))) };
+    phases8_of(r)
+}
+
+/// The four column phases of 8 tiles held in the registers `r` (32 consecutive columns):
+/// `out[k]` lane j is column `4j + k`.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn phases8_of(r: [__m256; 4]) -> [__m256; 4] {
     // Tiles 0–1 are r[0], 2–3 r[1], 4–5 r[2], 6–7 r[3]: first the halves holding tiles
     // 0–3 go to the low lanes and 4–7 to the high ones, then each lane is a 4 × 4 block.
     transpose_in_lanes([
@@ -171,20 +179,26 @@ unsafe fn row_patches4x2(a: &[f32], b: &[f32], out: &mut [f32; 48]) {
 #[target_feature(enable = "avx2")]
 #[inline]
 unsafe fn interleave8(px: &[f32; 32], out: &mut [f32; 32]) {
-    let p = load4(px);
-    // The inverse of `phases8`: in-lane transposes make register m hold tile m in its low
-    // half and tile m + 4 in its high one; the halves are then paired back in order.
+    for (i, v) in interleave8_of(load4(px)).into_iter().enumerate() {
+        // SAFETY: `out` holds 32 floats; this stores 8 from 8·i.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * i), v) };
+    }
+}
+
+/// The four column phases `p` of 8 tiles (`p[v]` lane l: tile l's column v) back in order:
+/// 32 consecutive columns, 8 to a register. The inverse of [`phases8_of`].
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn interleave8_of(p: [__m256; 4]) -> [__m256; 4] {
+    // In-lane transposes make register m hold tile m in its low half and tile m + 4 in its
+    // high one; the halves are then paired back in order.
     let [s0, s1, s2, s3] = transpose_in_lanes(p);
-    let rows = [
+    [
         _mm256_permute2f128_ps::<0x20>(s0, s1),
         _mm256_permute2f128_ps::<0x20>(s2, s3),
         _mm256_permute2f128_ps::<0x31>(s0, s1),
         _mm256_permute2f128_ps::<0x31>(s2, s3),
-    ];
-    for (i, v) in rows.into_iter().enumerate() {
-        // SAFETY: `out` holds 32 floats; this stores 8 from 8·i.
-        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * i), v) };
-    }
+    ]
 }
 
 /// `f4::interleave` for two rows of 4 tiles: `out[4l + v] = px[v][l]` (row a, the first
