@@ -3,25 +3,16 @@
 //! `kh·kw × pixels` column matrix: all packing, no reuse. This kernel slides each filter
 //! tap over the plane instead: for tap `(ki, kj)` and output row `i`, the valid outputs
 //! `j` read one input row at `j·s + kj·d − p`, so with stride 1 the inner loop is a
-//! contiguous `y += w·x` that the compiler vectorises. Narrow planes go channels-last
-//! instead, and "same" stride-1 layers in f32 on AVX-512 are read in place, stride-2 ones
-//! with large enough planes from their input split into phases (`depthwise_flat.rs`). The reference is the grouped direct convolution
-//! ([`super::grouped`] over [`super::direct`]).
+//! contiguous `y += w·x` that the compiler vectorises. Narrow planes go channels-last;
+//! f32 "same" stride-1 layers on AVX-512 or AVX2 are read in place, and stride-2 ones
+//! with large enough planes from their input split into phases (`depthwise_flat.rs`).
+//! The reference is the grouped direct convolution ([`super::grouped`] over [`super::direct`]).
 
-use super::depthwise_flat::FlatDepthwise;
+use super::depthwise_flat::{FlatDepthwise, FlatIsa};
 use super::{ConvBackward, ConvForward};
 use crate::kernels::element::{as_f32, as_f32_mut};
 use crate::kernels::transpose::copy_transposed;
 use crate::kernels::{Element, Geometry};
-
-/// Whether the CPU has AVX-512F, which the in-place path needs.
-fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        return true;
-    }
-    false
-}
 
 /// Output rows narrower than this take the channels-last path of [`Depthwise::forward`]
 /// and of the backward pass. 17 puts 16-pixel rows there: mobilenet-v2's 32→32 layer at
@@ -37,6 +28,12 @@ const NARROW: usize = 17;
 /// output pixels) 12.4 → 8.7; 144/2 on 8×8 3.7 → 3.7; 192/2 on 4×4 1.1 → 1.9; 576/2 on
 /// 2×2 1.3 → 2.4.
 const SPLIT_MIN_PIXELS: usize = 64;
+
+/// On AVX2, smaller output planes stay channels-last (mobilenet-v2 inference, 1 thread,
+/// batch 128, min of 3 profiles, channels-last → in place: 32 on 16×16 1.81 → 1.18 ms,
+/// 144 on 8×8 1.72 → 1.40, 96/2 on 16×16 2.53 → 1.91; but 192 on 4×4 0.81 → 0.89, 384
+/// on 2×2 0.78 → 1.07, 960 on 1×1 0.20 → 0.24).
+const AVX2_MIN_PIXELS: usize = 64;
 
 /// The outputs `j` of one axis whose input `j·stride + tap − pad` lies in `0..size`,
 /// as a range (`tap` already multiplied by the dilation).
@@ -108,7 +105,8 @@ pub struct Depthwise<'a, T> {
     /// the output's size in, the input's out) and its weights by tap, flipped: dX as its
     /// forward pass, each input pixel's sums in registers.
     transposed_by_tap: Option<(Geometry, Vec<T>)>,
-    /// The in-place forward and dW of "same" stride-1 layers (f32 on AVX-512), which take
+    /// The in-place forward and dW of "same" stride-1 layers (f32 on AVX-512 or AVX2 with
+    /// FMA), which take
     /// the place of both other paths.
     flat: Option<FlatDepthwise>,
     /// The in-place forward of the transposed layer with its flipped weights: dX of those
@@ -123,12 +121,18 @@ impl<'a, T: Element> Depthwise<'a, T> {
     /// A depthwise convolution of geometry `g` with the `c × 1 × kh × kw` weights `w`
     /// (empty for a backward pass that wants no input gradient).
     pub fn new(g: &Geometry, w: &'a [T]) -> Self {
-        Self::build(g, w, SPLIT_MIN_PIXELS)
+        Self::build(g, w, (SPLIT_MIN_PIXELS, AVX2_MIN_PIXELS), FlatIsa::detect())
     }
 
     /// [`Depthwise::new`], with stride-2 layers read from their split input where their
-    /// output planes have at least `split_min_pixels` pixels.
-    fn build(g: &Geometry, w: &'a [T], split_min_pixels: usize) -> Self {
+    /// output planes have at least `split_min_pixels` pixels, and the in-place path on
+    /// `isa` (none without), on AVX2 only for planes of at least `avx2_min_pixels`.
+    fn build(
+        g: &Geometry,
+        w: &'a [T],
+        (split_min_pixels, avx2_min_pixels): (usize, usize),
+        isa: Option<FlatIsa>,
+    ) -> Self {
         let taps = g.kernel.0 * g.kernel.1;
         let mut weight_by_tap = Vec::new();
         if g.ow < NARROW && w.len() == g.c * taps {
@@ -142,13 +146,14 @@ impl<'a, T: Element> Depthwise<'a, T> {
                 let flipped = weight_by_tap.chunks_exact(g.c).rev().flatten().copied();
                 (gt, flipped.collect())
             });
-        let f32_weights = as_f32(w).filter(|_| has_avx512());
+        let f32_weights = as_f32(w).zip(isa);
         let flat = f32_weights
-            .and_then(|w| FlatDepthwise::new(g, w))
-            .filter(|flat| flat.split_len() == 0 || g.p() >= split_min_pixels);
+            .and_then(|(w, isa)| FlatDepthwise::new(g, w, isa))
+            .filter(|flat| flat.split_len() == 0 || g.p() >= split_min_pixels)
+            .filter(|_| isa != Some(FlatIsa::Avx2) || g.p() >= avx2_min_pixels);
         let flat_input_grad = f32_weights
-            .filter(|w| w.len() == g.c * taps && flat.is_some())
-            .and_then(|w| FlatDepthwise::transposed(g, w));
+            .filter(|(w, _)| w.len() == g.c * taps && flat.is_some())
+            .and_then(|(w, isa)| FlatDepthwise::transposed(g, w, isa));
         Depthwise {
             geometry: *g,
             weight: w,
@@ -326,9 +331,9 @@ impl<T: Element> ConvForward<T> for Depthwise<'_, T> {
     /// 16 outputs (MobileNet's planes at 32×32 go down to 1 pixel) leave nothing to
     /// vectorise and pay the per-plane overhead hundreds of thousands of times a batch:
     /// they take the channels-last path, vectorised across channels instead. Both add the
-    /// taps of each output in the same order. On AVX-512, f32 "same" stride-1 layers take
-    /// neither: they are summed in place, 16 flat outputs at a time (`depthwise_flat.rs`),
-    /// with no padded copy and no transposes.
+    /// taps of each output in the same order. On AVX-512 or AVX2, f32 "same" stride-1
+    /// layers take neither: they are summed in place, a vector of flat outputs at a time
+    /// (`depthwise_flat.rs`), with no padded copy and no transposes.
     fn forward(&self, x: &[T], bias: Option<&[T]>, y: &mut [T], workspace: &mut [T]) {
         let g = &self.geometry;
         let per_image = (g.c * g.h * g.w, g.c * g.p());
@@ -337,18 +342,15 @@ impl<T: Element> ConvForward<T> for Depthwise<'_, T> {
             .zip(y.chunks_exact_mut(per_image.1))
         {
             if let Some(flat) = &self.flat {
-                // `flat` exists only for f32 on AVX-512 CPUs, so the casts and the kernel
-                // succeed.
+                // `flat` exists only for f32 on CPUs with its instructions: this succeeds.
                 let f32s = (as_f32(x_i), as_f32(self.weight), as_f32_mut(y_i));
-                if let (Some(x), Some(w), Some(y), Some(ws)) =
-                    (f32s.0, f32s.1, f32s.2, as_f32_mut(workspace))
-                {
-                    let bias = bias.and_then(as_f32);
-                    if flat.forward(x, w, bias, y, ws) {
+                let ws = as_f32_mut(workspace);
+                if let (Some(x), Some(w), Some(y), Some(ws)) = (f32s.0, f32s.1, f32s.2, ws) {
+                    if flat.forward(x, w, bias.and_then(as_f32), y, ws) {
                         continue;
                     }
                 }
-                unreachable!("the in-place depthwise path runs on f32 with AVX-512F");
+                unreachable!("the in-place depthwise path runs on f32 with its instructions");
             }
             if self.weight_by_tap.is_empty() {
                 self.forward_planes(x_i, bias, y_i, workspace);
@@ -429,7 +431,7 @@ impl<T: Element> Depthwise<'_, T> {
 
 impl<T: Element> Depthwise<'_, T> {
     /// The in-place kernels of the backward pass, where they take it: a "same" stride-1 or
-    /// a stride-2 layer in f32 on AVX-512 (dW from `flat`; dX, when wanted, from
+    /// a stride-2 layer in f32 on AVX-512 or AVX2 (dW from `flat`; dX, when wanted, from
     /// `flat_input_grad` in place or from `flat` on the split input).
     fn flat_backward(&self) -> Option<(&FlatDepthwise, FlatInputGrad<'_>)> {
         let flat = self.flat.as_ref()?;
@@ -462,7 +464,7 @@ impl<T: Element> Depthwise<'_, T> {
         if let Some(dw) = dw.and_then(as_f32_mut) {
             assert!(
                 flat.weight_grad(x, dy, dw, ws),
-                "the in-place path needs AVX-512F"
+                "the in-place path needs its instructions"
             );
         }
         let Some(dx) = dx.and_then(as_f32_mut) else {
@@ -477,7 +479,7 @@ impl<T: Element> Depthwise<'_, T> {
             }
             FlatInputGrad::NotWanted => true,
         };
-        assert!(written, "the in-place path needs AVX-512F");
+        assert!(written, "the in-place path needs its instructions");
         true
     }
 }
@@ -678,7 +680,7 @@ mod tests {
         }
     }
 
-    /// The in-place path of "same" stride-1 layers (f32, where the CPU has AVX-512F)
+    /// The in-place path of "same" stride-1 layers (f32, on each of AVX-512 and AVX2 the CPU has)
     /// equals the definition: planes that are multiples of 16 pixels and planes that
     /// divide 16 (1×1, 1×2, 2×2, 2×4, 4×4, 4×8, 8×8, 16×16), channel counts that leave
     /// the last vector partial, 3×3 and 5×5 kernels, with and without a bias; the images
@@ -712,6 +714,20 @@ mod tests {
         (2, 15, 16, 3, 1, 2),
     ];
 
+    /// Every in-place instruction set this CPU has, then none (the other paths).
+    fn isas() -> impl Iterator<Item = Option<FlatIsa>> + Clone {
+        [FlatIsa::Avx512, FlatIsa::Avx2]
+            .into_iter()
+            .filter(|isa| isa.supported())
+            .map(Some)
+            .chain([None])
+    }
+
+    /// How many in-place instruction sets this CPU has.
+    fn simd_isas() -> usize {
+        isas().flatten().count()
+    }
+
     #[test]
     fn in_place_path_equals_the_definition() {
         let mut taken = 0;
@@ -733,32 +749,36 @@ mod tests {
             let padded = [&guard[..], &f(&x), &guard[..]].concat();
             let x32 = &padded[64..64 + x.len()];
             let w32 = f(&wt);
-            let kernel = Depthwise::build(&g, &w32, 0);
-            taken += usize::from(kernel.flat.is_some());
-            for b in [None, Some(&bias[..])] {
-                let want: Vec<f64> = x
-                    .chunks_exact(g.chw())
-                    .flat_map(|x_i| by_definition(&g, x_i, &wt, b.unwrap_or(&vec![0.0; c])))
-                    .collect();
-                let mut y = vec![f32::NAN; want.len()];
-                let mut ws = vec![f32::NAN; ConvForward::workspace(&kernel)];
-                kernel.forward(x32, b.map(f).as_deref(), &mut y, &mut ws);
-                for (a, e) in y.iter().zip(&want) {
-                    assert!(
-                        (*a as f64 - e).abs() <= 1e-5 * (1.0 + e.abs()),
-                        "{g:?} bias {}: {a} vs {e}",
-                        b.is_some()
-                    );
+            for isa in isas() {
+                let kernel = Depthwise::build(&g, &w32, (0, 0), isa);
+                taken += usize::from(kernel.flat.is_some());
+                for b in [None, Some(&bias[..])] {
+                    let want: Vec<f64> = x
+                        .chunks_exact(g.chw())
+                        .flat_map(|x_i| by_definition(&g, x_i, &wt, b.unwrap_or(&vec![0.0; c])))
+                        .collect();
+                    let mut y = vec![f32::NAN; want.len()];
+                    let mut ws = vec![f32::NAN; ConvForward::workspace(&kernel)];
+                    kernel.forward(x32, b.map(f).as_deref(), &mut y, &mut ws);
+                    for (a, e) in y.iter().zip(&want) {
+                        assert!(
+                            (*a as f64 - e).abs() <= 1e-5 * (1.0 + e.abs()),
+                            "{g:?} bias {}: {a} vs {e}",
+                            b.is_some()
+                        );
+                    }
                 }
             }
         }
-        if has_avx512() {
-            let cases = STRIDE_1_CASES.len() + 1 + STRIDE_2_CASES.len();
-            assert_eq!(taken, cases, "every case takes the in-place path");
-        }
+        let cases = STRIDE_1_CASES.len() + 1 + STRIDE_2_CASES.len();
+        assert_eq!(
+            taken,
+            cases * simd_isas(),
+            "every case takes the in-place path"
+        );
     }
 
-    /// The in-place backward of "same" stride-1 layers (f32, where the CPU has AVX-512F):
+    /// The in-place backward of "same" stride-1 layers (f32, on each of AVX-512 and AVX2 the CPU has):
     /// dX by the transposed layer's forward and dW from per-lane sums equal the
     /// definition's over three images, for the planes of `in_place_path_equals_the_
     /// definition`, with dX wanted and not; the images sit between NaNs and dX starts as
@@ -799,9 +819,12 @@ mod tests {
             let padded = [&guard[..], &f(&x), &guard[..]].concat();
             let x32 = &padded[64..64 + x.len()];
             let (dy32, w32) = (f(&dy), f(&wt));
-            for with_dx in [true, false] {
+            for (with_dx, isa) in [true, false]
+                .into_iter()
+                .flat_map(|d| isas().map(move |isa| (d, isa)))
+            {
                 let weights = if with_dx { &w32[..] } else { &[] };
-                let kernel = Depthwise::build(&g, weights, 0);
+                let kernel = Depthwise::build(&g, weights, (0, 0), isa);
                 taken += usize::from(kernel.flat_backward().is_some());
                 let mut dx = vec![f32::NAN; x.len()];
                 if !kernel.writes_every_input_grad() {
@@ -823,10 +846,12 @@ mod tests {
                 }
             }
         }
-        if has_avx512() {
-            let cases = STRIDE_1_CASES.len() + STRIDE_2_CASES.len();
-            assert_eq!(taken, 2 * cases, "every case takes the in-place path");
-        }
+        let cases = STRIDE_1_CASES.len() + STRIDE_2_CASES.len();
+        assert_eq!(
+            taken,
+            2 * cases * simd_isas(),
+            "every case takes the in-place path"
+        );
     }
 
     /// Both forward paths — plane by plane and channels-last — equal the definition, for

@@ -71,6 +71,13 @@ pub(super) fn split(g: &Geometry, x: &[f32], xs: &mut [f32]) {
         unsafe { rows_avx512::<true>(g, x.as_ptr().cast_mut(), xs.as_mut_ptr()) };
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above); the lengths are checked; with
+        // `SPLIT` the image is only read.
+        unsafe { rows_avx2::<true>(g, x.as_ptr().cast_mut(), xs.as_mut_ptr()) };
+        return;
+    }
     split_reference(g, x, xs);
 }
 
@@ -85,7 +92,67 @@ pub(super) fn merge(g: &Geometry, xs: &[f32], dx: &mut [f32]) {
         unsafe { rows_avx512::<false>(g, dx.as_mut_ptr(), xs.as_ptr().cast_mut()) };
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above); the lengths are checked;
+        // without `SPLIT` the phases are only read.
+        unsafe { rows_avx2::<false>(g, dx.as_mut_ptr(), xs.as_ptr().cast_mut()) };
+        return;
+    }
     merge_reference(g, xs, dx);
+}
+
+/// [`rows_avx512`] on AVX2, 16 elements of a row at a time (two loads; the even and odd
+/// elements picked by one in-lane shuffle each and put in order by one cross-lane
+/// permutation; the merge interleaves them back by two unpacks and two permutations),
+/// the rest of the row element by element.
+///
+/// # Safety
+/// As [`rows_avx512`], with AVX2 for AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn rows_avx2<const SPLIT: bool>(g: &Geometry, image: *mut f32, phases: *mut f32) {
+    use std::arch::x86_64::*;
+    let (w, cp) = (g.w, g.c * g.p());
+    let in_order = |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(v)));
+    for ch in 0..g.c {
+        for r in 0..g.h {
+            let row = (ch * g.h + r) * w;
+            let phase_row = (r % 2) * 2 * cp + ch * g.p() + r / 2 * g.ow;
+            let mut s = 0;
+            // SAFETY: s + 16 ≤ w, so the image accesses stay in the row, and the phase
+            // rows' 8 from s / 2 end by ⌈w/2⌉ ≤ ow; the image and the phases are as long
+            // as the caller guarantees.
+            unsafe {
+                while s + 16 <= w {
+                    let at = image.add(row + s);
+                    let (e, o) = (
+                        phases.add(phase_row + s / 2),
+                        phases.add(phase_row + cp + s / 2),
+                    );
+                    if SPLIT {
+                        let (lo, hi) = (_mm256_loadu_ps(at), _mm256_loadu_ps(at.add(8)));
+                        _mm256_storeu_ps(e, in_order(_mm256_shuffle_ps::<0x88>(lo, hi)));
+                        _mm256_storeu_ps(o, in_order(_mm256_shuffle_ps::<0xDD>(lo, hi)));
+                    } else {
+                        let (ev, ov) = (_mm256_loadu_ps(e), _mm256_loadu_ps(o));
+                        let (a, b) = (_mm256_unpacklo_ps(ev, ov), _mm256_unpackhi_ps(ev, ov));
+                        _mm256_storeu_ps(at, _mm256_permute2f128_ps::<0x20>(a, b));
+                        _mm256_storeu_ps(at.add(8), _mm256_permute2f128_ps::<0x31>(a, b));
+                    }
+                    s += 16;
+                }
+                for s in s..w {
+                    let phase = phases.add(phase_row + (s % 2) * cp + s / 2);
+                    if SPLIT {
+                        *phase = *image.add(row + s);
+                    } else {
+                        *image.add(row + s) = *phase;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Row by row, 32 elements at a time: with `SPLIT`, two loads of the image row, its even
@@ -198,6 +265,19 @@ mod tests {
             merge_reference(&g, &plain, &mut back_plain);
             assert_eq!(bits(&back), bits(&x), "{g:?}");
             assert_eq!(bits(&back_plain), bits(&x), "{g:?}");
+            // The AVX2 rows, which AVX-512 CPUs do not take, called directly.
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                let (mut split2, mut back2) = (vec![f32::NAN; n], vec![f32::NAN; g.chw()]);
+                // SAFETY: the CPU has AVX2 (checked just above); the phases fit, and the
+                // image and the phases have c·h·w and 4·c·p elements.
+                unsafe {
+                    rows_avx2::<true>(&g, x.as_ptr().cast_mut(), split2.as_mut_ptr());
+                    rows_avx2::<false>(&g, back2.as_mut_ptr(), plain.as_ptr().cast_mut());
+                }
+                assert_eq!(bits(&split2), bits(&plain), "AVX2 split {g:?}");
+                assert_eq!(bits(&back2), bits(&x), "AVX2 merge {g:?}");
+            }
         }
     }
 }
