@@ -682,8 +682,9 @@ mod tests {
 
     /// The in-place path of "same" stride-1 layers (f32, on each of AVX-512 and AVX2 the CPU has)
     /// equals the definition: planes that are multiples of 16 pixels and planes that
-    /// divide 16 (1×1, 1×2, 2×2, 2×4, 4×4, 4×8, 8×8, 16×16), channel counts that leave
-    /// the last vector partial, 3×3 and 5×5 kernels, with and without a bias; the images
+    /// divide 16 (1×1, 1×2, 2×2, 2×4, 4×4, 4×8, 8×8, 16×16, and 6×8 and 5×32, whose
+    /// heights leave rows after the AVX2 rows kernel's groups of 4), channel counts that
+    /// leave the last vector partial, 3×3 and 5×5 kernels, with and without a bias; the images
     /// sit between NaNs and the output starts as NaN, so a lane read outside its image or
     /// an output left unwritten shows.
     /// `(c, h, w, k, p, stride)` of "same" stride-1 layers whose planes are a multiple or
@@ -697,9 +698,11 @@ mod tests {
         (3, 4, 8, 3, 1, 1),
         (4, 8, 8, 5, 2, 1),
         (2, 16, 16, 3, 1, 1),
+        (3, 6, 8, 3, 1, 1),
+        (2, 5, 32, 3, 1, 1),
     ];
 
-    /// Stride-2 layers whose output planes are 1, 2×2, 4×4 and 8×8 pixels, from even and
+    /// Stride-2 layers whose output planes are 1, 2×2, 4×4, 8×8 and 3×16 pixels, from even and
     /// odd sizes, with 3×3 and 5×5 kernels: mobilenet-v2's downsampling layers and their
     /// edges.
     const STRIDE_2_CASES: &[(usize, usize, usize, usize, usize, usize)] = &[
@@ -712,6 +715,7 @@ mod tests {
         (2, 8, 8, 5, 2, 2),
         (5, 16, 16, 3, 1, 2),
         (2, 15, 16, 3, 1, 2),
+        (2, 6, 32, 3, 1, 2),
     ];
 
     /// Every in-place instruction set this CPU has, then none (the other paths).

@@ -422,6 +422,18 @@ impl FlatDepthwise {
             "a forward pass needs the weights given to `FlatDepthwise::new`"
         );
         #[cfg(target_arch = "x86_64")]
+        if self.isa == FlatIsa::Avx2 && self.isa.supported() && avx2::takes_rows_3x3(g) {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above), the layer is one
+            // `rows_3x3` takes at its stride, and the lengths are checked.
+            unsafe {
+                match g.stride.0 {
+                    1 => avx2::rows_3x3::<1>(g, x, w, bias, y),
+                    _ => avx2::rows_3x3::<2>(g, x, w, bias, y),
+                }
+            }
+            return true;
+        }
+        #[cfg(target_arch = "x86_64")]
         if self.isa.supported() {
             let x = self.source(x, workspace);
             let reads = Reads {

@@ -2,10 +2,14 @@
 //! same reads, 8 lanes to a vector. AVX2 has no mask registers, so each (vector, tap)
 //! mask is a vector of 8 lanes (0 or −1, prepared once by `FlatDepthwise::new`), which
 //! `vmaskmovps` takes: masked-off lanes are neither read nor written, so a tap reaching
-//! before or past the image reads nothing there. Tested with the AVX-512 path against
-//! the definition in `depthwise.rs`.
+//! before or past the image reads nothing there. 3×3 layers of padding 1 at stride 1
+//! or 2 whose output rows are a multiple of 8 wide (mobilenet-v2's 16×16 and 8×8
+//! planes) take a rows kernel instead ([`rows_3x3`]), which shares each input row's
+//! loads between the output rows it feeds. Tested with the AVX-512 path against the
+//! definition in `depthwise.rs`.
 
 use super::{FlatDepthwise, Reads, UNROLL};
+use crate::kernels::Geometry;
 use std::arch::x86_64::*;
 
 /// f32 lanes per AVX2 register.
@@ -224,6 +228,150 @@ pub(super) unsafe fn weight_grad(flat: &FlatDepthwise, x: &[f32], dy: &[f32], la
                 );
                 let sum = sums.as_mut_ptr().add(t * LANES);
                 _mm256_storeu_ps(sum, _mm256_fmadd_ps(d, xv, _mm256_loadu_ps(sum)));
+            }
+        }
+    }
+}
+
+/// Whether [`rows_3x3`] takes layer `g`: 3×3, padding 1, undilated, output rows a
+/// multiple of 8 wide, and stride 1 ("same") or stride 2 from rows twice as wide.
+pub(super) fn takes_rows_3x3(g: &Geometry) -> bool {
+    let shape = g.kernel == (3, 3) && g.padding == (1, 1) && g.dilation == (1, 1);
+    let stride = match g.stride {
+        (1, 1) => g.w == g.ow,
+        (2, 2) => g.w == 2 * g.ow,
+        _ => false,
+    };
+    shape && stride && g.ow.is_multiple_of(LANES)
+}
+
+/// `[a0 a2 b0 b2 | a4 a6 b4 b6]` (an in-lane shuffle of two registers) in order.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn in_order(v: __m256) -> __m256 {
+    _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(v)))
+}
+
+/// Output rows summed side by side in [`rows_3x3`]: independent chains of multiply-adds
+/// that share the loads of the input rows between them.
+const ROWS: usize = 4;
+
+/// The forward of a 3×3 layer of stride `S` (1 or 2; `takes_rows_3x3`) plane by plane:
+/// for each column of 8 outputs and [`ROWS`] output rows, the input rows they read are
+/// loaded once each as their three column taps (`x[S·j − 1]`, `x[S·j]`, `x[S·j + 1]`;
+/// zero for rows outside the plane), and each output is its bias plus nine
+/// multiply-adds, in the order of the taps. The flat sums read every tap through a lane
+/// mask, three loads to a multiply-add; here about one load feeds two, and only a row's
+/// first vector meets the image's left edge (and at stride 1 its last the right): the
+/// outer tap is then a neighbouring tap's vector moved by one lane, with a zero moved
+/// in. At stride 2 a row's 16 inputs are split into their even and odd columns (taps 1
+/// and 2) by one shuffle and one permutation each; tap 0 is the odd columns moved by one
+/// lane, with the input before them moved in. A stride-2 layer so needs no split input.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; `takes_rows_3x3(g)` with stride `S`.
+///
+/// # Panics
+/// If `x` holds fewer than `c·h·w` elements, `y` fewer than `c·oh·ow`, `w` fewer than
+/// `9·c` or `bias` fewer than `c`.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn rows_3x3<const S: usize>(
+    g: &Geometry,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    let (h, width, plane, out) = (g.h, g.w, g.h * g.w, g.p());
+    assert!(
+        x.len() >= g.c * plane && y.len() >= g.c * out && w.len() >= 9 * g.c,
+        "operands too short for the layer"
+    );
+    // Lanes moved by one towards the end (lane 0 gets lane 7, then replaced) and towards
+    // the start (lane 7 gets lane 0, then zeroed).
+    let to_end = _mm256_setr_epi32(7, 0, 1, 2, 3, 4, 5, 6);
+    let to_start = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0);
+    let zero = _mm256_setzero_ps();
+    // Input rows a group of ROWS output rows reads.
+    let span = (ROWS - 1) * S + 3;
+    for ch in 0..g.c {
+        let t = &w[ch * 9..][..9];
+        let k = [
+            _mm256_set1_ps(t[0]),
+            _mm256_set1_ps(t[1]),
+            _mm256_set1_ps(t[2]),
+            _mm256_set1_ps(t[3]),
+            _mm256_set1_ps(t[4]),
+            _mm256_set1_ps(t[5]),
+            _mm256_set1_ps(t[6]),
+            _mm256_set1_ps(t[7]),
+            _mm256_set1_ps(t[8]),
+        ];
+        let b = _mm256_set1_ps(bias.map_or(0.0, |b| b[ch]));
+        let x_c = x[ch * plane..][..plane].as_ptr();
+        let y_c = y[ch * out..][..out].as_mut_ptr();
+        for col in (0..g.ow).step_by(LANES) {
+            let (first, last) = (col == 0, col + LANES == g.ow);
+            for i0 in (0..g.oh).step_by(ROWS) {
+                // Input rows S·i0 − 1 .. S·i0 − 1 + span, each as its three column taps.
+                let mut taps = [[zero; 3]; 2 * ROWS + 1];
+                for (j, tap) in taps.iter_mut().enumerate().take(span) {
+                    let r = (S * i0 + j).wrapping_sub(1);
+                    if r >= h {
+                        continue;
+                    }
+                    // SAFETY: row r < h of the plane. Stride 1: the loads read
+                    // row[col − 1..col + 7] only when col > 0 and row[col + 1..col + 9]
+                    // only when col + 8 < width. Stride 2: row[2·col..2·col + 16] ends by
+                    // 2·ow = width, and row[2·col − 1] is read only when col > 0.
+                    unsafe {
+                        let at = x_c.add(r * width + S * col);
+                        if S == 1 {
+                            let mid = _mm256_loadu_ps(at);
+                            tap[0] = if first {
+                                _mm256_blend_ps::<1>(_mm256_permutevar8x32_ps(mid, to_end), zero)
+                            } else {
+                                _mm256_loadu_ps(at.sub(1))
+                            };
+                            tap[1] = mid;
+                            tap[2] = if last {
+                                let moved = _mm256_permutevar8x32_ps(mid, to_start);
+                                _mm256_blend_ps::<0x80>(moved, zero)
+                            } else {
+                                _mm256_loadu_ps(at.add(1))
+                            };
+                        } else {
+                            let (lo, hi) = (_mm256_loadu_ps(at), _mm256_loadu_ps(at.add(8)));
+                            let odd = in_order(_mm256_shuffle_ps::<0xDD>(lo, hi));
+                            let before = if first {
+                                zero
+                            } else {
+                                _mm256_set1_ps(*at.sub(1))
+                            };
+                            tap[0] =
+                                _mm256_blend_ps::<1>(_mm256_permutevar8x32_ps(odd, to_end), before);
+                            tap[1] = in_order(_mm256_shuffle_ps::<0x88>(lo, hi));
+                            tap[2] = odd;
+                        }
+                    }
+                }
+                // The rows' chains side by side, so their latencies overlap (rows past
+                // the plane are summed from zeros and not stored).
+                let mut acc = [b; ROWS];
+                for a in 0..3 {
+                    for kj in 0..3 {
+                        for (u, acc) in acc.iter_mut().enumerate() {
+                            *acc = _mm256_fmadd_ps(k[3 * a + kj], taps[S * u + a][kj], *acc);
+                        }
+                    }
+                }
+                for (u, acc) in acc.iter().enumerate().take(g.oh - i0) {
+                    // SAFETY: output row i0 + u < oh, columns col..col + 8 ≤ ow.
+                    unsafe { _mm256_storeu_ps(y_c.add((i0 + u) * g.ow + col), *acc) };
+                }
             }
         }
     }
