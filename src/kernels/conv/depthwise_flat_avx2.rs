@@ -8,6 +8,7 @@
 //! loads between the output rows it feeds. Tested with the AVX-512 path against the
 //! definition in `depthwise.rs`.
 
+use super::super::phases::even_odd_avx2;
 use super::{FlatDepthwise, Reads, UNROLL};
 use crate::kernels::Geometry;
 use std::arch::x86_64::*;
@@ -245,16 +246,6 @@ pub(super) fn takes_rows_3x3(g: &Geometry) -> bool {
     shape && stride && g.ow.is_multiple_of(LANES)
 }
 
-/// `[a0 a2 b0 b2 | a4 a6 b4 b6]` (an in-lane shuffle of two registers) in order.
-///
-/// # Safety
-/// The CPU must support AVX2.
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn in_order(v: __m256) -> __m256 {
-    _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(v)))
-}
-
 /// Output rows summed side by side in [`rows_3x3`]: independent chains of multiply-adds
 /// that share the loads of the input rows between them.
 const ROWS: usize = 4;
@@ -345,7 +336,7 @@ pub(super) unsafe fn rows_3x3<const S: usize>(
                             };
                         } else {
                             let (lo, hi) = (_mm256_loadu_ps(at), _mm256_loadu_ps(at.add(8)));
-                            let odd = in_order(_mm256_shuffle_ps::<0xDD>(lo, hi));
+                            let (even, odd) = even_odd_avx2(lo, hi);
                             let before = if first {
                                 zero
                             } else {
@@ -353,7 +344,7 @@ pub(super) unsafe fn rows_3x3<const S: usize>(
                             };
                             tap[0] =
                                 _mm256_blend_ps::<1>(_mm256_permutevar8x32_ps(odd, to_end), before);
-                            tap[1] = in_order(_mm256_shuffle_ps::<0x88>(lo, hi));
+                            tap[1] = even;
                             tap[2] = odd;
                         }
                     }

@@ -102,6 +102,28 @@ pub(super) fn merge(g: &Geometry, xs: &[f32], dx: &mut [f32]) {
     merge_reference(g, xs, dx);
 }
 
+/// The even and the odd elements of the 16 in `lo` then `hi`, each in order: one
+/// in-lane shuffle (`[a0 a2 b0 b2 | a4 a6 b4 b6]`) and one cross-lane permutation each.
+/// The split's step, and the stride-2 depthwise rows' column taps.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn even_odd_avx2(
+    lo: std::arch::x86_64::__m256,
+    hi: std::arch::x86_64::__m256,
+) -> (std::arch::x86_64::__m256, std::arch::x86_64::__m256) {
+    use std::arch::x86_64::*;
+    let even = _mm256_castps_pd(_mm256_shuffle_ps::<0x88>(lo, hi));
+    let odd = _mm256_castps_pd(_mm256_shuffle_ps::<0xDD>(lo, hi));
+    (
+        _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(even)),
+        _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(odd)),
+    )
+}
+
 /// [`rows_avx512`] on AVX2, 16 elements of a row at a time (two loads; the even and odd
 /// elements picked by one in-lane shuffle each and put in order by one cross-lane
 /// permutation; the merge interleaves them back by two unpacks and two permutations),
@@ -114,7 +136,6 @@ pub(super) fn merge(g: &Geometry, xs: &[f32], dx: &mut [f32]) {
 unsafe fn rows_avx2<const SPLIT: bool>(g: &Geometry, image: *mut f32, phases: *mut f32) {
     use std::arch::x86_64::*;
     let (w, cp) = (g.w, g.c * g.p());
-    let in_order = |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(v)));
     for ch in 0..g.c {
         for r in 0..g.h {
             let row = (ch * g.h + r) * w;
@@ -132,8 +153,9 @@ unsafe fn rows_avx2<const SPLIT: bool>(g: &Geometry, image: *mut f32, phases: *m
                     );
                     if SPLIT {
                         let (lo, hi) = (_mm256_loadu_ps(at), _mm256_loadu_ps(at.add(8)));
-                        _mm256_storeu_ps(e, in_order(_mm256_shuffle_ps::<0x88>(lo, hi)));
-                        _mm256_storeu_ps(o, in_order(_mm256_shuffle_ps::<0xDD>(lo, hi)));
+                        let (even, odd) = even_odd_avx2(lo, hi);
+                        _mm256_storeu_ps(e, even);
+                        _mm256_storeu_ps(o, odd);
                     } else {
                         let (ev, ov) = (_mm256_loadu_ps(e), _mm256_loadu_ps(o));
                         let (a, b) = (_mm256_unpacklo_ps(ev, ov), _mm256_unpackhi_ps(ev, ov));
