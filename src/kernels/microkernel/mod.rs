@@ -142,7 +142,7 @@ pub fn multiply_block<T: Element>(
     c: &mut [T],
     ldc: usize,
 ) {
-    block(a, (b, ldb), n, bias, false, c, ldc)
+    strided(a, (b, ldb), n, bias, false, c, ldc)
 }
 
 /// [`multiply_block`] adding the products to `c`: `c[i·ldc + j] += Σ_kk A(i, kk)·b[kk·ldb +
@@ -158,11 +158,102 @@ pub fn add_block<T: Element>(
     c: &mut [T],
     ldc: usize,
 ) {
-    block(a, (b, ldb), n, None, true, c, ldc)
+    strided(a, (b, ldb), n, None, true, c, ldc)
 }
 
-/// [`multiply_block`] or [`add_block`].
-fn block<T: Element>(
+/// Half a block: the columns of `B` one AVX2 register holds.
+pub const HALF: usize = NR / 2;
+
+/// Where the rows of a block's right operand `B` are in the slice it is read from.
+pub(crate) trait RowStarts: Copy {
+    /// Where row `kk`'s first [`HALF`] values and its last [`HALF`] start.
+    fn at(&self, kk: usize) -> (usize, usize);
+
+    /// `Some(ldb)` when every row is [`NR`] contiguous values, `ldb` after the one before.
+    fn ldb(&self) -> Option<usize>;
+}
+
+/// Rows of [`NR`] contiguous values, `ldb` apart: a packed block, or a matrix read in place.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Strided(usize);
+
+impl RowStarts for Strided {
+    #[inline(always)]
+    fn at(&self, kk: usize) -> (usize, usize) {
+        (kk * self.0, kk * self.0 + HALF)
+    }
+
+    fn ldb(&self) -> Option<usize> {
+        Some(self.0)
+    }
+}
+
+/// Where each tap of a convolution reads an image, for [`multiply_taps`]: row `kk` of a
+/// block's `B` is read in place at `offsets[kk]` past where its pixels start.
+#[derive(Clone, Debug)]
+pub struct TapOffsets {
+    offsets: Vec<usize>,
+    max: usize,
+}
+
+impl TapOffsets {
+    /// The taps' offsets, one per row of `B` (per column of the left operand).
+    pub fn new(offsets: Vec<usize>) -> Self {
+        let max = offsets.iter().copied().max().unwrap_or(0);
+        TapOffsets { offsets, max }
+    }
+}
+
+/// Rows of [`TapOffsets`] from two starting points, one per half of the block.
+#[derive(Clone, Copy, Debug)]
+struct TapRows<'a> {
+    offsets: &'a [usize],
+    starts: (usize, usize),
+}
+
+impl RowStarts for TapRows<'_> {
+    #[inline(always)]
+    fn at(&self, kk: usize) -> (usize, usize) {
+        let offset = self.offsets[kk];
+        (offset + self.starts.0, offset + self.starts.1)
+    }
+
+    fn ldb(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// [`multiply_block`] with `B` read in place from an image `x` instead of a packed block:
+/// value `j` of row `kk` is `x[taps[kk] + starts.0 + j]` for `j <` [`HALF`] and
+/// `x[taps[kk] + starts.1 + j − HALF]` after. A convolution with stride 1 and no padding
+/// reads its 16 pixels' columns this way when each half lies within one output row: no
+/// gathered copy of the columns.
+///
+/// # Panics
+/// If `taps` has not one offset per column of `a`, a row would read past `x`, `n > NR`,
+/// or `c` cannot hold the rows.
+pub fn multiply_taps<T: Element>(
+    a: &PackedRows<T>,
+    (x, taps, starts): (&[T], &TapOffsets, (usize, usize)),
+    n: usize,
+    bias: Option<&[T]>,
+    c: &mut [T],
+    ldc: usize,
+) {
+    assert_eq!(taps.offsets.len(), a.k, "one offset per tap");
+    assert!(
+        a.k == 0 || taps.max + starts.0.max(starts.1) + HALF <= x.len(),
+        "taps read past the image"
+    );
+    let rows = TapRows {
+        offsets: &taps.offsets,
+        starts,
+    };
+    block(a, (x, rows), n, bias, false, c, ldc)
+}
+
+/// [`multiply_block`] or [`add_block`] (`b`'s rows checked by the caller).
+fn strided<T: Element>(
     a: &PackedRows<T>,
     (b, ldb): (&[T], usize),
     n: usize,
@@ -175,6 +266,20 @@ fn block<T: Element>(
         n <= NR && ldb >= NR && (a.k == 0 || (a.k - 1) * ldb + NR <= b.len()),
         "block of {n} columns, rows {ldb} apart"
     );
+    block(a, (b, Strided(ldb)), n, bias, accumulate, c, ldc)
+}
+
+/// The block product, `B`'s rows where `rows` says (already checked to lie inside `b`).
+fn block<T: Element, R: RowStarts>(
+    a: &PackedRows<T>,
+    (b, rows): (&[T], R),
+    n: usize,
+    bias: Option<&[T]>,
+    accumulate: bool,
+    c: &mut [T],
+    ldc: usize,
+) {
+    assert!(n <= NR, "block of {n} columns");
     assert!(
         a.m == 0 || n == 0 || (a.m - 1) * ldc + n <= c.len(),
         "output too short"
@@ -190,23 +295,26 @@ fn block<T: Element>(
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if let Some(f32s) = x86::F32Block::of(a, (b, ldb), bias, accumulate, c) {
-        match isa() {
-            // SAFETY: the CPU has AVX-512F (checked by `isa`); the shapes were checked above.
-            Isa::Avx512 => return unsafe { x86::block_avx512(f32s, n, ldc) },
-            // SAFETY: the CPU has AVX2 and FMA (checked by `isa`); shapes checked above.
-            Isa::Avx2 => return unsafe { x86::block_avx2(f32s, n, ldc) },
-            Isa::Portable => {}
+    if let Some(f32s) = x86::F32Block::of(a, (b, rows), bias, accumulate, c) {
+        match (isa(), rows.ldb()) {
+            (Isa::Avx512, Some(ldb)) => {
+                // SAFETY: the CPU has AVX-512F (checked by `isa`); shapes checked above.
+                return unsafe { x86::block_avx512(f32s.strided(ldb), n, ldc) };
+            }
+            // Rows in two halves take the AVX2 kernel on every CPU that has it.
+            // SAFETY: the CPU has AVX2 and FMA (every AVX-512 CPU too); shapes checked.
+            (Isa::Avx512 | Isa::Avx2, _) => return unsafe { x86::block_avx2(f32s, n, ldc) },
+            (Isa::Portable, _) => {}
         }
     }
-    portable_block(a, (b, ldb), n, bias, accumulate, c, ldc)
+    portable_block(a, (b, rows), n, bias, accumulate, c, ldc)
 }
 
 /// [`multiply_block`] in plain loops over an `mr × NR` accumulator (f64, and CPUs without
 /// AVX2): the same panels and the same order of sums as the vector kernels.
-fn portable_block<T: Element>(
+fn portable_block<T: Element, R: RowStarts>(
     a: &PackedRows<T>,
-    (b, ldb): (&[T], usize),
+    (b, b_rows): (&[T], R),
     n: usize,
     bias: Option<&[T]>,
     accumulate: bool,
@@ -222,7 +330,8 @@ fn portable_block<T: Element>(
                 acc[..n].copy_from_slice(&c[(q * mr + r) * ldc..][..n]);
             }
             for (kk, ak) in panel.chunks_exact(mr).enumerate() {
-                let bk = &b[kk * ldb..][..NR];
+                let (lo, hi) = b_rows.at(kk);
+                let bk = b[lo..][..HALF].iter().chain(&b[hi..][..HALF]);
                 for (acc, &bv) in acc.iter_mut().zip(bk) {
                     *acc += ak[r] * bv;
                 }
@@ -448,7 +557,8 @@ mod tests {
                 let (b, bias) = (single(b), single(bias));
                 let mut c = vec![f32::NAN; m * NR];
                 let block =
-                    x86::F32Block::of(&packed, (&b, NR), Some(&bias), false, &mut c).expect("f32");
+                    x86::F32Block::of(&packed, (&b, Strided(NR)), Some(&bias), false, &mut c)
+                        .expect("f32");
                 // SAFETY: AVX2 and FMA were detected above; the shapes are those
                 // `multiply_block` checks (k rows of NR in `b`, m rows of NR in `c`).
                 unsafe { x86::block_avx2(block, n, NR) };

@@ -2,30 +2,31 @@
 //! registers or `2·MR` AVX2 registers, one broadcast and one fused multiply-add per row
 //! and step of `k`.
 
-use super::{PackedRows, NR};
+use super::{PackedRows, RowStarts, Strided, NR};
 use crate::kernels::element::{as_f32, as_f32_mut};
 use crate::kernels::Element;
 use std::arch::x86_64::*;
 
-/// The operands of [`super::multiply_block`] seen as f32 (shapes already checked).
-pub(super) struct F32Block<'a> {
+/// The operands of [`super::multiply_block`] seen as f32 (shapes already checked), `B`'s
+/// rows where `rows` says.
+pub(super) struct F32Block<'a, R> {
     a: &'a [f32],
     m: usize,
     k: usize,
     mr: usize,
     b: &'a [f32],
-    ldb: usize,
+    rows: R,
     bias: Option<&'a [f32]>,
     /// Whether the products are added to `c`'s values rather than written over them.
     accumulate: bool,
     c: &'a mut [f32],
 }
 
-impl<'a> F32Block<'a> {
+impl<'a, R: RowStarts> F32Block<'a, R> {
     /// The operands as f32, or `None` when `T` is another type.
     pub(super) fn of<T: Element>(
         a: &'a PackedRows<T>,
-        (b, ldb): (&'a [T], usize),
+        (b, rows): (&'a [T], R),
         bias: Option<&'a [T]>,
         accumulate: bool,
         c: &'a mut [T],
@@ -36,7 +37,7 @@ impl<'a> F32Block<'a> {
             k: a.k,
             mr: a.mr,
             b: as_f32(b)?,
-            ldb,
+            rows,
             bias: match bias {
                 Some(bias) => Some(as_f32(bias)?),
                 None => None,
@@ -44,6 +45,21 @@ impl<'a> F32Block<'a> {
             accumulate,
             c: as_f32_mut(c)?,
         })
+    }
+
+    /// The same operands with rows of `NR` contiguous values `ldb` apart.
+    pub(super) fn strided(self, ldb: usize) -> F32Block<'a, Strided> {
+        F32Block {
+            a: self.a,
+            m: self.m,
+            k: self.k,
+            mr: self.mr,
+            b: self.b,
+            rows: Strided(ldb),
+            bias: self.bias,
+            accumulate: self.accumulate,
+            c: self.c,
+        }
     }
 }
 
@@ -65,7 +81,7 @@ fn c_row(c: &[f32]) -> [f32; NR] {
 macro_rules! by_panel_height {
     ($run:ident, $blk:expr, $n:expr, $ldc:expr, [$($mr:literal),*]) => {
         match $blk.mr {
-            $($mr => $run::<$mr>($blk, $n, $ldc),)*
+            $($mr => $run::<$mr, _>($blk, $n, $ldc),)*
             mr => unreachable!("no kernel compiled for panels of {mr} rows"),
         }
     };
@@ -77,10 +93,10 @@ macro_rules! by_panel_height {
 /// The CPU must support AVX-512F, and the block's shapes must have been checked by
 /// [`super::multiply_block`] (which also handles an empty inner dimension: `k ≥ 1` here).
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn block_avx512(blk: F32Block<'_>, n: usize, ldc: usize) {
+pub(super) unsafe fn block_avx512(blk: F32Block<'_, Strided>, n: usize, ldc: usize) {
     #[target_feature(enable = "avx512f")]
-    unsafe fn run<const MR: usize>(blk: F32Block<'_>, n: usize, ldc: usize) {
-        let (k, b, ldb) = (blk.k, blk.b.as_ptr(), blk.ldb);
+    unsafe fn run<const MR: usize, R: RowStarts>(blk: F32Block<'_, R>, n: usize, ldc: usize) {
+        let (k, b, b_rows) = (blk.k, blk.b.as_ptr(), blk.rows);
         for (q, panel) in blk.a.chunks_exact(k * MR).enumerate() {
             let rows = (blk.m - q * MR).min(MR);
             let mut acc = [_mm512_setzero_ps(); MR];
@@ -98,9 +114,11 @@ pub(super) unsafe fn block_avx512(blk: F32Block<'_>, n: usize, ldc: usize) {
             }
             let a = panel.as_ptr();
             for kk in 0..k {
-                // SAFETY: `b` holds k rows of NR floats ldb apart, kk < k; the panel holds k·MR.
+                // SAFETY: only strided rows come here (`block_avx512`'s argument), which
+                // `super::strided` checked: `b` holds k rows of NR floats, kk < k; the panel
+                // holds k·MR.
                 unsafe {
-                    let bv = _mm512_loadu_ps(b.add(kk * ldb));
+                    let bv = _mm512_loadu_ps(b.add(b_rows.at(kk).0));
                     for (r, acc) in acc.iter_mut().enumerate() {
                         let av = _mm512_set1_ps(*a.add(kk * MR + r));
                         *acc = _mm512_fmadd_ps(av, bv, *acc);
@@ -131,10 +149,10 @@ pub(super) unsafe fn block_avx512(blk: F32Block<'_>, n: usize, ldc: usize) {
 /// The CPU must support AVX2 and FMA, and the block's shapes must have been checked by
 /// [`super::multiply_block`] (which also handles an empty inner dimension: `k ≥ 1` here).
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn block_avx2(blk: F32Block<'_>, n: usize, ldc: usize) {
+pub(super) unsafe fn block_avx2<R: RowStarts>(blk: F32Block<'_, R>, n: usize, ldc: usize) {
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn run<const MR: usize>(blk: F32Block<'_>, n: usize, ldc: usize) {
-        let (k, b, ldb) = (blk.k, blk.b.as_ptr(), blk.ldb);
+    unsafe fn run<const MR: usize, R: RowStarts>(blk: F32Block<'_, R>, n: usize, ldc: usize) {
+        let (k, b, b_rows) = (blk.k, blk.b.as_ptr(), blk.rows);
         for (q, panel) in blk.a.chunks_exact(k * MR).enumerate() {
             let rows = (blk.m - q * MR).min(MR);
             let mut acc = [[_mm256_setzero_ps(); 2]; MR];
@@ -157,10 +175,12 @@ pub(super) unsafe fn block_avx2(blk: F32Block<'_>, n: usize, ldc: usize) {
             }
             let a = panel.as_ptr();
             for kk in 0..k {
-                // SAFETY: `b` holds k rows of NR floats ldb apart, kk < k; the panel holds k·MR.
+                let (lo, hi) = b_rows.at(kk);
+                // SAFETY: the caller checked that both halves of every row kk < k lie in
+                // `b` (`super::strided`, `super::multiply_taps`); the panel holds k·MR.
                 unsafe {
-                    let b0 = _mm256_loadu_ps(b.add(kk * ldb));
-                    let b1 = _mm256_loadu_ps(b.add(kk * ldb + 8));
+                    let b0 = _mm256_loadu_ps(b.add(lo));
+                    let b1 = _mm256_loadu_ps(b.add(hi));
                     for (r, acc) in acc.iter_mut().enumerate() {
                         let av = _mm256_set1_ps(*a.add(kk * MR + r));
                         acc[0] = _mm256_fmadd_ps(av, b0, acc[0]);
