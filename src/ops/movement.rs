@@ -208,7 +208,9 @@ impl<T: Element> Tensor<T> {
         let outer: usize = shape[..a].iter().product();
         let inner: usize = shape[a + 1..].iter().product();
         let parts: Vec<_> = tensors.iter().map(|t| t.values()).collect();
-        let mut data = Vec::with_capacity(shape.iter().product());
+        // A reused buffer: a fresh one page-faults on first touch (resnet20's shortcuts
+        // concatenate 6 MB a batch of 128, every step).
+        let mut data = crate::memory::take(shape.iter().product());
         for o in 0..outer {
             for (t, v) in tensors.iter().zip(&parts) {
                 let block = t.shape()[a] * inner;
