@@ -15,5 +15,6 @@ pub mod matmul;
 pub mod movement;
 pub mod pool;
 pub mod reduce;
+pub mod shortcut;
 pub mod softmax;
 pub mod unary;
