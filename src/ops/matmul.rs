@@ -137,7 +137,9 @@ impl<T: Element> Tensor<T> {
         let (m, n) = (dims.m, dims.n);
         let (sa, sb) = (self.storage(), rhs.storage());
         let (la, lb) = (self.layout(), rhs.layout());
-        let mut c = crate::memory::take_zeroed(dims.batch.unwrap_or(1) * m * n);
+        // Every product overwrites its C (β = 0: not read), so a reused buffer's old
+        // values need no zeroing first.
+        let mut c = crate::memory::take_stale(dims.batch.unwrap_or(1) * m * n);
         match dims.batch {
             None | Some(1) => gemm_2d(matrix(sa, la, 0), matrix(sb, lb, 0), &mut c),
             Some(_) => c

@@ -92,7 +92,8 @@ impl<T: Element> Tensor<T> {
             });
         }
         let x = self.values();
-        let mut out = crate::memory::take_zeroed(planes * p);
+        // Every window writes its output: no zeroing first.
+        let mut out = crate::memory::take_stale(planes * p);
         let shape = [self.shape()[0], self.shape()[1], g.oh, g.ow];
         if !(crate::autograd::is_grad_enabled() && self.requires_grad()) {
             // No graph: the positions of the maxima would never be read.
@@ -124,7 +125,8 @@ impl<T: Element> Tensor<T> {
         let planes = self.shape()[0] * self.shape()[1];
         let (hw, p) = (g.h * g.w, g.p());
         let x = self.values();
-        let mut out = crate::memory::take_zeroed(planes * p);
+        // Every window writes its output: no zeroing first.
+        let mut out = crate::memory::take_stale(planes * p);
         out.par_chunks_mut(p.max(1))
             .enumerate()
             .for_each(|(plane, out)| {
@@ -229,6 +231,46 @@ mod tests {
     use super::Pool2dConfig;
     use crate::testing::*;
     use crate::Tensor;
+
+    /// The outputs are written whole, not added into: over a reused buffer full of NaN
+    /// (put back in the pool just before) pooling and matmul give the values of fresh
+    /// tensors, with and without a graph.
+    #[test]
+    fn outputs_overwrite_a_reused_buffer() {
+        let x = rand_input(&[4, 8, 32, 32], 5);
+        let cfg = |kernel, stride| Pool2dConfig {
+            kernel,
+            stride,
+            padding: 0,
+        };
+        // 8,192 f64 outputs (64 KiB, a pooled size) for each op.
+        let fill = || crate::memory::give(vec![f64::NAN; 8192]);
+        let m = x.reshape(&[32, 1024]).unwrap();
+        let w = rand_input(&[1024, 256], 6);
+        for graph in [true, false] {
+            // All four outputs alive at once: none takes another's buffer back.
+            let run = || {
+                let x = if graph { x.clone() } else { x.detach() };
+                [
+                    x.max_pool2d(cfg(2, 2)).unwrap(),
+                    x.avg_pool2d(cfg(2, 2)).unwrap(),
+                    x.avg_pool2d(cfg(1, 2)).unwrap(),
+                    m.matmul(&w).unwrap(),
+                ]
+            };
+            crate::memory::release_pooled();
+            let fresh = run();
+            for _ in 0..4 {
+                fill();
+            }
+            let reused = run();
+            for (a, b) in fresh.iter().zip(&reused) {
+                let (a, b) = (a.to_vec(), b.to_vec());
+                assert_eq!(a.len(), 8192);
+                assert!(a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()));
+            }
+        }
+    }
 
     #[test]
     fn max_pool_values_and_first_index_ties() {
