@@ -31,7 +31,11 @@ impl Pool2dConfig {
 }
 
 /// Checks an NCHW input against a pooling config; the geometry of one plane (`c = 1`).
-fn pool_geometry(op: &'static str, shape: &[usize], cfg: Pool2dConfig) -> Result<Geometry> {
+pub(crate) fn pool_geometry(
+    op: &'static str,
+    shape: &[usize],
+    cfg: Pool2dConfig,
+) -> Result<Geometry> {
     if shape.len() != 4 {
         return Err(TensorError::InvalidShape {
             op,

@@ -2,86 +2,63 @@
 //! between `pad` zero channels on each side. Composed, it was a 1×1 average pool with
 //! stride 2, a tensor of zeros and a concatenation: three outputs written and the middle
 //! one copied again, on one thread (resnet20's two shortcuts, about 3% of an inference at
-//! 2 threads). Here each image's output is written once, images in parallel. The
-//! composition is the readable reference the tests compare against, bitwise.
+//! 2 threads). Here each image's output is written once, images in parallel, each plane by
+//! the pool's own kernel. The composition is the readable reference the tests compare
+//! against, bitwise.
 
 use crate::autograd::CustomOp;
 use crate::error::{Result, TensorError};
-use crate::kernels::elementwise::par_chunks_overwritten;
+use crate::kernels::elementwise::{par_chunks_overwritten, par_chunks_zeroed};
+use crate::kernels::pool::{avg_pool_plane, avg_pool_plane_backward};
+use crate::kernels::Geometry;
+use crate::ops::pool::{pool_geometry, Pool2dConfig};
 use crate::tensor::{Element, Tensor};
 
-/// The shapes of one image: input `c × h × w`, output `(c + 2·pad) × oh × ow`.
+/// The shapes of one image: `c` input planes subsampled by a 1×1 window with stride 2
+/// (`g`), `pad` zero planes on each side of the output.
 #[derive(Clone, Copy, Debug)]
 struct Shapes {
     c: usize,
-    h: usize,
-    w: usize,
     pad: usize,
-    oh: usize,
-    ow: usize,
+    g: Geometry,
 }
 
 impl Shapes {
-    fn new(c: usize, h: usize, w: usize, pad: usize) -> Self {
-        Shapes {
-            c,
-            h,
-            w,
-            pad,
-            oh: h.div_ceil(2),
-            ow: w.div_ceil(2),
-        }
-    }
-
     fn input_len(&self) -> usize {
-        self.c * self.h * self.w
+        self.c * self.g.h * self.g.w
     }
 
     fn output_len(&self) -> usize {
-        (self.c + 2 * self.pad) * self.oh * self.ow
+        (self.c + 2 * self.pad) * self.g.p()
     }
 }
 
-/// One image: `y[pad + ci][i][j] = x[ci][2i][2j]`, the pad channels zero.
+/// One image: `y[pad + ci]` = plane `ci` pooled by the 1×1 window with stride 2 (every
+/// second row and column), the pad channels zero.
 fn subsample_pad<T: Element>(x: &[T], s: &Shapes, y: &mut [T]) {
-    let plane = s.oh * s.ow;
+    let plane = s.g.p();
     let (before, rest) = y.split_at_mut(s.pad * plane);
     let (middle, after) = rest.split_at_mut(s.c * plane);
     before.fill(T::zero());
     after.fill(T::zero());
     for (x_c, y_c) in x
-        .chunks_exact(s.h * s.w)
+        .chunks_exact(s.g.h * s.g.w)
         .zip(middle.chunks_exact_mut(plane))
     {
-        for (y_row, x_row) in y_c
-            .chunks_exact_mut(s.ow)
-            .zip(x_c.chunks_exact(s.w).step_by(2))
-        {
-            for (v, &x) in y_row.iter_mut().zip(x_row.iter().step_by(2)) {
-                *v = x;
-            }
-        }
+        avg_pool_plane(x_c, &s.g, y_c);
     }
 }
 
-/// The adjoint for one image: `dx[ci][2i][2j] = dy[pad + ci][i][j]`, zero elsewhere.
+/// The adjoint for one image, into a zeroed `dx`: the pool's gradient of the middle
+/// channels' `dy` (the pad channels' gradient goes nowhere).
 fn subsample_pad_grad<T: Element>(dy: &[T], s: &Shapes, dx: &mut [T]) {
-    let plane = s.oh * s.ow;
+    let plane = s.g.p();
     let middle = &dy[s.pad * plane..][..s.c * plane];
     for (dx_c, dy_c) in dx
-        .chunks_exact_mut(s.h * s.w)
+        .chunks_exact_mut(s.g.h * s.g.w)
         .zip(middle.chunks_exact(plane))
     {
-        for (r, dx_row) in dx_c.chunks_exact_mut(s.w).enumerate() {
-            if r % 2 == 1 {
-                dx_row.fill(T::zero());
-                continue;
-            }
-            let dy_row = &dy_c[r / 2 * s.ow..][..s.ow];
-            for (j, v) in dx_row.iter_mut().enumerate() {
-                *v = if j % 2 == 0 { dy_row[j / 2] } else { T::zero() };
-            }
-        }
+        avg_pool_plane_backward(dy_c, &s.g, dx_c);
     }
 }
 
@@ -104,7 +81,7 @@ impl<T: Element> CustomOp<T> for SubsamplePad<T> {
         let s = self.shapes;
         let dy = grad.values();
         let n = self.input.shape()[0];
-        let (dx, _) = par_chunks_overwritten(n * s.input_len(), s.input_len(), |i, dx| {
+        let (dx, _) = par_chunks_zeroed(n * s.input_len(), s.input_len(), |i, dx| {
             subsample_pad_grad(&dy[i * s.output_len()..][..s.output_len()], &s, dx)
         });
         Ok(vec![Some(Tensor::from_contiguous(dx, self.input.shape()))])
@@ -128,13 +105,23 @@ impl<T: Element> Tensor<T> {
     /// # Ok::<(), tensorgrad::TensorError>(())
     /// ```
     pub fn subsample_pad_channels(&self, pad: usize) -> Result<Tensor<T>> {
-        let &[n, c, h, w] = self.shape() else {
+        let &[n, c, _, _] = self.shape() else {
             return Err(TensorError::InvalidArgument {
                 op: "subsample_pad_channels",
                 reason: format!("needs an n × c × h × w batch, not {:?}", self.shape()),
             });
         };
-        let s = Shapes::new(c, h, w, pad);
+        // A 1×1 window with stride 2 is x[:, :, ::2, ::2].
+        let cfg = Pool2dConfig {
+            kernel: 1,
+            stride: 2,
+            padding: 0,
+        };
+        let s = Shapes {
+            c,
+            pad,
+            g: pool_geometry("subsample_pad_channels", self.shape(), cfg)?,
+        };
         let x = self.values();
         let (y, _) = par_chunks_overwritten(n * s.output_len(), s.output_len(), |i, y| {
             subsample_pad(&x[i * s.input_len()..][..s.input_len()], &s, y)
@@ -143,7 +130,7 @@ impl<T: Element> Tensor<T> {
             input: self.graph_handle(),
             shapes: s,
         };
-        Tensor::from_custom_op(y, &[n, c + 2 * pad, s.oh, s.ow], Box::new(op))
+        Tensor::from_custom_op(y, &[n, c + 2 * pad, s.g.oh, s.g.ow], Box::new(op))
     }
 }
 

@@ -252,7 +252,8 @@ pub fn multiply_taps<T: Element>(
     block(a, (x, rows), n, bias, false, c, ldc)
 }
 
-/// [`multiply_block`] or [`add_block`] (`b`'s rows checked by the caller).
+/// [`multiply_block`] or [`add_block`]: checks that `b` holds `k` rows of [`NR`] values
+/// `ldb` apart, then [`block`].
 fn strided<T: Element>(
     a: &PackedRows<T>,
     (b, ldb): (&[T], usize),
