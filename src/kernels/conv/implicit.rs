@@ -257,9 +257,14 @@ impl<T: Element> ImplicitGemmForward<T> {
     /// 16×16 took 2.30 ms gathered and 2.90 in place; its layers on 8×8 and 4×4 took
     /// 5.0 ms gathered and 4.3 in place.
     pub fn new(g: &Geometry, o: usize, w: &[T]) -> Self {
+        Self::with_path(g, o, w, Self::reads_in_place_here(g))
+    }
+
+    /// Whether [`ImplicitGemmForward::new`] reads the columns of a layer of geometry `g`
+    /// in place on this CPU (see there).
+    pub fn reads_in_place_here(g: &Geometry) -> bool {
         let plane_bytes = g.h * g.w * std::mem::size_of::<T>();
-        let in_place = reads_in_place(g) && !plane_bytes.is_multiple_of(1024) && !has_avx512();
-        Self::with_path(g, o, w, in_place)
+        reads_in_place(g) && !plane_bytes.is_multiple_of(1024) && !has_avx512()
     }
 
     /// [`ImplicitGemmForward::new`] with the columns read in place or gathered: in place

@@ -41,7 +41,8 @@ pub(super) struct Conv2dBackward<T: Element> {
     pub(super) geometry: Geometry,
     /// Channel groups.
     pub(super) groups: usize,
-    /// The algorithm the forward pass ran by (resolved), which the backward pass uses too.
+    /// The algorithm the backward pass runs by (resolved; the forward pass's too, except
+    /// for `Auto`'s layers in [`ConvAlgorithm::resolve_passes`]).
     pub(super) algorithm: ConvAlgorithm,
     /// With a fused ReLU, its output (the op's output), whose sign masks the gradient.
     pub(super) output: Option<crate::memory::SharedBuffer<T>>,

@@ -198,10 +198,10 @@ impl<T: Element> Tensor<T> {
         let x = self.values();
         let w = weight.values();
         let b = bias.map(|b| b.values());
-        let algorithm = cfg
-            .algorithm
-            .resolve(&g, o, cfg.groups, T::DTYPE == "f32")?;
-        let kernel = algorithm.forward_kernel(&g, o, cfg.groups, &w);
+        let (forward, algorithm) =
+            cfg.algorithm
+                .resolve_passes(&g, o, cfg.groups, T::DTYPE == "f32")?;
+        let kernel = forward.forward_kernel(&g, o, cfg.groups, &w);
         // Small maps share one product between images, but at most a thread's share of the
         // batch: mobilenet-v2's 1×1 layers on 1×1 maps put all 128 images into one product,
         // which ran on one thread. A group's images are bitwise what they are alone
@@ -211,7 +211,7 @@ impl<T: Element> Tensor<T> {
             .clamp(1, n.div_ceil(rayon::current_num_threads()).max(1));
         let workspace = kernel.workspace();
         let flops = layer_flops(&g, n, o, cfg.groups);
-        let name = || layer_name(&g, o, cfg.groups, algorithm);
+        let name = || layer_name(&g, o, cfg.groups, forward);
         let images = |i: usize, y: &mut [T]| {
             let first = i * per_call;
             let x_chunk = &x[first * g.chw()..(first + y.len() / (o * p)) * g.chw()];

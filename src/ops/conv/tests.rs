@@ -487,6 +487,54 @@ fn winograd_and_rows_f32_match_im2col_on_cifar_sized_layers() {
     }
 }
 
+/// `Auto` on LeNet's conv1 (stride 1, no padding, rows of 24 = three 8-pixel halves): on
+/// AVX2 CPUs without AVX-512 forward by the implicit GEMM (columns read in place) and
+/// backward by rows, so its output is bitwise the implicit GEMM's and its gradients the
+/// rows kernels'; elsewhere both passes by the algorithm `algorithm_for` names.
+#[test]
+fn auto_runs_lenets_conv1_forward_and_backward_by_their_own_algorithms() {
+    use crate::kernels::microkernel::{has_avx2, has_avx512};
+    let (xs, ws) = ([3, 1, 28, 28], [20, 1, 5, 5]);
+    let cfg = Conv2dConfig::default();
+    let forward = cfg.forward_algorithm_for(&xs, &ws).unwrap();
+    let backward = cfg.algorithm_for(&xs, &ws).unwrap();
+    if has_avx2() && !has_avx512() {
+        assert_eq!(
+            (forward, backward),
+            (ConvAlgorithm::ImplicitGemm, ConvAlgorithm::DirectRows)
+        );
+    } else {
+        assert_eq!(forward, backward);
+    }
+    // With padding the columns are not read in place: one algorithm for both passes.
+    let padded = Conv2dConfig::new(1, 2, 1);
+    assert_eq!(
+        padded.forward_algorithm_for(&xs, &ws).unwrap(),
+        padded.algorithm_for(&xs, &ws).unwrap()
+    );
+    let x = rand_input(&xs, 960).cast::<f32>().with_grad();
+    let w = rand_input(&ws, 961).cast::<f32>().with_grad();
+    let b = rand_input(&[20], 962).cast::<f32>().with_grad();
+    let r = rand_input(&[3, 20, 24, 24], 963).cast::<f32>();
+    let run = |algorithm| {
+        let y = x
+            .conv2d_relu(&w, Some(&b), cfg.with_algorithm(algorithm))
+            .unwrap();
+        let g = y.mul(&r).unwrap().sum_all().backward().unwrap();
+        let grads = [&x, &w, &b].map(|t| g.get(t).unwrap().to_vec());
+        (y.to_vec(), grads)
+    };
+    let (y, grads) = run(ConvAlgorithm::Auto);
+    assert_eq!(y, run(forward).0);
+    assert_eq!(grads, run(backward).1);
+    let (slow_y, slow_grads) = run(ConvAlgorithm::Im2col);
+    for (a, e) in std::iter::once((&y, &slow_y)).chain(grads.iter().zip(&slow_grads)) {
+        let scale = e.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = a.iter().zip(e).fold(0f32, |m, (a, e)| m.max((a - e).abs()));
+        assert!(worst <= 1e-5 * scale, "{worst} of {scale}");
+    }
+}
+
 #[test]
 fn winograd_is_deterministic_for_any_thread_count() {
     let x = rand_input(&[6, 16, 12, 10], 950).cast::<f32>().with_grad();
