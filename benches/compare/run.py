@@ -2,14 +2,16 @@
 """Same-run comparison of tensorgrad against PyTorch at its best on this machine.
 
 For every thread count and round, runs each implementation over every workload, in turn
-(tensorgrad's command line, tensorgrad as a plain library program, then PyTorch eager,
-channels-last, channels-last with tcmalloc preloaded, and torch.compile; each round starts
-one implementation further along that list), so that drift of the machine's speed hits all
-alike. Each PyTorch variant runs all its workloads in one
-process, training first (the same warm-up for every variant); tensorgrad runs one process
-per workload. Prints the median images/s of each (min–max), tensorgrad against the best
-PyTorch variant per row, the library program against the command line, and the peak
-resident set of each step loop, as markdown (and JSON with --out).
+(tensorgrad, then PyTorch eager, channels-last, channels-last with tcmalloc preloaded, and
+torch.compile; each round starts one implementation further along that list), so that
+drift of the machine's speed hits all alike. Each PyTorch variant runs all its workloads in
+one process, training first (the same warm-up for every variant); tensorgrad runs one
+process per workload: its command line and, for training steps, right before or after it
+(the order alternating by round), the same step as a plain library program, so that each
+round gives a pair measured a few seconds apart. Prints the median images/s of each
+(min–max), tensorgrad against the best PyTorch variant per row, the library program
+against the command line (the median of the rounds' paired ratios), and the peak resident
+set of each step loop, as markdown (and JSON with --out).
 
     python3 benches/compare/run.py [--rounds 5] [--seconds 4] [--threads 1,2]
         [--models lenet,cifar-cnn,…] [--variants eager,channels-last,…] [--out FILE]
@@ -65,21 +67,23 @@ def max_rss_of(cmd, env=None):
     return json.loads(line), usage.ru_maxrss
 
 
-def tensorgrad(workloads, threads, seconds, library):
-    """{(mode, model, batch): (images/s, peak RSS KiB)} from one process per workload."""
+def tensorgrad(workloads, threads, seconds, library_first):
+    """{(mode, model, batch): {impl: (images/s, peak RSS KiB)}} from one process per
+    workload and implementation: the command line ("tensorgrad") and, for training steps,
+    the library program ("library") right before it (`library_first`) or right after."""
     out = {}
     for mode, model, batch in workloads:
-        if library:
-            if mode != "train-step":
-                continue
-            cmd = [TG_LIB, model, str(batch), str(seconds)]
-            env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
-        else:
-            cmd = [TG, "bench", mode, "--model", model, "--batch-size", str(batch),
-                   "--threads", str(threads), "--seconds", str(seconds)]
-            env = None
-        row, rss = max_rss_of(cmd, env)
-        out[(mode, model, batch)] = (row["images_per_sec"], rss)
+        cli = ("tensorgrad", [TG, "bench", mode, "--model", model, "--batch-size",
+                              str(batch), "--threads", str(threads), "--seconds",
+                              str(seconds)], None)
+        lib = ("library", [TG_LIB, model, str(batch), str(seconds)],
+               dict(os.environ, RAYON_NUM_THREADS=str(threads)))
+        runs = [cli]
+        if mode == "train-step":
+            runs = [lib, cli] if library_first else [cli, lib]
+        for impl, cmd, env in runs:
+            row, rss = max_rss_of(cmd, env)
+            out.setdefault((mode, model, batch), {})[impl] = (row["images_per_sec"], rss)
     return out
 
 
@@ -134,28 +138,32 @@ def main():
                     "--example", "library_speed"], cwd=ROOT, check=True)
     torch_version = subprocess.run([PY, "-c", "import torch; print(torch.__version__)"],
                                    capture_output=True, text=True).stdout.strip()
-    impls = ["tensorgrad", "library"] + variants
+    impls = ["tensorgrad"] + variants
     # speed[(threads, workload)][impl] = [images/s per round]; rss likewise.
     speed, rss = {}, {}
     started = time.time()
     for r in range(a.rounds):
         for threads in [int(t) for t in a.threads.split(",")]:
             # Each round starts one implementation later, so none always runs first (or
-            # always right after another): a fixed order put the library program after
-            # the command line in every round, and read it 5-6% low on a machine where
-            # alternating pairs of the two read level.
+            # always right after another). The library program and the command line
+            # alternate which goes first: a fixed order put the library program after the
+            # command line in every round, and read it 5-6% low on a machine where
+            # alternating pairs of the two read level. They run as a pair because their
+            # 3% criterion is finer than the drift between runs minutes apart: measured
+            # apart (a round's whole tensorgrad pass between them), 2 s medians of the same
+            # code read 0.960 and 1.053 of each other on two of 8 rows.
             shift = r % len(impls)
             for impl in impls[shift:] + impls[:shift]:
                 if impl == "tensorgrad":
-                    got = tensorgrad(workloads, threads, a.seconds, library=False)
-                elif impl == "library":
-                    got = tensorgrad(workloads, threads, a.seconds, library=True)
+                    got = tensorgrad(workloads, threads, a.seconds, library_first=r % 2 == 1)
                 else:
-                    got = pytorch(workloads, threads, a.seconds, impl)
-                for w, (ips, kib) in got.items():
-                    speed.setdefault((threads, w), {}).setdefault(impl, []).append(ips)
-                    if kib is not None:
-                        rss.setdefault((threads, w), {}).setdefault(impl, []).append(kib)
+                    got = {w: {impl: v} for w, v in
+                           pytorch(workloads, threads, a.seconds, impl).items()}
+                for w, by_impl in got.items():
+                    for name, (ips, kib) in by_impl.items():
+                        speed.setdefault((threads, w), {}).setdefault(name, []).append(ips)
+                        if kib is not None:
+                            rss.setdefault((threads, w), {}).setdefault(name, []).append(kib)
                 print(f"round {r + 1}/{a.rounds}, {threads} thread(s), {impl}: done "
                       f"({time.time() - started:.0f} s)", file=sys.stderr, flush=True)
 
@@ -179,14 +187,17 @@ def main():
                   " | ".join(fmt(s.get(v)) for v in variants) +
                   f" | {best} | **{ratio:.2f}×** |")
     print("\nThe library program (`examples/library_speed.rs`) against the command line:\n")
-    print("| workload | threads | command line | library | library / command line |")
+    print("| workload | threads | command line | library | library / command line, "
+          "median of the rounds' pairs (min–max) |")
     print("|---|---|---|---|---|")
     for row in rows:
         s = row["images_per_sec"]
         if s.get("library"):
+            pairs = [lib / cli for lib, cli in zip(s["library"], s["tensorgrad"])]
+            row["library_to_cli"] = med(pairs)
             print(f"| {row['mode']} {row['model']} b{row['batch_size']} | {row['threads']} | "
                   f"{fmt(s.get('tensorgrad'))} | {fmt(s.get('library'))} | "
-                  f"{med(s['library']) / med(s['tensorgrad']):.3f} |")
+                  f"{med(pairs):.3f} ({min(pairs):.3f}–{max(pairs):.3f}) |")
     print("\nPeak resident set of each step loop, MiB (median over rounds; PyTorch's suite "
           "process resets its peak before each workload):\n")
     print("| workload | threads | tensorgrad | " + " | ".join(variants) + " |")
