@@ -198,7 +198,7 @@ impl<T: Element> Tensor<T> {
         let x = self.values();
         let w = weight.values();
         let b = bias.map(|b| b.values());
-        let (forward, algorithm) =
+        let (forward, backward) =
             cfg.algorithm
                 .resolve_passes(&g, o, cfg.groups, T::DTYPE == "f32")?;
         let kernel = forward.forward_kernel(&g, o, cfg.groups, &w);
@@ -261,7 +261,7 @@ impl<T: Element> Tensor<T> {
             bias: bias.map(Tensor::graph_handle),
             geometry: g,
             groups: cfg.groups,
-            algorithm,
+            algorithm: backward,
             output: (act == Fused::Relu).then(|| crate::memory::SharedBuffer::new(&out)),
         };
         Tensor::from_custom_op_storage(out, &[n, o, g.oh, g.ow], Box::new(op))
