@@ -3,7 +3,8 @@
 //! Row `(c, ki, kj)` of the column matrix holds, for every output pixel `(oh, ow)`, the
 //! input value the kernel tap `(ki, kj)` of channel `c` sees there (0 in the padding).
 
-use super::{ConvBackward, ConvForward};
+pub use super::im2col_forward::Im2colForward;
+use super::ConvBackward;
 use crate::kernels::gemm::{gemm, MatMut, MatRef};
 use crate::kernels::transpose::copy_transposed;
 use crate::kernels::{Element, Geometry};
@@ -167,7 +168,7 @@ pub(crate) fn max_tile_pixels(g: &Geometry) -> usize {
 /// when an image has at most half that many output pixels (LeNet's conv2: 64 pixels, so 4
 /// images and a 256-column product), otherwise 1. Per-image products that narrow pack the
 /// whole weight matrix again for every image (LeNet's conv2: 25,000 weights for 64 columns).
-fn images_per_gemm(g: &Geometry) -> usize {
+pub(crate) fn images_per_gemm(g: &Geometry) -> usize {
     let p = g.p();
     if p == 0 || 2 * p > TILE_PIXELS {
         1
@@ -186,166 +187,11 @@ fn images_per_gemm(g: &Geometry) -> usize {
 const PIXEL_PRODUCTS_MAX_PIXELS: usize = 4;
 
 /// Whether `g` is a pointwise layer on maps of at most [`PIXEL_PRODUCTS_MAX_PIXELS`].
-fn pixel_products(g: &Geometry) -> bool {
+pub(crate) fn pixel_products(g: &Geometry) -> bool {
     g.kernel == (1, 1)
         && g.stride == (1, 1)
         && g.padding == (0, 0)
         && g.p() <= PIXEL_PRODUCTS_MAX_PIXELS
-}
-
-/// The forward pass by im2col + GEMM: `Y = W·im2col(X) + b`, per tile of output rows, or
-/// for a group of small images in one product.
-pub struct Im2colForward<T> {
-    geometry: Geometry,
-    outputs: usize,
-    /// `W` (`o × k`) stored by column: the GEMMs take it as their left operand, which
-    /// matrixmultiply packs with contiguous loads only when stored so. Transposed once per
-    /// call here, not gathered again by every GEMM (LeNet's conv2: 25,000 weights per
-    /// product).
-    w_by_column: Vec<T>,
-}
-
-impl<T: Element> Im2colForward<T> {
-    /// Prepares the `o × c × kh × kw` weights `w` of a layer of geometry `g`.
-    pub fn new(g: &Geometry, o: usize, w: &[T]) -> Self {
-        let k = g.k();
-        let mut w_by_column = vec![T::zero(); o * k];
-        copy_transposed(w, (o, k, k), &mut w_by_column, o);
-        Im2colForward {
-            geometry: *g,
-            outputs: o,
-            w_by_column,
-        }
-    }
-
-    /// The weights as a `o × k` matrix view.
-    fn weights(&self) -> MatRef<'_, T> {
-        let (o, k) = (self.outputs, self.geometry.k());
-        MatRef::new(&self.w_by_column, 0, (o, k), (1, o))
-    }
-
-    /// One image: `y` (`o × p`, any values) from `x`, tile by tile, the bias seeding the
-    /// GEMM.
-    fn image(&self, x: &[T], bias: Option<&[T]>, y: &mut [T], cols: &mut [T]) {
-        let (g, o) = (&self.geometry, self.outputs);
-        let (k, p) = (g.k(), g.p());
-        let beta = match bias {
-            Some(b) => {
-                for (row, &bv) in y.chunks_mut(p).zip(b.iter()) {
-                    row.fill(bv);
-                }
-                T::one()
-            }
-            None => T::zero(),
-        };
-        for (r0, r1) in row_tiles(g) {
-            let pt = (r1 - r0) * g.ow;
-            im2col(x, g, (r0, r1), cols);
-            // Y[:, tile] (=|+=) W[o×k] · cols[k×pt]
-            gemm(
-                self.weights(),
-                MatRef::new(cols, 0, (k, pt), (pt, 1)),
-                beta,
-                MatMut::new(&mut y[r0 * g.ow..], (o, pt), p),
-            );
-        }
-    }
-
-    /// Several images through one product into a workspace, each column block then copied
-    /// (plus bias) to its image.
-    fn images(&self, x: &[T], bias: Option<&[T]>, y: &mut [T], ws: &mut [T]) {
-        let (g, o) = (&self.geometry, self.outputs);
-        let (k, p) = (g.k(), g.p());
-        let imgs = y.len() / (o * p);
-        if pixel_products(g) {
-            // Pointwise layers on maps of a few pixels (mobilenet-v2's last layers on
-            // 32×32 inputs): per pixel j the batch is the matrix X_j[imgs × c] as it lies
-            // (rows c·p apart, columns p), and Y_j[imgs × o] = X_j · Wᵀ (Wᵀ is the
-            // weights by column, row-major) one product with no copies.
-            let beta = match bias {
-                Some(b) => {
-                    for y_i in y.chunks_exact_mut(o * p) {
-                        for (row, &bv) in y_i.chunks_exact_mut(p).zip(b) {
-                            row.fill(bv);
-                        }
-                    }
-                    T::one()
-                }
-                None => T::zero(),
-            };
-            for j in 0..p {
-                gemm(
-                    MatRef::new(x, j, (imgs, k), (k * p, p)),
-                    MatRef::new(&self.w_by_column, 0, (k, o), (o, 1)),
-                    beta,
-                    MatMut::strided(&mut y[j..], (imgs, o), (o * p, p)),
-                );
-            }
-            return;
-        }
-        let cols_len = imgs * p;
-        let (cols, product) = ws[..(k + o) * cols_len].split_at_mut(k * cols_len);
-        for (i, x_i) in x.chunks_exact(g.chw()).enumerate() {
-            im2col_strided(x_i, g, (0, g.oh), &mut cols[i * p..], cols_len);
-        }
-        // product[o × imgs·p] = W[o×k] · cols[k × imgs·p]
-        gemm(
-            self.weights(),
-            MatRef::new(cols, 0, (k, cols_len), (cols_len, 1)),
-            T::zero(),
-            MatMut::new(product, (o, cols_len), cols_len),
-        );
-        for (i, y_i) in y.chunks_exact_mut(o * p).enumerate() {
-            for (oc, row) in y_i.chunks_exact_mut(p).enumerate() {
-                let from = &product[oc * cols_len + i * p..][..p];
-                match bias {
-                    // The same sum as the one-image path's `W·cols + 1·bias`.
-                    Some(b) => {
-                        for (out, &v) in row.iter_mut().zip(from) {
-                            *out = v + b[oc];
-                        }
-                    }
-                    None => row.copy_from_slice(from),
-                }
-            }
-        }
-    }
-}
-
-impl<T: Element> ConvForward<T> for Im2colForward<T> {
-    fn images_per_call(&self) -> usize {
-        images_per_gemm(&self.geometry)
-    }
-
-    fn workspace(&self) -> usize {
-        let g = &self.geometry;
-        if pixel_products(g) {
-            return 0;
-        }
-        match self.images_per_call() {
-            1 => g.k() * max_tile_pixels(g),
-            imgs => (g.k() + self.outputs) * imgs * g.p(),
-        }
-    }
-
-    /// The GEMMs overwrite their outputs (β = 0), or add to the bias written first.
-    fn writes_every_output(&self) -> bool {
-        true
-    }
-
-    fn forward(&self, x: &[T], bias: Option<&[T]>, y: &mut [T], workspace: &mut [T]) {
-        if self.images_per_call() == 1 {
-            let g = &self.geometry;
-            for (x_i, y_i) in x
-                .chunks_exact(g.chw())
-                .zip(y.chunks_exact_mut(self.outputs * g.p()))
-            {
-                self.image(x_i, bias, y_i, workspace);
-            }
-        } else {
-            self.images(x, bias, y, workspace);
-        }
-    }
 }
 
 /// Output pixels up to which backward groups images as the forward pass does. Beyond,
@@ -578,6 +424,7 @@ impl<T: Element> ConvBackward<T> for Im2colBackward<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::conv::ConvForward;
 
     fn geometry(h: usize, w: usize, k: usize, s: usize, p: usize, d: usize) -> Geometry {
         Geometry {

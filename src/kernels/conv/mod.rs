@@ -24,6 +24,7 @@ pub mod direct;
 pub mod direct_rows;
 pub mod grouped;
 pub mod im2col;
+mod im2col_forward;
 pub mod implicit;
 pub mod implicit_backward;
 mod phases;
@@ -131,6 +132,8 @@ pub enum Epilogue<'a, T> {
     Add(&'a [T]),
     /// `relu(y + residual)`.
     AddRelu(&'a [T]),
+    /// `clamp(y, 0, 6)` (mobilenet-v2's activation), NaN staying NaN, as `Tensor::clamp`.
+    Relu6,
 }
 
 impl<'a, T: Element> Epilogue<'a, T> {
@@ -138,6 +141,7 @@ impl<'a, T: Element> Epilogue<'a, T> {
     pub fn part(&self, at: usize, len: usize) -> Epilogue<'a, T> {
         match *self {
             Epilogue::Relu => Epilogue::Relu,
+            Epilogue::Relu6 => Epilogue::Relu6,
             Epilogue::Add(r) => Epilogue::Add(&r[at..][..len]),
             Epilogue::AddRelu(r) => Epilogue::AddRelu(&r[at..][..len]),
         }
@@ -150,12 +154,25 @@ impl<'a, T: Element> Epilogue<'a, T> {
         let relu = |v: T| if v > T::zero() { v } else { T::zero() };
         match *self {
             Epilogue::Relu => y.iter_mut().for_each(|v| *v = relu(*v)),
+            Epilogue::Relu6 => y.iter_mut().for_each(|v| *v = relu6(*v)),
             Epilogue::Add(r) => y.iter_mut().zip(&r[at..]).for_each(|(v, &r)| *v += r),
             Epilogue::AddRelu(r) => y
                 .iter_mut()
                 .zip(&r[at..])
                 .for_each(|(v, &r)| *v = relu(*v + r)),
         }
+    }
+}
+
+/// `clamp(v, 0, 6)` as `Tensor::clamp` computes it: two compare-and-selects, so NaN stays
+/// NaN (and the loop vectorises).
+pub fn relu6<T: Element>(v: T) -> T {
+    let six = T::from_f64(6.0);
+    let v = if v < T::zero() { T::zero() } else { v };
+    if v > six {
+        six
+    } else {
+        v
     }
 }
 

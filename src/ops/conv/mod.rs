@@ -218,13 +218,14 @@ impl<T: Element> Tensor<T> {
             // The residual's values of these images.
             let len = y.len();
             let skip = || &residual.expect("a residual for the fused add")[first * o * p..][..len];
-            // Applied in the kernel's stores where it can (F(4×4) Winograd); else a pass
-            // over the images' outputs while they are in cache.
+            // Applied in the kernel's stores where it can (F(4×4) Winograd, im2col's
+            // grouped products); else a pass over the images' outputs while in cache.
             let epilogue = match act {
                 Fused::Relu => Some(Epilogue::Relu),
+                Fused::Relu6 => Some(Epilogue::Relu6),
                 Fused::Add => Some(Epilogue::Add(skip())),
                 Fused::AddRelu => Some(Epilogue::AddRelu(skip())),
-                Fused::None | Fused::Relu6 => None,
+                Fused::None => None,
             };
             let fused = T::with_workspace(workspace, |ws| match epilogue {
                 Some(e) => kernel.forward_fused(x_chunk, b.as_deref(), e, y, ws),
@@ -284,9 +285,8 @@ enum Fused {
 
 /// `clamp(v, 0, 6)` for every element, computed as [`Tensor::clamp`] computes it.
 fn relu6_in_place<T: Element>(y: &mut [T]) {
-    let six = T::from_f64(6.0);
     for v in y {
-        *v = crate::ops::unary::clamp::clamp_value(*v, T::zero(), six);
+        *v = crate::kernels::conv::relu6(*v);
     }
 }
 

@@ -55,6 +55,32 @@ impl<T: Element> Tensor<T> {
 mod tests {
     use crate::testing::*;
 
+    /// The convolutions' fused ReLU6 ([`crate::kernels::conv::relu6`]) is bitwise this
+    /// op's clamp to [0, 6], NaN, ±0, the bounds and infinities included.
+    #[test]
+    fn fused_relu6_is_the_clamp_to_six() {
+        for v in [
+            f32::NAN,
+            -0.0,
+            0.0,
+            6.0,
+            6.000001,
+            5.999999,
+            -1e-30,
+            7.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            3.25,
+        ] {
+            let want = super::clamp_value(v, 0.0, 6.0);
+            assert_eq!(
+                crate::kernels::conv::relu6(v).to_bits(),
+                want.to_bits(),
+                "{v}"
+            );
+        }
+    }
+
     #[test]
     fn clamp_values_and_gradcheck() {
         // Keep points away from the kinks at -0.5 and 0.7.

@@ -705,7 +705,7 @@ mod tests {
         }
     }
 
-    /// The fused epilogues (ReLU, residual add, both) are bitwise `forward` followed by
+    /// The fused epilogues (ReLU, ReLU6, residual add, both) are bitwise `forward` followed by
     /// [`Epilogue::apply`], in the dispatched path (on AVX2, `f4_same_x86`'s stores for 32
     /// and 16 wide) and the portable one, with NaN, −0 and negative values in the residual
     /// and the outputs overwritten from NaN.
@@ -735,6 +735,7 @@ mod tests {
             let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
             for epilogue in [
                 Epilogue::Relu,
+                Epilogue::Relu6,
                 Epilogue::Add(&residual),
                 Epilogue::AddRelu(&residual),
             ] {
@@ -744,6 +745,7 @@ mod tests {
                 assert!(kernel.forward_fused(&x, Some(&bias), epilogue, &mut fused, &mut ws));
                 let name = match epilogue {
                     Epilogue::Relu => "relu",
+                    Epilogue::Relu6 => "relu6",
                     Epilogue::Add(_) => "add",
                     Epilogue::AddRelu(_) => "add+relu",
                 };

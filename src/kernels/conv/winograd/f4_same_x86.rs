@@ -101,6 +101,8 @@ pub(super) unsafe fn transform_output<T: Element>(
         Some(Epilogue::Relu) => (true, None),
         Some(Epilogue::Add(r)) => (false, Some(r)),
         Some(Epilogue::AddRelu(r)) => (true, Some(r)),
+        // Not in these stores: the caller's plain pass applies it.
+        Some(Epilogue::Relu6) => return false,
     };
     let residual = residual.map(|r| as_f32(r).expect("f32 like the output"));
     assert!(
