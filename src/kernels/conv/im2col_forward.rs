@@ -112,15 +112,16 @@ impl<T: Element> Im2colForward<T> {
                 );
             }
             if let Some(epilogue) = epilogue {
+                // The bias of every output of an image (each channel's `p` times), so that
+                // the sums below run over whole images and vectorise.
+                let bias: Option<Vec<T>> = bias.map(|b| {
+                    b.iter()
+                        .flat_map(|&bv| std::iter::repeat_n(bv, p))
+                        .collect()
+                });
                 for (i, y_i) in y.chunks_exact_mut(o * p).enumerate() {
-                    match bias {
-                        Some(b) if p == 1 => y_i.iter_mut().zip(b).for_each(|(v, &bv)| *v += bv),
-                        Some(b) => {
-                            for (row, &bv) in y_i.chunks_exact_mut(p).zip(b) {
-                                row.iter_mut().for_each(|v| *v += bv);
-                            }
-                        }
-                        None => {}
+                    if let Some(b) = &bias {
+                        y_i.iter_mut().zip(b).for_each(|(v, &bv)| *v += bv);
                     }
                     epilogue.apply(y_i, i * o * p);
                 }
