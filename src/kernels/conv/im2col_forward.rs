@@ -86,43 +86,33 @@ impl<T: Element> Im2colForward<T> {
             // 32×32 inputs): per pixel j the batch is the matrix X_j[imgs × c] as it lies
             // (rows c·p apart, columns p), and Y_j[imgs × o] = X_j · Wᵀ (Wᵀ is the
             // weights by column, row-major) one product with no copies.
-            let beta = match bias {
-                Some(b) if epilogue.is_none() => {
-                    for y_i in y.chunks_exact_mut(o * p) {
-                        if p == 1 {
-                            y_i.copy_from_slice(b);
-                            continue;
-                        }
-                        for (row, &bv) in y_i.chunks_exact_mut(p).zip(b) {
-                            row.fill(bv);
-                        }
-                    }
-                    T::one()
-                }
-                // Fused: the bias is added in the epilogue's pass, `(W·x) + b` as the GEMM
-                // computes `1·(W·x) + 1·b`, so the values are bitwise the same.
-                _ => T::zero(),
-            };
+            // The GEMMs overwrite; the bias is added in one pass after them, per image,
+            // `(W·x) + b` as a seeded GEMM computes `1·(W·x) + 1·b`: bitwise the same.
             for j in 0..p {
                 gemm(
                     MatRef::new(x, j, (imgs, k), (k * p, p)),
                     MatRef::new(&self.w_by_column, 0, (k, o), (o, 1)),
-                    beta,
+                    T::zero(),
                     MatMut::strided(&mut y[j..], (imgs, o), (o * p, p)),
                 );
             }
-            if let Some(epilogue) = epilogue {
-                // The bias of every output of an image (each channel's `p` times), so that
-                // the sums below run over whole images and vectorise.
-                let bias: Option<Vec<T>> = bias.map(|b| {
-                    b.iter()
-                        .flat_map(|&bv| std::iter::repeat_n(bv, p))
-                        .collect()
-                });
-                for (i, y_i) in y.chunks_exact_mut(o * p).enumerate() {
-                    if let Some(b) = &bias {
-                        y_i.iter_mut().zip(b).for_each(|(v, &bv)| *v += bv);
-                    }
+            if bias.is_none() && epilogue.is_none() {
+                return;
+            }
+            // The bias of every output of an image (each channel's `p` times), so that the
+            // sums run over whole images and vectorise (a scalar add per element was 3.9%
+            // of a mobilenet-v2 inference).
+            let repeated: Option<Vec<T>> = bias.filter(|_| p > 1).map(|b| {
+                b.iter()
+                    .flat_map(|&bv| std::iter::repeat_n(bv, p))
+                    .collect()
+            });
+            let bias = repeated.as_deref().or(bias);
+            for (i, y_i) in y.chunks_exact_mut(o * p).enumerate() {
+                if let Some(b) = bias {
+                    y_i.iter_mut().zip(b).for_each(|(v, &bv)| *v += bv);
+                }
+                if let Some(epilogue) = epilogue {
                     epilogue.apply(y_i, i * o * p);
                 }
             }

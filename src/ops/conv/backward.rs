@@ -18,14 +18,6 @@ use std::borrow::Cow;
 /// and still feeds 4 threads — more threads would idle in this loop.
 const BACKWARD_CHUNKS: usize = 4;
 
-/// `max(v, 0)` for every element of an image's output, while it is still in cache.
-pub(super) fn relu_in_place<T: Element>(y: &mut [T]) {
-    for v in y {
-        // As `Tensor::relu`, whose values the fused op reproduces exactly.
-        *v = crate::ops::unary::relu::relu_value(*v);
-    }
-}
-
 /// An image's output gradient masked by the fused ReLU: `dy` where `y > 0`, else 0.
 fn mask_relu_grad<T: Element>(y: &[T], dy: &[T], masked: &mut [T]) {
     for ((m, &y), &g) in masked.iter_mut().zip(y).zip(dy) {

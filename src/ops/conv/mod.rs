@@ -28,7 +28,7 @@ use crate::error::Result;
 use crate::kernels::conv::Epilogue;
 use crate::kernels::elementwise::{par_chunks_overwritten, par_chunks_zeroed};
 use crate::tensor::{Element, Tensor};
-use backward::{relu_in_place, Conv2dBackward};
+use backward::Conv2dBackward;
 use config::conv_geometry;
 use std::sync::Arc;
 
@@ -235,16 +235,10 @@ impl<T: Element> Tensor<T> {
                 return;
             }
             T::with_workspace(workspace, |ws| kernel.forward(x_chunk, b.as_deref(), y, ws));
-            match act {
-                Fused::None => {}
-                Fused::Relu => relu_in_place(y),
-                Fused::Relu6 => relu6_in_place(y),
-                Fused::Add => y.iter_mut().zip(skip()).for_each(|(v, &r)| *v += r),
-                // As `add_relu` computes it: the rectifier of the sum.
-                Fused::AddRelu => y
-                    .iter_mut()
-                    .zip(skip())
-                    .for_each(|(v, &r)| *v = crate::ops::unary::relu::relu_value(*v + r)),
+            // The same rule the fused stores are tested against (the residual is already
+            // these images').
+            if let Some(epilogue) = epilogue {
+                epilogue.apply(y, 0);
             }
         };
         let (out, _) = profile::time_layer(Phase::Forward, name, flops, || {
@@ -281,13 +275,6 @@ enum Fused {
     Add,
     /// `relu(· + residual)`, only where no gradient is recorded.
     AddRelu,
-}
-
-/// `clamp(v, 0, 6)` for every element, computed as [`Tensor::clamp`] computes it.
-fn relu6_in_place<T: Element>(y: &mut [T]) {
-    for v in y {
-        *v = crate::kernels::conv::relu6(*v);
-    }
 }
 
 /// Floating-point operations of one pass of a convolution over `n` images, as its
