@@ -16,6 +16,7 @@
 use super::{prefixed, BatchNorm2d, Conv2d, Module, TensorKind};
 use crate::error::Result;
 use crate::ops::batch_norm::BnActivation;
+use crate::ops::conv::Then;
 use crate::tensor::{Element, Tensor};
 
 /// A [`Conv2d`] followed by a [`BatchNorm2d`] (and the batch norm's activation), whose
@@ -153,12 +154,15 @@ impl<T: Element> Module<T> for ConvBn<T> {
             return self.bn.forward(&z);
         }
         let (weight, bias) = self.folded_for_forward()?;
-        let config = self.conv.config;
-        match self.bn.activation {
-            BnActivation::Relu => x.conv2d_relu(&weight, Some(&bias), config),
-            BnActivation::Relu6 => x.conv2d_relu6(&weight, Some(&bias), config),
-            BnActivation::Identity => x.conv2d(&weight, Some(&bias), config),
-        }
+        let then = match self.bn.activation {
+            BnActivation::Relu => Then::Relu,
+            BnActivation::Relu6 => Then::Relu6,
+            BnActivation::Identity => Then::Nothing,
+        };
+        // The folded weights keep their identity while the fold is kept, so the kernel
+        // built from them is kept too.
+        let kept = Some(&mut self.conv.kept);
+        x.conv2d_layer(&weight, Some(&bias), self.conv.config, then, kept)
     }
 
     /// In evaluation mode, with no activation of its own: the folded convolution with the
@@ -174,7 +178,9 @@ impl<T: Element> Module<T> for ConvBn<T> {
             return super::residual::join(&self.forward(x)?, residual, relu);
         }
         let (weight, bias) = self.folded_for_forward()?;
-        x.conv2d_add(&weight, Some(&bias), self.conv.config, residual, relu)
+        let then = Then::Add { residual, relu };
+        let kept = Some(&mut self.conv.kept);
+        x.conv2d_layer(&weight, Some(&bias), self.conv.config, then, kept)
     }
 
     fn named_tensors(&self) -> Vec<(String, TensorKind, Tensor<T>)> {

@@ -2,7 +2,8 @@
 
 use super::{init, weight_and_bias, weight_and_bias_mut, Module, TensorKind};
 use crate::error::Result;
-use crate::ops::conv::Conv2dConfig;
+use crate::ops::conv::kept::KeptKernel;
+use crate::ops::conv::{Conv2dConfig, Then};
 use crate::ops::pool::Pool2dConfig;
 use crate::tensor::{Element, Tensor};
 use rand::rngs::StdRng;
@@ -18,6 +19,9 @@ pub struct Conv2d<T: Element> {
     pub config: Conv2dConfig,
     /// Whether the layer applies a ReLU to its output, fused into the convolution.
     pub relu: bool,
+    /// The forward kernel (prepared weights) kept between calls that record no gradient
+    /// (`ops::conv::kept`); also [`super::ConvBn`]'s, for its folded weights.
+    pub(super) kept: KeptKernel<T>,
 }
 
 impl<T: Element> Conv2d<T> {
@@ -47,6 +51,7 @@ impl<T: Element> Conv2d<T> {
             bias,
             config,
             relu: false,
+            kept: KeptKernel::default(),
         }
     }
 
@@ -85,11 +90,9 @@ impl<T: Element> Module<T> for Conv2d<T> {
     }
 
     fn forward(&mut self, x: &Tensor<T>) -> Result<Tensor<T>> {
-        if self.relu {
-            x.conv2d_relu(&self.weight, self.bias.as_ref(), self.config)
-        } else {
-            x.conv2d(&self.weight, self.bias.as_ref(), self.config)
-        }
+        let then = if self.relu { Then::Relu } else { Then::Nothing };
+        let kept = Some(&mut self.kept);
+        x.conv2d_layer(&self.weight, self.bias.as_ref(), self.config, then, kept)
     }
 
     fn named_tensors(&self) -> Vec<(String, TensorKind, Tensor<T>)> {
@@ -292,6 +295,38 @@ mod tests {
             .to_vec()
             .iter()
             .any(|&v| v < 0.0));
+    }
+
+    /// Inference keeps the layer's kernel between calls; an optimizer's in-place step, a
+    /// replaced weight or a training call in between still give what a fresh layer gives.
+    #[test]
+    fn conv_inference_follows_its_weights_between_calls() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut layer =
+            Conv2d::<f64>::new(3, 4, 3, Conv2dConfig::new(1, 1, 1), true, &mut rng).with_relu();
+        let x = crate::testing::rand_input(&[2, 3, 6, 6], 6);
+        let fresh = |l: &Conv2d<f64>| {
+            crate::autograd::no_grad(|| x.conv2d_relu(&l.weight, l.bias.as_ref(), l.config))
+                .unwrap()
+                .to_vec()
+        };
+        let infer =
+            |l: &mut Conv2d<f64>| crate::autograd::no_grad(|| l.forward(&x)).unwrap().to_vec();
+        let first = infer(&mut layer);
+        assert_eq!(first, fresh(&layer));
+        assert_eq!(infer(&mut layer), first);
+        assert!(layer.kept.is_kept());
+        layer
+            .weight
+            .update_data(|w| w.iter_mut().for_each(|v| *v *= -1.0));
+        let stepped = infer(&mut layer);
+        assert!(stepped != first);
+        assert_eq!(stepped, fresh(&layer));
+        layer.weight = crate::testing::rand_input(&[4, 3, 3, 3], 7).with_grad();
+        assert_eq!(infer(&mut layer), fresh(&layer));
+        layer.forward(&x).unwrap(); // recorded: the kept kernel is dropped
+        assert!(!layer.kept.is_kept());
+        assert_eq!(infer(&mut layer), fresh(&layer));
     }
 
     #[test]

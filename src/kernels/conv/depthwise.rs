@@ -13,6 +13,7 @@ use super::{ConvBackward, ConvForward};
 use crate::kernels::element::{as_f32, as_f32_mut};
 use crate::kernels::transpose::copy_transposed;
 use crate::kernels::{Element, Geometry};
+use std::borrow::Cow;
 
 /// Output rows narrower than this take the channels-last path of [`Depthwise::forward`]
 /// and of the backward pass. 17 puts 16-pixel rows there: mobilenet-v2's 32→32 layer at
@@ -96,9 +97,10 @@ fn for_each_pixel_tap(g: &Geometry, mut f: impl FnMut(usize, usize, usize)) {
 }
 
 /// The depthwise kernel for geometry `g` (`g.c` channels in, the same number out).
-pub struct Depthwise<'a, T> {
+pub struct Depthwise<'a, T: Clone> {
     geometry: Geometry,
-    weight: &'a [T],
+    /// Borrowed, or a copy of its own for a kernel kept between calls.
+    weight: Cow<'a, [T]>,
     /// The weights tap-major (`kh·kw × c`), for the channels-last path.
     weight_by_tap: Vec<T>,
     /// For a channels-last stride-1 layer: the transposed layer (padding `(k − 1)·d − p`,
@@ -120,8 +122,13 @@ type FlippedLayer = (FlatDepthwise, Vec<f32>);
 impl<'a, T: Element> Depthwise<'a, T> {
     /// A depthwise convolution of geometry `g` with the `c × 1 × kh × kw` weights `w`
     /// (empty for a backward pass that wants no input gradient).
-    pub fn new(g: &Geometry, w: &'a [T]) -> Self {
-        Self::build(g, w, (SPLIT_MIN_PIXELS, AVX2_MIN_PIXELS), FlatIsa::detect())
+    pub fn new(g: &Geometry, w: impl Into<Cow<'a, [T]>>) -> Self {
+        Self::build(
+            g,
+            w.into(),
+            (SPLIT_MIN_PIXELS, AVX2_MIN_PIXELS),
+            FlatIsa::detect(),
+        )
     }
 
     /// [`Depthwise::new`], with stride-2 layers read from their split input where their
@@ -129,10 +136,11 @@ impl<'a, T: Element> Depthwise<'a, T> {
     /// `isa` (none without), on AVX2 only for planes of at least `avx2_min_pixels`.
     fn build(
         g: &Geometry,
-        w: &'a [T],
+        weight: Cow<'a, [T]>,
         (split_min_pixels, avx2_min_pixels): (usize, usize),
         isa: Option<FlatIsa>,
     ) -> Self {
+        let w: &[T] = &weight;
         let taps = g.kernel.0 * g.kernel.1;
         let mut weight_by_tap = Vec::new();
         if g.ow < NARROW && w.len() == g.c * taps {
@@ -156,7 +164,7 @@ impl<'a, T: Element> Depthwise<'a, T> {
             .and_then(|(w, isa)| FlatDepthwise::transposed(g, w, isa));
         Depthwise {
             geometry: *g,
-            weight: w,
+            weight,
             weight_by_tap,
             transposed_by_tap,
             flat,
@@ -343,7 +351,7 @@ impl<T: Element> ConvForward<T> for Depthwise<'_, T> {
         {
             if let Some(flat) = &self.flat {
                 // `flat` exists only for f32 on CPUs with its instructions: this succeeds.
-                let f32s = (as_f32(x_i), as_f32(self.weight), as_f32_mut(y_i));
+                let f32s = (as_f32(x_i), as_f32(&self.weight), as_f32_mut(y_i));
                 let ws = as_f32_mut(workspace);
                 if let (Some(x), Some(w), Some(y), Some(ws)) = (f32s.0, f32s.1, f32s.2, ws) {
                     if flat.forward(x, w, bias.and_then(as_f32), y, ws) {
@@ -475,7 +483,7 @@ impl<T: Element> Depthwise<'_, T> {
                 kernel.forward(dy, flipped, None, dx, ws)
             }
             FlatInputGrad::Split => {
-                as_f32(self.weight).is_some_and(|w| flat.input_grad(dy, w, dx, ws))
+                as_f32(&self.weight).is_some_and(|w| flat.input_grad(dy, w, dx, ws))
             }
             FlatInputGrad::NotWanted => true,
         };
@@ -754,7 +762,7 @@ mod tests {
             let x32 = &padded[64..64 + x.len()];
             let w32 = f(&wt);
             for isa in isas() {
-                let kernel = Depthwise::build(&g, &w32, (0, 0), isa);
+                let kernel = Depthwise::build(&g, w32.as_slice().into(), (0, 0), isa);
                 taken += usize::from(kernel.flat.is_some());
                 for b in [None, Some(&bias[..])] {
                     let want: Vec<f64> = x
@@ -828,7 +836,7 @@ mod tests {
                 .flat_map(|d| isas().map(move |isa| (d, isa)))
             {
                 let weights = if with_dx { &w32[..] } else { &[] };
-                let kernel = Depthwise::build(&g, weights, (0, 0), isa);
+                let kernel = Depthwise::build(&g, weights.into(), (0, 0), isa);
                 taken += usize::from(kernel.flat_backward().is_some());
                 let mut dx = vec![f32::NAN; x.len()];
                 if !kernel.writes_every_input_grad() {

@@ -11,6 +11,7 @@
 
 use super::{ConvBackward, ConvForward};
 use crate::kernels::{Element, Geometry};
+use std::borrow::Cow;
 
 /// Visits every kernel tap of one image that lands inside the input:
 /// `f(output pixel, input pixel, tap)` as flat indices into `oc·oh·ow + …` without the
@@ -77,21 +78,22 @@ pub fn weight_grad<T: Element>(dy: &[T], x: &[T], g: &Geometry, o: usize, dw: &m
     }
 }
 
-/// The direct algorithm behind the per-image interface: it keeps the weights as they are.
-pub struct Direct<'a, T> {
+/// The direct algorithm behind the per-image interface: it keeps the weights as they are
+/// (borrowed, or a copy of its own for a kernel kept between calls).
+pub struct Direct<'a, T: Clone> {
     geometry: Geometry,
     outputs: usize,
-    weight: &'a [T],
+    weight: Cow<'a, [T]>,
 }
 
 impl<'a, T: Element> Direct<'a, T> {
     /// A convolution of geometry `g` with the `o × c × kh × kw` weights `w` (for the
     /// backward pass, `w` may be empty when no input gradient is wanted).
-    pub fn new(g: &Geometry, o: usize, w: &'a [T]) -> Self {
+    pub fn new(g: &Geometry, o: usize, w: impl Into<Cow<'a, [T]>>) -> Self {
         Direct {
             geometry: *g,
             outputs: o,
-            weight: w,
+            weight: w.into(),
         }
     }
 }
@@ -104,7 +106,7 @@ impl<T: Element> ConvForward<T> for Direct<'_, T> {
     fn forward(&self, x: &[T], bias: Option<&[T]>, y: &mut [T], _workspace: &mut [T]) {
         let (g, o) = (&self.geometry, self.outputs);
         for (x_i, y_i) in x.chunks_exact(g.chw()).zip(y.chunks_exact_mut(o * g.p())) {
-            forward(x_i, self.weight, bias, g, o, y_i);
+            forward(x_i, &self.weight, bias, g, o, y_i);
         }
     }
 }
@@ -128,7 +130,7 @@ impl<T: Element> ConvBackward<T> for Direct<'_, T> {
     ) {
         let (g, o) = (&self.geometry, self.outputs);
         if let Some(dx) = dx {
-            input_grad(dy, self.weight, g, o, dx);
+            input_grad(dy, &self.weight, g, o, dx);
         }
         if let Some(dw) = dw {
             weight_grad(dy, x, g, o, dw);

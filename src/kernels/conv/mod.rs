@@ -176,8 +176,9 @@ pub fn relu6<T: Element>(v: T) -> T {
     }
 }
 
-/// The forward pass of one convolution layer with its weights prepared.
-pub trait ConvForward<T>: Sync {
+/// The forward pass of one convolution layer with its weights prepared (`Send`, so a
+/// layer can keep one between calls).
+pub trait ConvForward<T>: Send + Sync {
     /// Images one [`ConvForward::forward`] call computes (im2col shares one GEMM between
     /// images with few output pixels); the last call of a batch may get fewer.
     fn images_per_call(&self) -> usize {

@@ -19,6 +19,7 @@ use crate::kernels::conv::{ConvBackward, ConvForward};
 use crate::kernels::microkernel::NR;
 use crate::kernels::microkernel::{has_avx2, has_avx512};
 use crate::kernels::{Element, Geometry};
+use std::borrow::Cow;
 
 /// Stride, padding and dilation of a convolution (vertical, horizontal), its channel
 /// groups, and the algorithm that computes it.
@@ -352,13 +353,14 @@ impl Conv2dConfig {
 
 impl ConvAlgorithm {
     /// The forward kernel of a resolved algorithm for a layer of geometry `g` with the
-    /// `o × c × kh × kw` weights `w`.
+    /// `o × c × kh × kw` weights `w`: borrowed for one call, or owned (`'static`) for a
+    /// kernel a layer keeps ([`super::kept`]).
     pub(super) fn forward_kernel<'a, T: Element>(
         self,
         g: &Geometry,
         o: usize,
         groups: usize,
-        w: &'a [T],
+        w: Cow<'a, [T]>,
     ) -> Box<dyn ConvForward<T> + 'a> {
         if self == ConvAlgorithm::Depthwise {
             return Box::new(Depthwise::new(g, w));
@@ -366,20 +368,25 @@ impl ConvAlgorithm {
         if groups > 1 {
             let gg = group_geometry(g, groups);
             return Box::new(GroupedForward::new(g, o, groups, |k| {
-                self.forward_kernel(&gg, o / groups, 1, group_weights(w, groups, k))
+                let part = match &w {
+                    Cow::Borrowed(w) => Cow::Borrowed(group_weights(w, groups, k)),
+                    Cow::Owned(w) => Cow::Owned(group_weights(w, groups, k).to_vec()),
+                };
+                self.forward_kernel(&gg, o / groups, 1, part)
             }));
         }
+        // Direct keeps the weights as given; the others prepare a copy of their own.
         match self {
-            ConvAlgorithm::Winograd if winograd::f4::prefers(g) => {
-                Box::new(Winograd4Forward::new(g, o, w))
-            }
-            ConvAlgorithm::Winograd => Box::new(Winograd4SmallForward::new(g, o, w)),
-            ConvAlgorithm::WinogradF2 => Box::new(WinogradForward::new(g, o, w)),
             ConvAlgorithm::Direct => Box::new(Direct::new(g, o, w)),
-            ConvAlgorithm::ImplicitGemm => Box::new(ImplicitGemmForward::new(g, o, w)),
-            ConvAlgorithm::DirectRows => Box::new(DirectRowsForward::new(g, o, w)),
+            ConvAlgorithm::Winograd if winograd::f4::prefers(g) => {
+                Box::new(Winograd4Forward::new(g, o, &w))
+            }
+            ConvAlgorithm::Winograd => Box::new(Winograd4SmallForward::new(g, o, &w)),
+            ConvAlgorithm::WinogradF2 => Box::new(WinogradForward::new(g, o, &w)),
+            ConvAlgorithm::ImplicitGemm => Box::new(ImplicitGemmForward::new(g, o, &w)),
+            ConvAlgorithm::DirectRows => Box::new(DirectRowsForward::new(g, o, &w)),
             ConvAlgorithm::Im2col | ConvAlgorithm::Auto | ConvAlgorithm::Depthwise => {
-                Box::new(Im2colForward::new(g, o, w))
+                Box::new(Im2colForward::new(g, o, &w))
             }
         }
     }

@@ -17,6 +17,7 @@
 
 mod backward;
 mod config;
+pub(crate) mod kept;
 
 pub use crate::kernels::conv::im2col::{col2im, im2col, im2col_strided};
 pub use crate::kernels::conv::winograd;
@@ -25,11 +26,14 @@ pub use config::{Conv2dConfig, ConvAlgorithm};
 
 use crate::autograd::profile::{self, Phase};
 use crate::error::Result;
+use crate::kernels::conv::ConvForward;
 use crate::kernels::conv::Epilogue;
 use crate::kernels::elementwise::{par_chunks_overwritten, par_chunks_zeroed};
 use crate::tensor::{Element, Tensor};
 use backward::Conv2dBackward;
 use config::conv_geometry;
+use kept::{KeptKernel, KernelKey};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 impl<T: Element> Tensor<T> {
@@ -55,7 +59,7 @@ impl<T: Element> Tensor<T> {
         bias: Option<&Tensor<T>>,
         cfg: Conv2dConfig,
     ) -> Result<Tensor<T>> {
-        self.conv2d_then(weight, bias, cfg, Fused::None)
+        self.conv2d_layer(weight, bias, cfg, Then::Nothing, None)
     }
 
     /// `relu(conv2d(x))` as one op: the rectifier is applied to each image's output while
@@ -83,7 +87,7 @@ impl<T: Element> Tensor<T> {
         bias: Option<&Tensor<T>>,
         cfg: Conv2dConfig,
     ) -> Result<Tensor<T>> {
-        self.conv2d_then(weight, bias, cfg, Fused::Relu)
+        self.conv2d_layer(weight, bias, cfg, Then::Relu, None)
     }
 
     /// `clamp(conv2d(x), 0, 6)` (MobileNet's ReLU6). When no gradient is recorded
@@ -108,15 +112,7 @@ impl<T: Element> Tensor<T> {
         bias: Option<&Tensor<T>>,
         cfg: Conv2dConfig,
     ) -> Result<Tensor<T>> {
-        let recorded = crate::autograd::is_grad_enabled()
-            && (self.requires_grad()
-                || weight.requires_grad()
-                || bias.is_some_and(Tensor::requires_grad));
-        if recorded {
-            return Ok(self.conv2d(weight, bias, cfg)?.clamp(0.0, 6.0));
-        }
-        // Nothing records a gradient: clamped image by image, while in cache.
-        self.conv2d_then(weight, bias, cfg, Fused::Relu6)
+        self.conv2d_layer(weight, bias, cfg, Then::Relu6, None)
     }
 
     /// `conv2d(x) + residual`, rectified if `relu`: the join of a residual block whose body
@@ -146,41 +142,60 @@ impl<T: Element> Tensor<T> {
         residual: &Tensor<T>,
         relu: bool,
     ) -> Result<Tensor<T>> {
-        let recorded = crate::autograd::is_grad_enabled()
-            && (self.requires_grad()
-                || weight.requires_grad()
-                || bias.is_some_and(Tensor::requires_grad)
-                || residual.requires_grad());
-        let g = conv_geometry(self.shape(), weight.shape(), bias.map(|b| b.shape()), cfg)?;
-        let out = [self.shape()[0], weight.shape()[0], g.oh, g.ow];
-        if residual.shape() != out {
-            return Err(crate::TensorError::ShapeMismatch {
-                op: "conv2d_add",
-                lhs: out.to_vec(),
-                rhs: residual.shape().to_vec(),
-            });
-        }
-        if recorded {
-            let y = self.conv2d(weight, bias, cfg)?;
-            return if relu {
-                y.add_relu(residual)
-            } else {
-                y.add(residual)
-            };
-        }
-        let act = if relu { Fused::AddRelu } else { Fused::Add };
-        self.conv2d_fused(weight, bias, cfg, act, Some(&residual.values()))
+        self.conv2d_layer(weight, bias, cfg, Then::Add { residual, relu }, None)
     }
 
-    /// [`Tensor::conv2d`], followed by the fused activation `act`.
-    fn conv2d_then(
+    /// The convolution followed by `then`: the one entry point of the four above, and of
+    /// the layers ([`crate::nn::Conv2d`], [`crate::nn::ConvBn`]), which pass the slot
+    /// `kept` where their forward kernel is kept between the calls that record no
+    /// gradient ([`kept`]). A call that records one empties the slot.
+    pub(crate) fn conv2d_layer(
         &self,
         weight: &Tensor<T>,
         bias: Option<&Tensor<T>>,
         cfg: Conv2dConfig,
-        act: Fused,
+        then: Then<'_, T>,
+        mut kept: Option<&mut KeptKernel<T>>,
     ) -> Result<Tensor<T>> {
-        self.conv2d_fused(weight, bias, cfg, act, None)
+        let recorded = crate::autograd::is_grad_enabled()
+            && (self.requires_grad()
+                || weight.requires_grad()
+                || bias.is_some_and(Tensor::requires_grad)
+                || matches!(then, Then::Add { residual, .. } if residual.requires_grad()));
+        if recorded {
+            if let Some(kept) = kept.take() {
+                kept.clear();
+            }
+        }
+        match then {
+            Then::Nothing => self.conv2d_fused(weight, bias, cfg, Fused::None, None, kept),
+            Then::Relu => self.conv2d_fused(weight, bias, cfg, Fused::Relu, None, kept),
+            Then::Relu6 if recorded => Ok(self.conv2d(weight, bias, cfg)?.clamp(0.0, 6.0)),
+            // Nothing records a gradient: clamped image by image, while in cache.
+            Then::Relu6 => self.conv2d_fused(weight, bias, cfg, Fused::Relu6, None, kept),
+            Then::Add { residual, relu } => {
+                let g = conv_geometry(self.shape(), weight.shape(), bias.map(|b| b.shape()), cfg)?;
+                let out = [self.shape()[0], weight.shape()[0], g.oh, g.ow];
+                if residual.shape() != out {
+                    return Err(crate::TensorError::ShapeMismatch {
+                        op: "conv2d_add",
+                        lhs: out.to_vec(),
+                        rhs: residual.shape().to_vec(),
+                    });
+                }
+                if recorded {
+                    let y = self.conv2d(weight, bias, cfg)?;
+                    return if relu {
+                        y.add_relu(residual)
+                    } else {
+                        y.add(residual)
+                    };
+                }
+                let act = if relu { Fused::AddRelu } else { Fused::Add };
+                let skip = residual.values();
+                self.conv2d_fused(weight, bias, cfg, act, Some(&skip), kept)
+            }
+        }
     }
 
     /// [`Tensor::conv2d`], followed by the fused `act`, which adds `residual` (as many
@@ -192,6 +207,7 @@ impl<T: Element> Tensor<T> {
         cfg: Conv2dConfig,
         act: Fused,
         residual: Option<&[T]>,
+        kept: Option<&mut KeptKernel<T>>,
     ) -> Result<Tensor<T>> {
         let g = conv_geometry(self.shape(), weight.shape(), bias.map(|b| b.shape()), cfg)?;
         let (n, o, p) = (self.shape()[0], weight.shape()[0], g.p());
@@ -201,7 +217,25 @@ impl<T: Element> Tensor<T> {
         let (forward, backward) =
             cfg.algorithm
                 .resolve_passes(&g, o, cfg.groups, T::DTYPE == "f32")?;
-        let kernel = forward.forward_kernel(&g, o, cfg.groups, &w);
+        let built;
+        let kernel: &dyn ConvForward<T> = match kept {
+            Some(kept) => {
+                let key = KernelKey {
+                    weight: weight.values_key(),
+                    geometry: g,
+                    outputs: o,
+                    groups: cfg.groups,
+                    algorithm: forward,
+                };
+                kept.get_or_build(key, || {
+                    forward.forward_kernel(&g, o, cfg.groups, Cow::Owned(w.to_vec()))
+                })
+            }
+            None => {
+                built = forward.forward_kernel(&g, o, cfg.groups, Cow::Borrowed(&*w));
+                &*built
+            }
+        };
         // Small maps share one product between images, but at most a thread's share of the
         // batch: mobilenet-v2's 1×1 layers on 1×1 maps put all 128 images into one product,
         // which ran on one thread. A group's images are bitwise what they are alone
@@ -261,6 +295,20 @@ impl<T: Element> Tensor<T> {
         };
         Tensor::from_custom_op_storage(out, &[n, o, g.oh, g.ow], Box::new(op))
     }
+}
+
+/// What follows a convolution ([`Tensor::conv2d_layer`]).
+#[derive(Clone, Copy)]
+pub(crate) enum Then<'r, T: Element> {
+    Nothing,
+    Relu,
+    /// `clamp(·, 0, 6)`.
+    Relu6,
+    /// `+ residual`, rectified if `relu`.
+    Add {
+        residual: &'r Tensor<T>,
+        relu: bool,
+    },
 }
 
 /// The activation applied to a convolution's output in cache.
