@@ -8,7 +8,8 @@
 //! (`backward.rs`); the configuration and the choice of algorithm are in `config.rs`.
 //! Parallelism is rayon over images (forward) or over contiguous chunks of the batch
 //! (backward, one partial `dW` per chunk); every GEMM inside runs single-threaded, and
-//! workspaces are per thread and reused across calls.
+//! workspaces are per thread and reused across calls. The layers keep their forward
+//! kernel (the prepared weights) between calls that record no gradient (`kept.rs`).
 //!
 //! [`Tensor::conv2d_relu`] is the same op followed by a fused ReLU (applied to each image's
 //! output in cache; backward masks each image's gradient where it is read). Where no
