@@ -18,6 +18,7 @@
 
 pub mod depthwise;
 mod depthwise_flat;
+mod depthwise_taps;
 #[cfg(target_arch = "x86_64")]
 mod depthwise_x86;
 pub mod direct;
