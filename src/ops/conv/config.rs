@@ -99,20 +99,21 @@ pub enum ConvAlgorithm {
 /// 21.5–30.3 against 14.1–16.1 ms.
 const WINOGRAD_MIN_CHANNELS: usize = 16;
 
-/// Layers Winograd computes go by the rows kernels instead when the map has at least
-/// [`ROWS_MIN_PIXELS_OVER_WINOGRAD`] pixels and `c_in · c_out · pixels` is at most this:
-/// 16 × 16 channels on 32 × 32 maps, 32 × 32 channels on 16 × 16. Winograd's transforms
-/// cost per channel and its 36 products are as deep as the channels, so with few channels
-/// its time goes to the transforms. Measured forward, batch 128, 1 thread, same run (ms
-/// for all of a network's layers of that shape, rows against F(4×4)): resnet20's 16→16
-/// on 32×32 34.4 against 48.8, 32→32 on 16×16 23.7 against 27.3; Winograd kept for
-/// cifar-cnn's 32→32 on 32×32 (21.2–23.7 against 20.1–20.4, backward 49.7 against 46.9),
-/// 32→64 (9.4 against 8.7) and 64→64 on 16×16 (18.6 against 13.2), and for resnet20's
-/// 64→64 on 8×8 (26.4 against 20.4).
+/// Layers Winograd computes go by the rows kernels instead (on AVX-512 CPUs) when the map
+/// has at least [`ROWS_MIN_PIXELS_OVER_WINOGRAD`] pixels and `c_in · c_out · pixels` is at
+/// most this: 16 × 16 channels on 32 × 32 maps. Winograd's transforms cost per channel and
+/// its 36 products are as deep as the channels, so with few channels its time goes to the
+/// transforms. Measured forward / backward, batch 128, 1 thread, same run (ms for all of a
+/// network's layers of that shape, rows against F(4×4)): resnet20's 16→16 on 32×32
+/// 29.5–30.2 / 75.9–78.7 against 29.9–31.6 / 89.0–90.1 (Intel Xeon, 2026-12-07).
+/// Winograd keeps resnet20's 32→32 on 16×16, which went by rows until Winograd's
+/// small-map kernels grew faster: 18.1–18.5 / 50.5–51.4 against rows' 22.9–23.3 /
+/// 53.2–60.8 (2 threads: 9.6–11.2 / 27.3–27.9 against 11.7–16.8 / 27.8–38.2); and
+/// cifar-cnn's 32→32 on 32×32 and the deeper layers on smaller maps.
 const ROWS_MAX_CHANNELS_BY_PIXELS: usize = 16 * 16 * 32 * 32;
 
 /// See [`ROWS_MAX_CHANNELS_BY_PIXELS`].
-const ROWS_MIN_PIXELS_OVER_WINOGRAD: usize = 256;
+const ROWS_MIN_PIXELS_OVER_WINOGRAD: usize = 32 * 32;
 
 impl ConvAlgorithm {
     /// Whether `Auto` runs a convolution of geometry `g` with `c_out` outputs by Winograd:
@@ -126,8 +127,8 @@ impl ConvAlgorithm {
     /// than 1×1 and at least 16 output pixels, and
     /// - on an AVX-512 CPU, unless Winograd takes it
     ///   ([`ConvAlgorithm::auto_prefers_winograd`]) and has the channels to pay for its
-    ///   transforms: more than 16 × 16 of them on 32 × 32 maps, 32 × 32 on 16 × 16, or a
-    ///   map under 16 × 16 pixels;
+    ///   transforms: more than 16 × 16 of them on 32 × 32 maps, or a map under 32 × 32
+    ///   pixels;
     /// - on an AVX2 CPU (4 channels × 24 pixels of accumulators, not 8 × 48), only
     ///   outside Winograd's reach, and there for first layers (at most
     ///   [`direct_rows::DOT_GRAD_MAX_TAPS`] taps) and strided layers. Measured against the

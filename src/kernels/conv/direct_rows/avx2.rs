@@ -256,7 +256,7 @@ mod tests {
             let layer = DirectRowsForward::new(&g, o, &f(&w));
             let (bias, dy) = (f(&bias), f(&dy));
             let mut y = vec![f32::NAN; o * g.p()];
-            let rows = F32Rows::of(&layer, Some(&bias), &mut y).expect("f32");
+            let rows = F32Rows::of(&layer, Some(&bias), None, &mut y).expect("f32");
             // SAFETY: the CPU has AVX2 and FMA; the copies are the image's.
             unsafe { forward_avx2(rows, &ShiftedTaps::new(image, &shifted)) };
             let backward = DirectRowsBackward::new(&g, o, &[]);

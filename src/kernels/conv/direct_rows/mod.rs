@@ -37,7 +37,7 @@ use taps::InPlaceMasks;
 #[cfg(target_arch = "x86_64")]
 use taps::{InPlaceTaps, ShiftedTaps, Taps};
 
-use super::ConvForward;
+use super::{ConvForward, Epilogue};
 use crate::kernels::{Element, Geometry};
 
 /// Pixels per vector: one AVX-512 register of f32.
@@ -298,15 +298,53 @@ impl<T: Element> ConvForward<T> for DirectRowsForward<T> {
     }
 
     fn forward(&self, x: &[T], bias: Option<&[T]>, y: &mut [T], workspace: &mut [T]) {
-        let g = &self.geometry;
-        let shifted = &mut workspace[..self.workspace()];
-        for (x_i, y_i) in x
-            .chunks_exact(g.chw())
-            .zip(y.chunks_exact_mut(self.outputs * g.p()))
+        self.images(x, bias, None, y, workspace);
+    }
+
+    /// Fused where the AVX-512 kernel runs (f32 on a CPU with AVX-512F), in its stores.
+    fn forward_fused(
+        &self,
+        x: &[T],
+        bias: Option<&[T]>,
+        epilogue: Epilogue<'_, T>,
+        y: &mut [T],
+        workspace: &mut [T],
+    ) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if crate::kernels::element::as_f32(x).is_some()
+            && has_avx2()
+            && std::arch::is_x86_feature_detected!("avx512f")
         {
+            self.images(x, bias, Some(epilogue), y, workspace);
+            return true;
+        }
+        false
+    }
+}
+
+impl<T: Element> DirectRowsForward<T> {
+    /// The images of `x` into `y`, each with its part of `epilogue` applied: in the
+    /// AVX-512 kernel's stores, else by a pass over the image's outputs.
+    fn images(
+        &self,
+        x: &[T],
+        bias: Option<&[T]>,
+        epilogue: Option<Epilogue<'_, T>>,
+        y: &mut [T],
+        workspace: &mut [T],
+    ) {
+        let g = &self.geometry;
+        let len = self.outputs * g.p();
+        let shifted = &mut workspace[..self.workspace()];
+        for (i, (x_i, y_i)) in x
+            .chunks_exact(g.chw())
+            .zip(y.chunks_exact_mut(len))
+            .enumerate()
+        {
+            let epilogue = epilogue.map(|e| e.part(i * len, len));
             #[cfg(target_arch = "x86_64")]
             if let (Some(masks), Some(x)) = (&self.in_place, crate::kernels::element::as_f32(x_i)) {
-                if let Some(f32s) = F32Rows::of(self, bias, y_i) {
+                if let Some(f32s) = F32Rows::of(self, bias, epilogue, y_i) {
                     // SAFETY: `in_place` is only set on CPUs with AVX-512F; `x` is one
                     // image, `y_i` its output, and `forward_avx512` checks the shapes.
                     unsafe { forward_avx512(f32s, &InPlaceTaps::new(masks, x)) };
@@ -316,7 +354,7 @@ impl<T: Element> ConvForward<T> for DirectRowsForward<T> {
             self.shifted().fill(x_i, shifted);
             #[cfg(target_arch = "x86_64")]
             if let (Some(f32s), Some(s), true) = (
-                F32Rows::of(self, bias, y_i),
+                F32Rows::of(self, bias, epilogue, y_i),
                 crate::kernels::element::as_f32(shifted),
                 has_avx2(),
             ) {
@@ -330,10 +368,16 @@ impl<T: Element> ConvForward<T> for DirectRowsForward<T> {
                 }
                 // SAFETY: the CPU has AVX2 and FMA (checked above); the copies are this
                 // image's, and `forward_avx2` checks the other shapes.
-                unsafe { avx2::forward_avx2(f32s, &taps) };
+                unsafe { avx2::forward_avx2(f32s.without_epilogue(), &taps) };
+                if let Some(e) = epilogue {
+                    e.apply(y_i, 0);
+                }
                 continue;
             }
             self.forward_portable(shifted, bias, y_i);
+            if let Some(e) = epilogue {
+                e.apply(y_i, 0);
+            }
         }
     }
 }
@@ -345,6 +389,8 @@ struct F32Rows<'a> {
     o: usize,
     weights: &'a [f32],
     bias: Option<&'a [f32]>,
+    /// Applied in the stores (`forward_avx512` only), its residual this image's.
+    epilogue: Option<Epilogue<'a, f32>>,
     y: &'a mut [f32],
 }
 
@@ -354,6 +400,7 @@ impl<'a> F32Rows<'a> {
     fn of<T: Element>(
         layer: &'a DirectRowsForward<T>,
         bias: Option<&'a [T]>,
+        epilogue: Option<Epilogue<'a, T>>,
         y: &'a mut [T],
     ) -> Option<Self> {
         use crate::kernels::element::{as_f32, as_f32_mut};
@@ -365,8 +412,53 @@ impl<'a> F32Rows<'a> {
                 Some(b) => Some(as_f32(b)?),
                 None => None,
             },
+            epilogue: match epilogue {
+                None => None,
+                Some(Epilogue::Relu) => Some(Epilogue::Relu),
+                Some(Epilogue::Relu6) => Some(Epilogue::Relu6),
+                Some(Epilogue::Add(r)) => Some(Epilogue::Add(as_f32(r)?)),
+                Some(Epilogue::AddRelu(r)) => Some(Epilogue::AddRelu(as_f32(r)?)),
+            },
             y: as_f32_mut(y)?,
         })
+    }
+
+    /// The same operands with no epilogue (for kernels that do not apply one).
+    fn without_epilogue(self) -> Self {
+        F32Rows {
+            epilogue: None,
+            ..self
+        }
+    }
+}
+
+/// `a`, the sums of 16 output pixels, with `epilogue` applied as [`Epilogue::apply`]
+/// does (bitwise): `max(a, 0)` gives +0 for NaN and −0 as `v > 0 ? v : 0` does, and
+/// `min(6, max(0, a))` keeps NaN and −0 as `relu6` does. The residual's lanes `m` are
+/// read at `residual`.
+///
+/// # Safety
+/// The CPU must support AVX-512F; for `Add` and `AddRelu` the lanes `m` of `residual`
+/// must be readable.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn finish_avx512(
+    epilogue: Option<Epilogue<'_, f32>>,
+    a: std::arch::x86_64::__m512,
+    m: u16,
+    residual: *const f32,
+) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let zero = _mm512_setzero_ps();
+    // SAFETY: the caller guarantees the lanes `m` at `residual` where they are read.
+    let skip = || unsafe { _mm512_maskz_loadu_ps(m, residual) };
+    match epilogue {
+        None => a,
+        Some(Epilogue::Relu) => _mm512_max_ps(a, zero),
+        Some(Epilogue::Relu6) => _mm512_min_ps(_mm512_set1_ps(6.0), _mm512_max_ps(zero, a)),
+        Some(Epilogue::Add(_)) => _mm512_add_ps(a, skip()),
+        Some(Epilogue::AddRelu(_)) => _mm512_max_ps(_mm512_add_ps(a, skip()), zero),
     }
 }
 
@@ -404,6 +496,13 @@ unsafe fn forward_avx512<S: Taps>(r: F32Rows<'_>, taps: &S) {
             V * LANES <= MAX_BLOCK && r.weights.len() >= groups * k * GROUP && r.y.len() >= r.o * p,
             "operands too short for the layer"
         );
+        let residual = match r.epilogue {
+            Some(Epilogue::Add(s) | Epilogue::AddRelu(s)) => {
+                assert!(s.len() >= r.o * p, "a residual for every output");
+                s.as_ptr()
+            }
+            _ => std::ptr::null(),
+        };
         let channel_stride = taps.channel_stride();
         for p0 in (0..p).step_by(V * LANES) {
             let mut masks = [0u16; V];
@@ -449,10 +548,16 @@ unsafe fn forward_avx512<S: Taps>(r: F32Rows<'_>, taps: &S) {
                     }
                 }
                 for (j, acc) in acc.iter().enumerate().take(r.o - q * GROUP) {
-                    let out = r.y[(q * GROUP + j) * p..][..p].as_mut_ptr();
+                    let at = (q * GROUP + j) * p;
+                    let out = r.y[at..][..p].as_mut_ptr();
                     for (v, (&m, &a)) in masks.iter().zip(acc).enumerate() {
-                        // SAFETY: the mask covers the pixels p0 + v·16.. that are < p.
-                        unsafe { _mm512_mask_storeu_ps(out.add(p0 + v * LANES), m, a) };
+                        let pixel = at + p0 + v * LANES;
+                        // SAFETY: the mask covers the pixels p0 + v·16.. that are < p, of
+                        // the output and of the residual (as long as the output, checked).
+                        unsafe {
+                            let a = finish_avx512(r.epilogue, a, m, residual.wrapping_add(pixel));
+                            _mm512_mask_storeu_ps(out.add(p0 + v * LANES), m, a);
+                        }
                     }
                 }
             }
@@ -563,6 +668,67 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// The epilogues (ReLU, ReLU6, residual add, both) applied by `images`, in the
+    /// AVX-512 kernel's stores or by a pass, and by `forward_fused` where it fuses, are
+    /// bitwise `forward` followed by [`Epilogue::apply`] on every case, f32 and f64, with
+    /// NaN, −0 and large negative values in the residual and outputs overwritten from NaN.
+    #[test]
+    fn fused_epilogues_equal_the_pass_after_the_forward() {
+        fn check<T: Element>(case: Case, f: impl Fn(Vec<f64>) -> Vec<T>) -> usize {
+            let (c, o, hw, k, pad, stride) = case;
+            let g = strided(c, hw, k, pad, stride);
+            let (imgs, len) = (3, o * g.p());
+            let (x, w, b) = (
+                f(values(imgs * g.chw(), 7)),
+                f(values(o * g.k(), 8)),
+                f(values(o, 9)),
+            );
+            let mut residual = f(values(imgs * len, 10));
+            for (i, special) in [f64::NAN, -0.0, -1e30].into_iter().enumerate() {
+                let at = (7 + 100 * i) % residual.len();
+                residual[at] = T::from_f64(special);
+            }
+            let rows = DirectRowsForward::new(&g, o, &w);
+            let mut ws = vec![T::from_f64(f64::NAN); rows.workspace()];
+            let mut plain = vec![T::from_f64(f64::NAN); imgs * len];
+            rows.forward(&x, Some(&b), &mut plain, &mut ws);
+            let bits = |v: &[T]| v.iter().map(|v| v.as_f64().to_bits()).collect::<Vec<_>>();
+            let mut fused_runs = 0;
+            for epilogue in [
+                Epilogue::Relu,
+                Epilogue::Relu6,
+                Epilogue::Add(&residual),
+                Epilogue::AddRelu(&residual),
+            ] {
+                let mut want = plain.clone();
+                epilogue.apply(&mut want, 0);
+                let mut got = vec![T::from_f64(f64::NAN); imgs * len];
+                rows.images(&x, Some(&b), Some(epilogue), &mut got, &mut ws);
+                assert_eq!(bits(&got), bits(&want), "images, {epilogue:?}, {g:?}");
+                let mut got = vec![T::from_f64(f64::NAN); imgs * len];
+                if rows.forward_fused(&x, Some(&b), epilogue, &mut got, &mut ws) {
+                    assert_eq!(bits(&got), bits(&want), "fused, {epilogue:?}, {g:?}");
+                    fused_runs += 1;
+                } else {
+                    assert!(
+                        got.iter().all(|v| v.as_f64().is_nan()),
+                        "untouched unless fused"
+                    );
+                }
+            }
+            fused_runs
+        }
+        let mut fused = 0;
+        for case in CASES {
+            assert_eq!(check::<f64>(case, |v| v), 0, "f64 is never fused");
+            fused += check::<f32>(case, |v| v.iter().map(|&v| v as f32).collect());
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") && has_avx2() {
+            assert_eq!(fused, 4 * CASES.len(), "every f32 case fused on AVX-512");
         }
     }
 
