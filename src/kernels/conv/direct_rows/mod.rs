@@ -29,10 +29,14 @@
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 mod backward;
+#[cfg(target_arch = "x86_64")]
+mod epilogue;
 mod strided;
 mod taps;
 
 pub use backward::DirectRowsBackward;
+#[cfg(target_arch = "x86_64")]
+use epilogue::{finish_avx512, kind};
 use taps::InPlaceMasks;
 #[cfg(target_arch = "x86_64")]
 use taps::{InPlaceTaps, ShiftedTaps, Taps};
@@ -432,36 +436,6 @@ impl<'a> F32Rows<'a> {
     }
 }
 
-/// `a`, the sums of 16 output pixels, with `epilogue` applied as [`Epilogue::apply`]
-/// does (bitwise): `max(a, 0)` gives +0 for NaN and −0 as `v > 0 ? v : 0` does, and
-/// `min(6, max(0, a))` keeps NaN and −0 as `relu6` does. The residual's lanes `m` are
-/// read at `residual`.
-///
-/// # Safety
-/// The CPU must support AVX-512F; for `Add` and `AddRelu` the lanes `m` of `residual`
-/// must be readable.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn finish_avx512(
-    epilogue: Option<Epilogue<'_, f32>>,
-    a: std::arch::x86_64::__m512,
-    m: u16,
-    residual: *const f32,
-) -> std::arch::x86_64::__m512 {
-    use std::arch::x86_64::*;
-    let zero = _mm512_setzero_ps();
-    // SAFETY: the caller guarantees the lanes `m` at `residual` where they are read.
-    let skip = || unsafe { _mm512_maskz_loadu_ps(m, residual) };
-    match epilogue {
-        None => a,
-        Some(Epilogue::Relu) => _mm512_max_ps(a, zero),
-        Some(Epilogue::Relu6) => _mm512_min_ps(_mm512_set1_ps(6.0), _mm512_max_ps(zero, a)),
-        Some(Epilogue::Add(_)) => _mm512_add_ps(a, skip()),
-        Some(Epilogue::AddRelu(_)) => _mm512_max_ps(_mm512_add_ps(a, skip()), zero),
-    }
-}
-
 /// Vectors of output pixels the AVX-512 forward sums per block: 3 (48 pixels), unless
 /// that wastes more of the last block than 2 do.
 #[cfg(target_arch = "x86_64")]
@@ -488,7 +462,7 @@ fn block_vectors(p: usize) -> usize {
 unsafe fn forward_avx512<S: Taps>(r: F32Rows<'_>, taps: &S) {
     use std::arch::x86_64::*;
     #[target_feature(enable = "avx512f")]
-    unsafe fn run<const V: usize, S: Taps>(r: F32Rows<'_>, taps: &S) {
+    unsafe fn run<const V: usize, const E: u8, S: Taps>(r: F32Rows<'_>, taps: &S) {
         let g = r.g;
         let (k, p, (kh, kw)) = (g.k(), g.p(), g.kernel);
         let groups = r.o.div_ceil(GROUP);
@@ -555,7 +529,7 @@ unsafe fn forward_avx512<S: Taps>(r: F32Rows<'_>, taps: &S) {
                         // SAFETY: the mask covers the pixels p0 + v·16.. that are < p, of
                         // the output and of the residual (as long as the output, checked).
                         unsafe {
-                            let a = finish_avx512(r.epilogue, a, m, residual.wrapping_add(pixel));
+                            let a = finish_avx512::<E>(a, m, residual.wrapping_add(pixel));
                             _mm512_mask_storeu_ps(out.add(p0 + v * LANES), m, a);
                         }
                     }
@@ -563,11 +537,28 @@ unsafe fn forward_avx512<S: Taps>(r: F32Rows<'_>, taps: &S) {
             }
         }
     }
+    /// `run` for the layer's block width.
+    ///
+    /// # Safety
+    /// As [`forward_avx512`]'s.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn blocks<const E: u8, S: Taps>(r: F32Rows<'_>, taps: &S) {
+        // SAFETY: as the caller's; `run` checks the shapes.
+        unsafe {
+            match block_vectors(r.g.p()) {
+                2 => run::<2, E, S>(r, taps),
+                _ => run::<3, E, S>(r, taps),
+            }
+        }
+    }
     // SAFETY: the caller guarantees AVX-512F and the taps; `run` checks the other shapes.
     unsafe {
-        match block_vectors(r.g.p()) {
-            2 => run::<2, S>(r, taps),
-            _ => run::<3, S>(r, taps),
+        match r.epilogue {
+            None => blocks::<{ kind::NONE }, S>(r, taps),
+            Some(Epilogue::Relu) => blocks::<{ kind::RELU }, S>(r, taps),
+            Some(Epilogue::Relu6) => blocks::<{ kind::RELU6 }, S>(r, taps),
+            Some(Epilogue::Add(_)) => blocks::<{ kind::ADD }, S>(r, taps),
+            Some(Epilogue::AddRelu(_)) => blocks::<{ kind::ADD_RELU }, S>(r, taps),
         }
     }
 }
