@@ -48,6 +48,24 @@ impl<T: Element> Sgd<T> {
     }
 }
 
+/// One piece of the momentum update: `g = ∇ + λp`, `b = μb + g` (`b = g` on the `FIRST`
+/// step), `p −= lr·(g + μb)` with `NESTEROV`, else `p −= lr·b`. The flags are constants so
+/// that each case is its own loop, which the compiler vectorises: with the two tests
+/// inside one loop it ran scalar, 0.6 ms of LeNet's 11.8 ms train step (1 thread).
+fn momentum_update<T: Element, const FIRST: bool, const NESTEROV: bool>(
+    p: &mut [T],
+    grad: &[T],
+    buf: &mut [T],
+    (lr, mu, wd): (T, T, T),
+) {
+    for ((p, &g), b) in p.iter_mut().zip(grad).zip(buf.iter_mut()) {
+        let g = g + wd * *p;
+        *b = if FIRST { g } else { mu * *b + g };
+        let step = if NESTEROV { g + mu * *b } else { *b };
+        *p = *p - lr * step;
+    }
+}
+
 impl<T: Element> Optimizer<T> for Sgd<T> {
     fn step(
         &mut self,
@@ -84,17 +102,16 @@ impl<T: Element> Optimizer<T> for Sgd<T> {
                     if first {
                         buf.resize(p.len(), T::zero());
                     }
+                    let update = match (first, nesterov) {
+                        (true, true) => momentum_update::<T, true, true>,
+                        (true, false) => momentum_update::<T, true, false>,
+                        (false, true) => momentum_update::<T, false, true>,
+                        (false, false) => momentum_update::<T, false, false>,
+                    };
                     p.par_chunks_mut(piece)
                         .zip(grad.par_chunks(piece))
                         .zip(buf.par_chunks_mut(piece))
-                        .for_each(|((p, grad), buf)| {
-                            for ((p, &g), b) in p.iter_mut().zip(grad).zip(buf.iter_mut()) {
-                                let g = g + wd * *p;
-                                *b = if first { g } else { mu * *b + g };
-                                let step = if nesterov { g + mu * *b } else { *b };
-                                *p = *p - lr * step;
-                            }
-                        });
+                        .for_each(|((p, grad), buf)| update(p, grad, buf, (lr, mu, wd)));
                 }
             });
         }

@@ -145,6 +145,27 @@ pub fn col2im<T: Copy + std::ops::AddAssign>(
     });
 }
 
+/// [`col2im`] by the AVX-512 kernel where it applies (f32 on a CPU with AVX-512F, stride 1,
+/// no dilation; bitwise the same sums), else by the plain loops.
+pub(crate) fn col2im_fast<T: Element>(
+    cols: &[T],
+    g: &Geometry,
+    rows: (usize, usize),
+    dx: &mut [T],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if super::col2im_x86::supports(g) && crate::kernels::microkernel::has_avx512() {
+        use crate::kernels::element::{as_f32, as_f32_mut};
+        if let (Some(cols), Some(dx)) = (as_f32(cols), as_f32_mut(&mut *dx)) {
+            // SAFETY: the CPU has AVX-512F (checked above); `col2im_avx512` checks the
+            // shapes.
+            unsafe { super::col2im_x86::col2im_avx512(cols, g, rows, dx) };
+            return;
+        }
+    }
+    col2im(cols, g, rows, dx)
+}
+
 /// Output pixels per GEMM tile. Measured with single-threaded sgemm on this machine:
 /// 32×288×1024 (cifar-cnn conv2, whole image) runs at 42 GFLOP/s, 32×288×256 at 66: a
 /// tile's columns stay in cache between im2col and the GEMM that packs them.
@@ -278,7 +299,7 @@ impl<T: Element> Im2colBackward<'_, T> {
                     copy_transposed(block, (p, k, k), dx_i, p);
                 } else {
                     copy_transposed(block, (p, k, k), &mut cols[..k * p], p);
-                    col2im(&cols[..k * p], g, (0, g.oh), dx_i);
+                    col2im_fast(&cols[..k * p], g, (0, g.oh), dx_i);
                 }
             }
         }
@@ -415,7 +436,7 @@ impl<T: Element> ConvBackward<T> for Im2colBackward<'_, T> {
                     T::zero(),
                     MatMut::new(dcols, (k, pt), pt),
                 );
-                col2im(dcols, g, (r0, r1), dx);
+                col2im_fast(dcols, g, (r0, r1), dx);
             }
         }
     }

@@ -15,7 +15,7 @@
 //!   conv2. Layers with fewer taps than output channels keep that path (see
 //!   `weight_grad_by_rows`).
 
-use super::im2col::{add_tile_weight_grad, col2im, max_tile_pixels, row_tiles};
+use super::im2col::{add_tile_weight_grad, col2im_fast, max_tile_pixels, row_tiles};
 use super::ConvBackward;
 use crate::kernels::elementwise::copy_short;
 use crate::kernels::microkernel::{add_block, multiply_block, PackedRows, NR};
@@ -237,7 +237,7 @@ impl<T: Element> ConvBackward<T> for ImplicitGemmBackward<T> {
                     };
                     multiply_block(w_t, block, n, None, &mut cols[first - p0..], pt);
                 }
-                col2im(&cols[..k * pt], g, (r0, r1), dx);
+                col2im_fast(&cols[..k * pt], g, (r0, r1), dx);
             }
         }
     }

@@ -16,6 +16,8 @@
 //! - [`winograd`]: for 3×3 stride-1 layers, F(4×4, 3×3) (36 GEMMs over transformed 4×4
 //!   tiles) and F(2×2, 3×3) (16 GEMMs over 2×2 tiles, the smaller rounding error).
 
+#[cfg(target_arch = "x86_64")]
+mod col2im_x86;
 pub mod depthwise;
 mod depthwise_flat;
 mod depthwise_taps;
