@@ -55,8 +55,9 @@ pub(super) const GROUP: usize = 8;
 /// Output pixels the portable loops sum at once.
 const BLOCK: usize = 2 * LANES;
 
-/// The most pixels a block of any of the kernels reads past its first: the slack at the
-/// end of every shifted copy.
+/// The most pixels a block of the kernels that read the copies unmasked (AVX2, portable)
+/// reads past its first: the slack at the end of every shifted copy. The AVX-512 kernels
+/// mask their loads to the image's pixels and may use wider blocks.
 const MAX_BLOCK: usize = 3 * LANES;
 
 /// The most input taps (`c·kh·kw`) of a layer whose weight gradient the rows kernels are
@@ -571,17 +572,17 @@ unsafe fn forward_avx512<S: Taps>(r: F32Rows<'_>, taps: &S) {
         } else {
             groups
         };
+        let narrow = block_vectors(r.g.p()) == 2;
         // SAFETY: as the caller's; `run` checks the shapes.
         unsafe {
-            match block_vectors(r.g.p()) {
-                2 => run::<2, GROUP, E, S>(&mut r, taps, 0..full),
-                _ => run::<3, GROUP, E, S>(&mut r, taps, 0..full),
+            match narrow {
+                true => run::<2, GROUP, E, S>(&mut r, taps, 0..full),
+                false => run::<3, GROUP, E, S>(&mut r, taps, 0..full),
             }
-            if full < groups {
-                match block_vectors(r.g.p()) {
-                    2 => run::<4, 4, E, S>(&mut r, taps, full..groups),
-                    _ => run::<6, 4, E, S>(&mut r, taps, full..groups),
-                }
+            match (full < groups, narrow) {
+                (false, _) => {}
+                (true, true) => run::<4, 4, E, S>(&mut r, taps, full..groups),
+                (true, false) => run::<6, 4, E, S>(&mut r, taps, full..groups),
             }
         }
     }
