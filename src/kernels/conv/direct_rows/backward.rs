@@ -264,10 +264,23 @@ unsafe fn weight_grad_avx512<S: Taps>(mut r: F32Grad<'_>, src: &S) {
             std::array::from_fn(|j| r.dy[(first + j.min(n - 1)) * p + p0..].as_ptr());
         let dw = r.dw[first * k * LANES..].as_mut_ptr();
         let (channel_stride, column) = (src.channel_stride(), src.column_stride());
-        let tail = ((1u32 << ((p1 - p0) % LANES)) - 1) as u16;
-        let full = (p1 - p0) / LANES;
+        assert!(p1 - p0 <= CHUNK, "a span is at most a chunk");
+        let (vectors, v0) = ((p1 - p0).div_ceil(LANES), p0 / LANES);
+        let tail = match (p1 - p0) % LANES {
+            0 => u16::MAX,
+            t => ((1u32 << t) - 1) as u16,
+        };
         for ki in 0..kh {
             let x0 = src.origin(ki, kj0).wrapping_add(p0);
+            // The lanes each vector reads at each tap column, the same in every channel:
+            // looked up once per kernel row, not once per channel and vector.
+            let mut lanes = [[0u16; M]; CHUNK / LANES];
+            for (v, lanes) in lanes.iter_mut().enumerate().take(vectors) {
+                let pixels = if v + 1 == vectors { tail } else { u16::MAX };
+                for (m, l) in lanes.iter_mut().enumerate() {
+                    *l = pixels & src.mask(v0 + v, ki, kj0 + m);
+                }
+            }
             for c in 0..g.c {
                 let tap = (c * kh + ki) * kw + kj0;
                 // SAFETY: weights (first + j, tap + m) for j < n, m < M each have LANES
@@ -281,25 +294,24 @@ unsafe fn weight_grad_avx512<S: Taps>(mut r: F32Grad<'_>, src: &S) {
                             *a = _mm512_loadu_ps(dw.add((j * k + tap + m) * LANES));
                         }
                     }
-                    let step = |acc: &mut [[__m512; M]; GROUP], q: usize, mask: u16| {
+                    let step = |acc: &mut [[__m512; M]; GROUP], v: usize, pixels: u16| {
+                        let q = v * LANES;
                         let mut xs = [_mm512_setzero_ps(); M];
                         for (m, xv) in xs.iter_mut().enumerate() {
-                            let lanes = mask & src.mask((p0 + q) / LANES, ki, kj0 + m);
-                            *xv = _mm512_maskz_loadu_ps(lanes, x.wrapping_add(m * column + q));
+                            *xv =
+                                _mm512_maskz_loadu_ps(lanes[v][m], x.wrapping_add(m * column + q));
                         }
                         for (acc, &row) in acc.iter_mut().zip(&rows) {
-                            let d = _mm512_maskz_loadu_ps(mask, row.add(q));
+                            let d = _mm512_maskz_loadu_ps(pixels, row.add(q));
                             for (a, &xv) in acc.iter_mut().zip(&xs) {
                                 *a = _mm512_fmadd_ps(d, xv, *a);
                             }
                         }
                     };
-                    for v in 0..full {
-                        step(&mut acc, v * LANES, u16::MAX);
+                    for v in 0..vectors - 1 {
+                        step(&mut acc, v, u16::MAX);
                     }
-                    if tail != 0 {
-                        step(&mut acc, full * LANES, tail);
-                    }
+                    step(&mut acc, vectors - 1, tail);
                     for (j, acc) in acc.iter().enumerate().take(n) {
                         for (m, &a) in acc.iter().enumerate() {
                             _mm512_storeu_ps(dw.add((j * k + tap + m) * LANES), a);
