@@ -275,10 +275,10 @@ unsafe fn weight_grad_avx512<S: Taps>(mut r: F32Grad<'_>, src: &S) {
             // The lanes each vector reads at each tap column, the same in every channel:
             // looked up once per kernel row, not once per channel and vector.
             let mut lanes = [[0u16; M]; CHUNK / LANES];
-            for (v, lanes) in lanes.iter_mut().enumerate().take(vectors) {
+            for (v, columns) in lanes.iter_mut().enumerate().take(vectors) {
                 let pixels = if v + 1 == vectors { tail } else { u16::MAX };
-                for (m, l) in lanes.iter_mut().enumerate() {
-                    *l = pixels & src.mask(v0 + v, ki, kj0 + m);
+                for (m, mask) in columns.iter_mut().enumerate() {
+                    *mask = pixels & src.mask(v0 + v, ki, kj0 + m);
                 }
             }
             for c in 0..g.c {
